@@ -1,0 +1,5 @@
+import lekiwi_agent_ros
+
+
+def test_version_is_semver():
+    assert lekiwi_agent_ros.__version__.count('.') == 2

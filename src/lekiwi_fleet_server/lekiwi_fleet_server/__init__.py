@@ -1,0 +1,3 @@
+"""LeKiwi Fleet server."""
+
+__version__ = '0.1.0'
