@@ -1,0 +1,26 @@
+# LeKiwi Fleet: the two commands a newcomer needs are `make demo` and `make test`.
+.PHONY: demo test build lint bench-gateway bench-agent bench-teleop clean
+
+demo:  ## Fleet server on the embedded database plus one simulated LeKiwi robot
+	scripts/demo.sh
+
+test:  ## Build, colcon test, system tests, coverage; non-zero on any failure
+	scripts/test.sh
+
+build:
+	scripts/bootstrap.sh && bash -c 'source scripts/env.sh && colcon build'
+
+lint:
+	scripts/bootstrap.sh && .venv/bin/ruff check src tests scripts launch
+
+bench-gateway:
+	bash -c 'source scripts/env.sh && python tests/bench/gateway.py'
+
+bench-agent:
+	bash -c 'source scripts/env.sh && python tests/bench/agent_footprint.py'
+
+bench-teleop:
+	bash -c 'source scripts/env.sh && python tests/bench/teleop_detection.py'
+
+clean:
+	rm -rf build install log

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The project's test command (make test): set up, build with colcon, run colcon test over all
+# packages and the system tests in tests/, report coverage; exit non-zero on any failure.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+scripts/bootstrap.sh || exit 1
+LEKIWI_TEST_DATABASE_URL=$(scripts/ensure_postgres.sh) || { echo "test: no PostgreSQL" >&2; exit 1; }
+export LEKIWI_TEST_DATABASE_URL
+# shellcheck disable=SC1091
+source scripts/env.sh
+# Each run gets its own DDS domain so concurrent runs on one machine do not cross-talk.
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 100 ))}
+
+status=0
+echo "== colcon build"
+colcon build --event-handlers console_cohesion- summary+ || exit 1
+# shellcheck disable=SC1091
+source install/setup.bash
+
+echo "== colcon test"
+colcon test --event-handlers console_cohesion+ summary+ || status=1
+echo "== colcon test-result --verbose"
+colcon test-result --verbose || status=1
+
+echo "== system tests (tests/)"
+python -m pytest tests -p no:cacheprovider -q -rfEs --timeout=600 || status=1
+
+echo "== coverage (bar: 80 % per module)"
+python scripts/coverage_summary.py --bar 80 build/lekiwi_agent_ros/.coverage \
+  build/lekiwi_fleet_server/.coverage || status=1
+
+if [ "$status" -eq 0 ]; then echo "== all tests passed"; else echo "== FAILED"; fi
+exit "$status"

@@ -1,0 +1,1 @@
+"""Durable state of the fleet: event store, projections, snapshots, telemetry history."""

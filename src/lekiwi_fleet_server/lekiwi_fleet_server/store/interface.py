@@ -1,0 +1,202 @@
+"""The store's contract with the robot gateway and the API.
+
+The gateway hands decoded, validated robot frames to `FleetStore.commit_batch` and acknowledges
+them to robots only after it returns; the API reads through the query methods. Every method is
+synchronous and thread-safe: the gateway calls `commit_batch` from one writer thread, the API
+calls queries from FastAPI's thread pool. Implementations: `SqlFleetStore` (SQLAlchemy Core on
+PostgreSQL or the embedded SQLite default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+RobotStatus = Literal['online', 'stale', 'offline', 'never_seen']
+
+
+class StoreError(Exception):
+    """Base of every error the store raises; driver errors are translated into these once."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or refused the transaction; retry later."""
+
+
+class ConcurrencyConflict(StoreError):
+    """An append expected a stream version that another writer has already taken."""
+
+
+class RobotAlreadyEnrolled(StoreError):
+    """A robot with this id is enrolled already (revoke it and enrol a new id, or rotate)."""
+
+
+class UnknownRobot(StoreError):
+    """No robot with this id is enrolled."""
+
+
+@dataclass(frozen=True, slots=True)
+class RobotMessage:
+    """One validated `publish` frame from an authenticated robot."""
+
+    robot_id: str
+    boot_id: str
+    seq: int
+    topic: str  # one of domain.topics.TOPIC_TYPES
+    msg: Mapping[str, Any]  # the ROS message as rosbridge JSON (NaN already as None)
+    received_at: float  # server wall clock, Unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """The gateway saw a robot connect or go away."""
+
+    robot_id: str
+    online: bool
+    at: float  # Unix seconds
+    reason: str  # 'connected', 'disconnected', 'timeout', 'replaced', 'server_restart'
+
+
+@dataclass(frozen=True, slots=True)
+class MessageKey:
+    """The idempotency key of a robot message."""
+
+    robot_id: str
+    boot_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored: its place in its stream and in the global order."""
+
+    position: int  # global, strictly increasing in commit order
+    stream_id: str  # 'robot-<robot_id>'
+    version: int  # 1, 2, ... within the stream
+    type: str  # e.g. 'RobotCameOnline'
+    schema_version: int
+    data: Mapping[str, Any]
+    metadata: Mapping[str, Any]  # robot_id, boot_id, seq, causation
+    recorded_at: float  # Unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class RobotSummary:
+    """One row of the robots read model."""
+
+    robot_id: str
+    tags: tuple[str, ...]
+    status: RobotStatus  # 'stale' is derived at query time from last_heartbeat_at
+    enrolled_at: float
+    revoked: bool
+    last_heartbeat_at: float | None = None
+    boot_id: str | None = None
+    last_seq: int | None = None  # newest uplink seq committed for boot_id
+    heartbeat_sequence: int | None = None  # RobotHeartbeat.sequence of the newest heartbeat
+    state: str | None = None  # RobotHeartbeat STATE_* name without prefix, lower case
+    teleop_active: bool = False
+    teleop_score: float = 0.0
+    agent_version: str | None = None
+    software_version: str | None = None
+    resources: Mapping[str, Any] = field(default_factory=dict)  # ResourceUsage fields
+    telemetry: Mapping[str, float | None] = field(default_factory=dict)  # reconstructed state
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one committed batch did."""
+
+    acknowledged: tuple[MessageKey, ...]  # committed now or found committed before
+    duplicates: int  # of those, how many were already stored
+    changed_robots: tuple[RobotSummary, ...]  # read-model rows this batch changed
+    new_events: tuple[RecordedEvent, ...]  # events this batch appended, in position order
+
+
+@dataclass(frozen=True, slots=True)
+class RobotCredentials:
+    robot_id: str
+    token_sha256: str
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RobotFilter:
+    status: RobotStatus | None = None
+    teleop_active: bool | None = None
+    software_version: str | None = None
+    tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    total: int
+    by_status: Mapping[str, int]  # every RobotStatus, zero included
+    teleop_active: int
+    by_software_version: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryPoint:
+    """One bucket of a downsampled telemetry series."""
+
+    bucket_start: float  # Unix seconds
+    values: Mapping[str, float | None]  # field -> mean over the bucket
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: tuple[RecordedEvent, ...]
+    next_after: int | None  # pass as after_position for the next page; None at the end
+
+
+class FleetStore(Protocol):
+    """Durable fleet state. See the module docstring for threading."""
+
+    def commit_batch(
+        self,
+        messages: Sequence[RobotMessage],
+        presence: Sequence[PresenceChange] = (),
+        *,
+        now: float,
+    ) -> BatchResult:
+        """Store messages and presence changes in one transaction, idempotently.
+
+        Raises StoreUnavailable when nothing was committed; the caller may retry the batch.
+        """
+        ...
+
+    def robot_credentials(self, robot_id: str) -> RobotCredentials | None: ...
+
+    def enrol_robot(
+        self, robot_id: str, token_sha256: str, tags: Sequence[str], *, now: float
+    ) -> RobotSummary: ...
+
+    def revoke_robot(self, robot_id: str, *, now: float) -> None: ...
+
+    def list_robots(self, robot_filter: RobotFilter, *, now: float) -> list[RobotSummary]: ...
+
+    def get_robot(self, robot_id: str, *, now: float) -> RobotSummary | None: ...
+
+    def robot_timeline(self, robot_id: str, after_position: int, limit: int) -> EventPage: ...
+
+    def fleet_summary(self, *, now: float) -> FleetSummary: ...
+
+    def telemetry_range(
+        self,
+        robot_id: str,
+        start: float,
+        end: float,
+        bucket_s: float,
+        fields: Sequence[str] | None = None,
+    ) -> list[TelemetryPoint]: ...
+
+    def mark_all_offline(self, *, now: float, reason: str = 'server_restart') -> int:
+        """At gateway start, robots the read model shows online are offline; return how many."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers now (for /readyz)."""
+        ...
+
+    def close(self) -> None: ...
