@@ -120,6 +120,20 @@ class RobotCredentials:
     revoked: bool
 
 
+OperatorRole = Literal['viewer', 'admin']
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """A person or service using the REST API and dashboard; viewers read, admins also write."""
+
+    name: str
+    role: OperatorRole
+    token_sha256: str
+    created_at: float
+    revoked: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class RobotFilter:
     status: RobotStatus | None = None
@@ -173,6 +187,12 @@ class FleetStore(Protocol):
     ) -> RobotSummary: ...
 
     def revoke_robot(self, robot_id: str, *, now: float) -> None: ...
+
+    def create_operator(
+        self, name: str, role: OperatorRole, token_sha256: str, *, now: float
+    ) -> Operator: ...
+
+    def operator_by_token(self, token_sha256: str) -> Operator | None: ...
 
     def list_robots(self, robot_filter: RobotFilter, *, now: float) -> list[RobotSummary]: ...
 
