@@ -1,0 +1,71 @@
+"""Start the LeKiwi Fleet agent on a robot: `ros2 launch lekiwi_agent_ros robot.launch.py`.
+
+By default the agent nodes (heartbeat, telemetry, teleop_monitor, fleet_uplink) share one
+process and one executor, so the interpreter and the DDS participant are paid once; the WebRTC
+streamer runs in its own process. Parameters come from config/agent.yaml; the launch arguments
+below override the ones a robot always sets.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, GroupAction
+from launch.conditions import IfCondition, UnlessCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node, PushRosNamespace
+
+AGENT_NODES = ('heartbeat', 'telemetry', 'teleop_monitor', 'fleet_uplink')
+
+
+def generate_launch_description() -> LaunchDescription:
+    """Declare the robot's launch arguments and the agent processes."""
+    share = get_package_share_directory('lekiwi_agent_ros')
+    robot_id = LaunchConfiguration('robot_id')
+    server_url = LaunchConfiguration('server_url')
+    token_file = LaunchConfiguration('token_file')
+    params_file = LaunchConfiguration('params_file')
+    one_process = LaunchConfiguration('one_process')
+    overrides = {'robot_id': robot_id}
+    uplink_overrides = {'robot_id': robot_id, 'server_url': server_url,
+                        'token_file': token_file}
+
+    arguments = [
+        DeclareLaunchArgument('robot_id', description='Fleet id of this robot, as enrolled'),
+        DeclareLaunchArgument('server_url', default_value='ws://127.0.0.1:9090/',
+                              description='Robot gateway of the fleet server'),
+        DeclareLaunchArgument('token_file', default_value='/etc/lekiwi/robot-token',
+                              description='File holding the robot token given at enrolment'),
+        DeclareLaunchArgument('params_file',
+                              default_value=os.path.join(share, 'config', 'agent.yaml'),
+                              description='Parameters of the agent nodes'),
+        DeclareLaunchArgument('namespace', default_value='',
+                              description='ROS namespace of this robot'),
+        DeclareLaunchArgument('one_process', default_value='true',
+                              description='Host the agent nodes in one process'),
+        DeclareLaunchArgument('webrtc', default_value='true',
+                              description='Start the WebRTC streamer'),
+    ]
+
+    one_process_agent = Node(
+        package='lekiwi_agent_ros', executable='agent', output='screen',
+        parameters=[params_file, overrides, uplink_overrides],
+        condition=IfCondition(one_process))
+    separate_nodes = [
+        Node(package='lekiwi_agent_ros', executable=name, name=name, output='screen',
+             parameters=[params_file, uplink_overrides if name == 'fleet_uplink' else overrides],
+             condition=UnlessCondition(one_process))
+        for name in AGENT_NODES
+    ]
+    streamer = Node(
+        package='lekiwi_agent_ros', executable='webrtc_streamer', name='webrtc_streamer',
+        output='screen', parameters=[params_file, overrides],
+        condition=IfCondition(LaunchConfiguration('webrtc')))
+
+    robot = GroupAction([
+        PushRosNamespace(LaunchConfiguration('namespace')),
+        one_process_agent,
+        *separate_nodes,
+        streamer,
+    ])
+    return LaunchDescription([*arguments, robot])
