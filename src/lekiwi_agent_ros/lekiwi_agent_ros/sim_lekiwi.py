@@ -9,16 +9,16 @@ gamepad does.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from rcl_interfaces.msg import ParameterDescriptor
 
 from lekiwi_agent_ros.msg_types import BatteryState, CompressedImage, Joy
 
