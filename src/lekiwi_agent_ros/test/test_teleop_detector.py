@@ -1,0 +1,353 @@
+"""Unit tests of TeleopDetector: signals, weights, hysteresis and sessions on a fake clock."""
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from lekiwi_agent_ros.teleop_detector import (
+    SESSION_ENDED,
+    SESSION_STARTED,
+    SessionEnded,
+    SessionStarted,
+    TeleopConfig,
+    TeleopDetector,
+)
+
+WALL_OFFSET = 1_764_000_000.0
+TICK = 0.1
+
+
+class Clock:
+    """A manual monotonic clock."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return self.t + WALL_OFFSET
+
+
+def make(config: TeleopConfig | None = None) -> tuple[TeleopDetector, Clock]:
+    clock = Clock()
+    ids = iter(f's{i}' for i in range(1, 100))
+    detector = TeleopDetector(config or TeleopConfig(), clock, clock.wall, lambda: next(ids))
+    return detector, clock
+
+
+def drive(
+    detector: TeleopDetector,
+    clock: Clock,
+    seconds: float,
+    axes: tuple[float, ...] = (0.6, -0.3),
+    buttons: tuple[int, ...] = (),
+    rate_hz: float = 30.0,
+    stamp_age_s: float | None = 0.01,
+) -> list[SessionStarted | SessionEnded]:
+    """Publish joystick messages at rate_hz for `seconds`, updating at 10 Hz like the node."""
+    changes = []
+    step = 1.0 / rate_hz
+    end = clock.t + seconds
+    next_tick = clock.t
+    while clock.t < end - 1e-9:
+        if axes is not None:
+            detector.observe_joy(axes, buttons, stamp_age_s)
+        if clock.t >= next_tick - 1e-9:
+            _, change = detector.update()
+            if change:
+                changes.append(change)
+            next_tick += TICK
+        clock.t += step
+    return changes
+
+
+def idle(detector: TeleopDetector, clock: Clock, seconds: float):
+    """Let time pass with no input, updating at 10 Hz; return (changes, time of each)."""
+    changes = []
+    end = clock.t + seconds
+    while clock.t < end - 1e-9:
+        clock.t += TICK
+        _, change = detector.update()
+        if change:
+            changes.append((change, clock.t))
+    return changes
+
+
+def test_defaults_are_the_issue_weights_and_valid() -> None:
+    config = TeleopConfig()
+    assert (config.weight_joystick, config.weight_video, config.weight_webrtc,
+            config.weight_latency) == (0.4, 0.3, 0.2, 0.1)
+    assert config.problems() == []
+
+
+@pytest.mark.parametrize(
+    ('change', 'reason'),
+    [
+        ({'weight_joystick': 0.5}, 'weights must sum to 1'),
+        ({'weight_joystick': 1.2, 'weight_video': -0.5}, 'weight_video must be within 0..1'),
+        ({'joystick_window_s': -0.5}, 'joystick_window_s must be > 0'),
+        ({'video_window_s': 0.0}, 'video_window_s must be > 0'),
+        ({'off_hold_s': -1.0}, 'off_hold_s must be >= 0'),
+        ({'off_threshold': 0.5}, 'off_threshold must be > 0 and <= on_threshold'),
+        ({'on_threshold': 1.5}, 'on_threshold must be within (0, 1]'),
+        ({'joystick_deadzone': 1.0}, 'joystick_deadzone must be within [0, 1)'),
+        ({'webrtc_full_peers': 0}, 'webrtc_full_peers must be >= 1'),
+        ({'latency_threshold_ms': math.nan}, 'latency_threshold_ms must be finite'),
+        ({'joystick_axis_rest': (0.0, math.inf)}, 'joystick_axis_rest must be finite'),
+    ],
+)
+def test_invalid_configs_are_rejected_with_a_reason(change: dict, reason: str) -> None:
+    config = replace(TeleopConfig(), **change)
+    assert any(reason in p for p in config.problems())
+    with pytest.raises(ValueError, match='invalid teleop parameters'):
+        config.validated()
+    with pytest.raises(ValueError):
+        TeleopDetector(config, lambda: 0.0, lambda: 0.0)
+
+
+def test_from_mapping_coerces_ros_values_and_rejects_bad_ones() -> None:
+    config = TeleopConfig.from_mapping(
+        {'video_full_streams': 2.0, 'on_hold_s': 0, 'joystick_axis_rest': [0, 1.0]})
+    assert config.video_full_streams == 2
+    assert config.on_hold_s == 0.0
+    assert config.joystick_axis_rest == (0.0, 1.0)
+    with pytest.raises(ValueError, match='unknown teleop parameters: bogus'):
+        TeleopConfig.from_mapping({'bogus': 1})
+    with pytest.raises(ValueError, match='must be an integer'):
+        TeleopConfig.from_mapping({'video_full_streams': 1.5})
+    with pytest.raises(ValueError, match='must be a number'):
+        TeleopConfig.from_mapping({'on_hold_s': 'soon'})
+    with pytest.raises(ValueError, match='must be a number'):
+        TeleopConfig.from_mapping({'on_hold_s': True})
+    with pytest.raises(ValueError, match='list of numbers'):
+        TeleopConfig.from_mapping({'joystick_axis_rest': 3.0})
+    with pytest.raises(ValueError, match='list of numbers'):
+        TeleopConfig.from_mapping({'joystick_axis_rest': ['a']})
+    with pytest.raises(ValueError, match='weights must sum to 1'):
+        TeleopConfig.from_mapping({'weight_latency': 0.3})
+
+
+def test_moving_joystick_starts_a_session_quickly() -> None:
+    detector, clock = make()
+    t0 = clock.t
+    changes = drive(detector, clock, 1.0)
+    assert len(changes) == 1
+    started = changes[0]
+    assert isinstance(started, SessionStarted)
+    assert started.session_id == 's1'
+    # Four messages (100 ms at 30 Hz) cross the on-threshold, then 100 ms of hold.
+    assert started.started_at - WALL_OFFSET - t0 == pytest.approx(0.1, abs=0.11)
+    reading, _ = detector.update()
+    assert reading.active and detector.active
+    assert reading.joystick_signal == 1.0
+    assert reading.score == pytest.approx(0.4)
+    assert reading.joystick_rate_hz == pytest.approx(30.0, abs=2.1)
+    assert reading.active_since == started.started_at
+    assert math.isnan(reading.control_latency_ms)
+
+
+def test_joystick_of_zeros_is_never_active() -> None:
+    detector, clock = make()
+    assert drive(detector, clock, 5.0, axes=(0.0, 0.0, 0.05), buttons=(0, 0)) == []
+    reading, _ = detector.update()
+    assert not reading.active
+    assert reading.score == 0.0
+
+
+@pytest.mark.parametrize(
+    ('axes', 'buttons', 'stamp_age_s'),
+    [
+        ((math.nan, math.nan), (), 0.01),  # broken driver
+        ((), (), 0.01),  # empty messages
+        ((0.9, 0.9), (), 30.0),  # stamped in the far past (a replayed bag)
+        ((0.9, 0.9), (), -5.0),  # stamped in the future
+        ((0.9, 0.9), (), math.inf),
+    ],
+)
+def test_bad_joystick_input_never_makes_a_session(axes, buttons, stamp_age_s) -> None:
+    detector, clock = make()
+    assert drive(detector, clock, 3.0, axes=axes, buttons=buttons,
+                 stamp_age_s=stamp_age_s) == []
+
+
+def test_unstamped_messages_and_buttons_count() -> None:
+    detector, clock = make()
+    changes = drive(detector, clock, 1.0, axes=(0.0,), buttons=(0, 1), stamp_age_s=None)
+    assert [c.event_type for c in changes] == [SESSION_STARTED]
+
+
+def test_slow_joystick_below_full_rate_does_not_start() -> None:
+    detector, clock = make()
+    # 4 Hz of input fills half the window: score 0.2 stays under the 0.35 on-threshold.
+    assert drive(detector, clock, 3.0, rate_hz=4.0) == []
+
+
+def test_brief_pause_does_not_end_the_session() -> None:
+    detector, clock = make()
+    drive(detector, clock, 1.0)
+    assert detector.active
+    # Resting the stick for 0.9 s (score falls, but not for the 1 s hold) keeps the session.
+    assert drive(detector, clock, 0.9, axes=(0.0, 0.0)) == []
+    assert drive(detector, clock, 1.0) == []
+    assert detector.active
+
+
+def test_session_ends_after_the_hold_and_reports_its_duration() -> None:
+    detector, clock = make()
+    drive(detector, clock, 2.0)
+    last_input = clock.t - 1.0 / 30.0
+    changes = idle(detector, clock, 3.0)
+    assert len(changes) == 1
+    ended, detected_at = changes[0]
+    assert isinstance(ended, SessionEnded)
+    assert ended.reason == 'inactive'
+    assert ended.event_type == SESSION_ENDED
+    # The score falls under 0.25 about 0.43 s after the last input (seen at the next 10 Hz
+    # update); the hold adds 1 s.
+    assert detected_at - last_input == pytest.approx(1.5, abs=0.15)
+    assert ended.ended_at - WALL_OFFSET - last_input == pytest.approx(0.5, abs=0.12)
+    assert ended.duration_s == pytest.approx(ended.ended_at - ended.started_at)
+    assert ended.duration_s == pytest.approx(2.3, abs=0.15)
+    reading, _ = detector.update()
+    assert not reading.active and reading.active_since is None
+
+
+def test_sessions_restart_with_new_ids() -> None:
+    detector, clock = make()
+    drive(detector, clock, 1.0)
+    idle(detector, clock, 2.0)
+    changes = drive(detector, clock, 1.0)
+    assert [c.session_id for c in changes] == ['s2']
+
+
+def test_video_alone_never_starts_a_session() -> None:
+    detector, clock = make()
+    detector.set_video_subscribers('camera', 3)
+    for _ in range(50):
+        clock.t += 0.1
+        detector.observe_video_frame('camera')
+        reading, change = detector.update()
+        assert change is None
+    assert reading.video_signal == 1.0
+    assert reading.score == pytest.approx(0.3)
+    assert reading.active_video_streams == 3
+
+
+def test_subscribers_of_a_dead_video_topic_are_not_streams() -> None:
+    detector, clock = make()
+    detector.set_video_subscribers('camera', 2)
+    reading, _ = detector.update()
+    assert reading.active_video_streams == 0  # no frame seen yet
+    detector.observe_video_frame('camera')
+    clock.t += 0.5
+    assert detector.update()[0].active_video_streams == 2
+    clock.t += 1.0  # frames stopped: the topic vanished
+    reading, _ = detector.update()
+    assert reading.active_video_streams == 0
+    clock.t += 1.0
+    assert detector.update()[0].video_signal == 0.0
+
+
+def test_connected_operator_watching_video_with_pings_is_a_session() -> None:
+    detector, clock = make()
+    changes = []
+    for _ in range(20):
+        clock.t += 0.1
+        detector.observe_webrtc(peers=1, tracks=1, rtt_ms=40.0, rtt_age_s=0.2, status_age_s=0.01)
+        _, change = detector.update()
+        if change:
+            changes.append(change)
+    reading, _ = detector.update()
+    assert [c.event_type for c in changes] == [SESSION_STARTED]
+    assert reading.score == pytest.approx(0.6)
+    assert (reading.webrtc_peers, reading.active_video_streams) == (1, 1)
+    assert reading.control_latency_ms == 40.0
+    assert reading.latency_signal == 1.0
+
+
+def test_streamer_that_goes_silent_counts_as_gone() -> None:
+    detector, clock = make()
+    detector.observe_webrtc(peers=1, tracks=1, rtt_ms=40.0, rtt_age_s=0.0, status_age_s=0.0)
+    clock.t += 1.0
+    reading, _ = detector.update()
+    assert reading.webrtc_signal == pytest.approx(1.0)
+    clock.t += 2.0  # past the 2.5 s status timeout: peers expired at +2.5 s
+    reading, _ = detector.update()
+    assert reading.webrtc_peers == 0
+    assert math.isnan(reading.control_latency_ms)
+    assert reading.webrtc_signal == pytest.approx(0.5)  # half of the last second had the peer
+
+
+def test_stale_or_future_streamer_status_is_ignored() -> None:
+    detector, clock = make()
+    assert not detector.observe_webrtc(1, 1, 10.0, 0.0, status_age_s=60.0)
+    assert not detector.observe_webrtc(1, 1, 10.0, 0.0, status_age_s=-3.0)
+    assert not detector.observe_webrtc(1, 1, 10.0, 0.0, status_age_s=math.nan)
+    assert detector.update()[0].webrtc_peers == 0
+
+
+def test_latency_needs_a_fresh_round_trip_under_threshold() -> None:
+    detector, clock = make()
+    detector.observe_webrtc(1, 0, rtt_ms=600.0, rtt_age_s=0.0, status_age_s=0.0)
+    assert detector.update()[0].latency_signal == 0.0
+    detector.observe_webrtc(1, 0, rtt_ms=100.0, rtt_age_s=1.9, status_age_s=0.0)
+    assert detector.update()[0].latency_signal == 1.0
+    clock.t += 0.2  # the round trip is now 2.1 s old
+    assert detector.update()[0].latency_signal == 0.0
+    detector.observe_webrtc(1, 0, rtt_ms=math.nan, rtt_age_s=None, status_age_s=0.0)
+    assert detector.update()[0].latency_signal == 0.0
+
+
+def test_weights_change_what_counts() -> None:
+    config = replace(TeleopConfig(), weight_joystick=0.2, weight_video=0.5)
+    detector, clock = make(config)
+    drive(detector, clock, 1.0)
+    reading, _ = detector.update()
+    assert reading.score == pytest.approx(0.2)
+    assert not reading.active
+
+
+def test_zero_holds_switch_at_once() -> None:
+    detector, clock = make(replace(TeleopConfig(), on_hold_s=0.0, off_hold_s=0.0))
+    for _ in range(4):
+        detector.observe_joy((1.0,), (), None)
+    _, change = detector.update()
+    assert isinstance(change, SessionStarted)
+    clock.t += 0.6
+    _, change = detector.update()
+    assert isinstance(change, SessionEnded)
+    assert change.duration_s == pytest.approx(0.6)
+
+
+def test_end_session_at_shutdown() -> None:
+    detector, clock = make()
+    assert detector.end_session() is None
+    drive(detector, clock, 1.0)
+    clock.t += 0.5
+    ended = detector.end_session()
+    assert ended is not None and ended.reason == 'shutdown'
+    assert ended.payload()['reason'] == 'shutdown'
+    assert not detector.active
+
+
+def test_reconfigure_keeps_the_open_session() -> None:
+    detector, clock = make()
+    drive(detector, clock, 1.0)
+    detector.reconfigure(replace(TeleopConfig(), off_hold_s=3.0, joystick_window_s=0.25))
+    assert detector.config.off_hold_s == 3.0
+    changes = idle(detector, clock, 2.5)
+    assert changes == [] and detector.active
+    with pytest.raises(ValueError):
+        detector.reconfigure(replace(TeleopConfig(), weight_video=0.9))
+    assert detector.config.off_hold_s == 3.0
+
+
+def test_payloads_have_the_reserved_fields() -> None:
+    started = SessionStarted('abc', 10.0, 0.41234)
+    assert started.payload() == {'session_id': 'abc', 'started_at': 10.0, 'score': 0.4123}
+    ended = SessionEnded('abc', 10.0, 12.5, 2.5, 'inactive')
+    assert ended.payload() == {'session_id': 'abc', 'started_at': 10.0, 'ended_at': 12.5,
+                               'duration_s': 2.5, 'reason': 'inactive'}
