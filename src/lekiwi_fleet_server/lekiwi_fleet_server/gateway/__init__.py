@@ -1,0 +1,1 @@
+"""Robot gateway: picows WebSocket server, sessions, commit batcher, update bus, commands."""

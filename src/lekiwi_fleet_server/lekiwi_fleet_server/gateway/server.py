@@ -1,0 +1,245 @@
+"""The robot gateway: a picows WebSocket server on the API's event loop.
+
+It owns the sessions, presence, the commit batcher and command dispatch. Store calls never run
+on the loop: commits go through one writer thread (the batcher), token look-ups through a small
+reader pool. Acks go out only from `_on_committed`, that is after the batch's transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+from picows import ws_create_server
+
+from lekiwi_fleet_server.domain.presence import PresenceTracker
+from lekiwi_fleet_server.domain.protocol import (
+    CommandResponse,
+    ErrorCode,
+    ProtocolError,
+    ack_frame,
+    compress_ranges,
+)
+from lekiwi_fleet_server.domain.tokens import generate_token, hash_token, token_matches
+from lekiwi_fleet_server.gateway.batcher import CommitBatcher
+from lekiwi_fleet_server.gateway.bus import UpdateBus
+from lekiwi_fleet_server.gateway.commands import CommandDispatcher
+from lekiwi_fleet_server.gateway.session import RobotSession
+from lekiwi_fleet_server.metrics import FleetMetrics
+from lekiwi_fleet_server.settings import Settings
+from lekiwi_fleet_server.store.interface import (
+    BatchResult,
+    FleetStore,
+    PresenceChange,
+    RobotMessage,
+)
+
+log = logging.getLogger(__name__)
+
+# picows refuses frames above its own limit by closing with 1009 before we see them; we keep
+# that limit above max_frame_bytes so that a moderately oversize frame gets the protocol's
+# oversize_frame error first, and a huge one is cut off without buffering it.
+_HARD_FRAME_FACTOR = 4
+_HARD_FRAME_MIN = 256 * 1024
+_READ_BUFFER_BYTES = 4096  # grows on demand; picows' 16 KiB default costs 160 MB at 10k robots
+
+
+class RobotGateway:
+    """Accept robots, authenticate them, validate and batch their messages, ack after commit."""
+
+    def __init__(self, settings: Settings, store: FleetStore, bus: UpdateBus,
+                 metrics: FleetMetrics, *, now: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self._store = store
+        self._bus = bus
+        self._metrics = metrics
+        self._now = now
+        self.commands = CommandDispatcher()
+        self.presence = PresenceTracker(settings.presence_timeout_s, settings.ping_interval_s)
+        self._sessions: dict[str, RobotSession] = {}
+        self._open: set[RobotSession] = set()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix='fleet-writer')
+        self._readers = ThreadPoolExecutor(4, thread_name_prefix='fleet-auth')
+        self.batcher = CommitBatcher(
+            store, self._writer, interval_s=settings.commit_interval_ms / 1000.0,
+            max_batch=settings.max_batch_messages, max_pending=settings.max_pending_messages,
+            retry_s=settings.store_retry_s, on_committed=self._on_committed, metrics=metrics,
+            now=now)
+        metrics.track_queue_depth(lambda: self.batcher.pending)
+        self._refused = {code: metrics.frames_refused.labels(code.value) for code in ErrorCode}
+        # Unknown robots are checked against a random hash so that they take as long as known.
+        self._decoy_hash = hash_token(generate_token())
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Mark every robot offline (nobody is connected yet), then listen and run."""
+        loop = asyncio.get_running_loop()
+        marked = await loop.run_in_executor(
+            self._writer, partial(self._store.mark_all_offline, now=self._now()))
+        log.info('gateway start: %d robots marked offline', marked)
+        hard_limit = max(self.settings.max_frame_bytes * _HARD_FRAME_FACTOR, _HARD_FRAME_MIN)
+        self._server = await ws_create_server(
+            self._listener_for, self.settings.gateway_host, self.settings.gateway_port,
+            websocket_handshake_timeout=self.settings.auth_timeout_s,
+            max_frame_size=hard_limit, read_buffer_init_size=_READ_BUFFER_BYTES,
+            logger_name='lekiwi.gateway', backlog=4096)
+        self._tasks = [loop.create_task(self.batcher.run(), name='commit-batcher'),
+                       loop.create_task(self._sweep_loop(), name='presence-sweep')]
+        log.info('robot gateway listening on ws://%s:%d/', self.settings.gateway_host, self.port)
+
+    @property
+    def port(self) -> int:
+        """Return the port the gateway listens on (the real one when configured as 0)."""
+        assert self._server is not None, 'gateway not started'
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self, drain_timeout_s: float = 5.0) -> None:
+        """Close every connection, commit what is queued (robots go offline), stop threads."""
+        if self._server is not None:
+            self._server.close()
+        now = self._now()
+        for robot_id, session in list(self._sessions.items()):
+            change = self.presence.closed(robot_id, session, now, 'server_shutdown')
+            if change is not None:
+                self.batcher.submit_presence(change)
+        self._sessions.clear()
+        for session in list(self._open):
+            session.close(1001, 'server shutting down')
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if not await self.batcher.drain(drain_timeout_s):
+            log.error('gateway stop: %d messages could not be committed', self.batcher.pending)
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=False, cancel_futures=True)
+
+    # -- called by sessions -------------------------------------------------------------------
+    def _listener_for(self, request: object) -> RobotSession | None:
+        path = getattr(request, 'path', b'/').split(b'?', 1)[0]
+        return RobotSession(self) if path in (b'/', b'') else None
+
+    def now(self) -> float:
+        """Return the wall clock the gateway stamps messages with."""
+        return self._now()
+
+    def opened(self, session: RobotSession) -> None:
+        """Track a new (not yet authenticated) connection."""
+        self._open.add(session)
+
+    def closed(self, session: RobotSession, was_authenticated: bool) -> None:
+        """Forget a closed connection; its robot goes offline unless a newer one took over."""
+        self._open.discard(session)
+        robot_id = session.robot_id
+        if not was_authenticated or robot_id is None:
+            return
+        if self._sessions.get(robot_id) is session:
+            del self._sessions[robot_id]
+        change = self.presence.closed(robot_id, session, self._now())
+        if change is not None:
+            self.batcher.submit_presence(change)
+            self.commands.robot_gone(robot_id)
+        self._metrics.connections.set(len(self._sessions))
+
+    def attach(self, session: RobotSession) -> None:
+        """Make an authenticated session the robot's current one; close an older one."""
+        robot_id = session.robot_id
+        assert robot_id is not None
+        change, _replaced = self.presence.connected(robot_id, session, self._now())
+        older = self._sessions.get(robot_id)
+        self._sessions[robot_id] = session
+        if older is not None and older is not session:
+            older.refuse(ProtocolError(ErrorCode.REPLACED,
+                                       'a newer connection of this robot took over'))
+        if change is not None:
+            self.batcher.submit_presence(change)
+        self._metrics.connections.set(len(self._sessions))
+
+    def heard(self, robot_id: str) -> None:
+        """Note life from a robot (any frame or pong)."""
+        self.presence.heard(robot_id, self._now())
+
+    def submit(self, message: RobotMessage) -> bool:
+        """Queue a validated message for commit; False when the backlog is full."""
+        if self.batcher.submit(message):
+            self._metrics.messages_received.inc()
+            return True
+        return False
+
+    def count_refused(self, code: ErrorCode) -> None:
+        """Count a refused frame by its error code."""
+        self._refused[code].inc()
+
+    async def verify_robot(self, robot_id: str, token: str) -> None:
+        """Check a robot's token against its stored hash; raise auth_failed when it fails."""
+        credentials = await asyncio.get_running_loop().run_in_executor(
+            self._readers, self._store.robot_credentials, robot_id)
+        stored = credentials.token_sha256 if credentials is not None else self._decoy_hash
+        matches = token_matches(token, stored)
+        if credentials is None or not matches:
+            raise ProtocolError(ErrorCode.AUTH_FAILED, 'unknown robot or wrong token', 'auth')
+        if credentials.revoked:
+            raise ProtocolError(ErrorCode.AUTH_FAILED, 'robot token revoked', 'auth')
+
+    # -- after commit -------------------------------------------------------------------------
+    def _on_committed(self, result: BatchResult) -> None:
+        by_boot: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+        for key in result.acknowledged:
+            by_boot[(key.robot_id, key.boot_id)].append(key.seq)
+        sessions = self._sessions
+        for (robot_id, boot_id), seqs in by_boot.items():
+            session = sessions.get(robot_id)
+            if session is not None:
+                session.send(ack_frame(boot_id, compress_ranges(seqs)))
+        self._bus.publish(result)
+
+    # -- presence -----------------------------------------------------------------------------
+    async def _sweep_loop(self) -> None:
+        period = max(0.02, min(self.settings.ping_interval_s,
+                               self.settings.presence_timeout_s) / 4)
+        while True:
+            await asyncio.sleep(period)
+            self.sweep()
+
+    def sweep(self) -> list[PresenceChange]:
+        """Ping idle robots and drop silent ones; return the offline changes queued."""
+        result = self.presence.sweep(self._now())
+        for session in result.to_ping:
+            session.ping()  # type: ignore[attr-defined]
+        for robot_id, session in result.silent:
+            if self._sessions.get(robot_id) is session:
+                del self._sessions[robot_id]
+            self.commands.robot_gone(robot_id)
+            session.close(1001, 'presence timeout', graceful=False)  # type: ignore[attr-defined]
+        for change in result.changes:
+            self.batcher.submit_presence(change)
+        if result.silent:
+            self._metrics.connections.set(len(self._sessions))
+        return list(result.changes)
+
+    # -- commands and queries -----------------------------------------------------------------
+    async def send_command(self, robot_id: str, command_type: str, payload_json: str,
+                           timeout_s: float | None = None) -> CommandResponse:
+        """Send a command to a connected robot and return its response."""
+        session = self._sessions.get(robot_id)
+        return await self.commands.call(
+            robot_id, session.send if session is not None else None, command_type,
+            payload_json, timeout_s if timeout_s is not None else self.settings.command_timeout_s)
+
+    def is_connected(self, robot_id: str) -> bool:
+        """Tell whether the robot has an authenticated connection."""
+        return robot_id in self._sessions
+
+    @property
+    def connection_count(self) -> int:
+        """Return the number of authenticated robot connections."""
+        return len(self._sessions)

@@ -1,0 +1,249 @@
+"""One robot connection: authenticate first, then validate frames and queue their messages.
+
+A `RobotSession` is the picows listener of one WebSocket. It does the per-frame work on the
+event loop and nothing that can block: store look-ups go through the gateway's executor, and
+commits through the batcher. Every refused frame, whatever raised, goes through `refuse`, the
+one place that turns exceptions into the protocol's error frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from picows import WSFrame, WSListener, WSMsgType, WSTransport
+
+from lekiwi_fleet_server.domain import protocol
+from lekiwi_fleet_server.domain.protocol import (
+    AuthRequest,
+    ErrorCode,
+    ProtocolError,
+    auth_ok_frame,
+    error_frame,
+)
+from lekiwi_fleet_server.store.interface import RobotMessage, StoreError
+
+if TYPE_CHECKING:
+    from lekiwi_fleet_server.gateway.server import RobotGateway
+
+log = logging.getLogger(__name__)
+
+_TEXT, _BINARY = WSMsgType.TEXT, WSMsgType.BINARY
+_CONTINUATION, _PONG, _CLOSE = WSMsgType.CONTINUATION, WSMsgType.PONG, WSMsgType.CLOSE
+
+
+class SessionState(Enum):
+    AWAITING_AUTH = 'awaiting_auth'
+    AUTHENTICATING = 'authenticating'
+    AUTHENTICATED = 'authenticated'
+    CLOSED = 'closed'
+
+
+def protocol_error_for(exc: BaseException, frame_id: str | None = None) -> ProtocolError:
+    """Map any exception met while handling a frame onto the protocol error to send."""
+    if isinstance(exc, ProtocolError):
+        return exc
+    if isinstance(exc, StoreError):
+        return ProtocolError(ErrorCode.SERVER_ERROR,
+                             'the server cannot reach its store; send it again later', frame_id)
+    return ProtocolError(ErrorCode.SERVER_ERROR, 'internal error; send it again later', frame_id)
+
+
+class RobotSession(WSListener):
+    """The gateway's side of one robot WebSocket."""
+
+    def __init__(self, gateway: RobotGateway) -> None:
+        super().__init__()
+        self._gw = gateway
+        self.transport: WSTransport | None = None
+        self.state = SessionState.AWAITING_AUTH
+        self.robot_id: str | None = None
+        self.protocol: str | None = None
+        self.agent_version: str | None = None
+        self._max_frame = gateway.settings.max_frame_bytes
+        self._max_queue = gateway.settings.send_queue_bytes
+        self._fragments: bytearray | None = None
+        self._pre_auth: list[bytes] = []
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._auth_task: asyncio.Task[None] | None = None
+        self._write_buffer_size: Any = None
+
+    # -- picows callbacks ---------------------------------------------------------------------
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self._write_buffer_size = transport.underlying_transport.get_write_buffer_size
+        self._auth_timer = asyncio.get_running_loop().call_later(
+            self._gw.settings.auth_timeout_s, self._on_auth_timeout)
+        self._gw.opened(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type == _TEXT or msg_type == _BINARY:
+            if self._fragments is not None:
+                self.close(1002, 'new message inside a fragmented one')
+            elif frame.payload_size > self._max_frame:
+                self._oversize(frame.payload_size)
+            elif frame.fin:
+                self.handle_payload(frame.get_payload_as_bytes())
+            else:
+                self._fragments = bytearray(frame.get_payload_as_memoryview())
+        elif msg_type == _CONTINUATION:
+            if self._fragments is None:
+                self.close(1002, 'continuation without a message')
+                return
+            if len(self._fragments) + frame.payload_size > self._max_frame:
+                self._oversize(len(self._fragments) + frame.payload_size)
+                return
+            self._fragments += frame.get_payload_as_memoryview()
+            if frame.fin:
+                payload, self._fragments = bytes(self._fragments), None
+                self.handle_payload(payload)
+        elif msg_type == _PONG:
+            if self.robot_id is not None:
+                self._gw.heard(self.robot_id)
+        elif msg_type == _CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        previous, self.state = self.state, SessionState.CLOSED
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        if self._auth_task is not None and not self._auth_task.done():
+            self._auth_task.cancel()
+        self._gw.closed(self, was_authenticated=previous is SessionState.AUTHENTICATED)
+
+    # -- frames -------------------------------------------------------------------------------
+    def handle_payload(self, payload: bytes) -> None:
+        """Handle one complete frame payload from the robot."""
+        frame: dict[str, Any] | None = None
+        try:
+            if self.state is SessionState.AUTHENTICATED:
+                self._gw.heard(self.robot_id)  # type: ignore[arg-type]
+                frame = protocol.decode_frame(payload)
+                if frame.get('op') == 'publish':
+                    self._publish(frame)
+                else:
+                    self._other_op(frame)
+            elif self.state is SessionState.AWAITING_AUTH:
+                frame = protocol.decode_frame(payload)
+                if protocol.frame_op(frame) != 'auth':
+                    raise ProtocolError(ErrorCode.UNAUTHENTICATED,
+                                        'the first frame must be auth', protocol.frame_id(frame))
+                self._start_auth(protocol.parse_auth(frame))
+            elif self.state is SessionState.AUTHENTICATING:
+                # A stock rosbridge client sends right after auth without waiting for its
+                # answer: hold those frames until the token is checked.
+                if len(self._pre_auth) >= self._gw.settings.pre_auth_frames:
+                    raise ProtocolError(ErrorCode.UNAUTHENTICATED,
+                                        'too many frames before authentication completed')
+                self._pre_auth.append(payload)
+        except Exception as exc:  # the one place exceptions become protocol errors
+            if not isinstance(exc, ProtocolError):
+                log.exception('robot %s: frame handling failed', self.robot_id)
+            self.refuse(protocol_error_for(exc, protocol.frame_id(frame) if frame else None))
+
+    def _publish(self, frame: dict[str, Any]) -> None:
+        p = protocol.parse_publish(frame)
+        message = RobotMessage(self.robot_id, p.boot_id, p.seq, p.topic,  # type: ignore[arg-type]
+                               p.msg, self._gw.now())
+        if not self._gw.submit(message):
+            raise ProtocolError(ErrorCode.SERVER_ERROR,
+                                'the server is behind on commits; send it again later',
+                                f'{p.boot_id}:{p.seq}')
+
+    def _other_op(self, frame: dict[str, Any]) -> None:
+        op = protocol.frame_op(frame)
+        if op == 'service_response':
+            response = protocol.parse_command_response(frame)
+            if not self._gw.commands.resolve(self.robot_id, response):  # type: ignore[arg-type]
+                log.info('robot %s answered unknown or expired command %s',
+                         self.robot_id, response.id)
+        elif op == 'subscribe':
+            protocol.parse_subscribe(frame)  # acks reach every robot anyway
+        elif op == 'auth':
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                                f'already authenticated as {self.robot_id}', 'auth')
+        # Other bookkeeping ops of rosbridge clients (advertise, ...) need no answer.
+
+    def _oversize(self, size: int) -> None:
+        self._fragments = None
+        self.refuse(ProtocolError(ErrorCode.OVERSIZE_FRAME,
+                                  f'frame of {size} bytes exceeds {self._max_frame}'))
+
+    # -- authentication -----------------------------------------------------------------------
+    def _start_auth(self, request: AuthRequest) -> None:
+        protocol_version = protocol.negotiate(request.protocols)
+        self.state = SessionState.AUTHENTICATING
+        self._auth_task = asyncio.get_running_loop().create_task(
+            self._authenticate(request, protocol_version))
+
+    async def _authenticate(self, request: AuthRequest, protocol_version: str) -> None:
+        try:
+            await self._gw.verify_robot(request.robot_id, request.token)
+        except Exception as exc:
+            if self.state is SessionState.CLOSED:
+                return
+            self.state = SessionState.AWAITING_AUTH
+            self._pre_auth.clear()
+            if not isinstance(exc, ProtocolError | StoreError):
+                log.exception('auth of %s failed unexpectedly', request.robot_id)
+            self.refuse(protocol_error_for(exc, 'auth'))
+            return
+        if self.state is SessionState.CLOSED:
+            return
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        self.robot_id, self.protocol = request.robot_id, protocol_version
+        self.agent_version = request.agent_version
+        self.state = SessionState.AUTHENTICATED
+        self._gw.attach(self)
+        self.send(auth_ok_frame(request.robot_id, protocol_version))
+        held, self._pre_auth = self._pre_auth, []
+        for payload in held:
+            self.handle_payload(payload)
+
+    def _on_auth_timeout(self) -> None:
+        if self.state in (SessionState.AWAITING_AUTH, SessionState.AUTHENTICATING):
+            self.refuse(ProtocolError(ErrorCode.AUTH_TIMEOUT, 'no auth within '
+                                      f'{self._gw.settings.auth_timeout_s} s'))
+
+    # -- sending ------------------------------------------------------------------------------
+    def send(self, data: bytes) -> bool:
+        """Send a text frame; drop the robot as a slow consumer when its queue overflows."""
+        transport = self.transport
+        if transport is None or self.state is SessionState.CLOSED \
+                or transport.is_close_frame_sent:
+            return False
+        transport.send(_TEXT, data)
+        if self._write_buffer_size() > self._max_queue:
+            self._gw.count_refused(ErrorCode.SLOW_CONSUMER)
+            # It does not read, so a graceful close would wait forever: abort.
+            self.close(protocol.CLOSE_CODES[ErrorCode.SLOW_CONSUMER], 'slow_consumer',
+                       graceful=False)
+            return False
+        return True
+
+    def refuse(self, error: ProtocolError) -> None:
+        """Send the error frame for a refused frame; close when the error says so."""
+        self._gw.count_refused(error.code)
+        self.send(error_frame(error))
+        if error.close_code is not None:
+            self.close(error.close_code, error.code.value)
+
+    def ping(self) -> None:
+        """Send a WebSocket ping (presence checks an idle robot with it)."""
+        if self.transport is not None and not self.transport.is_close_frame_sent:
+            self.transport.send_ping()
+
+    def close(self, code: int, reason: str, graceful: bool = True) -> None:
+        """Close the connection with a WebSocket close code."""
+        transport = self.transport
+        if transport is None or transport.is_disconnected:
+            return
+        if not transport.is_close_frame_sent:
+            transport.send_close(code, reason.encode()[:120])  # type: ignore[arg-type]
+        transport.disconnect(graceful=graceful)
+

@@ -1,0 +1,50 @@
+"""Prometheus metrics of one server instance, in its own registry (no global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+_BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
+
+
+class FleetMetrics:
+    """The gateway's and the API's counters, gauges and histograms."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connections = Gauge('lekiwi_gateway_connections',
+                                 'Authenticated robot connections', registry=r)
+        self.messages_received = Counter('lekiwi_gateway_messages_received',
+                                         'Valid robot messages queued for commit', registry=r)
+        self.messages_committed = Counter('lekiwi_gateway_messages_committed',
+                                          'Robot messages acknowledged after commit', registry=r)
+        self.duplicates = Counter('lekiwi_gateway_duplicates',
+                                  'Messages found committed before (re-acked)', registry=r)
+        self.frames_refused = Counter('lekiwi_gateway_frames_refused',
+                                      'Frames refused with an error status', ['code'], registry=r)
+        self.commit_seconds = Histogram('lekiwi_store_commit_seconds',
+                                        'Duration of one commit_batch', registry=r,
+                                        buckets=_LATENCY_BUCKETS)
+        self.commit_failures = Counter('lekiwi_store_commit_failures',
+                                       'Batches the store refused (retried)', registry=r)
+        self.batch_size = Histogram('lekiwi_store_batch_messages', 'Messages in one batch',
+                                    registry=r, buckets=_BATCH_BUCKETS)
+        self.queue_depth = Gauge('lekiwi_gateway_queue_depth',
+                                 'Messages waiting for commit', registry=r)
+        self.dashboard_subscribers = Gauge('lekiwi_stream_subscribers',
+                                           'Dashboard stream subscribers', registry=r)
+
+    def track_queue_depth(self, depth: Callable[[], float]) -> None:
+        """Read the queue depth from the batcher whenever metrics are scraped."""
+        self.queue_depth.set_function(depth)
+
+    def render(self) -> bytes:
+        """Return the metrics in the Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,59 @@
+"""Server settings (pydantic-settings, environment prefix `LEKIWI_`), validated when built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the fleet server can be told; build it in main(), never at import."""
+
+    model_config = SettingsConfigDict(env_prefix='LEKIWI_', extra='ignore', frozen=True)
+
+    data_dir: Path = Field(Path('.lekiwi-fleet'),
+                           description='Directory of the embedded database and other state')
+    database_url: str | None = Field(
+        None, description='SQLAlchemy URL; default: sqlite:///<data_dir>/fleet.db')
+
+    api_host: str = '127.0.0.1'
+    api_port: int = Field(8080, ge=0, le=65535)
+    gateway_host: str = '127.0.0.1'
+    gateway_port: int = Field(9090, ge=0, le=65535)
+
+    auth_timeout_s: float = Field(5.0, gt=0)
+    presence_timeout_s: float = Field(3.0, gt=0)
+    ping_interval_s: float = Field(1.0, gt=0)
+    max_frame_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024)
+    send_queue_bytes: int = Field(1024 * 1024, ge=1024,
+                                  description='Unsent bytes a robot may leave queued before '
+                                              'it is dropped as a slow consumer')
+    pre_auth_frames: int = Field(64, ge=1, description='Frames buffered while auth is checked')
+    commit_interval_ms: float = Field(50.0, gt=0, le=10_000)
+    max_batch_messages: int = Field(20_000, ge=1)
+    max_pending_messages: int = Field(200_000, ge=1,
+                                      description='Uncommitted messages held before new ones '
+                                                  'are refused with server_error')
+    store_retry_s: float = Field(0.5, gt=0, description='Pause after a failed commit')
+    command_timeout_s: float = Field(10.0, gt=0)
+    bus_flush_ms: float = Field(250.0, gt=0)
+    bus_queue_updates: int = Field(64, ge=1,
+                                   description='Updates a dashboard may lag before it is dropped')
+    stream_auth_timeout_s: float = Field(5.0, gt=0)
+    bootstrap_admin_token: str | None = Field(None, min_length=16)
+    log_level: str = Field('info', pattern='^(critical|error|warning|info|debug)$')
+
+    @model_validator(mode='after')
+    def _check(self) -> Settings:
+        if self.presence_timeout_s <= self.ping_interval_s:
+            raise ValueError('presence_timeout_s must be longer than ping_interval_s')
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Return the configured database URL, or the embedded SQLite file's."""
+        if self.database_url:
+            return self.database_url
+        return f'sqlite:///{(self.data_dir / "fleet.db").resolve()}'

@@ -1,0 +1,255 @@
+"""Frame parsing, validation and encoding against docs/robot-protocol-v1.schema.json."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+import robot_frames as rf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lekiwi_fleet_server.domain import protocol as p
+from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[3].parent / 'docs' / 'robot-protocol-v1.schema.json'
+PUBLISH_DEFS = {
+    'fleet/heartbeat': 'Publish_RobotHeartbeat',
+    'teleop/status': 'Publish_TeleopStatus',
+    'fleet/telemetry': 'Publish_TelemetryDelta',
+    'fleet/events': 'Publish_FleetEvent',
+    'fleet/deployment_status': 'Publish_DeploymentStatus',
+}
+
+
+@pytest.fixture(scope='module')
+def schema() -> dict[str, Any]:
+    if not SCHEMA_PATH.exists():
+        pytest.skip('protocol schema not found: run from the repository checkout')
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validator(schema: dict[str, Any], definition: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator({**schema, '$ref': f'#/$defs/{definition}'})
+
+
+def code_of(fn: Any, *args: Any) -> ErrorCode:
+    with pytest.raises(ProtocolError) as info:
+        fn(*args)
+    return info.value.code
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+def test_decode_accepts_object_and_refuses_the_rest() -> None:
+    assert p.decode_frame(b'{"op": "publish"}') == {'op': 'publish'}
+    assert p.decode_frame('{"a": 1}') == {'a': 1}
+    for bad in (b'not json', b'[1, 2]', b'"str"', b'{"a": NaN}', b'', b'\xff\xfe'):
+        assert code_of(p.decode_frame, bad) is ErrorCode.MALFORMED_JSON
+
+
+def test_frame_op_and_id() -> None:
+    assert p.frame_op({'op': 'publish'}) == 'publish'
+    assert p.frame_op({'op': 'advertise'}) == 'advertise'
+    assert code_of(p.frame_op, {'op': 'explode'}) is ErrorCode.UNKNOWN_OP
+    assert code_of(p.frame_op, {}) is ErrorCode.UNKNOWN_OP
+    assert code_of(p.frame_op, {'op': 3}) is ErrorCode.UNKNOWN_OP
+    assert p.frame_id({'op': 'publish', 'boot_id': 'abc', 'seq': 4}) == 'abc:4'
+    assert p.frame_id({'op': 'call_service', 'id': 'x'}) == 'x'
+    assert p.frame_id({'op': 'publish', 'id': 7}) is None
+
+
+# -- auth -----------------------------------------------------------------------------------
+
+def test_parse_auth_both_shapes() -> None:
+    req = p.parse_auth(rf.auth('kiwi-1', 'lkw_x', ['lekiwi-fleet/2', 'lekiwi-fleet/1']))
+    assert (req.robot_id, req.token, req.protocols) == (
+        'kiwi-1', 'lkw_x', ('lekiwi-fleet/2', 'lekiwi-fleet/1'))
+    assert req.agent_version == '0.1.0'
+    ros = p.parse_auth({'op': 'auth', 'client': 'kiwi-2', 'mac': 'tok', 'rand': 'r', 't': 0})
+    assert (ros.robot_id, ros.token, ros.protocols) == ('kiwi-2', 'tok', ('lekiwi-fleet/1',))
+
+
+@pytest.mark.parametrize('frame', [
+    {'op': 'auth'},
+    {'op': 'auth', 'robot_id': 'bad id!', 'token': 't', 'protocol': ['lekiwi-fleet/1']},
+    {'op': 'auth', 'robot_id': 'a' * 65, 'token': 't', 'protocol': ['lekiwi-fleet/1']},
+    {'op': 'auth', 'robot_id': 'k', 'token': '', 'protocol': ['lekiwi-fleet/1']},
+    {'op': 'auth', 'robot_id': 'k', 'token': 't' * 257, 'protocol': ['lekiwi-fleet/1']},
+    {'op': 'auth', 'robot_id': 'k', 'token': 't', 'protocol': []},
+    {'op': 'auth', 'robot_id': 'k', 'token': 't', 'protocol': 'lekiwi-fleet/1'},
+    {'op': 'auth', 'robot_id': 'k', 'token': 't', 'protocol': ['x'], 'agent_version': 1},
+    {'op': 'auth', 'client': 'k', 'mac': 5},
+])
+def test_parse_auth_refuses_bad_frames(frame: dict[str, Any]) -> None:
+    assert code_of(p.parse_auth, frame) is ErrorCode.AUTH_FAILED
+
+
+def test_negotiate_picks_first_common_version() -> None:
+    assert p.negotiate(['lekiwi-fleet/9', 'lekiwi-fleet/1']) == 'lekiwi-fleet/1'
+    error = pytest.raises(ProtocolError, p.negotiate, ['lekiwi-fleet/9']).value
+    assert error.code is ErrorCode.UNSUPPORTED_PROTOCOL and error.close_code == 4401
+
+
+def test_close_codes_follow_the_protocol_table() -> None:
+    assert ProtocolError(ErrorCode.OVERSIZE_FRAME, '').close_code == 1009
+    assert ProtocolError(ErrorCode.AUTH_TIMEOUT, '').close_code == 4408
+    assert ProtocolError(ErrorCode.REPLACED, '').close_code == 4409
+    assert ProtocolError(ErrorCode.SLOW_CONSUMER, '').close_code == 1008
+    assert ProtocolError(ErrorCode.INVALID_MESSAGE, '').close_code is None
+    assert ProtocolError(ErrorCode.SERVER_ERROR, '').close_code is None
+
+
+# -- publish --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('topic', sorted(rf.MESSAGES))
+def test_every_topic_valid_example_is_accepted(topic: str, schema: dict[str, Any]) -> None:
+    frame = rf.publish(topic, 17)
+    validator(schema, PUBLISH_DEFS[topic]).validate(frame)
+    parsed = p.parse_publish(frame)
+    assert (parsed.topic, parsed.boot_id, parsed.seq) == (topic, rf.BOOT, 17)
+    assert parsed.msg == frame['msg']
+
+
+def test_publish_errors_name_the_frame_and_field() -> None:
+    frame = rf.publish('fleet/events', 17)
+    frame['msg']['severity'] = 9
+    error = pytest.raises(ProtocolError, p.parse_publish, frame).value
+    assert error.code is ErrorCode.INVALID_MESSAGE
+    assert error.frame_id == f'{rf.BOOT}:17'
+    assert "field 'severity' must be an integer 0..4" in error.message
+    frame = rf.publish('fleet/heartbeat', 3)
+    frame['msg']['resources']['cpu_percent'] = 'hot'
+    error = pytest.raises(ProtocolError, p.parse_publish, frame).value
+    assert "field 'resources'.'cpu_percent' must be a number or null" in error.message
+    del frame['msg']['header']
+    assert "field 'header' is missing" in pytest.raises(
+        ProtocolError, p.parse_publish, frame).value.message
+
+
+@pytest.mark.parametrize('change, code', [
+    ({'topic': 'fleet/secrets'}, ErrorCode.UNKNOWN_TOPIC),
+    ({'topic': None}, ErrorCode.UNKNOWN_TOPIC),
+    ({'boot_id': 'short'}, ErrorCode.INVALID_MESSAGE),
+    ({'boot_id': 'x' * 65}, ErrorCode.INVALID_MESSAGE),
+    ({'boot_id': 'abc_defgh'}, ErrorCode.INVALID_MESSAGE),
+    ({'seq': 0}, ErrorCode.INVALID_MESSAGE),
+    ({'seq': 2**63}, ErrorCode.INVALID_MESSAGE),
+    ({'seq': '5'}, ErrorCode.INVALID_MESSAGE),
+    ({'seq': True}, ErrorCode.INVALID_MESSAGE),
+    ({'type': 'std_msgs/msg/String'}, ErrorCode.INVALID_MESSAGE),
+    ({'id': 5}, ErrorCode.INVALID_MESSAGE),
+    ({'msg': []}, ErrorCode.INVALID_MESSAGE),
+])
+def test_publish_envelope_errors(change: dict[str, Any], code: ErrorCode) -> None:
+    frame = {**rf.publish('fleet/events', 1), **change}
+    assert code_of(p.parse_publish, frame) is code
+
+
+def test_publish_with_matching_type_and_id_is_accepted() -> None:
+    frame = {**rf.publish('fleet/events', 1), 'type': 'lekiwi_fleet_msgs/msg/FleetEvent',
+             'id': 'publish:1', 'latch': False}
+    assert p.parse_publish(frame).seq == 1
+
+
+_ODD_VALUES = st.sampled_from([
+    None, True, False, 'x', '', 'A.b', 'a' * 200, -1, 0, 7, 70000, 2**64, 1.5, -0.5, [], [1],
+    ['cpu'], [None], {}, {'sec': 1}, {'sec': 1, 'nanosec': 2_000_000_000},
+])
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(topic=st.sampled_from(sorted(rf.MESSAGES)), data=st.data())
+def test_validator_agrees_with_the_json_schema(topic: str, data: st.DataObject) -> None:
+    """Mutate a valid frame at a random place: both validators accept or both refuse."""
+    schema = json.loads(SCHEMA_PATH.read_text())
+    frame = copy.deepcopy(rf.publish(topic, 5))
+    path = data.draw(st.sampled_from(_paths(frame['msg'])))
+    target = frame['msg']
+    for part in path[:-1]:
+        target = target[part]
+    if data.draw(st.booleans()) and isinstance(target, dict):
+        del target[path[-1]]
+    else:
+        target[path[-1]] = data.draw(_ODD_VALUES)
+    schema_ok = validator(schema, PUBLISH_DEFS[topic]).is_valid(frame)
+    try:
+        p.parse_publish(frame)
+        ours_ok = True
+    except ProtocolError as exc:
+        assert exc.code is ErrorCode.INVALID_MESSAGE
+        ours_ok = False
+    assert ours_ok == schema_ok, (path, frame['msg'])
+
+
+# -- other robot ops ------------------------------------------------------------------------
+
+def test_parse_subscribe_only_acks() -> None:
+    assert p.parse_subscribe({'op': 'subscribe', 'topic': 'fleet/ack'}) == 'fleet/ack'
+    assert code_of(p.parse_subscribe, {'op': 'subscribe', 'topic': 'joy'}) \
+        is ErrorCode.UNKNOWN_TOPIC
+
+
+def test_parse_command_response(schema: dict[str, Any]) -> None:
+    frame = {'op': 'service_response', 'service': 'fleet/command', 'id': 'cmd-1',
+             'result': True, 'values': {'accepted': True, 'message': 'pong'}}
+    validator(schema, 'CommandResponseFrame').validate(frame)
+    response = p.parse_command_response(frame)
+    assert (response.id, response.result, response.accepted, response.message) == (
+        'cmd-1', True, True, 'pong')
+    for change in ({'service': 'x'}, {'id': 3}, {'result': 'yes'}, {'values': {}},
+                   {'values': {'accepted': True, 'message': 1}}):
+        assert code_of(p.parse_command_response, {**frame, **change}) \
+            is ErrorCode.INVALID_MESSAGE
+
+
+# -- acks and encoding ----------------------------------------------------------------------
+
+def test_compress_ranges() -> None:
+    assert p.compress_ranges([]) == []
+    assert p.compress_ranges([5]) == [[5, 5]]
+    assert p.compress_ranges([17, 12, 13, 14, 15, 16, 19, 19]) == [[12, 17], [19, 19]]
+    assert p.compress_ranges(range(1, 1001)) == [[1, 1000]]
+
+
+@given(st.sets(st.integers(1, 500), max_size=60))
+def test_compress_ranges_covers_exactly(seqs: set[int]) -> None:
+    ranges = p.compress_ranges(seqs)
+    covered = {s for a, b in ranges for s in range(a, b + 1)}
+    assert covered == seqs
+    assert all(ranges[i][1] + 1 < ranges[i + 1][0] for i in range(len(ranges) - 1))
+
+
+def test_outgoing_frames_match_the_schema(schema: dict[str, Any]) -> None:
+    validator(schema, 'AuthOkFrame').validate(orjson.loads(p.auth_ok_frame('kiwi-1',
+                                                                          'lekiwi-fleet/1')))
+    error = ProtocolError(ErrorCode.INVALID_MESSAGE, 'bad', 'b:1')
+    decoded = orjson.loads(p.error_frame(error))
+    validator(schema, 'ErrorFrame').validate(decoded)
+    assert decoded['id'] == 'b:1' and decoded['code'] == 'invalid_message'
+    assert 'id' not in orjson.loads(p.error_frame(ProtocolError(ErrorCode.AUTH_TIMEOUT, 'x')))
+    validator(schema, 'AckFrame').validate(orjson.loads(p.ack_frame(rf.BOOT, [[1, 3]])))
+    validator(schema, 'CommandCallFrame').validate(
+        orjson.loads(p.command_frame('cmd-1', 'ping', '{}')))
+
+
+def test_error_codes_match_the_schema(schema: dict[str, Any]) -> None:
+    assert {c.value for c in ErrorCode} == set(
+        schema['$defs']['ErrorFrame']['properties']['code']['enum'])
+    assert set(p.MESSAGE_VALIDATORS) == set(schema['x-topics'])
