@@ -1,0 +1,335 @@
+"""TeleopMonitorNode: joystick, video, WebRTC status and the ROS graph -> teleop/status and events.
+
+A thin shell around `TeleopDetector`. It runs inside the one-process agent on the agent's
+executor, so every callback is short and nothing blocks or spawns threads: video frames arrive
+raw (never deserialised; only their arrival matters), the ROS graph is polled at a low rate,
+and one timer evaluates the detector and publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from rclpy.subscription import Subscription
+
+from lekiwi_agent_ros.msg_types import (
+    CompressedImage,
+    FleetEvent,
+    Image,
+    Joy,
+    TeleopStatus,
+    WebRtcStatus,
+)
+from lekiwi_agent_ros.teleop_detector import (
+    SessionChange,
+    TeleopConfig,
+    TeleopDetector,
+    TeleopReading,
+)
+
+STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                        history=HistoryPolicy.KEEP_LAST)
+EVENTS_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+VIDEO_TYPES = {'sensor_msgs/msg/Image': Image,
+               'sensor_msgs/msg/CompressedImage': CompressedImage}
+
+_DETECTOR_DESCRIPTIONS = {
+    'weight_joystick': 'Weight of the joystick signal in the score (weights sum to 1).',
+    'weight_video': 'Weight of the video signal (WebRTC tracks and outside video subscribers).',
+    'weight_webrtc': 'Weight of the connected WebRTC operator peers signal.',
+    'weight_latency': 'Weight of the fresh control round-trip signal.',
+    'joystick_window_s': 'Sliding window (s) over which joystick input is counted.',
+    'joystick_full_rate_hz': 'Rate (Hz) of joystick messages with input that makes the signal 1.',
+    'joystick_deadzone': 'An axis must leave its rest value by more than this to be input.',
+    'joystick_axis_rest': 'Rest value of each axis (e.g. 1.0 for gamepad triggers); missing: 0.',
+    'joystick_max_age_s': 'Joystick messages stamped longer ago than this (s) are stale.',
+    'stamp_max_future_s': 'Messages stamped further ahead than this (s) are ignored.',
+    'video_window_s': 'Sliding window (s) averaging the video signal.',
+    'video_full_streams': 'Video streams leaving the robot that make the video signal 1.',
+    'video_frame_timeout_s': 'A video topic without a frame for this long (s) is not live.',
+    'webrtc_window_s': 'Sliding window (s) averaging the WebRTC peers signal.',
+    'webrtc_full_peers': 'Connected operator peers that make the WebRTC signal 1.',
+    'webrtc_status_timeout_s': 'Streamer status older than this (s) means the streamer is gone.',
+    'latency_threshold_ms': 'Round trip (ms) under which the latency signal is 1 (0 at twice).',
+    'latency_max_age_s': 'A round trip measured longer ago than this (s) is not fresh.',
+    'on_threshold': 'Score at or above which, held for on_hold_s, teleop turns active.',
+    'off_threshold': 'Score below which, held for off_hold_s, teleop turns inactive.',
+    'on_hold_s': 'How long (s) the score must stay at or above on_threshold.',
+    'off_hold_s': 'How long (s) the score must stay below off_threshold to end a session.',
+}
+_DETECTOR_NAMES = tuple(f.name for f in fields(TeleopConfig))
+_NODE_RATES = ('evaluate_rate_hz', 'status_period_s', 'graph_period_s')
+
+
+class TeleopMonitorNode(Node):
+    """Publish whether a person is teleoperating the robot, and its sessions."""
+
+    def __init__(
+        self,
+        node_name: str = 'teleop_monitor',
+        *,
+        boot_id: str | None = None,
+        **node_kwargs: object,
+    ) -> None:
+        """Declare parameters, build the detector, then create topics and timers."""
+        super().__init__(node_name, **node_kwargs)  # type: ignore[arg-type]
+        self._declare_parameters()
+        config = TeleopConfig.from_mapping(
+            {name: self.get_parameter(name).value for name in _DETECTOR_NAMES})
+        problems = self._node_problems({n: self.get_parameter(n).value for n in _NODE_RATES})
+        if problems:
+            raise ValueError('invalid teleop_monitor parameters: ' + '; '.join(problems))
+        self._detector = TeleopDetector(config, time.monotonic, time.time)
+        self._robot_id = str(self.get_parameter('robot_id').value)
+        self._boot_id = boot_id or secrets.token_hex(8)
+        self._sequence = 0
+        self._status_period_s = float(self.get_parameter('status_period_s').value)
+        self._video_topics = [
+            t for t in self.get_parameter('video_topics').value if t]  # type: ignore[union-attr]
+        self._ignored = set(self.get_parameter('ignored_video_subscribers').value or ())
+        self._video_subs: dict[str, Subscription] = {}
+        self._last_key: tuple[bool, int, int] | None = None
+        self._last_publish = -math.inf
+
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+
+        self._status_pub = self.create_publisher(TeleopStatus, 'teleop/status', STATUS_QOS)
+        self._events_pub = self.create_publisher(FleetEvent, 'fleet/events', EVENTS_QOS)
+        self.create_subscription(Joy, str(self.get_parameter('joy_topic').value), self._on_joy,
+                                 qos_profile_sensor_data)
+        self.create_subscription(WebRtcStatus, 'webrtc/status', self._on_webrtc_status,
+                                 STATUS_QOS)
+        self.create_timer(1.0 / float(self.get_parameter('evaluate_rate_hz').value),
+                          self._evaluate)
+        self.create_timer(float(self.get_parameter('graph_period_s').value), self._poll_graph)
+        self._poll_graph()
+
+    @property
+    def boot_id(self) -> str:
+        """Return the boot id stamped on this node's events."""
+        return self._boot_id
+
+    @property
+    def detector(self) -> TeleopDetector:
+        """Return the detector core (read-only use: its config and state)."""
+        return self._detector
+
+    def destroy_node(self) -> None:
+        """End an open session (reason 'shutdown') before the node goes away."""
+        ended = self._detector.end_session('shutdown')
+        if ended is not None and self.context.ok():
+            self._publish_event(ended)
+            reading, _ = self._detector.update()
+            self._publish_status(reading)
+        super().destroy_node()
+
+    def _declare_parameters(self) -> None:
+        """Declare every parameter in one place, with its default and description."""
+        defaults = asdict(TeleopConfig())
+
+        def declare(name: str, value: object, description: str, read_only: bool = False,
+                    **extra: object) -> None:
+            descriptor = ParameterDescriptor(description=description, read_only=read_only,
+                                             **extra)  # type: ignore[arg-type]
+            self.declare_parameter(name, value, descriptor)
+
+        declare('robot_id', 'kiwi-001', 'Robot id stamped on fleet events.', True)
+        declare('joy_topic', 'joy', 'Joystick topic (sensor_msgs/Joy).', True)
+        declare('video_topics', ['camera/front/image_raw/compressed'],
+                'Video topics (Image or CompressedImage; type read from the ROS graph).', True)
+        declare('ignored_video_subscribers',
+                ['webrtc_streamer', 'teleop_monitor', 'heartbeat', 'telemetry', 'fleet_uplink',
+                 'agent'],
+                'Node names whose video subscriptions are not outside viewers (the streamer '
+                'is counted through its own status).', True)
+        declare('evaluate_rate_hz', 10.0, 'How often (Hz) the detector is evaluated.', True)
+        declare('status_period_s', 1.0, 'teleop/status is published at least this often (s).')
+        declare('graph_period_s', 1.0, 'How often (s) video subscribers are read from the graph.',
+                True)
+        for name in _DETECTOR_NAMES:
+            value = defaults[name]
+            if isinstance(value, tuple):
+                declare(name, list(value), _DETECTOR_DESCRIPTIONS[name],
+                        type=Parameter.Type.DOUBLE_ARRAY.value)
+            else:
+                declare(name, value, _DETECTOR_DESCRIPTIONS[name])
+
+    @staticmethod
+    def _node_problems(values: dict[str, object]) -> list[str]:
+        """List what is wrong with the node's own rates and periods."""
+        found = []
+        for name, value in values.items():
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                found.append(f'{name} must be > 0, got {value!r}')
+        return found
+
+    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Reject a change that would leave the detector or node misconfigured."""
+        detector_values = {n: getattr(self._detector.config, n) for n in _DETECTOR_NAMES}
+        node_values: dict[str, object] = {}
+        for param in params:
+            if param.name in detector_values:
+                detector_values[param.name] = param.value
+            elif param.name in _NODE_RATES:
+                node_values[param.name] = param.value
+        problems = self._node_problems(node_values)
+        try:
+            TeleopConfig.from_mapping(detector_values)
+        except ValueError as exc:
+            problems.append(str(exc))
+        return SetParametersResult(successful=not problems, reason='; '.join(problems))
+
+    def _apply_parameters(self, params: list[Parameter]) -> None:
+        """Hand an accepted change to the detector."""
+        names = {p.name for p in params}
+        if names & set(_DETECTOR_NAMES):
+            self._detector.reconfigure(TeleopConfig.from_mapping(
+                {n: self.get_parameter(n).value for n in _DETECTOR_NAMES}))
+        if 'status_period_s' in names:
+            self._status_period_s = float(self.get_parameter('status_period_s').value)
+
+    def _stamp_age_s(self, sec: int, nanosec: int) -> float | None:
+        """Return how old a header stamp is (s), or None for an unset (zero) stamp."""
+        if sec == 0 and nanosec == 0:
+            return None
+        now_ns = self.get_clock().now().nanoseconds
+        return (now_ns - (sec * 1_000_000_000 + nanosec)) * 1e-9
+
+    def _on_joy(self, msg: Joy) -> None:
+        """Feed one joystick message to the detector."""
+        stamp = msg.header.stamp
+        self._detector.observe_joy(msg.axes, msg.buttons, self._stamp_age_s(stamp.sec,
+                                                                            stamp.nanosec))
+
+    def _on_video_frame(self, topic: str) -> None:
+        """Note a live frame on a video topic."""
+        self._detector.observe_video_frame(topic)
+
+    def _on_webrtc_status(self, msg: WebRtcStatus) -> None:
+        """Feed the streamer's status to the detector."""
+        status_age = self._stamp_age_s(msg.header.stamp.sec, msg.header.stamp.nanosec)
+        measured = msg.round_trip_measured_at
+        rtt_age = self._stamp_age_s(measured.sec, measured.nanosec)
+        self._detector.observe_webrtc(
+            msg.connected_peers, msg.video_tracks_sending, float(msg.round_trip_ms), rtt_age,
+            math.inf if status_age is None else status_age)
+
+    def _poll_graph(self) -> None:
+        """Subscribe to video topics once their type is known; count outside viewers."""
+        for topic in self._video_topics:
+            if topic not in self._video_subs:
+                self._subscribe_video(topic)
+            outside = 0
+            for info in self.get_subscriptions_info_by_topic(topic):
+                if info.node_name in self._ignored or (
+                        info.node_name == self.get_name()
+                        and info.node_namespace == self.get_namespace()):
+                    continue
+                outside += 1
+            self._detector.set_video_subscribers(topic, outside)
+
+    def _subscribe_video(self, topic: str) -> None:
+        """Create a raw subscription for a video topic whose publishers name its type."""
+        for info in self.get_publishers_info_by_topic(topic):
+            msg_type = VIDEO_TYPES.get(info.topic_type)
+            if msg_type is None:
+                continue
+            # raw=True: the callback gets the serialized bytes, so 50 KB frames are never
+            # turned into Python messages; only their arrival is evidence.
+            self._video_subs[topic] = self.create_subscription(
+                msg_type, topic, lambda _raw, t=topic: self._on_video_frame(t),
+                qos_profile_sensor_data, raw=True)
+            self.get_logger().info(f'watching video topic {topic} ({info.topic_type})')
+            return
+
+    def _evaluate(self) -> None:
+        """Evaluate the detector; publish events, and the status on change or when due."""
+        reading, change = self._detector.update()
+        if change is not None:
+            self._publish_event(change)
+        key = (reading.active, reading.webrtc_peers, reading.active_video_streams)
+        now = time.monotonic()
+        if change is not None or key != self._last_key or \
+                now - self._last_publish >= self._status_period_s:
+            self._publish_status(reading)
+            self._last_key = key
+            self._last_publish = now
+
+    def _publish_status(self, reading: TeleopReading) -> None:
+        """Publish one TeleopStatus."""
+        msg = TeleopStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.active = reading.active
+        msg.score = reading.score
+        msg.joystick_signal = reading.joystick_signal
+        msg.video_signal = reading.video_signal
+        msg.webrtc_signal = reading.webrtc_signal
+        msg.latency_signal = reading.latency_signal
+        msg.joystick_rate_hz = reading.joystick_rate_hz
+        msg.active_video_streams = min(reading.active_video_streams, 65535)
+        msg.webrtc_peers = min(reading.webrtc_peers, 65535)
+        msg.control_latency_ms = reading.control_latency_ms
+        if reading.active_since is not None:
+            sec = math.floor(reading.active_since)
+            msg.active_since.sec = sec
+            msg.active_since.nanosec = min(int((reading.active_since - sec) * 1e9), 999_999_999)
+        self._status_pub.publish(msg)
+
+    def _publish_event(self, change: SessionChange) -> None:
+        """Publish a session start or end as a FleetEvent."""
+        self._sequence += 1
+        msg = FleetEvent()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.robot_id = self._robot_id
+        msg.boot_id = self._boot_id
+        msg.sequence = self._sequence
+        msg.severity = FleetEvent.SEVERITY_INFO
+        msg.event_type = change.event_type
+        msg.payload_json = json.dumps(change.payload(), separators=(',', ':'))
+        self._events_pub.publish(msg)
+        self.get_logger().info(f'{change.event_type} {msg.payload_json}')
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Run the teleop monitor alone (the agent hosts it in its own process by default)."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = TeleopMonitorNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as exc:
+        print(f'teleop_monitor: {exc}', file=sys.stderr)
+        code = 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

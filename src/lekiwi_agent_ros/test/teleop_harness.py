@@ -1,0 +1,71 @@
+"""Real rclpy plumbing for the teleop and WebRTC tests: an own context, a spinning executor."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+
+class RosHarness:
+    """One rclpy context whose executor spins in a background thread."""
+
+    def __init__(self) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        # A fresh namespace per test keeps concurrent tests on one DDS domain apart.
+        self.namespace = '/t' + uuid.uuid4().hex[:10]
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def add(self, node: Node) -> Node:
+        """Spin `node` on the harness executor and return it."""
+        self.executor.add_node(node)
+        return node
+
+    def node(self, name: str) -> Node:
+        """Create and spin a plain helper node in the test namespace."""
+        return self.add(Node(name, namespace=self.namespace, context=self.context))
+
+    def close(self) -> None:
+        """Stop spinning, destroy every node and shut the context down."""
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        for node in list(self.executor.get_nodes()):
+            self.executor.remove_node(node)
+            node.destroy_node()
+        self.executor.shutdown()
+        rclpy.try_shutdown(context=self.context)
+
+
+@contextmanager
+def ros_harness() -> Iterator[RosHarness]:
+    """Yield a harness and always tear it down."""
+    harness = RosHarness()
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, period: float = 0.01) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; return whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return predicate()
