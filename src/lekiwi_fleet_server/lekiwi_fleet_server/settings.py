@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description='SQLAlchemy URL; default: sqlite:///<data_dir>/fleet.db')
 
+    migrate_on_start: bool = Field(True, description='Apply database migrations at start')
+
     api_host: str = '127.0.0.1'
     api_port: int = Field(8080, ge=0, le=65535)
     gateway_host: str = '127.0.0.1'

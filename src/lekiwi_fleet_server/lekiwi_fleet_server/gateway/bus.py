@@ -2,7 +2,7 @@
 
 `UpdateBus` is the seam: a broker-backed bus (NATS, say) implements the same three methods.
 The in-process one coalesces per robot (only the newest row of a robot within a flush window is
-sent), encodes each update once and hands the same bytes to every subscriber, so the cost of a
+sent), encodes each update once and hands the same text to every subscriber, so the cost of a
 heartbeat does not grow with the number of dashboards.
 """
 
@@ -30,24 +30,24 @@ def _default(obj: Any) -> Any:
 
 
 def encode_update(kind: str, at: float, robots: list[RobotSummary],
-                  events: list[RecordedEvent]) -> bytes:
-    """Encode one dashboard update (dataclasses go straight through orjson)."""
+                  events: list[RecordedEvent]) -> str:
+    """Encode one dashboard update as JSON text (dataclasses go straight through orjson)."""
     return orjson.dumps({'type': kind, 'at': at, 'robots': robots, 'events': events},
-                        default=_default)
+                        default=_default).decode()
 
 
 class Subscription:
     """One subscriber's bounded queue of encoded updates; dropped when it falls behind."""
 
     def __init__(self, max_updates: int, on_close: Callable[[Subscription], None]) -> None:
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[str] = deque()
         self._max = max_updates
         self._ready = asyncio.Event()
         self._on_close = on_close
         self.closed = False
         self.dropped = False  # True when closed because the subscriber lagged
 
-    def offer(self, update: bytes) -> None:
+    def offer(self, update: str) -> None:
         """Queue an update, or drop the subscriber when it is too far behind."""
         if self.closed:
             return
@@ -58,7 +58,7 @@ class Subscription:
         self._queue.append(update)
         self._ready.set()
 
-    async def get(self) -> bytes | None:
+    async def get(self) -> str | None:
         """Return the next update, or None once the subscription is closed."""
         while not self._queue:
             if self.closed:

@@ -76,12 +76,13 @@ class RobotGateway:
         # Unknown robots are checked against a random hash so that they take as long as known.
         self._decoy_hash = hash_token(generate_token())
         self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Mark every robot offline (nobody is connected yet), then listen and run."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         marked = await loop.run_in_executor(
             self._writer, partial(self._store.mark_all_offline, now=self._now()))
         log.info('gateway start: %d robots marked offline', marked)
@@ -94,6 +95,11 @@ class RobotGateway:
         self._tasks = [loop.create_task(self.batcher.run(), name='commit-batcher'),
                        loop.create_task(self._sweep_loop(), name='presence-sweep')]
         log.info('robot gateway listening on ws://%s:%d/', self.settings.gateway_host, self.port)
+
+    @property
+    def started(self) -> bool:
+        """Tell whether `start` has run."""
+        return self._server is not None
 
     @property
     def port(self) -> int:
@@ -234,6 +240,19 @@ class RobotGateway:
         return await self.commands.call(
             robot_id, session.send if session is not None else None, command_type,
             payload_json, timeout_s if timeout_s is not None else self.settings.command_timeout_s)
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: object) -> None:
+        """Run `callback(*args)` on the gateway's loop (from a worker thread)."""
+        assert self._loop is not None, 'gateway not started'
+        self._loop.call_soon_threadsafe(callback, *args)
+
+    def disconnect(self, robot_id: str, error: ProtocolError) -> bool:
+        """Refuse a connected robot with `error` (which closes it); False if not connected."""
+        session = self._sessions.get(robot_id)
+        if session is None:
+            return False
+        session.refuse(error)
+        return True
 
     def is_connected(self, robot_id: str) -> bool:
         """Tell whether the robot has an authenticated connection."""

@@ -1,0 +1,32 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from lekiwi_fleet_server.api.deps import Services
+from lekiwi_fleet_server.store.interface import StoreError
+
+router = APIRouter(tags=['health'])
+
+
+@router.get('/healthz')
+def healthz() -> dict[str, str]:
+    """Answer while the process serves requests (no auth, no store)."""
+    return {'status': 'ok'}
+
+
+@router.get('/readyz')
+def readyz(services: Services) -> dict[str, str]:
+    """Answer 200 when the store answers, 503 otherwise."""
+    try:
+        services.store.ping()
+    except StoreError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f'store: {exc}') from None
+    return {'status': 'ready'}
+
+
+@router.get('/metrics', response_class=Response)
+def metrics(services: Services) -> Response:
+    """Return the Prometheus metrics."""
+    return Response(services.metrics.render(), media_type=services.metrics.content_type)

@@ -1,0 +1,22 @@
+"""What the routes reach: the pieces the lifespan built, bundled (no globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lekiwi_fleet_server.gateway.bus import InProcessBus
+from lekiwi_fleet_server.gateway.server import RobotGateway
+from lekiwi_fleet_server.metrics import FleetMetrics
+from lekiwi_fleet_server.settings import Settings
+from lekiwi_fleet_server.store.interface import FleetStore
+
+
+@dataclass(frozen=True, slots=True)
+class FleetServices:
+    settings: Settings
+    store: FleetStore
+    gateway: RobotGateway
+    bus: InProcessBus
+    metrics: FleetMetrics
+    now: Callable[[], float]

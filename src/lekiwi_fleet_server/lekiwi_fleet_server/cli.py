@@ -1,0 +1,136 @@
+"""`lekiwi-fleet-server serve | migrate | enrol | revoke | create-operator`.
+
+Settings come from the environment (`LEKIWI_*`); a few flags override them. Tokens are printed
+once, on their own line, and never again: only their hashes are stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import resource
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from lekiwi_fleet_server.settings import Settings
+
+log = logging.getLogger('lekiwi_fleet_server')
+
+
+def raise_nofile_limit() -> int:
+    """Raise the open-file limit to the hard limit (one socket per robot); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='lekiwi-fleet-server', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--database-url', help='overrides LEKIWI_DATABASE_URL')
+    sub = parser.add_subparsers(dest='command', required=True)
+    serve = sub.add_parser('serve', help='run the REST API and the robot gateway')
+    serve.add_argument('--api-host')
+    serve.add_argument('--api-port', type=int)
+    serve.add_argument('--gateway-host')
+    serve.add_argument('--gateway-port', type=int)
+    sub.add_parser('migrate', help='apply database migrations')
+    enrol = sub.add_parser('enrol', help='enrol a robot and print its token once')
+    enrol.add_argument('robot_id')
+    enrol.add_argument('--tag', action='append', default=[], help='repeatable')
+    revoke = sub.add_parser('revoke', help="revoke a robot's token")
+    revoke.add_argument('robot_id')
+    operator = sub.add_parser('create-operator', help='create an operator, print its token once')
+    operator.add_argument('name')
+    operator.add_argument('--role', choices=('admin', 'viewer'), required=True)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ('database_url', 'api_host', 'api_port', 'gateway_host', 'gateway_port'):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        print(f'lekiwi-fleet-server: invalid settings:\n{exc}', file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    if args.command == 'serve':
+        return serve(settings)
+    return _admin_command(args, settings)
+
+
+def _admin_command(args: argparse.Namespace, settings: Settings) -> int:
+    from lekiwi_fleet_server.api.admin import create_operator, enrol_robot
+    from lekiwi_fleet_server.app import open_store
+    from lekiwi_fleet_server.store.interface import StoreError
+
+    if args.command == 'migrate':
+        settings = settings.model_copy(update={'migrate_on_start': True})
+    store = open_store(settings)
+    try:
+        now = time.time()
+        if args.command == 'migrate':
+            print('database migrated')
+        elif args.command == 'enrol':
+            enrolment = enrol_robot(store, args.robot_id, args.tag, now=now)
+            print(f'enrolled robot {args.robot_id}; its token (shown once):', file=sys.stderr)
+            print(enrolment.token)
+        elif args.command == 'revoke':
+            store.revoke_robot(args.robot_id, now=now)
+            print(f'revoked robot {args.robot_id}')
+        elif args.command == 'create-operator':
+            _operator, token = create_operator(store, args.name, args.role, now=now)
+            print(f'created {args.role} {args.name}; its token (shown once):', file=sys.stderr)
+            print(token)
+    except (ValueError, StoreError) as exc:
+        print(f'lekiwi-fleet-server {args.command}: {type(exc).__name__}: {exc}',
+              file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def serve(settings: Settings) -> int:
+    """Run uvicorn (API) and the gateway on one event loop until SIGINT or SIGTERM."""
+    import uvicorn
+
+    from lekiwi_fleet_server.api.services import FleetServices
+    from lekiwi_fleet_server.app import create_app
+
+    limit = raise_nofile_limit()
+    # Bind the API socket ourselves so the real port is known before serving (port 0).
+    api_socket = socket.create_server((settings.api_host, settings.api_port), backlog=2048)
+    api_port = api_socket.getsockname()[1]
+
+    def announce(services: FleetServices) -> None:
+        # One machine-readable line: tests and the benchmark read the ports from it.
+        print(f'lekiwi-fleet-server ready api=http://{settings.api_host}:{api_port} '
+              f'gateway=ws://{settings.gateway_host}:{services.gateway.port}/ '
+              f'nofile={limit}', flush=True)
+
+    app = create_app(settings, on_ready=announce)
+    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
+                            lifespan='on', ws_max_size=1024 * 1024, loop='asyncio')
+    server = uvicorn.Server(config)
+    asyncio.run(server.serve(sockets=[api_socket]))
+    return 0 if server.started else 1
