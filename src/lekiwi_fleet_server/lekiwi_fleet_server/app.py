@@ -38,16 +38,14 @@ OnReady = Callable[[FleetServices], None]
 
 def open_store(settings: Settings) -> FleetStore:
     """Open the SQL store of the settings' database, migrating it first when asked to."""
-    from lekiwi_fleet_server.migrations import upgrade
+    # Imported here: the SQL stack loads only when a store is opened, not with the app module.
     from lekiwi_fleet_server.store.config import StoreConfig
     from lekiwi_fleet_server.store.sql_store import SqlFleetStore
 
-    url = settings.resolved_database_url
     if not settings.database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.migrate_on_start:
-        upgrade(url)
-    return SqlFleetStore.open(url, StoreConfig())
+    return SqlFleetStore.open(settings.resolved_database_url, StoreConfig(),
+                              migrate=settings.migrate_on_start)
 
 
 def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,

@@ -206,6 +206,14 @@ class RobotGateway:
             session = sessions.get(robot_id)
             if session is not None:
                 session.send(ack_frame(boot_id, compress_ranges(seqs)))
+        for rejected in result.rejected:
+            # Valid by the protocol but refused by the store (say a delta whose names and
+            # values differ in length): never acked, so the robot learns why instead.
+            session = sessions.get(rejected.key.robot_id)
+            if session is not None:
+                session.refuse(ProtocolError(
+                    ErrorCode.INVALID_MESSAGE, rejected.reason,
+                    f'{rejected.key.boot_id}:{rejected.key.seq}'))
         self._bus.publish(result)
 
     # -- presence -----------------------------------------------------------------------------

@@ -1,0 +1,249 @@
+"""Gateway benchmark (issue 3): N simulated robots against the real server on PostgreSQL.
+
+For each N it makes a fresh database, enrols N robots, starts `lekiwi-fleet-server serve` as a
+subprocess, runs tests/bench/gateway_load.py in a second process (robots with 1 Hz heartbeats
+and telemetry deltas, plus dashboard subscribers), samples the server's CPU and RSS and the
+database's row writes, and prints per N: connections held, p50/p99 latency from robot send to
+ack (durable commit) and to dashboard delivery, server CPU % and RSS, rows written per second.
+The last line sums up the largest N as key=value pairs.
+
+    python tests/bench/gateway.py                      # N = 1000, 5000, 10000
+    python tests/bench/gateway.py --robots 2000 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_SRC = ROOT / 'src' / 'lekiwi_fleet_server'
+sys.path.insert(0, str(SERVER_SRC))  # the source tree, not a possibly stale install/
+
+import psycopg  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from lekiwi_fleet_server.domain.tokens import generate_token, hash_token  # noqa: E402
+
+
+def raise_nofile_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def base_url() -> str:
+    url = os.environ.get('LEKIWI_TEST_DATABASE_URL')
+    if not url:
+        url = subprocess.run([str(ROOT / 'scripts' / 'ensure_postgres.sh')], check=True,
+                             capture_output=True, text=True).stdout.strip()
+    return url
+
+
+def libpq(url: str) -> str:
+    """Return a libpq connection string for a SQLAlchemy URL."""
+    u = make_url(url)
+    return (f'host={u.host} port={u.port or 5432} user={u.username} '
+            f'password={u.password} dbname={u.database}')
+
+
+class Database:
+    """A throwaway PostgreSQL database for one run."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.admin = libpq(url)
+        self.name = name
+        self.url = make_url(url).set(database=name).render_as_string(hide_password=False)
+
+    def __enter__(self) -> Database:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS {self.name} WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE {self.name}')
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS {self.name} WITH (FORCE)')
+
+    def rows_written(self) -> int:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute('SELECT pg_stat_force_next_flush()')
+            row = conn.execute('SELECT tup_inserted + tup_updated + tup_deleted '
+                               'FROM pg_stat_database WHERE datname = %s',
+                               (self.name,)).fetchone()
+        return int(row[0]) if row else 0
+
+
+def enrol(url: str, n: int) -> list[tuple[str, str]]:
+    """Migrate the database and enrol n robots through the store; return ids and tokens."""
+    from lekiwi_fleet_server.migrations import upgrade
+    from lekiwi_fleet_server.store.config import StoreConfig
+    from lekiwi_fleet_server.store.sql_store import SqlFleetStore
+
+    upgrade(url)
+    store = SqlFleetStore.open(url, StoreConfig())
+    try:
+        now = time.time()
+        credentials = []
+        for i in range(n):
+            robot_id, token = f'bench-{i:05d}', generate_token()
+            store.enrol_robot(robot_id, hash_token(token), ('bench',), now=now)
+            credentials.append((robot_id, token))
+        return credentials
+    finally:
+        store.close()
+
+
+def postgres_cpu_seconds() -> float:
+    total = 0.0
+    for proc in psutil.process_iter(['name']):
+        if proc.info['name'] and proc.info['name'].startswith('postgres'):
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    return total
+
+
+def scrape(api: str, name: str) -> float | None:
+    import urllib.request
+    with urllib.request.urlopen(f'{api}/metrics', timeout=10) as response:
+        text = response.read().decode()
+    match = re.search(rf'^{re.escape(name)} ([0-9.e+]+)$', text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
+    name = f'lekiwi_bench_{n}_{os.getpid()}'
+    with Database(pg_url, name) as db, tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        credentials = enrol(db.url, n)
+        enrol_s = time.perf_counter() - t0
+        tokens = Path(tmp) / 'tokens'
+        tokens.write_text(''.join(f'{r} {t}\n' for r, t in credentials))
+        admin = 'lkw_bench_' + secrets.token_hex(16)
+        env = dict(os.environ, LEKIWI_DATABASE_URL=db.url, LEKIWI_API_PORT='0',
+                   LEKIWI_GATEWAY_PORT='0', LEKIWI_BOOTSTRAP_ADMIN_TOKEN=admin,
+                   LEKIWI_LOG_LEVEL='warning', LEKIWI_MIGRATE_ON_START='false',
+                   PYTHONPATH=f'{SERVER_SRC}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
+        server = subprocess.Popen([sys.executable, '-m', 'lekiwi_fleet_server', 'serve'],
+                                  env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            line = server.stdout.readline() if server.stdout else ''
+            match = re.search(r'api=(\S+) gateway=(\S+)', line)
+            if not match:
+                raise RuntimeError(f'server did not start: {line!r}')
+            api, gateway = match.group(1), match.group(2)
+            proc = psutil.Process(server.pid)
+            load = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name('gateway_load.py')),
+                 '--gateway-url', gateway, '--stream-url',
+                 api.replace('http://', 'ws://') + '/api/v1/stream', '--admin-token', admin,
+                 '--tokens', str(tokens), '--dashboards', str(args.dashboards),
+                 '--warmup', str(args.warmup), '--duration', str(args.duration),
+                 '--telemetry-period', str(args.telemetry_period)],
+                stdout=subprocess.PIPE, text=True)
+            load_proc = psutil.Process(load.pid)
+            # Sample over the measured window: wait for the load to connect and warm up.
+            deadline = time.monotonic() + 600
+            while (scrape(api, 'lekiwi_gateway_connections') or 0) < n * 0.999:
+                if load.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            time.sleep(args.warmup)
+            cpu0, pg0, load0 = proc.cpu_times(), postgres_cpu_seconds(), load_proc.cpu_times()
+            rows0 = db.rows_written()
+            committed0 = scrape(api, 'lekiwi_gateway_messages_committed_total') or 0
+            w0 = time.monotonic()
+            rss_peak = 0
+            while time.monotonic() - w0 < args.duration * 0.9 and load.poll() is None:
+                rss_peak = max(rss_peak, proc.memory_info().rss)
+                time.sleep(0.5)
+            wall = time.monotonic() - w0
+            cpu1, pg1 = proc.cpu_times(), postgres_cpu_seconds()
+            load1 = load_proc.cpu_times() if load.poll() is None else load0
+            rows1 = db.rows_written()
+            committed1 = scrape(api, 'lekiwi_gateway_messages_committed_total') or 0
+            connections = scrape(api, 'lekiwi_gateway_connections')
+            out, _ = load.communicate(timeout=args.duration + 600)
+            result = orjson.loads(out.strip().splitlines()[-1])
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
+        result.update({
+            'enrol_s': round(enrol_s, 1),
+            'server_connections': connections,
+            'cpu_percent': round(cpu, 1),
+            'rss_mb': round(rss_peak / 2**20, 1),
+            'postgres_cpu_percent': round((pg1 - pg0) / wall * 100, 1),
+            'load_cpu_percent': round((load1.user + load1.system - load0.user - load0.system)
+                                      / wall * 100, 1),
+            'rows_per_s': round((rows1 - rows0) / wall),
+            'messages_per_s': round((committed1 - committed0) / wall),
+        })
+        return result
+
+
+def fmt(value: Any) -> str:
+    return f'{value:.1f}' if isinstance(value, float) else str(value)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--robots', default='1000,5000,10000',
+                        help='comma-separated robot counts')
+    parser.add_argument('--duration', type=float, default=20.0, help='measured seconds per N')
+    parser.add_argument('--warmup', type=float, default=5.0)
+    parser.add_argument('--dashboards', type=int, default=5)
+    parser.add_argument('--telemetry-period', type=float, default=5.0)
+    args = parser.parse_args()
+    nofile = raise_nofile_limit()
+    counts = [int(x) for x in args.robots.split(',') if x]
+    pg_url = base_url()
+    print(f'gateway benchmark: robots={counts} duration={args.duration}s '
+          f'dashboards={args.dashboards} telemetry every {args.telemetry_period}s '
+          f'cpus={os.cpu_count()} nofile={nofile}', flush=True)
+    results = []
+    for n in counts:
+        r = run_one(n, args, pg_url)
+        results.append(r)
+        print(f'N={n}: held={r["held"]}/{n} (server {fmt(r["server_connections"])}) '
+              f'connect={r["connect_s"]}s '
+              f'commit p50={fmt(r["p50_commit_ms"])}ms p99={fmt(r["p99_commit_ms"])}ms '
+              f'max={fmt(r["max_commit_ms"])}ms (n={r["commit_samples"]}) '
+              f'dashboard p50={fmt(r["p50_dashboard_ms"])}ms '
+              f'p99={fmt(r["p99_dashboard_ms"])}ms (n={r["dashboard_samples"]}) '
+              f'server cpu={r["cpu_percent"]}% rss={r["rss_mb"]}MB '
+              f'postgres cpu={r["postgres_cpu_percent"]}% load cpu={r["load_cpu_percent"]}% '
+              f'rows/s={r["rows_per_s"]} messages/s={r["messages_per_s"]} '
+              f'errors={r["errors"]} disconnects={r["disconnects"]}', flush=True)
+    last = results[-1]
+    print(f'robots={last["robots"]} held={last["held"]} '
+          f'p99_commit_ms={fmt(last["p99_commit_ms"])} '
+          f'p99_dashboard_ms={fmt(last["p99_dashboard_ms"])} '
+          f'cpu_percent={last["cpu_percent"]} rss_mb={last["rss_mb"]} '
+          f'rows_per_s={last["rows_per_s"]}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""Load generator of the gateway benchmark: N simulated robots and dashboard subscribers.
+
+Run by tests/bench/gateway.py in its own process. Each robot speaks protocol lekiwi-fleet/1 over
+one picows WebSocket: auth, a heartbeat every second (phases spread evenly), a telemetry delta
+every `--telemetry-period` seconds. It times every frame from send to its ack (durable commit)
+and, through the dashboard stream, to the first dashboard update naming that sequence number.
+Prints one JSON object with the figures on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import sys
+import time
+from typing import Any
+
+import orjson
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+BOOT_ID_BYTES = 8
+
+
+def raise_nofile_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.measuring = False
+        self.commit_ms: list[float] = []
+        self.dashboard_ms: list[float] = []
+        self.sent = 0
+        self.acked = 0
+        self.errors: dict[str, int] = {}
+        self.disconnects = 0
+        self.dashboard_updates = 0
+        self.dashboard_bytes = 0
+
+
+def _resources(now: float) -> dict[str, Any]:
+    return {'cpu_percent': random.uniform(5, 60), 'load_average_1min': 0.5,
+            'memory_used_bytes': 900_000_000, 'memory_total_bytes': 8_000_000_000,
+            'disk_used_bytes': 10_000_000_000, 'disk_total_bytes': 64_000_000_000,
+            'temperature_c': 50.0, 'battery_voltage_v': 12.0, 'battery_percent': 80.0,
+            'network_tx_bytes_per_s': 600.0, 'network_rx_bytes_per_s': 200.0,
+            'uptime_s': now % 100000}
+
+
+class SimRobot(WSListener):
+    """One simulated robot connection."""
+
+    def __init__(self, robot_id: str, token: str, stats: Stats) -> None:
+        super().__init__()
+        self.robot_id = robot_id
+        self.token = token
+        self.stats = stats
+        self.boot_id = random.randbytes(BOOT_ID_BYTES).hex()
+        self.seq = 0
+        self.heartbeat_seq = 0
+        self.telemetry_seq = 0
+        self.transport: WSTransport | None = None
+        self.authed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.sent_at: dict[int, float] = {}  # seq -> perf_counter at send (ack pops it)
+        self.seen_at: dict[int, float] = {}  # seq -> send time, for dashboard matching
+        self.open = False
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.open = True
+        transport.send(WSMsgType.TEXT, orjson.dumps({
+            'op': 'auth', 'robot_id': self.robot_id, 'token': self.token,
+            'protocol': ['lekiwi-fleet/1'], 'agent_version': 'bench'}))
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            return
+        if frame.msg_type != WSMsgType.TEXT:
+            return
+        now = time.perf_counter()
+        data = orjson.loads(frame.get_payload_as_bytes())
+        if data.get('topic') == 'fleet/ack':
+            stats, sent_at = self.stats, self.sent_at
+            for first, last in data['msg']['ranges']:
+                for seq in range(first, last + 1):
+                    t0 = sent_at.pop(seq, None)
+                    if t0 is not None:
+                        stats.acked += 1
+                        if stats.measuring:
+                            stats.commit_ms.append((now - t0) * 1000.0)
+        elif data.get('op') == 'status':
+            if data.get('level') == 'info':
+                if not self.authed.done():
+                    self.authed.set_result(True)
+            else:
+                code = data.get('code', '?')
+                self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
+                if not self.authed.done():
+                    self.authed.set_result(False)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.open:
+            self.stats.disconnects += 1
+        self.open = False
+        if not self.authed.done():
+            self.authed.set_result(False)
+
+    def _publish(self, topic: str, msg: dict[str, Any]) -> None:
+        self.seq += 1
+        now = time.perf_counter()
+        self.sent_at[self.seq] = now
+        self.seen_at[self.seq] = now
+        self.stats.sent += 1
+        assert self.transport is not None
+        self.transport.send(WSMsgType.TEXT, orjson.dumps({
+            'op': 'publish', 'topic': topic, 'boot_id': self.boot_id, 'seq': self.seq,
+            'msg': msg}))
+
+    def heartbeat(self, wall: float) -> None:
+        self.heartbeat_seq += 1
+        self._publish('fleet/heartbeat', {
+            'header': {'stamp': {'sec': int(wall), 'nanosec': int(wall % 1 * 1e9)},
+                       'frame_id': ''},
+            'robot_id': self.robot_id, 'agent_version': 'bench', 'software_version': '1.0.0',
+            'boot_id': self.boot_id, 'sequence': self.heartbeat_seq, 'state': 1,
+            'teleop_active': False, 'teleop_score': 0.0, 'resources': _resources(wall)})
+
+    def telemetry(self, wall: float) -> None:
+        self.telemetry_seq += 1
+        full = self.telemetry_seq == 1
+        names = ['cpu_percent', 'temperature_c', 'battery_voltage_v'] if full else [
+            'cpu_percent', 'network_tx_bytes_per_s']
+        self._publish('fleet/telemetry', {
+            'header': {'stamp': {'sec': int(wall), 'nanosec': 0}, 'frame_id': ''},
+            'robot_id': self.robot_id, 'boot_id': self.boot_id,
+            'sequence': self.telemetry_seq, 'base_sequence': self.telemetry_seq - 1,
+            'full_snapshot': full, 'field_names': names,
+            'field_values': [round(random.uniform(0, 100), 1) for _ in names]})
+
+    def prune(self, older_than: float) -> None:
+        for table in (self.sent_at, self.seen_at):
+            stale = [s for s, t in table.items() if t < older_than]
+            for s in stale:
+                del table[s]
+
+
+class Dashboard(WSListener):
+    """A dashboard subscriber of /api/v1/stream: times each robot's newest seq."""
+
+    def __init__(self, token: str, robots: dict[str, SimRobot], stats: Stats) -> None:
+        super().__init__()
+        self.token, self.robots, self.stats = token, robots, stats
+        self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.fragments: bytearray | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        transport.send(WSMsgType.TEXT, orjson.dumps({'op': 'auth', 'token': self.token}))
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            transport.disconnect()
+            if not self.ready.done():
+                self.ready.set_result(False)
+            return
+        if frame.msg_type == WSMsgType.TEXT and frame.fin:
+            self._update(frame.get_payload_as_bytes())
+        elif frame.msg_type == WSMsgType.TEXT:
+            self.fragments = bytearray(frame.get_payload_as_bytes())
+        elif frame.msg_type == WSMsgType.CONTINUATION and self.fragments is not None:
+            self.fragments += frame.get_payload_as_bytes()
+            if frame.fin:
+                payload, self.fragments = bytes(self.fragments), None
+                self._update(payload)
+
+    def _update(self, payload: bytes) -> None:
+        now = time.perf_counter()
+        update = orjson.loads(payload)
+        if not self.ready.done():
+            self.ready.set_result(update.get('type') == 'snapshot')
+        stats = self.stats
+        stats.dashboard_updates += 1
+        stats.dashboard_bytes += len(payload)
+        if not stats.measuring:
+            return
+        robots = self.robots
+        for row in update.get('robots', ()):
+            robot = robots.get(row['robot_id'])
+            if robot is None or row.get('boot_id') != robot.boot_id:
+                continue
+            t0 = robot.seen_at.get(row.get('last_seq'))
+            if t0 is not None:
+                stats.dashboard_ms.append((now - t0) * 1000.0)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    stats = Stats()
+    credentials = [line.split() for line in open(args.tokens).read().splitlines() if line]
+    robots: dict[str, SimRobot] = {}
+    gate = asyncio.Semaphore(args.connect_concurrency)
+    started = time.perf_counter()
+
+    async def connect(robot_id: str, token: str) -> None:
+        async with gate:
+            try:
+                _t, robot = await ws_connect(lambda: SimRobot(robot_id, token, stats),
+                                             args.gateway_url, websocket_handshake_timeout=30,
+                                             read_buffer_init_size=2048)
+                if await asyncio.wait_for(robot.authed, 30):  # type: ignore[attr-defined]
+                    robots[robot_id] = robot  # type: ignore[assignment]
+            except Exception as exc:  # count, do not abort the run
+                key = f'connect:{type(exc).__name__}'
+                stats.errors[key] = stats.errors.get(key, 0) + 1
+
+    await asyncio.gather(*(connect(rid, tok) for rid, tok in credentials))
+    connect_s = time.perf_counter() - started
+
+    dashboards = []
+    for _ in range(args.dashboards):
+        _t, dash = await ws_connect(lambda: Dashboard(args.admin_token, robots, stats),
+                                    args.stream_url, max_frame_size=256 * 1024 * 1024)
+        await asyncio.wait_for(dash.ready, 30)  # type: ignore[attr-defined]
+        dashboards.append(dash)
+
+    # Send schedule: robot i sends its heartbeat at phase (i % ticks) of each second.
+    order = list(robots.values())
+    tick_s = 0.01
+    ticks = int(1 / tick_s)
+    slots: list[list[SimRobot]] = [order[i::ticks] for i in range(ticks)]
+    telemetry_every = max(1, round(args.telemetry_period))
+    total_s = args.warmup + args.duration
+    t_start = time.perf_counter()
+    second = 0
+    while True:
+        elapsed = time.perf_counter() - t_start
+        if elapsed >= total_s:
+            break
+        stats.measuring = elapsed >= args.warmup
+        second_now = int(elapsed)
+        if second_now != second:
+            second = second_now
+            cutoff = time.perf_counter() - 10.0
+            for robot in order:
+                robot.prune(cutoff)
+        slot = int((elapsed % 1.0) / tick_s)
+        wall = time.time()
+        for robot in slots[slot]:
+            if robot.open:
+                robot.heartbeat(wall)
+                if (second + slot) % telemetry_every == 0:
+                    robot.telemetry(wall)
+        next_tick = t_start + (int(elapsed / tick_s) + 1) * tick_s
+        await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+    stats.measuring = False
+    await asyncio.sleep(1.0)  # let acks of the last frames arrive (not measured)
+    held = sum(1 for r in order if r.open)
+    result = {
+        'robots': len(credentials), 'authenticated': len(robots), 'held': held,
+        'connect_s': round(connect_s, 2), 'sent': stats.sent, 'acked': stats.acked,
+        'commit_samples': len(stats.commit_ms),
+        'p50_commit_ms': percentile(stats.commit_ms, 50),
+        'p99_commit_ms': percentile(stats.commit_ms, 99),
+        'max_commit_ms': max(stats.commit_ms) if stats.commit_ms else None,
+        'dashboard_samples': len(stats.dashboard_ms),
+        'p50_dashboard_ms': percentile(stats.dashboard_ms, 50),
+        'p99_dashboard_ms': percentile(stats.dashboard_ms, 99),
+        'dashboard_updates': stats.dashboard_updates,
+        'dashboard_mb': round(stats.dashboard_bytes / 1e6, 1),
+        'errors': stats.errors, 'disconnects': stats.disconnects,
+        'measured_s': args.duration, 'nofile': raise_nofile_limit(),
+    }
+    for robot in order:
+        if robot.transport is not None:
+            robot.transport.disconnect()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--gateway-url', required=True)
+    parser.add_argument('--stream-url', required=True)
+    parser.add_argument('--admin-token', required=True)
+    parser.add_argument('--tokens', required=True, help='file of "robot_id token" lines')
+    parser.add_argument('--dashboards', type=int, default=5)
+    parser.add_argument('--warmup', type=float, default=5.0)
+    parser.add_argument('--duration', type=float, default=20.0)
+    parser.add_argument('--telemetry-period', type=float, default=5.0)
+    parser.add_argument('--connect-concurrency', type=int, default=200)
+    args = parser.parse_args()
+    raise_nofile_limit()
+    result = asyncio.run(run(args))
+    sys.stdout.write(orjson.dumps(result).decode() + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
