@@ -36,6 +36,14 @@ class UnknownRobot(StoreError):
     """No robot with this id is enrolled."""
 
 
+class OperatorAlreadyExists(StoreError):
+    """An operator with this token hash exists already."""
+
+
+class InvalidQuery(StoreError, ValueError):
+    """An argument the store cannot act on (bad robot id or tag, unknown telemetry field, ...)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RobotMessage:
     """One validated `publish` frame from an authenticated robot."""
@@ -104,6 +112,14 @@ class RobotSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class RejectedMessage:
+    """A message the store refused: nothing of it was stored; do not acknowledge it."""
+
+    key: MessageKey
+    reason: str  # e.g. 'unknown robot', 'fleet/telemetry: 3 field_names but 2 field_values'
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
     """What one committed batch did."""
 
@@ -111,6 +127,7 @@ class BatchResult:
     duplicates: int  # of those, how many were already stored
     changed_robots: tuple[RobotSummary, ...]  # read-model rows this batch changed
     new_events: tuple[RecordedEvent, ...]  # events this batch appended, in position order
+    rejected: tuple[RejectedMessage, ...] = ()  # answer with invalid_message, never ack
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +181,37 @@ class EventPage:
     next_after: int | None  # pass as after_position for the next page; None at the end
 
 
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One entry of the fleet event timeline (a projection of the event log)."""
+
+    position: int
+    robot_id: str
+    type: str
+    severity: str  # 'debug', 'info', 'warning', 'error', 'critical'
+    summary: str  # one human line, e.g. 'went offline (timeout)'
+    occurred_at: float  # Unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePage:
+    entries: tuple[TimelineEntry, ...]
+    next_after: int | None  # pass as after_position for the next page; None at the end
+
+
+@dataclass(frozen=True, slots=True)
+class TeleopSession:
+    """One teleoperation session of a robot (ended_at None while it is open)."""
+
+    robot_id: str
+    session_id: str
+    started_at: float
+    score: float | None
+    ended_at: float | None
+    duration_s: float | None
+    end_reason: str | None
+
+
 class FleetStore(Protocol):
     """Durable fleet state. See the module docstring for threading."""
 
@@ -202,6 +250,16 @@ class FleetStore(Protocol):
 
     def fleet_summary(self, *, now: float) -> FleetSummary: ...
 
+    def fleet_timeline(
+        self, after_position: int, limit: int, robot_id: str | None = None
+    ) -> TimelinePage:
+        """Return timeline entries after `after_position` (of one robot, or of all)."""
+        ...
+
+    def teleop_sessions(self, robot_id: str, limit: int = 100) -> list[TeleopSession]:
+        """Return a robot's teleop sessions, newest first."""
+        ...
+
     def telemetry_range(
         self,
         robot_id: str,
@@ -213,6 +271,10 @@ class FleetStore(Protocol):
 
     def mark_all_offline(self, *, now: float, reason: str = 'server_restart') -> int:
         """At gateway start, robots the read model shows online are offline; return how many."""
+        ...
+
+    def maintain(self, *, now: float) -> None:
+        """Make telemetry partitions ahead and apply retention (commit_batch also does it)."""
         ...
 
     def ping(self) -> None:

@@ -1,0 +1,1 @@
+"""Database schema (SQLAlchemy Core) and engine construction for PostgreSQL and SQLite."""

@@ -1,0 +1,270 @@
+"""Fleet domain events: past-tense classes, their type registry, schema versions, upcasting.
+
+An event is stored as (type, schema_version, data). `encode` turns an event into that triple;
+`decode` turns a stored triple back into the current class, running upcasters first when the
+stored schema version is older than the class's. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# Severity names shared with FleetEvent.SEVERITY_* (index = the message's number).
+SEVERITIES: tuple[str, ...] = ('debug', 'info', 'warning', 'error', 'critical')
+
+# DeploymentStatus.PHASE_* names (index = the message's number).
+DEPLOYMENT_PHASES: tuple[str, ...] = (
+    'idle', 'downloading', 'verifying', 'installing', 'restarting', 'health_check',
+    'succeeded', 'rolling_back', 'rolled_back', 'failed',
+)
+
+ALARMS: tuple[str, ...] = ('battery_low', 'temperature_high', 'disk_full')
+
+
+class EventDecodeError(ValueError):
+    """A stored event cannot be turned into a known event class."""
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    """Base of every fleet event; `robot_id` names the stream it belongs to."""
+
+    TYPE: ClassVar[str] = ''
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    robot_id: str
+
+    @property
+    def severity(self) -> str:
+        """Return how much attention the event deserves on the timeline."""
+        return 'info'
+
+    def summary(self) -> str:
+        """Return a one-line human description for the fleet timeline."""
+        return self.TYPE
+
+
+@dataclass(frozen=True, slots=True)
+class RobotEnrolled(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotEnrolled'
+    tags: tuple[str, ...] = ()
+    enrolled_at: float = 0.0
+
+    def summary(self) -> str:
+        tags = f' (tags: {", ".join(self.tags)})' if self.tags else ''
+        return f'enrolled{tags}'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotTokenRevoked(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotTokenRevoked'
+    revoked_at: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'warning'
+
+    def summary(self) -> str:
+        return 'token revoked'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotCameOnline(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotCameOnline'
+    at: float = 0.0
+    reason: str = 'connected'
+
+    def summary(self) -> str:
+        return f'came online ({self.reason})'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotWentOffline(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotWentOffline'
+    at: float = 0.0
+    reason: str = 'disconnected'
+
+    @property
+    def severity(self) -> str:
+        return 'info' if self.reason == 'server_restart' else 'warning'
+
+    def summary(self) -> str:
+        return f'went offline ({self.reason})'
+
+
+@dataclass(frozen=True, slots=True)
+class TeleopSessionStarted(DomainEvent):
+    TYPE: ClassVar[str] = 'TeleopSessionStarted'
+    session_id: str = ''
+    started_at: float = 0.0
+    score: float = 0.0
+
+    def summary(self) -> str:
+        return f'teleoperation started (score {self.score:.2f})'
+
+
+@dataclass(frozen=True, slots=True)
+class TeleopSessionEnded(DomainEvent):
+    TYPE: ClassVar[str] = 'TeleopSessionEnded'
+    session_id: str = ''
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    duration_s: float = 0.0
+    reason: str = 'inactive'
+
+    def summary(self) -> str:
+        return f'teleoperation ended after {self.duration_s:.1f} s ({self.reason})'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotVersionChanged(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotVersionChanged'
+    at: float = 0.0
+    agent_version: str | None = None
+    software_version: str | None = None
+    previous_agent_version: str | None = None
+    previous_software_version: str | None = None
+
+    def summary(self) -> str:
+        parts = []
+        if self.agent_version != self.previous_agent_version:
+            parts.append(f'agent {self.previous_agent_version or "?"} -> {self.agent_version}')
+        if self.software_version != self.previous_software_version:
+            parts.append(
+                f'software {self.previous_software_version or "?"} -> {self.software_version}')
+        return 'version changed: ' + ', '.join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceAlarmRaised(DomainEvent):
+    TYPE: ClassVar[str] = 'ResourceAlarmRaised'
+    at: float = 0.0
+    alarm: str = ''  # one of ALARMS
+    value: float = 0.0
+    threshold: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'warning'
+
+    def summary(self) -> str:
+        return f'{self.alarm.replace("_", " ")} ({self.value:g}, threshold {self.threshold:g})'
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceAlarmCleared(DomainEvent):
+    TYPE: ClassVar[str] = 'ResourceAlarmCleared'
+    at: float = 0.0
+    alarm: str = ''
+    value: float | None = None
+
+    def summary(self) -> str:
+        return f'{self.alarm.replace("_", " ")} cleared'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotEventReported(DomainEvent):
+    """A robot `FleetEvent` the server has no dedicated event class for."""
+
+    TYPE: ClassVar[str] = 'RobotEventReported'
+    at: float = 0.0
+    event_type: str = ''
+    robot_severity: str = 'info'  # one of SEVERITIES
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    robot_sequence: int = 0
+    payload_error: str | None = None  # why payload_json could not be used, when it could not
+
+    @property
+    def severity(self) -> str:
+        return self.robot_severity
+
+    def summary(self) -> str:
+        return self.event_type + (f' (payload refused: {self.payload_error})'
+                                  if self.payload_error else '')
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentStatusReported(DomainEvent):
+    TYPE: ClassVar[str] = 'DeploymentStatusReported'
+    at: float = 0.0
+    deployment_id: str = ''
+    release_version: str = ''
+    previous_version: str = ''
+    phase: str = 'idle'  # one of DEPLOYMENT_PHASES
+    progress: float = 0.0
+    message: str = ''
+
+    @property
+    def severity(self) -> str:
+        return {'failed': 'error', 'rolling_back': 'warning',
+                'rolled_back': 'warning'}.get(self.phase, 'info')
+
+    def summary(self) -> str:
+        return f'deployment {self.deployment_id} {self.release_version}: {self.phase}'
+
+
+EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
+    RobotEnrolled, RobotTokenRevoked, RobotCameOnline, RobotWentOffline, TeleopSessionStarted,
+    TeleopSessionEnded, RobotVersionChanged, ResourceAlarmRaised, ResourceAlarmCleared,
+    RobotEventReported, DeploymentStatusReported,
+)
+
+# The type registry: stored type name -> class. A constant: it never changes at run time.
+EVENT_TYPES: Mapping[str, type[DomainEvent]] = {cls.TYPE: cls for cls in EVENT_CLASSES}
+
+# An upcaster turns the data of (type, version) into the data of (type, version + 1).
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+Upcasters = Mapping[tuple[str, int], Upcaster]
+
+# Upcasters of this code base. Empty while every event class is at schema version 1; when a class
+# changes shape, raise its SCHEMA_VERSION and add (type, old_version) -> function here.
+UPCASTERS: Upcasters = {}
+
+
+def encode(event: DomainEvent) -> tuple[str, int, dict[str, Any]]:
+    """Return (type, schema_version, JSON-ready data) of an event."""
+    data = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    for name, value in data.items():
+        if isinstance(value, tuple):
+            data[name] = list(value)
+        elif isinstance(value, Mapping):
+            data[name] = dict(value)
+    return event.TYPE, event.SCHEMA_VERSION, data
+
+
+def decode(
+    type_name: str,
+    schema_version: int,
+    data: Mapping[str, Any],
+    *,
+    event_types: Mapping[str, type[DomainEvent]] = EVENT_TYPES,
+    upcasters: Upcasters = UPCASTERS,
+) -> DomainEvent:
+    """Return the event a stored triple describes, upcast to its class's schema version."""
+    cls = event_types.get(type_name)
+    if cls is None:
+        raise EventDecodeError(f'unknown event type {type_name!r}')
+    if schema_version > cls.SCHEMA_VERSION or schema_version < 1:
+        raise EventDecodeError(
+            f'{type_name} schema version {schema_version} is not readable by this server '
+            f'(it reads 1..{cls.SCHEMA_VERSION})')
+    current = dict(data)
+    for version in range(schema_version, cls.SCHEMA_VERSION):
+        upcaster = upcasters.get((type_name, version))
+        if upcaster is None:
+            raise EventDecodeError(f'no upcaster for {type_name} from version {version}')
+        current = upcaster(current)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(current) - set(names)
+    if unknown:
+        raise EventDecodeError(f'{type_name} has unknown fields {sorted(unknown)}')
+    if 'robot_id' not in current:
+        raise EventDecodeError(f'{type_name} lacks robot_id')
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in current.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - guarded by the field check above
+        raise EventDecodeError(f'{type_name}: {exc}') from exc

@@ -1,0 +1,45 @@
+"""Settings of the store, built by the app from its Settings and passed to SqlFleetStore.open."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lekiwi_fleet_server.domain.robot_state import AlarmThresholds
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """How the store judges robots and keeps history; every value has a working default."""
+
+    # An online robot without a heartbeat (or presence change) for this long shows as 'stale'.
+    stale_after_s: float = 5.0
+    # A robot's aggregate is snapshotted every this many events of its stream.
+    snapshot_every: int = 100
+    alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
+    # Telemetry history: rows older than this are dropped (whole partitions on PostgreSQL).
+    telemetry_retention_s: float = 7 * 86_400.0
+    # Width of a telemetry partition; fixed when the first partition is made.
+    telemetry_partition_s: float = 86_400.0
+    # Partitions made ahead of the current one, so ingest never waits for DDL.
+    telemetry_partitions_ahead: int = 2
+    # A telemetry stamp further than this in the future (a robot clock gone wrong) is replaced
+    # by the server's receive time.
+    telemetry_max_future_s: float = 300.0
+    # Largest number of buckets one telemetry_range query may return.
+    telemetry_max_buckets: int = 10_000
+    # Engine connection pool (PostgreSQL).
+    pool_size: int = 5
+
+    def __post_init__(self) -> None:
+        if self.stale_after_s <= 0:
+            raise ValueError('stale_after_s must be positive')
+        if self.snapshot_every < 1:
+            raise ValueError('snapshot_every must be at least 1')
+        if self.telemetry_partition_s < 60:
+            raise ValueError('telemetry_partition_s must be at least 60 s')
+        if self.telemetry_retention_s < self.telemetry_partition_s:
+            raise ValueError('telemetry_retention_s must be at least one partition wide')
+        if self.telemetry_partitions_ahead < 0 or self.telemetry_max_future_s < 0:
+            raise ValueError('telemetry_partitions_ahead and telemetry_max_future_s must be >= 0')
+        if self.telemetry_max_buckets < 1 or self.pool_size < 1:
+            raise ValueError('telemetry_max_buckets and pool_size must be at least 1')

@@ -1,0 +1,226 @@
+"""commit_batch: turn robot messages and presence changes into one transaction's writes.
+
+`plan_batch` is pure: from the robots' states, the batch and the message keys already stored,
+it decides what is acknowledged, refused or a duplicate, which events to append, which current
+state rows and telemetry rows to write. `write_batch` runs the plan's statements in the
+caller's transaction: a few statements per batch, not a statement per robot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from lekiwi_fleet_server.db.schema import robot_current
+from lekiwi_fleet_server.domain import topics
+from lekiwi_fleet_server.domain.robot_state import (
+    CurrentState,
+    InvalidRobotMessage,
+    Outcome,
+    RobotState,
+)
+from lekiwi_fleet_server.domain.telemetry_codec import TelemetryState
+from lekiwi_fleet_server.store import event_store, projections, snapshots, telemetry
+from lekiwi_fleet_server.store.config import StoreConfig
+from lekiwi_fleet_server.store.event_store import NewEvent, StreamAppend
+from lekiwi_fleet_server.store.interface import (
+    MessageKey,
+    PresenceChange,
+    RecordedEvent,
+    RejectedMessage,
+    RobotMessage,
+)
+from lekiwi_fleet_server.store.upsert import upsert
+
+# Topics whose messages are events, deduplicated by the events table's message-key index.
+EVENT_TOPICS = frozenset({topics.EVENTS, topics.DEPLOYMENT_STATUS})
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """Everything one batch writes, decided before any statement runs."""
+
+    states: dict[str, RobotState] = field(default_factory=dict)  # next states, touched robots
+    appends: list[StreamAppend] = field(default_factory=list)
+    current_rows: list[dict[str, Any]] = field(default_factory=list)
+    telemetry_rows: list[dict[str, Any]] = field(default_factory=list)
+    snapshot_robots: list[str] = field(default_factory=list)
+    acknowledged: list[MessageKey] = field(default_factory=list)
+    rejected: list[RejectedMessage] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def event_message_keys(messages: Sequence[RobotMessage]) -> list[tuple[str, str, int]]:
+    """Return the keys of the batch's event messages (to look up before planning)."""
+    return [(m.robot_id, m.boot_id, m.seq) for m in messages if m.topic in EVENT_TOPICS]
+
+
+def _order(messages: Sequence[RobotMessage],
+           presence: Sequence[PresenceChange]) -> list[RobotMessage | PresenceChange]:
+    # One timeline per batch: a robot that connected, sent and left within 50 ms gets its
+    # events in that order. At equal times a connect goes first and a disconnect last.
+    keyed: list[tuple[float, int, int, RobotMessage | PresenceChange]] = []
+    for i, change in enumerate(presence):
+        keyed.append((change.at, 0 if change.online else 2, i, change))
+    for i, message in enumerate(messages):
+        keyed.append((message.received_at, 1, i, message))
+    keyed.sort(key=lambda k: k[:3])
+    return [k[3] for k in keyed]
+
+
+def plan_batch(
+    states: Mapping[str, RobotState],
+    messages: Sequence[RobotMessage],
+    presence: Sequence[PresenceChange],
+    stored_keys: set[tuple[str, str, int]],
+    config: StoreConfig,
+    *,
+    now: float,
+) -> BatchPlan:
+    """Decide what the batch does (pure: `states` is not modified)."""
+    plan = BatchPlan()
+    pending: dict[str, list[NewEvent]] = {}
+    seen_keys: set[tuple[str, str, int]] = set()
+    for item in _order(messages, presence):
+        if isinstance(item, PresenceChange):
+            state = plan.states.get(item.robot_id) or states.get(item.robot_id)
+            if state is None or not state.aggregate.enrolled:
+                continue  # the gateway only sees enrolled robots; nothing to record otherwise
+            outcome = state.on_presence(item.online, item.at, item.reason)
+            _take(plan, pending, outcome, None, f'presence:{item.reason}')
+            continue
+        key = MessageKey(item.robot_id, item.boot_id, item.seq)
+        tkey = (item.robot_id, item.boot_id, item.seq)
+        if tkey in seen_keys or tkey in stored_keys:
+            plan.acknowledged.append(key)
+            plan.duplicates += 1
+            continue
+        state = plan.states.get(item.robot_id) or states.get(item.robot_id)
+        if state is None or not state.aggregate.enrolled:
+            plan.rejected.append(RejectedMessage(key, f'robot {item.robot_id!r} is not enrolled'))
+            continue
+        try:
+            outcome = _apply(state, item, config)
+        except InvalidRobotMessage as exc:
+            plan.rejected.append(RejectedMessage(key, f'{item.topic}: {exc}'))
+            continue
+        seen_keys.add(tkey)
+        plan.acknowledged.append(key)
+        if not outcome.stored:
+            plan.duplicates += 1
+            continue
+        _take(plan, pending, outcome, item, item.topic)
+        if outcome.telemetry is not None:
+            record = outcome.telemetry
+            plan.telemetry_rows.append(telemetry.row(
+                item.robot_id, item.boot_id, item.seq,
+                telemetry.sampled_ms(record.delta.stamp, item.received_at,
+                                     config.telemetry_max_future_s),
+                item.received_at, record.delta.full_snapshot, record.complete, record.values))
+    _finish(plan, pending, states, config)
+    return plan
+
+
+def _finish(plan: BatchPlan, pending: Mapping[str, list[NewEvent]],
+            states: Mapping[str, RobotState], config: StoreConfig) -> None:
+    # Each robot's events go in one append expecting the version its state had before.
+    for robot_id, new_events in pending.items():
+        before = states[robot_id].aggregate.version if robot_id in states else 0
+        plan.appends.append(StreamAppend(event_store.stream_id(robot_id), before, new_events))
+        if snapshots.is_due(before, plan.states[robot_id].aggregate.version,
+                            config.snapshot_every):
+            plan.snapshot_robots.append(robot_id)
+    for robot_id, state in plan.states.items():
+        previous = states.get(robot_id)
+        if previous is None or state.current is not previous.current:
+            plan.current_rows.append(current_row(robot_id, state.current))
+
+
+def _apply(state: RobotState, message: RobotMessage, config: StoreConfig) -> Outcome:
+    args = (message.boot_id, message.seq, message.msg, message.received_at)
+    if message.topic == topics.HEARTBEAT:
+        return state.on_heartbeat(*args, config.alarms)
+    if message.topic == topics.TELEOP_STATUS:
+        return state.on_teleop_status(*args)
+    if message.topic == topics.TELEMETRY:
+        return state.on_telemetry(*args, config.alarms)
+    if message.topic == topics.EVENTS:
+        return state.on_robot_event(*args)
+    if message.topic == topics.DEPLOYMENT_STATUS:
+        return state.on_deployment_status(*args)
+    raise InvalidRobotMessage('unknown topic')
+
+
+def _take(plan: BatchPlan, pending: dict[str, list[NewEvent]], outcome: Outcome,
+          message: RobotMessage | None, causation: str) -> None:
+    robot_id = outcome.state.robot_id
+    plan.states[robot_id] = outcome.state
+    if not outcome.events:
+        return
+    target = pending.setdefault(robot_id, [])
+    for part, event in enumerate(outcome.events):
+        target.append(NewEvent(
+            event, boot_id=message.boot_id if message else None,
+            seq=message.seq if message else None, seq_part=part, causation=causation))
+
+
+def current_row(robot_id: str, cur: CurrentState) -> dict[str, Any]:
+    """Return the robot_current row of a robot's current state."""
+    return {
+        'robot_id': robot_id, 'last_heartbeat_at': cur.last_heartbeat_at,
+        'heartbeat_stamp': cur.heartbeat_stamp, 'heartbeat_boot_id': cur.heartbeat_boot_id,
+        'heartbeat_seq': cur.heartbeat_seq, 'heartbeat_sequence': cur.heartbeat_sequence,
+        'state': cur.state, 'teleop_active': cur.teleop_active,
+        'teleop_score': cur.teleop_score, 'teleop': dict(cur.teleop),
+        'teleop_boot_id': cur.teleop_boot_id, 'teleop_seq': cur.teleop_seq,
+        'teleop_stamp': cur.teleop_stamp, 'resources': dict(cur.resources),
+        'boot_id': cur.boot_id, 'last_seq': cur.last_seq,
+        'telemetry': cur.telemetry.to_json(), 'telemetry_at': cur.telemetry_at,
+    }
+
+
+def current_from_row(row: Any) -> CurrentState:
+    """Return the CurrentState a robot_current row holds."""
+    return CurrentState(
+        last_heartbeat_at=row.last_heartbeat_at, heartbeat_stamp=row.heartbeat_stamp,
+        heartbeat_boot_id=row.heartbeat_boot_id, heartbeat_seq=row.heartbeat_seq,
+        heartbeat_sequence=row.heartbeat_sequence, state=row.state,
+        teleop_active=row.teleop_active, teleop_score=row.teleop_score,
+        teleop=row.teleop or {}, teleop_boot_id=row.teleop_boot_id, teleop_seq=row.teleop_seq,
+        teleop_stamp=row.teleop_stamp, resources=row.resources or {}, boot_id=row.boot_id,
+        last_seq=row.last_seq, telemetry=TelemetryState.from_json(row.telemetry),
+        telemetry_at=row.telemetry_at)
+
+
+def write_batch(conn: Connection, plan: BatchPlan, history: telemetry.TelemetryHistory, *,
+                now: float) -> list[RecordedEvent]:
+    """Run the plan's statements in the caller's transaction; return the appended events."""
+    recorded = event_store.append(conn, plan.appends, recorded_at=now)
+    if recorded:
+        domain_events = [new.event for a in plan.appends for new in a.events]
+        applied = [projections.Applied(r, e) for r, e in zip(recorded, domain_events,
+                                                              strict=True)]
+        aggregates = {r: s.aggregate for r, s in plan.states.items()}
+        projections.project(conn, applied, aggregates)
+        if plan.snapshot_robots:
+            snapshots.save(conn, [plan.states[r].aggregate for r in plan.snapshot_robots],
+                           taken_at=now)
+    if plan.current_rows:
+        upsert(conn, robot_current, plan.current_rows, keys=['robot_id'])
+    if plan.telemetry_rows:
+        history.insert(conn, plan.telemetry_rows, now)
+    return recorded
+
+
+def plan_outcomes(states: Mapping[str, RobotState], outcomes: Sequence[Outcome],
+                  causation: str, config: StoreConfig) -> BatchPlan:
+    """Return the plan of outcomes not caused by robot messages (admin actions, presence)."""
+    plan = BatchPlan()
+    pending: dict[str, list[NewEvent]] = {}
+    for outcome in outcomes:
+        _take(plan, pending, outcome, None, causation)
+    _finish(plan, pending, states, config)
+    return plan

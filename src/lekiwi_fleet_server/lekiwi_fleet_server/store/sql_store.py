@@ -1,0 +1,374 @@
+"""SqlFleetStore: the FleetStore on SQLAlchemy Core, for PostgreSQL and the embedded SQLite.
+
+The store is the single writer of its database: every write goes through one lock, and it keeps
+each enrolled robot's state (aggregate + current state) in memory so a batch of heartbeats is
+decided without reading anything back. That memory is loaded at open (aggregates from snapshots
+plus the event tail, current state from robot_current) and updated only after a transaction has
+committed. It is a cache the event log can always correct: appends are checked against stream
+versions, so if another process (the CLI enrolling or revoking) appended to a robot's stream,
+the append fails with ConcurrencyConflict, the robot is reloaded and the batch is planned again.
+After a failed commit, whose outcome may be unknown, the batch's robots are reloaded too.
+
+Driver errors are translated into interface.py's errors here, once, at the boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+
+from lekiwi_fleet_server.db.engine import make_engine, writer
+from lekiwi_fleet_server.db.schema import credentials, operators, robot_current, robots
+from lekiwi_fleet_server.domain.robot_state import CurrentState, RobotAggregate, RobotState
+from lekiwi_fleet_server.migrations import upgrade
+from lekiwi_fleet_server.store import event_store, ingest, projections, queries, snapshots
+from lekiwi_fleet_server.store.config import StoreConfig
+from lekiwi_fleet_server.store.interface import (
+    BatchResult,
+    ConcurrencyConflict,
+    EventPage,
+    FleetSummary,
+    InvalidQuery,
+    Operator,
+    OperatorAlreadyExists,
+    OperatorRole,
+    PresenceChange,
+    RobotAlreadyEnrolled,
+    RobotCredentials,
+    RobotFilter,
+    RobotMessage,
+    RobotSummary,
+    StoreError,
+    StoreUnavailable,
+    TelemetryPoint,
+    TeleopSession,
+    TimelinePage,
+    UnknownRobot,
+)
+from lekiwi_fleet_server.store.telemetry import TelemetryHistory
+
+log = logging.getLogger(__name__)
+
+ROBOT_ID = re.compile(r'[A-Za-z0-9._-]{1,64}')
+TAG = re.compile(r'[A-Za-z0-9._:=/-]{1,64}')
+SHA256_HEX = re.compile(r'[0-9a-f]{64}')
+MAX_TAGS = 32
+ROLES = ('viewer', 'admin')
+
+
+@contextmanager
+def translate_errors(action: str) -> Iterator[None]:
+    """Turn driver and SQLAlchemy errors into the store's errors (StoreError passes through)."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            raise StoreUnavailable(f'{action}: database unavailable: {exc.orig}') from exc
+        raise StoreError(f'{action}: {exc.orig}') from exc
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(f'{action}: {exc}') from exc
+
+
+class SqlFleetStore:
+    """The FleetStore on SQLAlchemy Core; build it with `open`."""
+
+    def __init__(self, engine: Engine, config: StoreConfig, *, owns_engine: bool) -> None:
+        self._engine = engine
+        self._writer = writer(engine)
+        self._config = config
+        self._owns_engine = owns_engine
+        # One writer at a time: the in-memory states must match what the database committed.
+        self._lock = threading.RLock()
+        self._states: dict[str, RobotState] = {}
+        self._history = TelemetryHistory(config)
+        self._next_maintenance = float('-inf')
+
+    @classmethod
+    def open(cls, target: str | Engine, config: StoreConfig | None = None, *,
+             migrate: bool = True) -> SqlFleetStore:
+        """Connect to a URL (or engine), migrate to head and load the robots' states."""
+        config = config or StoreConfig()
+        owns = isinstance(target, str)
+        with translate_errors('open'):
+            engine = make_engine(target, pool_size=config.pool_size) if isinstance(
+                target, str) else target
+            try:
+                if migrate:
+                    upgrade(engine)
+                store = cls(engine, config, owns_engine=owns)
+                store._load()
+            except BaseException:
+                if owns:
+                    engine.dispose()
+                raise
+        return store
+
+    @property
+    def engine(self) -> Engine:
+        """The engine (for maintenance tools and tests)."""
+        return self._engine
+
+    @property
+    def config(self) -> StoreConfig:
+        return self._config
+
+    def _load(self) -> None:
+        with self._lock, self._writer.begin() as conn:
+            self._history = TelemetryHistory.load(conn, self._config)
+            aggregates = snapshots.load_aggregates(conn)
+            projections.catch_up(conn, aggregates)
+            currents = {r.robot_id: ingest.current_from_row(r)
+                        for r in conn.execute(sa.select(robot_current))}
+        self._states = {rid: RobotState(agg, currents.get(rid, CurrentState()))
+                        for rid, agg in aggregates.items() if agg.enrolled}
+        log.info('store open: %d robots, telemetry %s', len(self._states), self._history.mode)
+
+    def _ensure_loaded(self, conn: Connection, robot_ids: Iterable[str]) -> None:
+        missing = [r for r in set(robot_ids) if r not in self._states]
+        if not missing:
+            return
+        aggregates = snapshots.load_aggregates(conn, missing)
+        currents = {r.robot_id: ingest.current_from_row(r) for r in conn.execute(
+            sa.select(robot_current).where(robot_current.c.robot_id.in_(sorted(aggregates))))}
+        for rid, agg in aggregates.items():
+            if agg.enrolled:
+                self._states[rid] = RobotState(agg, currents.get(rid, CurrentState()))
+
+    def _forget(self, robot_ids: Iterable[str]) -> None:
+        for robot_id in robot_ids:
+            self._states.pop(robot_id, None)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def commit_batch(self, messages: Sequence[RobotMessage],
+                     presence: Sequence[PresenceChange] = (), *, now: float) -> BatchResult:
+        """Store messages and presence changes in one transaction, idempotently."""
+        robot_ids = {m.robot_id for m in messages} | {p.robot_id for p in presence}
+        with self._lock, translate_errors('commit_batch'):
+            if now >= self._next_maintenance:
+                self._maintain(now)
+            for attempt in (1, 2):
+                try:
+                    return self._commit(messages, presence, robot_ids, now)
+                except ConcurrencyConflict:
+                    self._forget(robot_ids)
+                    if attempt == 2:
+                        raise
+                    log.info('commit_batch: another writer moved a stream; replanning')
+                except BaseException:
+                    self._forget(robot_ids)  # the commit's outcome may be unknown: reload
+                    raise
+        raise AssertionError('unreachable')  # pragma: no cover
+
+    def _commit(self, messages: Sequence[RobotMessage], presence: Sequence[PresenceChange],
+                robot_ids: set[str], now: float) -> BatchResult:
+        with self._writer.begin() as conn:
+            self._ensure_loaded(conn, robot_ids)
+            keys = ingest.event_message_keys(messages)
+            stored = event_store.stored_message_keys(conn, keys) if keys else set()
+            plan = ingest.plan_batch(self._states, messages, presence, stored, self._config,
+                                     now=now)
+            made = self._history.create_partitions(conn, self._history.missing_partitions(
+                r['sampled_ms'] for r in plan.telemetry_rows))
+            recorded = ingest.write_batch(conn, plan, self._history, now=now)
+        # Committed: now the memory may follow.
+        self._history.partitions_created(made)
+        changed = [r for r, s in plan.states.items() if s is not self._states.get(r)]
+        self._states.update(plan.states)
+        stale = self._config.stale_after_s
+        return BatchResult(
+            acknowledged=tuple(plan.acknowledged), duplicates=plan.duplicates,
+            changed_robots=tuple(queries.summary_from_state(self._states[r], now=now,
+                                                            stale_after_s=stale)
+                                 for r in sorted(changed)),
+            new_events=tuple(recorded), rejected=tuple(plan.rejected))
+
+    def _commit_outcomes(self, conn: Connection, outcomes: Sequence[ingest.Outcome],
+                         causation: str, now: float) -> ingest.BatchPlan:
+        plan = ingest.plan_outcomes(self._states, outcomes, causation, self._config)
+        ingest.write_batch(conn, plan, self._history, now=now)
+        return plan
+
+    def enrol_robot(self, robot_id: str, token_sha256: str, tags: Sequence[str], *,
+                    now: float) -> RobotSummary:
+        """Enrol a robot with its token's SHA-256 (hex); the token itself is never stored."""
+        _check_robot_id(robot_id)
+        _check_sha256(token_sha256)
+        clean_tags = _check_tags(tags)
+        with self._lock, translate_errors('enrol_robot'):
+            try:
+                with self._writer.begin() as conn:
+                    self._ensure_loaded(conn, [robot_id])
+                    state = self._states.get(robot_id) or RobotState(RobotAggregate(robot_id))
+                    if state.aggregate.enrolled:
+                        raise RobotAlreadyEnrolled(f'robot {robot_id!r} is enrolled already')
+                    plan = self._commit_outcomes(conn, [state.on_enrol(clean_tags, now)],
+                                                 'admin:enrol', now)
+                    conn.execute(sa.insert(credentials).values(
+                        robot_id=robot_id, token_sha256=token_sha256, revoked=False,
+                        updated_at=now))
+            except (ConcurrencyConflict, IntegrityError) as exc:
+                self._forget([robot_id])
+                raise RobotAlreadyEnrolled(f'robot {robot_id!r} is enrolled already') from exc
+            self._states.update(plan.states)
+            return queries.summary_from_state(self._states[robot_id], now=now,
+                                              stale_after_s=self._config.stale_after_s)
+
+    def revoke_robot(self, robot_id: str, *, now: float) -> None:
+        """Revoke a robot's token (the gateway refuses it from now on); idempotent."""
+        with self._lock, translate_errors('revoke_robot'):
+            try:
+                with self._writer.begin() as conn:
+                    self._ensure_loaded(conn, [robot_id])
+                    state = self._states.get(robot_id)
+                    if state is None:
+                        raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
+                    plan = self._commit_outcomes(conn, [state.on_revoke(now)], 'admin:revoke',
+                                                 now)
+                    conn.execute(sa.update(credentials).where(credentials.c.robot_id == robot_id)
+                                 .values(revoked=True, updated_at=now))
+            except BaseException:
+                self._forget([robot_id])
+                raise
+            self._states.update(plan.states)
+
+    def mark_all_offline(self, *, now: float, reason: str = 'server_restart') -> int:
+        """Record every robot the read model shows online as offline; return how many."""
+        with self._lock, translate_errors('mark_all_offline'):
+            try:
+                with self._writer.begin() as conn:
+                    online = [r for (r,) in conn.execute(
+                        sa.select(robots.c.robot_id).where(robots.c.online.is_(True)))]
+                    self._ensure_loaded(conn, online)
+                    outcomes = [self._states[r].on_presence(False, now, reason)
+                                for r in sorted(online) if r in self._states]
+                    plan = self._commit_outcomes(conn, outcomes, f'presence:{reason}', now)
+            except BaseException:
+                self._forget(self._states)
+                raise
+            self._states.update(plan.states)
+            return sum(len(a.events) for a in plan.appends)
+
+    def create_operator(self, name: str, role: OperatorRole, token_sha256: str, *,
+                        now: float) -> Operator:
+        """Create an API operator identified by its token's SHA-256 (hex)."""
+        if not isinstance(name, str) or not 1 <= len(name) <= 128:
+            raise InvalidQuery('operator name must be 1..128 characters')
+        if role not in ROLES:
+            raise InvalidQuery(f'role must be one of {", ".join(ROLES)}')
+        _check_sha256(token_sha256)
+        with translate_errors('create_operator'):
+            try:
+                with self._writer.begin() as conn:
+                    conn.execute(sa.insert(operators).values(
+                        token_sha256=token_sha256, name=name, role=role, created_at=now,
+                        revoked=False))
+            except IntegrityError as exc:
+                raise OperatorAlreadyExists('an operator with this token exists already') from exc
+        return Operator(name=name, role=role, token_sha256=token_sha256, created_at=now)
+
+    def maintain(self, *, now: float) -> None:
+        """Make telemetry partitions ahead and apply retention."""
+        with self._lock, translate_errors('maintain'):
+            self._maintain(now)
+
+    def _maintain(self, now: float) -> None:
+        with self._writer.begin() as conn:
+            made, dropped = self._history.maintain(conn, now)
+        if made or dropped:
+            log.info('telemetry: %d partitions made, %d dropped', len(made), dropped)
+        self._next_maintenance = now + min(3600.0, self._config.telemetry_partition_s / 4)
+
+    def rebuild_projections(self) -> int:
+        """Replay the event log into emptied read models; return how many events it replayed."""
+        with self._lock, translate_errors('rebuild_projections'), self._writer.begin() as conn:
+            return projections.rebuild(conn)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def robot_credentials(self, robot_id: str) -> RobotCredentials | None:
+        with translate_errors('robot_credentials'), self._engine.connect() as conn:
+            return queries.robot_credentials(conn, robot_id)
+
+    def operator_by_token(self, token_sha256: str) -> Operator | None:
+        with translate_errors('operator_by_token'), self._engine.connect() as conn:
+            return queries.operator_by_token(conn, token_sha256)
+
+    def list_robots(self, robot_filter: RobotFilter, *, now: float) -> list[RobotSummary]:
+        with translate_errors('list_robots'), self._engine.connect() as conn:
+            return queries.list_robots(conn, robot_filter, now=now,
+                                       stale_after_s=self._config.stale_after_s)
+
+    def get_robot(self, robot_id: str, *, now: float) -> RobotSummary | None:
+        with translate_errors('get_robot'), self._engine.connect() as conn:
+            return queries.get_robot(conn, robot_id, now=now,
+                                     stale_after_s=self._config.stale_after_s)
+
+    def robot_timeline(self, robot_id: str, after_position: int, limit: int) -> EventPage:
+        with translate_errors('robot_timeline'), self._engine.connect() as conn:
+            return queries.robot_timeline(conn, robot_id, after_position, limit)
+
+    def fleet_timeline(self, after_position: int, limit: int,
+                       robot_id: str | None = None) -> TimelinePage:
+        with translate_errors('fleet_timeline'), self._engine.connect() as conn:
+            return queries.fleet_timeline(conn, after_position, limit, robot_id)
+
+    def teleop_sessions(self, robot_id: str, limit: int = 100) -> list[TeleopSession]:
+        with translate_errors('teleop_sessions'), self._engine.connect() as conn:
+            return queries.list_teleop_sessions(conn, robot_id, limit)
+
+    def fleet_summary(self, *, now: float) -> FleetSummary:
+        with translate_errors('fleet_summary'), self._engine.connect() as conn:
+            return queries.fleet_summary(conn, now=now, stale_after_s=self._config.stale_after_s)
+
+    def telemetry_range(self, robot_id: str, start: float, end: float, bucket_s: float,
+                        fields: Sequence[str] | None = None) -> list[TelemetryPoint]:
+        with translate_errors('telemetry_range'), self._engine.connect() as conn:
+            return self._history.range(conn, robot_id, start, end, bucket_s, fields)
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers now."""
+        with translate_errors('ping'), self._engine.connect() as conn:
+            conn.execute(sa.text('SELECT 1'))
+
+    def close(self) -> None:
+        """Release the database connections (when the store made the engine)."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+
+def _check_robot_id(robot_id: str) -> None:
+    if not isinstance(robot_id, str) or not ROBOT_ID.fullmatch(robot_id):
+        raise InvalidQuery('robot_id must be 1..64 characters of A-Z a-z 0-9 . _ -')
+
+
+def _check_sha256(token_sha256: str) -> None:
+    if not isinstance(token_sha256, str) or not SHA256_HEX.fullmatch(token_sha256):
+        raise InvalidQuery('token_sha256 must be 64 lower-case hex digits')
+
+
+def _check_tags(tags: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(tags, str):
+        raise InvalidQuery('tags must be a list of strings')
+    clean = tuple(dict.fromkeys(tags))
+    if len(clean) > MAX_TAGS:
+        raise InvalidQuery(f'at most {MAX_TAGS} tags')
+    for tag in clean:
+        if not isinstance(tag, str) or not TAG.fullmatch(tag):
+            raise InvalidQuery(f'tag {tag!r}: 1..64 characters of A-Z a-z 0-9 . _ : = / -')
+    return clean

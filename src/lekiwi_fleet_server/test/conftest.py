@@ -1,0 +1,83 @@
+"""Fixtures shared by every fleet server test (gateway and API tests use them too: keep stable).
+
+- `pg_url`: a URL of an empty, throwaway PostgreSQL database created from
+  LEKIWI_TEST_DATABASE_URL (the role may CREATE DATABASE) and dropped after the test. Tests that
+  use it are skipped, with that reason, only when the variable is unset.
+- `database_url`: parametrized over 'sqlite' (a file in tmp_path) and 'postgresql' (`pg_url`), so
+  a test using it runs on both databases.
+- `store_config`: the StoreConfig the `store` fixture uses; override it in a test module or
+  folder conftest to change settings (for example a low `snapshot_every`).
+- `store`: an SqlFleetStore opened (and so migrated) on `database_url`, closed after the test.
+- `make_store`: a factory opening further stores on a URL (closed after the test), for restart
+  and two-writer tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from lekiwi_fleet_server.store.config import StoreConfig
+from lekiwi_fleet_server.store.sql_store import SqlFleetStore
+
+DATABASE_ENV = 'LEKIWI_TEST_DATABASE_URL'
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """Yield the URL of a new empty PostgreSQL database; drop it afterwards."""
+    admin_url = os.environ.get(DATABASE_ENV)
+    if not admin_url:
+        pytest.skip(f'{DATABASE_ENV} is not set (scripts/ensure_postgres.sh prints one)')
+    admin_url = admin_url.replace('postgresql://', 'postgresql+psycopg://', 1)
+    name = f'lekiwi_t_{uuid.uuid4().hex[:16]}'
+    admin = sa.create_engine(admin_url, isolation_level='AUTOCOMMIT', poolclass=sa.NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE {name}')
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            # FORCE: a test that failed may have left connections open.
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS {name} WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=['sqlite', 'postgresql'])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Return a URL of an empty database of each kind in turn."""
+    if request.param == 'postgresql':
+        return request.getfixturevalue('pg_url')
+    return f'sqlite:///{tmp_path_factory.mktemp("db") / "fleet.db"}'
+
+
+@pytest.fixture
+def store_config() -> StoreConfig:
+    """Return the store settings of a test (override to change them)."""
+    return StoreConfig()
+
+
+@pytest.fixture
+def make_store(store_config: StoreConfig) -> Iterator[Callable[..., SqlFleetStore]]:
+    """Yield a factory `make_store(url, config=None)` of stores closed after the test."""
+    opened: list[SqlFleetStore] = []
+
+    def factory(url: str, config: StoreConfig | None = None) -> SqlFleetStore:
+        store = SqlFleetStore.open(url, config or store_config)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(database_url: str, make_store: Callable[..., SqlFleetStore]) -> SqlFleetStore:
+    """Return a migrated SqlFleetStore on `database_url`."""
+    return make_store(database_url)
