@@ -1,0 +1,309 @@
+"""The uplink's on-disk outbox (SQLite, WAL): every fleet message waits here until acknowledged.
+
+- `put()` gives each message its protocol identity (`boot_id`, `seq`): seq 1, 2, 3, ... within
+  this outbox's boot, never reused (a high-water mark per boot is stored with the messages).
+- State topics (heartbeat, teleop status) keep only their newest unsent message: a newer one takes
+  the older's place and its seq, so sequences have no gaps.
+- History topics (events, deployment status, telemetry) are never dropped. Over `max_messages`,
+  a topic with a merge policy (telemetry) folds a new message into its newest unsent one.
+- `claim()` hands out messages in id order (= seq order within a boot; older boots first) and
+  marks them sent, so they are no longer coalesced or merged: the server may already hold them.
+- `remove()` deletes acknowledged messages. Rows left over from an earlier run count as sent and
+  are replayed after the next connection.
+
+Thread-safe: ROS callbacks put from the executor thread while the WebSocket thread claims and
+removes. Pure apart from its SQLite file; the clock is an argument.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MergePolicy = Callable[[Mapping[str, Any], Mapping[str, Any]], 'dict[str, Any] | None']
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    boot_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    msg TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (boot_id, seq)
+);
+CREATE INDEX IF NOT EXISTS outbox_by_class ON outbox (state, id);
+CREATE TABLE IF NOT EXISTS boots (
+    boot_id TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL
+);
+"""
+_SCHEMA_VERSION = 1
+
+
+class OutboxError(Exception):
+    """The outbox could not store or read a message."""
+
+
+class OversizeMessageError(OutboxError):
+    """A message too large to ever fit in one protocol frame."""
+
+
+@dataclass(frozen=True)
+class TopicPolicy:
+    """How the outbox treats a topic: state (newest unsent wins) or history (kept, maybe merged)."""
+
+    state: bool
+    merge: MergePolicy | None = None
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A stored message and its protocol identity."""
+
+    id: int
+    boot_id: str
+    seq: int
+    topic: str
+    state: bool
+    msg_json: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Return (boot_id, seq)."""
+        return self.boot_id, self.seq
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """Where a message went: appended, coalesced into an unsent state message, or merged."""
+
+    boot_id: str
+    seq: int
+    outcome: str  # 'appended' | 'coalesced' | 'merged'
+    over_limit: bool = False
+
+
+class Outbox:
+    """A durable, bounded, ordered queue of fleet messages awaiting acknowledgement."""
+
+    def __init__(
+        self,
+        path: str,
+        boot_id: str,
+        policies: Mapping[str, TopicPolicy],
+        max_messages: int = 10000,
+        max_message_bytes: int = 65000,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        if max_messages < 1:
+            raise ValueError(f'max_messages must be >= 1, got {max_messages}')
+        self._path = path
+        self._boot_id = boot_id
+        self._policies = dict(policies)
+        self._max_messages = max_messages
+        self._max_message_bytes = max_message_bytes
+        self._now = now
+        # One connection shared by two threads; the lock serialises every use of it.
+        self._lock = threading.Lock()
+        self.recovered_from: str | None = None
+        self._db = self._open()
+        self._count = self._db.execute('SELECT COUNT(*) FROM outbox').fetchone()[0]
+        row = self._db.execute(
+            'SELECT last_seq FROM boots WHERE boot_id = ?', (boot_id,)
+        ).fetchone()
+        self._last_seq = row[0] if row else 0
+        # Unsent rows that may still change: topic -> id (state) and topic -> (id, msg) (merge).
+        self._unsent_state: dict[str, int] = {}
+        self._unsent_tail: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.coalesced_total = 0
+        self.merged_total = 0
+
+    @property
+    def boot_id(self) -> str:
+        """Return the boot id new messages get."""
+        return self._boot_id
+
+    @property
+    def path(self) -> str:
+        """Return the database file's path."""
+        return self._path
+
+    def _open(self) -> sqlite3.Connection:
+        directory = os.path.dirname(os.path.abspath(self._path))
+        os.makedirs(directory, exist_ok=True)
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            # A damaged file must not stop the robot from reporting: keep it aside, start anew.
+            aside = f'{self._path}.corrupt-{int(self._now())}'
+            for suffix in ('', '-wal', '-shm'):
+                if os.path.exists(self._path + suffix):
+                    os.replace(self._path + suffix, aside + suffix)
+            self.recovered_from = f'{aside} ({exc})'
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute('PRAGMA journal_mode=WAL')
+            # WAL + NORMAL survives a killed process (not a power cut) without an fsync per put.
+            db.execute('PRAGMA synchronous=NORMAL')
+            version = db.execute('PRAGMA user_version').fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f'outbox schema {version} is newer than this agent')
+            db.executescript(_SCHEMA)
+            db.execute(f'PRAGMA user_version={_SCHEMA_VERSION}')
+            db.execute('SELECT COUNT(*) FROM outbox').fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def put(self, topic: str, msg: Mapping[str, Any]) -> PutResult:
+        """Store `msg` for `topic` and return its (boot_id, seq) and what happened to it."""
+        policy = self._policies.get(topic)
+        if policy is None:
+            raise OutboxError(f'no outbox policy for topic {topic!r}')
+        try:
+            text = _dumps(msg)
+        except (TypeError, ValueError) as exc:
+            raise OutboxError(f'{topic}: not a JSON message: {exc}') from exc
+        if len(text.encode()) > self._max_message_bytes:
+            raise OversizeMessageError(
+                f'{topic}: {len(text.encode())} bytes, more than {self._max_message_bytes}'
+            )
+        with self._lock:
+            try:
+                return self._put_locked(topic, policy, msg, text)
+            except sqlite3.Error as exc:
+                raise OutboxError(f'{topic}: could not store the message: {exc}') from exc
+
+    def _put_locked(
+        self, topic: str, policy: TopicPolicy, msg: Mapping[str, Any], text: str
+    ) -> PutResult:
+        over = self._count >= self._max_messages
+        if policy.state and topic in self._unsent_state:
+            row_id = self._unsent_state[topic]
+            seq = self._update(row_id, text)
+            self.coalesced_total += 1
+            return PutResult(self._boot_id, seq, 'coalesced', over)
+        if over and policy.merge is not None and topic in self._unsent_tail:
+            row_id, older = self._unsent_tail[topic]
+            merged = policy.merge(older, msg)
+            if merged is not None:
+                seq = self._update(row_id, _dumps(merged))
+                self._unsent_tail[topic] = (row_id, merged)
+                self.merged_total += 1
+                return PutResult(self._boot_id, seq, 'merged', over)
+        seq = self._last_seq + 1
+        self._db.execute('BEGIN IMMEDIATE')
+        try:
+            cursor = self._db.execute(
+                'INSERT INTO outbox (boot_id, seq, topic, state, msg, created_at) '
+                'VALUES (?, ?, ?, ?, ?, ?)',
+                (self._boot_id, seq, topic, int(policy.state), text, self._now()),
+            )
+            self._db.execute(
+                'INSERT INTO boots (boot_id, last_seq) VALUES (?, ?) '
+                'ON CONFLICT (boot_id) DO UPDATE SET last_seq = excluded.last_seq',
+                (self._boot_id, seq),
+            )
+            self._db.execute('COMMIT')
+        except BaseException:
+            self._db.execute('ROLLBACK')
+            raise
+        self._last_seq = seq
+        self._count += 1
+        row_id = cursor.lastrowid
+        if policy.state:
+            self._unsent_state[topic] = row_id
+        elif policy.merge is not None:
+            self._unsent_tail[topic] = (row_id, dict(msg))
+        return PutResult(self._boot_id, seq, 'appended', over)
+
+    def _update(self, row_id: int, text: str) -> int:
+        row = self._db.execute(
+            'UPDATE outbox SET msg = ? WHERE id = ? RETURNING seq', (text, row_id)
+        ).fetchone()
+        return row[0]
+
+    def claim(self, state: bool, after_id: int = 0, limit: int = 1000) -> list[OutboxEntry]:
+        """Return up to `limit` messages of one class with id > after_id, marked as sent."""
+        with self._lock:
+            rows = self._db.execute(
+                'SELECT id, boot_id, seq, topic, state, msg FROM outbox '
+                'WHERE state = ? AND id > ? ORDER BY id LIMIT ?',
+                (int(state), after_id, limit),
+            ).fetchall()
+            entries = [OutboxEntry(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+            self._mark_sent(entry.id for entry in entries)
+        return entries
+
+    def fetch(self, ids: Iterable[int]) -> list[OutboxEntry]:
+        """Return the messages with these ids that are still stored, in id order."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return []
+        with self._lock:
+            marks = ','.join('?' * len(wanted))
+            rows = self._db.execute(
+                'SELECT id, boot_id, seq, topic, state, msg FROM outbox '
+                f'WHERE id IN ({marks}) ORDER BY id',
+                wanted,
+            ).fetchall()
+            self._mark_sent(wanted)
+        return [OutboxEntry(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+
+    def _mark_sent(self, ids: Iterable[int]) -> None:
+        sent = set(ids)
+        for topic, row_id in list(self._unsent_state.items()):
+            if row_id in sent:
+                del self._unsent_state[topic]
+        for topic, (row_id, _msg) in list(self._unsent_tail.items()):
+            if row_id in sent:
+                del self._unsent_tail[topic]
+
+    def remove(self, keys: Iterable[tuple[str, int]]) -> int:
+        """Delete acknowledged messages by (boot_id, seq); return how many were stored."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        with self._lock:
+            self._db.execute('BEGIN IMMEDIATE')
+            try:
+                removed = 0
+                for boot_id, seq in keys:
+                    row = self._db.execute(
+                        'DELETE FROM outbox WHERE boot_id = ? AND seq = ? RETURNING id',
+                        (boot_id, seq),
+                    ).fetchone()
+                    if row is not None:
+                        removed += 1
+                        self._mark_sent([row[0]])
+                self._db.execute('COMMIT')
+            except BaseException:
+                self._db.execute('ROLLBACK')
+                raise
+            self._count -= removed
+        return removed
+
+    def __len__(self) -> int:
+        """Return the number of stored messages."""
+        return self._count
+
+    def close(self) -> None:
+        """Close the database (further use raises)."""
+        with self._lock:
+            self._db.close()
+
+
+def _dumps(msg: Mapping[str, Any]) -> str:
+    return json.dumps(msg, separators=(',', ':'), allow_nan=False, ensure_ascii=False)
