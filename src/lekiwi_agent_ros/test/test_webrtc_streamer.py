@@ -1,0 +1,202 @@
+"""WebRtcStreamerNode and TeleopMonitorNode together: a real aiortc operator drives the score."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from teleop_harness import RosHarness, ros_harness, wait_for
+from webrtc_client import OperatorClient, make_jpeg
+
+from lekiwi_agent_ros import teleop_monitor, webrtc_streamer
+from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, TeleopStatus, WebRtcStatus
+from lekiwi_agent_ros.teleop_monitor import STATUS_QOS, TeleopMonitorNode
+from lekiwi_agent_ros.webrtc_streamer import WebRtcStreamerNode
+
+TOKEN = 'operator-token-for-tests-0123'
+CAMERA = 'camera/front/image_raw/compressed'
+
+
+class Topics:
+    """Record teleop/status, webrtc/status and joy with arrival times."""
+
+    def __init__(self, harness: RosHarness) -> None:
+        self.teleop: list[tuple[float, TeleopStatus]] = []
+        self.webrtc: list[tuple[float, WebRtcStatus]] = []
+        self.joy: list[Joy] = []
+        node = harness.node('topics')
+        node.create_subscription(TeleopStatus, 'teleop/status',
+                                 lambda m: self.teleop.append((time.monotonic(), m)), STATUS_QOS)
+        node.create_subscription(WebRtcStatus, 'webrtc/status',
+                                 lambda m: self.webrtc.append((time.monotonic(), m)), STATUS_QOS)
+        node.create_subscription(Joy, 'joy', self.joy.append, qos_profile_sensor_data)
+
+    def teleop_now(self) -> TeleopStatus | None:
+        return self.teleop[-1][1] if self.teleop else None
+
+    def webrtc_now(self) -> WebRtcStatus | None:
+        return self.webrtc[-1][1] if self.webrtc else None
+
+
+@pytest.fixture
+def harness() -> Iterator[RosHarness]:
+    with ros_harness() as h:
+        yield h
+
+
+def start_camera(harness: RosHarness, raw: bool = False) -> None:
+    node = harness.node('camera')
+    if raw:
+        pub = node.create_publisher(Image, 'camera/image_raw', qos_profile_sensor_data)
+        msg = Image(width=32, height=24, encoding='rgb8', step=96, data=bytes(96 * 24))
+    else:
+        pub = node.create_publisher(CompressedImage, CAMERA, qos_profile_sensor_data)
+        msg = CompressedImage(format='jpeg', data=make_jpeg())
+    node.create_timer(1.0 / 15.0, lambda: pub.publish(msg))
+
+
+def make_streamer(harness: RosHarness, **params: object) -> WebRtcStreamerNode:
+    settings = {'port': 0, 'token': TOKEN, 'ice_host_addresses': ['127.0.0.1'],
+                'ping_period_s': 0.2, **params}
+    return harness.add(WebRtcStreamerNode(
+        namespace=harness.namespace, context=harness.context,
+        parameter_overrides=[Parameter(k, value=v) for k, v in settings.items()]))
+
+
+def test_operator_peer_raises_and_drops_the_teleop_score(harness: RosHarness) -> None:
+    topics = Topics(harness)
+    start_camera(harness)
+    streamer = make_streamer(harness)
+    harness.add(TeleopMonitorNode(namespace=harness.namespace, context=harness.context,
+                                  parameter_overrides=[Parameter('off_hold_s', value=0.3)]))
+    port = streamer.get_parameter('bound_port').value
+    assert port == streamer.port and port > 0
+
+    async def operate() -> float:
+        # aiortc objects belong to the loop they are created on.
+        client = OperatorClient(f'http://127.0.0.1:{port}/offer', TOKEN)
+        await client.connect()
+        await client.drive(1.5)
+        driving = topics.teleop_now()
+        assert client.frames >= 5, 'the operator receives camera frames'
+        assert driving.webrtc_peers == 1
+        assert driving.active_video_streams == 1  # the streamer's track, not its subscription
+        assert driving.joystick_signal > 0.8
+        assert driving.score > 0.9
+        assert driving.active
+        assert driving.control_latency_ms < 100.0
+        closed_at = time.monotonic()
+        await client.close()
+        return closed_at
+
+    closed_at = asyncio.run(asyncio.wait_for(operate(), 30.0))
+    webrtc = topics.webrtc_now()
+    assert webrtc.connected_peers == 0 or wait_for(
+        lambda: topics.webrtc_now().connected_peers == 0, 1.0)
+    left = next(t for t, m in topics.webrtc if t >= closed_at and m.connected_peers == 0)
+    assert left - closed_at < 1.0
+    assert wait_for(lambda: not topics.teleop_now().active, 3.0)
+    final = topics.teleop_now()
+    assert final.webrtc_peers == 0 and final.active_video_streams == 0
+    assert wait_for(lambda: topics.teleop_now().score < 0.1, 2.0)
+
+    assert len(topics.joy) >= 20
+    joy = topics.joy[-1]
+    assert joy.header.frame_id == 'webrtc'
+    assert abs(joy.header.stamp.sec - time.time()) < 10
+    assert joy.axes[0] == pytest.approx(0.6)
+    peaks = [m for _, m in topics.webrtc if m.connected_peers == 1]
+    assert any(m.video_tracks_sending == 1 and not math.isnan(m.round_trip_ms)
+               and m.round_trip_measured_at.sec > 0 and m.last_command_at.sec > 0
+               for m in peaks)
+
+
+def test_streamer_serves_raw_images(harness: RosHarness) -> None:
+    start_camera(harness, raw=True)
+    streamer = make_streamer(harness, camera_topic='camera/image_raw', camera_type='raw')
+
+    async def watch() -> int:
+        client = OperatorClient(f'http://127.0.0.1:{streamer.port}/offer', TOKEN)
+        await client.connect()
+        for _ in range(200):
+            if client.frames >= 3:
+                break
+            await asyncio.sleep(0.02)
+        await client.close()
+        return client.frames
+
+    assert asyncio.run(asyncio.wait_for(watch(), 20.0)) >= 3
+
+
+@pytest.mark.parametrize(
+    ('params', 'reason'),
+    [
+        ({'token': ''}, 'operator token of at least 16 characters'),
+        ({'camera_type': 'mjpeg'}, "camera_type must be 'compressed' or 'raw'"),
+        ({'max_peers': 0}, 'max_peers must be >= 1'),
+    ],
+)
+def test_streamer_refuses_bad_parameters(harness: RosHarness, params: dict,
+                                         reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        make_streamer(harness, **params)
+
+
+def test_streamer_reads_its_token_file(harness: RosHarness, tmp_path) -> None:
+    path = tmp_path / 'operator-token'
+    path.write_text(TOKEN + '\n')
+    streamer = make_streamer(harness, token='', token_file=str(path))
+
+    async def offer() -> int:
+        client = OperatorClient(f'http://127.0.0.1:{streamer.port}/offer', TOKEN, video=False)
+        status = (await client.offer()).status_code
+        await client.close()
+        return status
+
+    assert asyncio.run(offer()) == 200
+
+
+def run_main(main, argv: list[str]) -> tuple[threading.Thread, list[int]]:
+    """Run a node's main() in a thread with the default context; return thread and exit code."""
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(main(argv)), daemon=True)
+    thread.start()
+    return thread, codes
+
+
+@pytest.mark.parametrize(
+    ('module', 'argv', 'message'),
+    [
+        (webrtc_streamer, [], 'operator token'),
+        (teleop_monitor, ['-p', 'weight_video:=0.9'], 'weights must sum to 1'),
+    ],
+)
+def test_main_exits_2_with_the_reason(module, argv, message, capsys) -> None:
+    args = ['node', '--ros-args', '-r', '__ns:=/tmain', *argv]
+    thread, codes = run_main(module.main, args)
+    thread.join(20.0)
+    assert codes == [2]
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('module', [teleop_monitor, webrtc_streamer])
+def test_main_runs_until_shutdown(module, tmp_path) -> None:
+    path = tmp_path / 'token'
+    path.write_text(TOKEN)
+    args = ['node', '--ros-args', '-r', f'__ns:=/tmain{module.__name__[-4:]}',
+            '-p', 'port:=0', '-p', f'token_file:={path}']
+    if module is teleop_monitor:
+        args = args[:4]
+    thread, codes = run_main(module.main, args)
+    assert wait_for(lambda: rclpy.ok(), 5.0)
+    time.sleep(1.0)
+    rclpy.shutdown()
+    thread.join(20.0)
+    assert codes == [0]
