@@ -93,9 +93,16 @@ class TeleopMonitorNode(Node):
     ) -> None:
         """Declare parameters, build the detector, then create topics and timers."""
         super().__init__(node_name, **node_kwargs)  # type: ignore[arg-type]
+        try:
+            self._setup(boot_id)
+        except BaseException:
+            super().destroy_node()  # a refused configuration must not leave an rcl node behind
+            raise
+
+    def _setup(self, boot_id: str | None) -> None:
+        """Declare parameters, build the detector, then create topics and timers."""
         self._declare_parameters()
-        config = TeleopConfig.from_mapping(
-            {name: self.get_parameter(name).value for name in _DETECTOR_NAMES})
+        config = TeleopConfig.from_mapping(self._detector_parameters())
         problems = self._node_problems({n: self.get_parameter(n).value for n in _NODE_RATES})
         if problems:
             raise ValueError('invalid teleop_monitor parameters: ' + '; '.join(problems))
@@ -169,11 +176,18 @@ class TeleopMonitorNode(Node):
                 True)
         for name in _DETECTOR_NAMES:
             value = defaults[name]
-            if isinstance(value, tuple):
-                declare(name, list(value), _DETECTOR_DESCRIPTIONS[name],
-                        type=Parameter.Type.DOUBLE_ARRAY.value)
+            if value == ():
+                # rclpy infers BYTE_ARRAY from an empty list: declare the type instead.
+                declare(name, Parameter.Type.DOUBLE_ARRAY, _DETECTOR_DESCRIPTIONS[name])
+            elif isinstance(value, tuple):
+                declare(name, list(value), _DETECTOR_DESCRIPTIONS[name])
             else:
                 declare(name, value, _DETECTOR_DESCRIPTIONS[name])
+
+    def _detector_parameters(self) -> dict[str, object]:
+        """Return the detector's parameter values (an unset array reads as empty)."""
+        return {name: self.get_parameter_or(name, Parameter(name, value=[])).value
+                for name in _DETECTOR_NAMES}
 
     @staticmethod
     def _node_problems(values: dict[str, object]) -> list[str]:
@@ -204,8 +218,7 @@ class TeleopMonitorNode(Node):
         """Hand an accepted change to the detector."""
         names = {p.name for p in params}
         if names & set(_DETECTOR_NAMES):
-            self._detector.reconfigure(TeleopConfig.from_mapping(
-                {n: self.get_parameter(n).value for n in _DETECTOR_NAMES}))
+            self._detector.reconfigure(TeleopConfig.from_mapping(self._detector_parameters()))
         if 'status_period_s' in names:
             self._status_period_s = float(self.get_parameter('status_period_s').value)
 

@@ -184,6 +184,10 @@ def test_invalid_parameter_changes_are_rejected_and_valid_ones_applied(
     assert monitor.set_parameters([Parameter('off_hold_s', value=2.0),
                                    Parameter('status_period_s', value=0.5)])[0].successful
     assert monitor.detector.config.off_hold_s == 2.0
+    assert monitor.detector.config.joystick_axis_rest == ()
+    assert monitor.set_parameters([Parameter('joystick_axis_rest', value=[0.0, 1.0])])[0] \
+        .successful
+    assert monitor.detector.config.joystick_axis_rest == (0.0, 1.0)
 
 
 def test_outside_video_subscribers_of_a_live_topic_count(harness: RosHarness) -> None:
