@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, Api
+from api_harness import ADMIN_TOKEN, Api
 from starlette.websockets import WebSocketDisconnect
 from websockets.sync.client import ClientConnection, connect
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import Api
+from api_harness import Api
 
 from lekiwi_fleet_server.domain.tokens import hash_token
 from lekiwi_fleet_server.store.interface import RobotMessage

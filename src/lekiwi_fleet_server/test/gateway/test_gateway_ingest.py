@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 import robot_frames as rf
-from conftest import running_gateway
+from gateway_harness import running_gateway
 from memory_store import MemoryStore
 from ws_client import RawClient, Robot
 

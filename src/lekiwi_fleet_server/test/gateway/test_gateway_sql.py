@@ -7,7 +7,7 @@ import time
 
 import pytest
 import robot_frames as rf
-from conftest import running_gateway
+from gateway_harness import running_gateway
 from ws_client import Robot
 
 from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
