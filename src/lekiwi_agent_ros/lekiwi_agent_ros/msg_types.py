@@ -55,6 +55,7 @@ __all__ = [
     'TelemetryDelta',
     'TeleopStatus',
     'WebRtcStatus',
+    'defer_module',
     'install_lean_imports',
     'message_class',
 ]
@@ -160,20 +161,26 @@ class _DeferredModule(types.ModuleType):
             return real
 
 
+def defer_module(name: str) -> bool:
+    """Put a stand-in for module `name` in sys.modules that loads it on first attribute use.
+
+    Return False (and do nothing) when the module is already imported or does not exist.
+    """
+    if name in sys.modules:
+        return False
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return False
+    sys.modules[name] = _DeferredModule(name, spec)
+    return True
+
+
 def install_lean_imports() -> list[str]:
     """Defer numpy, yaml and the rosidl code generator; return the names now deferred.
 
     Call it before importing rclpy; modules already imported are left alone.
     """
-    deferred = []
-    for name in _DEFERRED_MODULES:
-        if name in sys.modules:
-            continue
-        spec = importlib.util.find_spec(name)
-        if spec is None:
-            continue
-        sys.modules[name] = _DeferredModule(name, spec)
-        deferred.append(name)
+    deferred = [name for name in _DEFERRED_MODULES if defer_module(name)]
     if 'rosidl_generator_py' not in sys.modules:
         # Its __init__ imports the code generator (lark, empy); messages only need this one.
         _lean_package(

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ class UplinkClient:
         self._session = session
         self._backoff = backoff
         self._token = token
-        self._log = log
+        self._log_to = log
         self._user_agent = user_agent
         self._open_timeout_s = open_timeout_s
         self._max_frame_bytes = max_frame_bytes
@@ -120,6 +121,12 @@ class UplinkClient:
             self._log(logging.INFO, f'reconnecting to {self._url} in {delay:.1f} s')
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_event.wait(), delay)
+
+    def _log(self, level: int, text: str) -> None:
+        try:
+            self._log_to(level, text)
+        except Exception as exc:  # a broken logger must not end the connection thread
+            print(f'fleet_uplink: {text} (logger failed: {exc!r})', file=sys.stderr)
 
     def _read_token(self) -> str:
         try:

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,43 @@ def test_lean_package_falls_back_to_the_real_init(
 def test_lean_package_of_a_plain_module_imports_it_normally() -> None:
     assert msg_types._lean_package('json') is sys.modules['json']
     assert msg_types._lean_package('colorsys').__name__ == 'colorsys'
+
+
+def test_a_deferred_module_loads_on_first_use_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / 'deferprobe_mod.py').write_text('LOADED = True\nVALUE = 42\n')
+    (tmp_path / 'deferprobe_pkg').mkdir()
+    (tmp_path / 'deferprobe_pkg' / '__init__.py').write_text('READY = 1\n')
+    (tmp_path / 'deferprobe_pkg' / 'sub.py').write_text('X = 7\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert msg_types.defer_module('deferprobe_mod')
+        assert not msg_types.defer_module('deferprobe_mod')  # already there
+        assert not msg_types.defer_module('no_such_module_anywhere')
+        import deferprobe_mod  # the import statement itself does not load it
+
+        assert 'LOADED' not in deferprobe_mod.__dict__
+        threads = [threading.Thread(target=lambda: deferprobe_mod.VALUE) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert deferprobe_mod.VALUE == 42
+        assert sys.modules['deferprobe_mod'] is not deferprobe_mod  # the real one took over
+        assert sys.modules['deferprobe_mod'].LOADED
+        # a submodule import through a deferred package loads the package first
+        assert msg_types.defer_module('deferprobe_pkg')
+        from deferprobe_pkg import sub
+
+        assert sub.X == 7 and sys.modules['deferprobe_pkg'].READY == 1
+    finally:
+        for name in [n for n in sys.modules if n.startswith('deferprobe_')]:
+            del sys.modules[name]
+
+
+def test_install_lean_imports_leaves_imported_modules_alone() -> None:
+    import numpy  # noqa: F401  (imported by the tests already)
+
+    assert 'numpy' not in msg_types.install_lean_imports()
+    assert type(sys.modules['numpy']).__name__ == 'module'

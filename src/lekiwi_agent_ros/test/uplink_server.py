@@ -239,7 +239,10 @@ class UplinkTestServer:
             robot.action_frames.append(frame)  # the schema leaves action frames to rosbridge
             return
         if not self._check(frame, text):
-            await robot.ws.send(_status_error('invalid_message', 'schema violation'))
+            frame_id = None
+            if isinstance(frame, dict) and 'boot_id' in frame and 'seq' in frame:
+                frame_id = f'{frame["boot_id"]}:{frame["seq"]}'  # as the protocol says
+            await robot.ws.send(_status_error('invalid_message', 'schema violation', frame_id))
             return
         if op == 'service_response':
             future = robot.responses.pop(frame['id'], None)

@@ -1,0 +1,134 @@
+"""The one-process agent: heartbeat, telemetry, teleop_monitor and fleet_uplink in one executor.
+
+One interpreter and one DDS participant (one rclpy context) for all four nodes. To stay small it
+defers numpy, yaml and the rosidl code generator (`msg_types.install_lean_imports()`) before
+rclpy is imported, which is why the node modules are imported inside `main()`. It spins an
+`EventsExecutor` where rclpy has one (Kilted) with `spin_once(timeout_sec=1.0)`: in rclpy
+9.1.2 `EventsExecutor.spin()` busy-loops, a `spin_once` loop does not. Elsewhere (Jazzy) it uses
+the `SingleThreadedExecutor`.
+
+    python -m lekiwi_agent_ros.agent --ros-args -p robot_id:=kiwi-001 \
+        -p server_url:=ws://fleet:9090/ -p token_file:=/etc/lekiwi/token -p outbox_path:=...
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lekiwi_agent_ros import msg_types
+
+NodeFactory = Callable[[], Sequence[Any]]
+
+
+def make_executor(context: Any = None) -> Any:
+    """Return the cheapest executor this rclpy has that runs timers, services and actions."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:  # Jazzy's rclpy has no EventsExecutor
+        from rclpy.executors import SingleThreadedExecutor
+
+        return SingleThreadedExecutor(context=context)
+    return EventsExecutor(context=context)
+
+
+def run_nodes(factory: NodeFactory, args: Sequence[str] | None, name: str) -> int:
+    """Init rclpy, build the nodes, spin them in one executor until shutdown; return exit code."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=args)
+    logger = rclpy.logging.get_logger(name)
+    nodes: list[Any] = []
+    executor = None
+    code = 0
+    try:
+        nodes = list(factory())
+        executor = make_executor()
+        for node in nodes:
+            executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=1.0)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as exc:  # a refused parameter: say which and stop
+        logger.fatal(str(exc))
+        code = 2
+    finally:
+        for node in reversed(nodes):
+            node.destroy_node()
+        if executor is not None:
+            executor.shutdown()
+        rclpy.try_shutdown()
+    return code
+
+
+def agent_nodes(boot_id: str | None = None, **node_kwargs: Any) -> list[Any]:
+    """Build the agent's nodes, sharing one boot id and one resource sampler.
+
+    `node_kwargs` go to every node (tests pass a context, a namespace and parameter overrides).
+    """
+    import time
+
+    from rclpy.logging import get_logger
+
+    from lekiwi_agent_ros.fleet_uplink import FleetUplinkNode
+    from lekiwi_agent_ros.heartbeat import HeartbeatNode
+    from lekiwi_agent_ros.resource_sampler import ResourceSampler
+    from lekiwi_agent_ros.telemetry import TelemetryNode
+
+    boot_id = boot_id or secrets.token_hex(8)
+    sampler = ResourceSampler(time.monotonic)
+    nodes: list[Any] = []
+    try:
+        nodes.append(HeartbeatNode(boot_id=boot_id, sampler=sampler, **node_kwargs))
+        nodes.append(TelemetryNode(boot_id=boot_id, sampler=sampler, **node_kwargs))
+        monitor = teleop_monitor_class()
+        if monitor is None:
+            get_logger('agent').warning('teleop_monitor is not available: running without it')
+        else:
+            nodes.append(monitor(boot_id=boot_id, **node_kwargs))
+        nodes.append(FleetUplinkNode(boot_id=boot_id, **node_kwargs))
+    except BaseException:
+        for node in reversed(nodes):
+            node.destroy_node()
+        raise
+    return nodes
+
+
+def teleop_monitor_class() -> Any:
+    """Return TeleopMonitorNode, or None when this install lacks it."""
+    try:
+        from lekiwi_agent_ros.teleop_monitor import TeleopMonitorNode
+    except ImportError:
+        return None
+    return TeleopMonitorNode
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Run the whole agent in this process."""
+    deferred = msg_types.install_lean_imports()
+    from rclpy.logging import get_logger
+
+    def build() -> list[Any]:
+        nodes = agent_nodes()
+        get_logger('agent').info(
+            f'LeKiwi Fleet agent {_version()} running nodes '
+            f'{", ".join(node.get_name() for node in nodes)} in one process; '
+            f'deferred imports: {", ".join(deferred) or "none"}'
+        )
+        return nodes
+
+    return run_nodes(build, args, 'agent')
+
+
+def _version() -> str:
+    import lekiwi_agent_ros
+
+    return lekiwi_agent_ros.__version__
+
+
+if __name__ == '__main__':
+    sys.exit(main())
