@@ -154,7 +154,9 @@ robot_current = sa.Table(
     sa.Column('last_seq', sa.BigInteger, nullable=True),
     sa.Column('telemetry', sa.JSON, nullable=False),  # TelemetryState.to_json()
     sa.Column('telemetry_at', Time, nullable=True),
-    sa.Index('ix_robot_current_teleop', 'teleop_active'),
+    # Rewritten by every heartbeat batch: no secondary index and half-empty pages, so PostgreSQL
+    # updates rows in place (HOT). See migration 0002.
+    postgresql_with={'fillfactor': 50},
 )
 
 # Telemetry history: one row per TelemetryDelta with the reconstructed full state at that point,

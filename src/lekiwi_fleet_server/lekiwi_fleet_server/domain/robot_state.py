@@ -178,9 +178,14 @@ class RobotAggregate:
         return cls(**{**data, 'tags': tuple(data.get('tags') or ())})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CurrentState:
-    """The newest heartbeat, teleop status and telemetry of a robot (not event-sourced)."""
+    """The newest heartbeat, teleop status and telemetry of a robot (not event-sourced).
+
+    Treated as immutable like the other states here (make a new one, never assign a field), but
+    not declared frozen: a frozen dataclass of this width costs 3.7 us to construct against 1 us,
+    and one is made for every heartbeat.
+    """
 
     last_heartbeat_at: float | None = None  # server clock when the newest heartbeat arrived
     heartbeat_stamp: float = 0.0  # robot clock of the newest heartbeat
@@ -273,27 +278,23 @@ class RobotState:
                         cur.heartbeat_stamp):
             return Outcome(self, stored=False)
         state_no = _int(msg.get('state', 0), 'state', 0, 255)
-        resources = msg.get('resources') or {}
-        if not isinstance(resources, Mapping):
-            raise InvalidRobotMessage('resources must be an object')
-        if len(resources) > 64 or not all(isinstance(k, str) and len(k) <= 64
-                                          for k in resources):
-            raise InvalidRobotMessage('resources must have at most 64 fields with short names')
-        resources = {k: _resource(v, k) for k, v in resources.items()}
+        resources = _resources(msg.get('resources') or {})
         agent = _text(msg.get('agent_version', ''), 'agent_version') or None
         software = _text(msg.get('software_version', ''), 'software_version') or None
         # A newer heartbeat of another boot means the robot restarted: follow its new boot.
-        seen = cur.seen(boot_id, seq) if boot_id == cur.boot_id else replace(
-            cur, boot_id=boot_id, last_seq=seq)
-        current = replace(
-            seen, last_heartbeat_at=received_at, heartbeat_stamp=stamp, heartbeat_boot_id=boot_id,
+        same_boot = boot_id == cur.boot_id
+        last_seq = seq if not same_boot or cur.last_seq is None else max(seq, cur.last_seq)
+        # One constructor call, not dataclasses.replace: this runs for every heartbeat.
+        current = CurrentState(
+            last_heartbeat_at=received_at, heartbeat_stamp=stamp, heartbeat_boot_id=boot_id,
             heartbeat_seq=seq,
             heartbeat_sequence=_int(msg.get('sequence', 0), 'sequence', 0, 2**63 - 1),
             state=HEARTBEAT_STATES[state_no] if state_no < len(HEARTBEAT_STATES) else 'unknown',
             teleop_active=_bool(msg.get('teleop_active', False), 'teleop_active'),
             teleop_score=_float(msg.get('teleop_score', 0.0), 'teleop_score'),
-            resources=resources,
-        )
+            teleop=cur.teleop, teleop_boot_id=cur.teleop_boot_id, teleop_seq=cur.teleop_seq,
+            teleop_stamp=cur.teleop_stamp, resources=resources, boot_id=boot_id,
+            last_seq=last_seq, telemetry=cur.telemetry, telemetry_at=cur.telemetry_at)
         events: list[DomainEvent] = []
         agg = self.aggregate
         if (agent or software) and (agent, software) != (agg.agent_version,
@@ -441,33 +442,45 @@ def evaluate_alarms(
     t: AlarmThresholds,
 ) -> list[DomainEvent]:
     """Return the alarm events `values` cause given the `active` alarms (unknown values: none)."""
-    readings: dict[str, float | None] = {
-        'battery_low': _num(values.get('battery_percent')),
-        'temperature_high': _num(values.get('temperature_c')),
-        'disk_full': None,
-    }
+    events: list[DomainEvent] = []
+    battery = _num(values.get('battery_percent'))
+    if battery is not None:
+        _alarm(events, robot_id, active, at, 'battery_low', battery,
+               battery < t.battery_low_percent, battery >= t.battery_clear_percent,
+               t.battery_low_percent)
+    temperature = _num(values.get('temperature_c'))
+    if temperature is not None:
+        _alarm(events, robot_id, active, at, 'temperature_high', temperature,
+               temperature > t.temperature_high_c, temperature <= t.temperature_clear_c,
+               t.temperature_high_c)
     used, total = _num(values.get('disk_used_bytes')), _num(values.get('disk_total_bytes'))
     if used is not None and total:
-        readings['disk_full'] = used / total
-    rules = {  # alarm -> (raise?, clear?, threshold)
-        'battery_low': (lambda v: v < t.battery_low_percent,
-                        lambda v: v >= t.battery_clear_percent, t.battery_low_percent),
-        'temperature_high': (lambda v: v > t.temperature_high_c,
-                             lambda v: v <= t.temperature_clear_c, t.temperature_high_c),
-        'disk_full': (lambda v: v >= t.disk_full_fraction,
-                      lambda v: v < t.disk_clear_fraction, t.disk_full_fraction),
-    }
-    events: list[DomainEvent] = []
-    for alarm, value in readings.items():
-        if value is None:
-            continue
-        raises, clears, threshold = rules[alarm]
-        if alarm not in active and raises(value):
-            events.append(ResourceAlarmRaised(robot_id, at=at, alarm=alarm, value=value,
-                                              threshold=threshold))
-        elif alarm in active and clears(value):
-            events.append(ResourceAlarmCleared(robot_id, at=at, alarm=alarm, value=value))
+        fraction = used / total
+        _alarm(events, robot_id, active, at, 'disk_full', fraction,
+               fraction >= t.disk_full_fraction, fraction < t.disk_clear_fraction,
+               t.disk_full_fraction)
     return events
+
+
+def _alarm(events: list[DomainEvent], robot_id: str, active: Mapping[str, float], at: float,
+           alarm: str, value: float, raises: bool, clears: bool, threshold: float) -> None:
+    if alarm in active:
+        if clears:
+            events.append(ResourceAlarmCleared(robot_id, at=at, alarm=alarm, value=value))
+    elif raises:
+        events.append(ResourceAlarmRaised(robot_id, at=at, alarm=alarm, value=value,
+                                          threshold=threshold))
+
+
+def _resources(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, Mapping) or len(raw) > 64:
+        raise InvalidRobotMessage('resources must be an object of at most 64 fields')
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or len(name) > 64:
+            raise InvalidRobotMessage('resource field names must be short strings')
+        out[name] = _resource(value, name)
+    return out
 
 
 def _num(value: Any) -> float | None:
@@ -509,8 +522,9 @@ def _text(value: Any, name: str) -> str:
 
 
 def _resource(value: Any, name: str) -> float | int | None:
-    if value is None or isinstance(value, int) and not isinstance(value, bool):
+    kind = value.__class__
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int or value is None:
         return value
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
     raise InvalidRobotMessage(f'{name} must be a number or null')

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from lekiwi_fleet_server.db.schema import event_counter, events
 from lekiwi_fleet_server.domain.events import DomainEvent, encode
 from lekiwi_fleet_server.store.interface import ConcurrencyConflict, RecordedEvent
+from lekiwi_fleet_server.store.upsert import insert
 
 _KEY_CHUNK = 500  # message keys per lookup statement
 
@@ -87,7 +88,7 @@ def append(conn: Connection, appends: Sequence[StreamAppend], *,
             recorded.append(RecordedEvent(position, item.stream_id, version, type_name,
                                           schema_version, data, meta, recorded_at))
     try:
-        conn.execute(sa.insert(events), rows)
+        insert(conn, events, rows)
     except IntegrityError as exc:
         raise ConcurrencyConflict(_conflict_message(exc, appends)) from exc
     return recorded
@@ -136,6 +137,15 @@ def stored_message_keys(conn: Connection,
     """Return which of the (robot_id, boot_id, seq) keys already caused stored events."""
     wanted = sorted(set(keys))
     found: set[tuple[str, str, int]] = set()
+    if conn.dialect.name == 'postgresql' and wanted:
+        # One join against three binary arrays: no IN list to render, whatever the count.
+        rows = conn.exec_driver_sql(
+            'SELECT e.robot_id, e.boot_id, e.seq FROM events AS e JOIN unnest('
+            'CAST(%(r)b AS text[]), CAST(%(b)b AS text[]), CAST(%(s)b AS bigint[])) AS k(r, b, s) '
+            'ON e.robot_id = k.r AND e.boot_id = k.b AND e.seq = k.s AND e.seq_part = 0',
+            {'r': [k[0] for k in wanted], 'b': [k[1] for k in wanted],
+             's': [k[2] for k in wanted]})
+        return {(r[0], r[1], r[2]) for r in rows}
     key = sa.tuple_(events.c.robot_id, events.c.boot_id, events.c.seq)
     for i in range(0, len(wanted), _KEY_CHUNK):
         rows = conn.execute(sa.select(events.c.robot_id, events.c.boot_id, events.c.seq)

@@ -33,10 +33,23 @@ from lekiwi_fleet_server.store.interface import (
     RejectedMessage,
     RobotMessage,
 )
-from lekiwi_fleet_server.store.upsert import upsert
+from lekiwi_fleet_server.store.upsert import update_rows, upsert
 
 # Topics whose messages are events, deduplicated by the events table's message-key index.
 EVENT_TOPICS = frozenset({topics.EVENTS, topics.DEPLOYMENT_STATUS})
+
+
+# Columns of robot_current by what changes them: a batch writes only the groups it changed
+# (a heartbeat batch leaves the telemetry and teleop columns alone).
+CURRENT_GROUPS: tuple[tuple[str, ...], ...] = (
+    ('last_heartbeat_at', 'heartbeat_stamp', 'heartbeat_boot_id', 'heartbeat_seq',
+     'heartbeat_sequence', 'state', 'resources'),
+    ('teleop_active', 'teleop_score', 'teleop', 'teleop_boot_id', 'teleop_seq',
+     'teleop_stamp'),
+    ('telemetry', 'telemetry_at'),
+    ('boot_id', 'last_seq'),
+)
+_CURRENT_COLUMNS = tuple(c for group in CURRENT_GROUPS for c in group)
 
 
 @dataclass(slots=True)
@@ -45,7 +58,8 @@ class BatchPlan:
 
     states: dict[str, RobotState] = field(default_factory=dict)  # next states, touched robots
     appends: list[StreamAppend] = field(default_factory=list)
-    current_rows: list[dict[str, Any]] = field(default_factory=list)
+    current_rows: list[dict[str, Any]] = field(default_factory=list)  # whole rows: upsert
+    current_updates: list[dict[str, Any]] = field(default_factory=list)  # changed groups only
     telemetry_rows: list[dict[str, Any]] = field(default_factory=list)
     snapshot_robots: list[str] = field(default_factory=list)
     acknowledged: list[MessageKey] = field(default_factory=list)
@@ -135,8 +149,24 @@ def _finish(plan: BatchPlan, pending: Mapping[str, list[NewEvent]],
             plan.snapshot_robots.append(robot_id)
     for robot_id, state in plan.states.items():
         previous = states.get(robot_id)
-        if previous is None or state.current is not previous.current:
+        if previous is None:
             plan.current_rows.append(current_row(robot_id, state.current))
+        elif state.current is not previous.current:
+            columns = changed_columns(previous.current, state.current)
+            if columns:
+                plan.current_updates.append(current_row(robot_id, state.current, columns))
+
+
+def changed_columns(before: CurrentState, after: CurrentState) -> tuple[str, ...]:
+    """Return the robot_current columns of every group in which `after` differs."""
+    out: list[str] = []
+    for group in CURRENT_GROUPS:
+        for column in group:
+            old, new = getattr(before, column), getattr(after, column)
+            if old is not new and old != new:
+                out.extend(group)
+                break
+    return tuple(out)
 
 
 def _apply(state: RobotState, message: RobotMessage, config: StoreConfig) -> Outcome:
@@ -167,19 +197,16 @@ def _take(plan: BatchPlan, pending: dict[str, list[NewEvent]], outcome: Outcome,
             seq=message.seq if message else None, seq_part=part, causation=causation))
 
 
-def current_row(robot_id: str, cur: CurrentState) -> dict[str, Any]:
-    """Return the robot_current row of a robot's current state."""
-    return {
-        'robot_id': robot_id, 'last_heartbeat_at': cur.last_heartbeat_at,
-        'heartbeat_stamp': cur.heartbeat_stamp, 'heartbeat_boot_id': cur.heartbeat_boot_id,
-        'heartbeat_seq': cur.heartbeat_seq, 'heartbeat_sequence': cur.heartbeat_sequence,
-        'state': cur.state, 'teleop_active': cur.teleop_active,
-        'teleop_score': cur.teleop_score, 'teleop': dict(cur.teleop),
-        'teleop_boot_id': cur.teleop_boot_id, 'teleop_seq': cur.teleop_seq,
-        'teleop_stamp': cur.teleop_stamp, 'resources': dict(cur.resources),
-        'boot_id': cur.boot_id, 'last_seq': cur.last_seq,
-        'telemetry': cur.telemetry.to_json(), 'telemetry_at': cur.telemetry_at,
-    }
+def current_row(robot_id: str, cur: CurrentState,
+                columns: tuple[str, ...] = _CURRENT_COLUMNS) -> dict[str, Any]:
+    """Return the robot_current row (or the given columns of it) of a robot's current state."""
+    row: dict[str, Any] = {'robot_id': robot_id}
+    for column in columns:
+        value = getattr(cur, column)
+        if column == 'telemetry':
+            value = value.to_json()
+        row[column] = value
+    return row
 
 
 def current_from_row(row: Any) -> CurrentState:
@@ -210,6 +237,16 @@ def write_batch(conn: Connection, plan: BatchPlan, history: telemetry.TelemetryH
                            taken_at=now)
     if plan.current_rows:
         upsert(conn, robot_current, plan.current_rows, keys=['robot_id'])
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in plan.current_updates:
+        shapes.setdefault(tuple(row), []).append(row)
+    for rows in shapes.values():
+        if update_rows(conn, robot_current, rows, 'robot_id') < len(rows):
+            # A robot without a robot_current row (none is made outside enrol_robot, but the
+            # store must not lose a heartbeat over it): write whole rows instead.
+            upsert(conn, robot_current, [current_row(r['robot_id'],
+                                                     plan.states[r['robot_id']].current)
+                                         for r in rows], keys=['robot_id'])
     if plan.telemetry_rows:
         history.insert(conn, plan.telemetry_rows, now)
     return recorded

@@ -33,7 +33,7 @@ from lekiwi_fleet_server.domain.robot_state import RobotAggregate
 from lekiwi_fleet_server.store import event_store
 from lekiwi_fleet_server.store.interface import RecordedEvent
 from lekiwi_fleet_server.store.snapshots import decode_row, fold
-from lekiwi_fleet_server.store.upsert import upsert
+from lekiwi_fleet_server.store.upsert import insert, upsert
 
 PROJECTIONS: tuple[str, ...] = ('robots', 'teleop_sessions', 'timeline')
 REPLAY_CHUNK = 1000
@@ -114,8 +114,7 @@ def project_timeline(conn: Connection, applied: Sequence[Applied]) -> None:
              'type': a.recorded.type, 'severity': a.event.severity,
              'summary': a.event.summary()[:500],
              'occurred_at': occurred_at(a.event, a.recorded.recorded_at)} for a in applied]
-    if rows:
-        conn.execute(sa.insert(timeline), rows)
+    insert(conn, timeline, rows)
 
 
 def project(conn: Connection, applied: Sequence[Applied],
