@@ -105,6 +105,32 @@ def test_python_m_agent_runs_logs_and_stops_on_sigint(
     assert server.messages('fleet/telemetry')
 
 
+def test_the_shipped_parameter_file_loads(server: UplinkTestServer, tmp_path: Path) -> None:
+    import yaml
+
+    shipped = Path(__file__).resolve().parents[3] / 'config' / 'agent.yaml'
+    params = yaml.safe_load(shipped.read_text())
+    # node-specific entries of a file win over -p: point the uplink at the test server here
+    params['fleet_uplink']['ros__parameters'].update(
+        server_url=server.url, token=TOKEN, outbox_path=str(tmp_path / 'o.sqlite3')
+    )
+    params_file = tmp_path / 'agent.yaml'
+    params_file.write_text(yaml.safe_dump(params))
+    server.tokens['kiwi-001'] = TOKEN
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'lekiwi_agent_ros.agent', '--ros-args',
+         '--params-file', str(params_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        assert server.wait_for(lambda: server.messages('fleet/heartbeat'), 20.0)
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=15)
+    assert process.returncode == 0, out
+    assert server.messages('fleet/heartbeat')[0].msg['robot_id'] == 'kiwi-001'
+
+
 def test_main_reports_a_refused_parameter_with_exit_code_2(tmp_path: Path) -> None:
     started = time.monotonic()
     result = subprocess.run(
