@@ -1,5 +1,7 @@
 # Source me: the project's ROS 2 environment (venv, ament and CMake prefixes, built workspace).
 _lekiwi_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The setup scripts read unset variables: relax `set -u` while sourcing them.
+case $- in *u*) _lekiwi_nounset=1; set +u ;; *) _lekiwi_nounset= ;; esac
 # shellcheck disable=SC1091
 source "$_lekiwi_root/.venv/bin/activate"
 export AMENT_PREFIX_PATH="$_lekiwi_root/.venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
@@ -10,4 +12,5 @@ if [ -f "$_lekiwi_root/install/setup.bash" ]; then
   # shellcheck disable=SC1091
   source "$_lekiwi_root/install/setup.bash"
 fi
-unset _lekiwi_root
+[ -n "$_lekiwi_nounset" ] && set -u
+unset _lekiwi_root _lekiwi_nounset

@@ -17,7 +17,7 @@ status=0
 echo "== colcon build"
 colcon build --event-handlers console_cohesion- summary+ || exit 1
 # shellcheck disable=SC1091
-source install/setup.bash
+source scripts/env.sh
 
 echo "== colcon test"
 colcon test --event-handlers console_cohesion+ summary+ || status=1
