@@ -429,7 +429,7 @@ class RobotState:
             deployment_id=_text(msg.get('deployment_id', ''), 'deployment_id'),
             release_version=_text(msg.get('release_version', ''), 'release_version'),
             previous_version=_text(msg.get('previous_version', ''), 'previous_version'),
-            phase=DEPLOYMENT_PHASES[phase_no] if phase_no < len(DEPLOYMENT_PHASES) else 'idle',
+            phase=DEPLOYMENT_PHASES[phase_no] if phase_no < len(DEPLOYMENT_PHASES) else 'unknown',
             progress=progress, message=_text(msg.get('message', ''), 'message')[:1024])
         return self._with([event], self.current.seen(boot_id, seq))
 
