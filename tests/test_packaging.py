@@ -1,4 +1,4 @@
-"""The repository's packaging: pins agree, Docker files are sound, the server installs without ROS."""
+"""Packaging: pins agree, Docker files are sound, the server installs without ROS."""
 
 from __future__ import annotations
 
