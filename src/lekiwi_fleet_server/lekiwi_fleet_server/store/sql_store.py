@@ -29,6 +29,7 @@ from sqlalchemy.exc import (
     OperationalError,
     SQLAlchemyError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from lekiwi_fleet_server.db.engine import make_engine, writer
 from lekiwi_fleet_server.db.schema import credentials, operators, robot_current, robots
@@ -80,8 +81,10 @@ def translate_errors(action: str) -> Iterator[None]:
         if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
             raise StoreUnavailable(f'{action}: database unavailable: {exc.orig}') from exc
         raise StoreError(f'{action}: {exc.orig}') from exc
+    except PoolTimeout as exc:
+        raise StoreUnavailable(f'{action}: no database connection free: {exc}') from exc
     except SQLAlchemyError as exc:
-        raise StoreUnavailable(f'{action}: {exc}') from exc
+        raise StoreError(f'{action}: {exc}') from exc
 
 
 class SqlFleetStore:

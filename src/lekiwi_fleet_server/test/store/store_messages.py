@@ -78,11 +78,13 @@ def session_ended(robot_id: str, boot_id: str, seq: int, t: float, session_id: s
 
 
 def telemetry(robot_id: str, boot_id: str, seq: int, t: float, sequence: int, base: int,
-              values: dict[str, float | None], *, full: bool = False) -> RobotMessage:
+              values: dict[str, float | None], *, full: bool = False,
+              received_at: float | None = None) -> RobotMessage:
     msg = {'header': stamp(t), 'robot_id': robot_id, 'boot_id': boot_id, 'sequence': sequence,
            'base_sequence': sequence if full else base, 'full_snapshot': full,
            'field_names': list(values), 'field_values': list(values.values())}
-    return RobotMessage(robot_id, boot_id, seq, topics.TELEMETRY, msg, t)
+    return RobotMessage(robot_id, boot_id, seq, topics.TELEMETRY, msg,
+                        t if received_at is None else received_at)
 
 
 def deployment(robot_id: str, boot_id: str, seq: int, t: float, *, phase: int,
