@@ -76,6 +76,8 @@ def _order(messages: Sequence[RobotMessage],
            presence: Sequence[PresenceChange]) -> list[RobotMessage | PresenceChange]:
     # One timeline per batch: a robot that connected, sent and left within 50 ms gets its
     # events in that order. At equal times a connect goes first and a disconnect last.
+    if not presence:
+        return list(messages)  # already in arrival order: most batches skip the sort
     keyed: list[tuple[float, int, int, RobotMessage | PresenceChange]] = []
     for i, change in enumerate(presence):
         keyed.append((change.at, 0 if change.online else 2, i, change))

@@ -262,7 +262,7 @@ class SqlFleetStore:
                                 for r in sorted(online) if r in self._states]
                     plan = self._commit_outcomes(conn, outcomes, f'presence:{reason}', now)
             except BaseException:
-                self._forget(self._states)
+                self._states.clear()  # reloaded robot by robot as batches need them
                 raise
             self._states.update(plan.states)
             return sum(len(a.events) for a in plan.appends)
