@@ -263,7 +263,8 @@ def decode(
         raise EventDecodeError(f'{type_name} has unknown fields {sorted(unknown)}')
     if 'robot_id' not in current:
         raise EventDecodeError(f'{type_name} lacks robot_id')
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in current.items()}
+    kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
+                              for k, v in current.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:  # pragma: no cover - guarded by the field check above

@@ -88,6 +88,7 @@ def project_teleop_sessions(conn: Connection, applied: Sequence[Applied]) -> Non
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for item in applied:
         event, position = item.event, item.recorded.position
+        row: dict[str, Any]
         if isinstance(event, TeleopSessionStarted):
             row = {'started_at': event.started_at, 'score': event.score,
                    'started_position': position}

@@ -7,7 +7,6 @@ test holds the two equal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -201,6 +200,6 @@ def operator_by_token(conn: Connection, token_sha256: str) -> Operator | None:
     return _operator(row) if row else None
 
 
-def _operator(row: Mapping[str, Any] | Any) -> Operator:
+def _operator(row: Any) -> Operator:
     return Operator(name=row.name, role=row.role, token_sha256=row.token_sha256,
                     created_at=row.created_at, revoked=row.revoked)

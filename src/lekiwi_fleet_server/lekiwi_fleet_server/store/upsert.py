@@ -85,7 +85,7 @@ def _write(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
         conn.execute(_sqlite_statement(table, columns, keys), list(rows))
         return
     sql, is_json = _pg_statement(table, columns, keys)
-    params = {}
+    params: dict[str, list[Any]] = {}
     for i, (column, json_column) in enumerate(zip(columns, is_json, strict=True)):
         values = [row[column] for row in rows]
         params[f'p{i}'] = [_json(v) for v in values] if json_column else values
@@ -136,8 +136,8 @@ def update_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
         params = [{**{c: row[c] for c in columns}, 'k_' + key: row[key]} for row in rows]
         return conn.execute(_sqlite_update(table, key, columns), params).rowcount
     sql, is_json = _pg_update(table, key, columns)
-    params = {}
+    arrays: dict[str, list[Any]] = {}
     for i, (column, json_column) in enumerate(zip((key, *columns), is_json, strict=True)):
         values = [row[column] for row in rows]
-        params[f'p{i}'] = [_json(v) for v in values] if json_column else values
-    return conn.exec_driver_sql(sql, params).rowcount
+        arrays[f'p{i}'] = [_json(v) for v in values] if json_column else values
+    return conn.exec_driver_sql(sql, arrays).rowcount
