@@ -107,16 +107,21 @@ def enrol(url: str, n: int) -> list[tuple[str, str]]:
         store.close()
 
 
-def postgres_cpu_seconds() -> float:
-    total = 0.0
+def postgres_cpu_seconds() -> dict[int, float]:
+    """Return CPU seconds per PostgreSQL process (compare per pid: backends come and go)."""
+    seconds = {}
     for proc in psutil.process_iter(['name']):
         if proc.info['name'] and proc.info['name'].startswith('postgres'):
             try:
                 t = proc.cpu_times()
-                total += t.user + t.system
+                seconds[proc.pid] = t.user + t.system
             except psutil.Error:
                 pass
-    return total
+    return seconds
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
 def scrape(api: str, name: str) -> float | None:
@@ -193,7 +198,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             'server_connections': connections,
             'cpu_percent': round(cpu, 1),
             'rss_mb': round(rss_peak / 2**20, 1),
-            'postgres_cpu_percent': round((pg1 - pg0) / wall * 100, 1),
+            'postgres_cpu_percent': round(cpu_delta(pg0, pg1) / wall * 100, 1),
             'load_cpu_percent': round((load1.user + load1.system - load0.user - load0.system)
                                       / wall * 100, 1),
             'rows_per_s': round((rows1 - rows0) / wall),
