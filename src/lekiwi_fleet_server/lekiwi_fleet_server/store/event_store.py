@@ -12,7 +12,7 @@ heartbeat-only batches never touch it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,14 +153,3 @@ def stored_message_keys(conn: Connection,
         found.update((r.robot_id, r.boot_id, r.seq) for r in rows)
     return found
 
-
-def stream_versions(conn: Connection, streams: Iterable[str]) -> Mapping[str, int]:
-    """Return the current version of each stream that has events."""
-    names = sorted(set(streams))
-    out: dict[str, int] = {}
-    for i in range(0, len(names), _KEY_CHUNK):
-        rows = conn.execute(sa.select(events.c.stream_id, sa.func.max(events.c.version))
-                            .where(events.c.stream_id.in_(names[i:i + _KEY_CHUNK]))
-                            .group_by(events.c.stream_id))
-        out.update({r[0]: r[1] for r in rows})
-    return out

@@ -128,6 +128,7 @@ class SqlFleetStore:
 
     @property
     def config(self) -> StoreConfig:
+        """The settings the store was opened with."""
         return self._config
 
     def _load(self) -> None:
@@ -164,7 +165,7 @@ class SqlFleetStore:
         robot_ids = {m.robot_id for m in messages} | {p.robot_id for p in presence}
         with self._lock, translate_errors('commit_batch'):
             if now >= self._next_maintenance:
-                self._maintain(now)
+                self._maintain_quietly(now)
             for attempt in (1, 2):
                 try:
                     return self._commit(messages, presence, robot_ids, now)
@@ -290,6 +291,16 @@ class SqlFleetStore:
         with self._lock, translate_errors('maintain'):
             self._maintain(now)
 
+    def _maintain_quietly(self, now: float) -> None:
+        # Maintenance must never keep robot data from being stored: a batch makes the
+        # partitions it needs itself, and a failed retention run is tried again later.
+        try:
+            with translate_errors('maintain'):
+                self._maintain(now)
+        except StoreError as exc:
+            log.warning('telemetry maintenance failed, retrying in a minute: %s', exc)
+            self._next_maintenance = now + 60.0
+
     def _maintain(self, now: float) -> None:
         with self._writer.begin() as conn:
             made, dropped = self._history.maintain(conn, now)
@@ -305,42 +316,51 @@ class SqlFleetStore:
     # -- reads -----------------------------------------------------------------------------
 
     def robot_credentials(self, robot_id: str) -> RobotCredentials | None:
+        """Return a robot's token hash and revocation, None when not enrolled."""
         with translate_errors('robot_credentials'), self._engine.connect() as conn:
             return queries.robot_credentials(conn, robot_id)
 
     def operator_by_token(self, token_sha256: str) -> Operator | None:
+        """Return the operator with this token hash, None when there is none."""
         with translate_errors('operator_by_token'), self._engine.connect() as conn:
             return queries.operator_by_token(conn, token_sha256)
 
     def list_robots(self, robot_filter: RobotFilter, *, now: float) -> list[RobotSummary]:
+        """Return the robots matching the filter, status derived at `now`."""
         with translate_errors('list_robots'), self._engine.connect() as conn:
             return queries.list_robots(conn, robot_filter, now=now,
                                        stale_after_s=self._config.stale_after_s)
 
     def get_robot(self, robot_id: str, *, now: float) -> RobotSummary | None:
+        """Return one robot's summary at `now`, None when it is not enrolled."""
         with translate_errors('get_robot'), self._engine.connect() as conn:
             return queries.get_robot(conn, robot_id, now=now,
                                      stale_after_s=self._config.stale_after_s)
 
     def robot_timeline(self, robot_id: str, after_position: int, limit: int) -> EventPage:
+        """Return a page of a robot's events after `after_position`."""
         with translate_errors('robot_timeline'), self._engine.connect() as conn:
             return queries.robot_timeline(conn, robot_id, after_position, limit)
 
     def fleet_timeline(self, after_position: int, limit: int,
                        robot_id: str | None = None) -> TimelinePage:
+        """Return a page of timeline entries (of one robot, or of all)."""
         with translate_errors('fleet_timeline'), self._engine.connect() as conn:
             return queries.fleet_timeline(conn, after_position, limit, robot_id)
 
     def teleop_sessions(self, robot_id: str, limit: int = 100) -> list[TeleopSession]:
+        """Return a robot's teleop sessions, newest first."""
         with translate_errors('teleop_sessions'), self._engine.connect() as conn:
             return queries.list_teleop_sessions(conn, robot_id, limit)
 
     def fleet_summary(self, *, now: float) -> FleetSummary:
+        """Return counts by status and version at `now`."""
         with translate_errors('fleet_summary'), self._engine.connect() as conn:
             return queries.fleet_summary(conn, now=now, stale_after_s=self._config.stale_after_s)
 
     def telemetry_range(self, robot_id: str, start: float, end: float, bucket_s: float,
                         fields: Sequence[str] | None = None) -> list[TelemetryPoint]:
+        """Return bucket means of telemetry fields over [start, end)."""
         with translate_errors('telemetry_range'), self._engine.connect() as conn:
             return self._history.range(conn, robot_id, start, end, bucket_s, fields)
 

@@ -61,8 +61,6 @@ def test_append_and_read(engine: Engine) -> None:
         assert event_store.stored_message_keys(conn, [('a', 'b1', 1), ('a', 'b1', 2)]) == {
             ('a', 'b1', 1)}
         assert event_store.stored_message_keys(conn, []) == set()
-        assert event_store.stream_versions(conn, ['robot-a', 'robot-b', 'robot-c']) == {
-            'robot-a': 3, 'robot-b': 1}
     assert append(engine, 'robot-c', 0, []) == []
 
 

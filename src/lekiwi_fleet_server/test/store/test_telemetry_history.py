@@ -145,3 +145,24 @@ def test_store_config_is_validated() -> None:
                 {'telemetry_partitions_ahead': -1}, {'telemetry_max_buckets': 0}):
         with pytest.raises(ValueError):
             StoreConfig(**bad)
+
+
+def test_failing_maintenance_never_blocks_ingest(
+        database_url: str, make_store: Callable[..., SqlFleetStore],
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = make_store(database_url)
+    store.enrol_robot('kiwi', token_hash('kiwi'), (), now=NOW)
+    store.commit_batch([telemetry('kiwi', 'boot0001', 1, NOW, 1, 1, {'cpu_percent': 1.0},
+                                  full=True)], now=NOW)
+    with store.engine.begin() as conn:
+        if conn.dialect.name == 'sqlite':
+            conn.exec_driver_sql("CREATE TRIGGER keep BEFORE DELETE ON telemetry "
+                                 "BEGIN SELECT RAISE(ABORT, 'retention refused'); END")
+        else:  # a view on the partition makes dropping it fail
+            conn.exec_driver_sql(f'CREATE VIEW keep AS SELECT * FROM {partition_name(hour_ms(0))}')
+    later = NOW + 10 * HOUR
+    result = store.commit_batch([telemetry('kiwi', 'boot0001', 2, later, 2, 1,
+                                           {'cpu_percent': 2.0})], now=later)
+    assert len(result.acknowledged) == 1
+    assert 'maintenance failed' in caplog.text
+    assert int(later * 1000) in rows_by_time(store)
