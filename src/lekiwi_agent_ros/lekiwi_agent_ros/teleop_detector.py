@@ -331,6 +331,15 @@ class TeleopDetector:
         )
         return reading, change
 
+    def quiescent(self) -> bool:
+        """Say whether nothing can change until new input arrives (no evidence, no session)."""
+        now = self._now()
+        return (not self._active and self._crossed_at is None
+                and self._joy.count(now) == 0
+                and self._video.level == 0.0 and self._video.mean(now) == 0.0
+                and self._webrtc.level == 0.0 and self._webrtc.mean(now) == 0.0
+                and math.isnan(self._fresh_rtt(now)))
+
     def end_session(self, reason: str = 'shutdown') -> SessionEnded | None:
         """Close the open session now (at shutdown); return its end, or None if inactive."""
         if self._session is None:

@@ -1,9 +1,16 @@
 """TeleopMonitorNode: joystick, video, WebRTC status and the ROS graph -> teleop/status and events.
 
 A thin shell around `TeleopDetector`. It runs inside the one-process agent on the agent's
-executor, so every callback is short and nothing blocks or spawns threads: video frames arrive
-raw (never deserialised; only their arrival matters), the ROS graph is polled at a low rate,
-and one timer evaluates the detector and publishes.
+executor, so every callback is short and nothing blocks or spawns threads. Each executor
+wake-up costs far more than the detector's arithmetic, so the node keeps them few:
+- joystick messages drive the evaluation while they flow; the evaluation timer
+  (`evaluate_rate_hz`) fires only when they stop, and is cancelled while there is no evidence at all
+  (an idle gamepad publishing zeros costs its callbacks and nothing more);
+- a video topic is subscribed (raw: frames are never deserialised, only their arrival counts)
+  only while the ROS graph shows an outside viewer on it, because without one its frames cannot
+  change the video signal, and a subscription of ours would make a camera driver compress
+  frames nobody watches;
+- one slow timer polls the graph and publishes the status every `status_period_s`.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from lekiwi_agent_ros.msg_types import (
     TeleopStatus,
     WebRtcStatus,
 )
+from lekiwi_agent_ros.ros_spin import make_executor, spin
 from lekiwi_agent_ros.teleop_detector import (
     SessionChange,
     TeleopConfig,
@@ -116,7 +124,7 @@ class TeleopMonitorNode(Node):
         self._ignored = set(self.get_parameter('ignored_video_subscribers').value or ())
         self._video_subs: dict[str, Subscription] = {}
         self._last_key: tuple[bool, int, int] | None = None
-        self._last_publish = -math.inf
+        self._eval_period_s = 1.0 / float(self.get_parameter('evaluate_rate_hz').value)
 
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
@@ -127,10 +135,11 @@ class TeleopMonitorNode(Node):
                                  qos_profile_sensor_data)
         self.create_subscription(WebRtcStatus, 'webrtc/status', self._on_webrtc_status,
                                  STATUS_QOS)
-        self.create_timer(1.0 / float(self.get_parameter('evaluate_rate_hz').value),
-                          self._evaluate)
+        self._eval_timer = self.create_timer(self._eval_period_s, self._evaluate)
+        self._status_timer = self.create_timer(self._status_period_s, self._publish_due_status)
         self.create_timer(float(self.get_parameter('graph_period_s').value), self._poll_graph)
         self._poll_graph()
+        self._evaluate()
 
     @property
     def boot_id(self) -> str:
@@ -170,7 +179,9 @@ class TeleopMonitorNode(Node):
                  'agent'],
                 'Node names whose video subscriptions are not outside viewers (the streamer '
                 'is counted through its own status).', True)
-        declare('evaluate_rate_hz', 10.0, 'How often (Hz) the detector is evaluated.', True)
+        declare('evaluate_rate_hz', 10.0,
+                'How often (Hz) the detector is evaluated while no joystick message arrives '
+                '(each message is evaluated at once).', True)
         declare('status_period_s', 1.0, 'teleop/status is published at least this often (s).')
         declare('graph_period_s', 1.0, 'How often (s) video subscribers are read from the graph.',
                 True)
@@ -221,6 +232,10 @@ class TeleopMonitorNode(Node):
             self._detector.reconfigure(TeleopConfig.from_mapping(self._detector_parameters()))
         if 'status_period_s' in names:
             self._status_period_s = float(self.get_parameter('status_period_s').value)
+            self.destroy_timer(self._status_timer)
+            self._status_timer = self.create_timer(self._status_period_s,
+                                                   self._publish_due_status)
+        self._stir()
 
     def _stamp_age_s(self, sec: int, nanosec: int) -> float | None:
         """Return how old a header stamp is (s), or None for an unset (zero) stamp."""
@@ -229,30 +244,45 @@ class TeleopMonitorNode(Node):
         now_ns = self.get_clock().now().nanoseconds
         return (now_ns - (sec * 1_000_000_000 + nanosec)) * 1e-9
 
+    def _stir(self) -> None:
+        """New evidence arrived: make sure the evaluation timer runs."""
+        if self._eval_timer.is_canceled():
+            self._eval_timer.reset()
+
     def _on_joy(self, msg: Joy) -> None:
-        """Feed one joystick message to the detector."""
+        """Feed one joystick message to the detector; let flowing messages drive evaluation."""
         stamp = msg.header.stamp
-        self._detector.observe_joy(msg.axes, msg.buttons, self._stamp_age_s(stamp.sec,
-                                                                            stamp.nanosec))
+        if self._detector.observe_joy(msg.axes, msg.buttons,
+                                      self._stamp_age_s(stamp.sec, stamp.nanosec)):
+            self._stir()
+        elif self._eval_timer.is_canceled():
+            return  # no evidence anywhere, and this message adds none
+        # An evaluation costs microseconds, the wake-up that brought the message far more:
+        # evaluating on every message gives the finest timing for free.
+        self._evaluate()
+        if not self._eval_timer.is_canceled():
+            # Restart the timer's period: it fires only once messages stop coming.
+            self._eval_timer.reset()
 
     def _on_video_frame(self, topic: str) -> None:
         """Note a live frame on a video topic."""
         self._detector.observe_video_frame(topic)
+        self._stir()
 
     def _on_webrtc_status(self, msg: WebRtcStatus) -> None:
         """Feed the streamer's status to the detector."""
         status_age = self._stamp_age_s(msg.header.stamp.sec, msg.header.stamp.nanosec)
         measured = msg.round_trip_measured_at
         rtt_age = self._stamp_age_s(measured.sec, measured.nanosec)
-        self._detector.observe_webrtc(
-            msg.connected_peers, msg.video_tracks_sending, float(msg.round_trip_ms), rtt_age,
-            math.inf if status_age is None else status_age)
+        if self._detector.observe_webrtc(
+                msg.connected_peers, msg.video_tracks_sending, float(msg.round_trip_ms),
+                rtt_age, math.inf if status_age is None else status_age):
+            self._stir()
+            self._evaluate()  # a peer that left is reported at once, not at the next tick
 
     def _poll_graph(self) -> None:
-        """Subscribe to video topics once their type is known; count outside viewers."""
+        """Count outside viewers of each video topic; watch its frames only while it has some."""
         for topic in self._video_topics:
-            if topic not in self._video_subs:
-                self._subscribe_video(topic)
             outside = 0
             for info in self.get_subscriptions_info_by_topic(topic):
                 if info.node_name in self._ignored or (
@@ -260,7 +290,14 @@ class TeleopMonitorNode(Node):
                         and info.node_namespace == self.get_namespace()):
                     continue
                 outside += 1
+            subscription = self._video_subs.get(topic)
+            if outside and subscription is None:
+                self._subscribe_video(topic)
+            elif not outside and subscription is not None:
+                self.destroy_subscription(self._video_subs.pop(topic))
             self._detector.set_video_subscribers(topic, outside)
+            if outside:
+                self._stir()
 
     def _subscribe_video(self, topic: str) -> None:
         """Create a raw subscription for a video topic whose publishers name its type."""
@@ -277,17 +314,22 @@ class TeleopMonitorNode(Node):
             return
 
     def _evaluate(self) -> None:
-        """Evaluate the detector; publish events, and the status on change or when due."""
+        """Evaluate the detector; publish events, and the status when it changed."""
         reading, change = self._detector.update()
         if change is not None:
             self._publish_event(change)
         key = (reading.active, reading.webrtc_peers, reading.active_video_streams)
-        now = time.monotonic()
-        if change is not None or key != self._last_key or \
-                now - self._last_publish >= self._status_period_s:
+        if change is not None or key != self._last_key:
             self._publish_status(reading)
-            self._last_key = key
-            self._last_publish = now
+        if self._detector.quiescent():
+            self._eval_timer.cancel()  # nothing can change until new evidence stirs it
+
+    def _publish_due_status(self) -> None:
+        """Publish the periodic status (the slow timer)."""
+        reading, change = self._detector.update()
+        if change is not None:
+            self._publish_event(change)
+        self._publish_status(reading)
 
     def _publish_status(self, reading: TeleopReading) -> None:
         """Publish one TeleopStatus."""
@@ -303,6 +345,7 @@ class TeleopMonitorNode(Node):
         msg.active_video_streams = min(reading.active_video_streams, 65535)
         msg.webrtc_peers = min(reading.webrtc_peers, 65535)
         msg.control_latency_ms = reading.control_latency_ms
+        self._last_key = (reading.active, reading.webrtc_peers, reading.active_video_streams)
         if reading.active_since is not None:
             sec = math.floor(reading.active_since)
             msg.active_since.sec = sec
@@ -329,15 +372,17 @@ def main(args: Sequence[str] | None = None) -> int:
     rclpy.init(args=args)
     node = None
     code = 0
+    executor = make_executor()
     try:
         node = TeleopMonitorNode()
-        rclpy.spin(node)
+        spin(node, executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ValueError as exc:
         print(f'teleop_monitor: {exc}', file=sys.stderr)
         code = 2
     finally:
+        executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

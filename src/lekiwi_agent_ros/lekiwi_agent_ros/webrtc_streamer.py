@@ -27,6 +27,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 
 from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, WebRtcStatus
+from lekiwi_agent_ros.ros_spin import make_executor, spin
 from lekiwi_agent_ros.teleop_monitor import STATUS_QOS
 from lekiwi_agent_ros.webrtc_media import FrameHub
 from lekiwi_agent_ros.webrtc_peers import StreamerSnapshot
@@ -210,15 +211,17 @@ def main(args: Sequence[str] | None = None) -> int:
     rclpy.init(args=args)
     node = None
     code = 0
+    executor = make_executor()
     try:
         node = WebRtcStreamerNode()
-        rclpy.spin(node)
+        spin(node, executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, OSError) as exc:
         print(f'webrtc_streamer: {exc}', file=sys.stderr)
         code = 2
     finally:
+        executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

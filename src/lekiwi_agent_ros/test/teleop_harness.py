@@ -17,12 +17,18 @@ from rclpy.node import Node
 class RosHarness:
     """One rclpy context whose executor spins in a background thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, executor: str = 'single') -> None:
         self.context = Context()
         rclpy.init(context=self.context)
         # A fresh namespace per test keeps concurrent tests on one DDS domain apart.
         self.namespace = '/t' + uuid.uuid4().hex[:10]
-        self.executor = SingleThreadedExecutor(context=self.context)
+        if executor == 'events':
+            # What the one-process agent uses (ENVIRONMENT.md: spin_once in a loop, not spin()).
+            from rclpy.experimental import EventsExecutor
+
+            self.executor = EventsExecutor(context=self.context)
+        else:
+            self.executor = SingleThreadedExecutor(context=self.context)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
@@ -52,9 +58,9 @@ class RosHarness:
 
 
 @contextmanager
-def ros_harness() -> Iterator[RosHarness]:
-    """Yield a harness and always tear it down."""
-    harness = RosHarness()
+def ros_harness(executor: str = 'single') -> Iterator[RosHarness]:
+    """Yield a harness ('single' or 'events' executor) and always tear it down."""
+    harness = RosHarness(executor)
     try:
         yield harness
     finally:

@@ -351,3 +351,25 @@ def test_payloads_have_the_reserved_fields() -> None:
     ended = SessionEnded('abc', 10.0, 12.5, 2.5, 'inactive')
     assert ended.payload() == {'session_id': 'abc', 'started_at': 10.0, 'ended_at': 12.5,
                                'duration_s': 2.5, 'reason': 'inactive'}
+
+
+def test_quiescent_only_without_any_evidence() -> None:
+    detector, clock = make()
+    assert detector.quiescent()
+    detector.observe_joy((0.0,), (0,), None)  # zeros are no evidence
+    assert detector.quiescent()
+    detector.observe_joy((0.9,), (), None)
+    assert not detector.quiescent()
+    clock.t += 0.6  # the input left the window
+    assert detector.quiescent()
+    detector.observe_webrtc(1, 0, math.nan, None, 0.0)
+    assert not detector.quiescent()  # a connected peer: its expiry needs watching
+    clock.t += 0.2
+    detector.observe_webrtc(0, 0, math.nan, None, 0.0)
+    assert not detector.quiescent()  # the window still remembers the peer
+    clock.t += 1.1
+    detector.update()
+    assert detector.quiescent()
+    drive(detector, clock, 1.0)
+    idle(detector, clock, 0.6)
+    assert detector.active and not detector.quiescent()  # an open session must be ended

@@ -60,6 +60,8 @@ class Joystick:
     def _tick(self) -> None:
         with self._lock:
             mode = self.mode
+        if mode == 'silent':
+            return  # a joystick driver that publishes only on change, or one that died
         self._n += 1
         msg = Joy()
         now = self._node.get_clock().now()
@@ -89,10 +91,14 @@ class Joystick:
             self.last_moving = t
 
 
-@pytest.fixture
-def harness() -> Iterator[RosHarness]:
-    with ros_harness() as h:
+@pytest.fixture(params=['single'])
+def harness(request: pytest.FixtureRequest) -> Iterator[RosHarness]:
+    with ros_harness(request.param) as h:
         yield h
+
+
+# The timing-critical tests also run on the EventsExecutor the one-process agent uses.
+BOTH_EXECUTORS = pytest.mark.parametrize('harness', ['single', 'events'], indirect=True)
 
 
 def make_monitor(harness: RosHarness, **params: object) -> TeleopMonitorNode:
@@ -101,6 +107,7 @@ def make_monitor(harness: RosHarness, **params: object) -> TeleopMonitorNode:
                                          parameter_overrides=overrides))
 
 
+@BOTH_EXECUTORS
 def test_moving_joystick_starts_and_ends_a_session_within_a_second(harness: RosHarness) -> None:
     recorder = Recorder(harness)
     monitor = make_monitor(harness, off_hold_s=0.5, robot_id='kiwi-test')
@@ -138,6 +145,23 @@ def test_moving_joystick_starts_and_ends_a_session_within_a_second(harness: RosH
     assert active and active[0].joystick_signal > 0.8
     assert active[0].active_since.sec > 0
     assert math.isnan(active[0].control_latency_ms)
+
+
+@BOTH_EXECUTORS
+def test_a_joystick_that_falls_silent_ends_the_session(harness: RosHarness) -> None:
+    recorder = Recorder(harness)
+    make_monitor(harness, off_hold_s=0.3)
+    joystick = Joystick(harness)
+    joystick.set_mode('moving')
+    assert wait_for(lambda: recorder.latest() is not None and recorder.latest().active, 2.0)
+    time.sleep(0.3)
+    joystick.set_mode('silent')  # no message at all: only the evaluation timer can notice
+    time.sleep(0.1)
+    last = joystick.last_moving
+    assert wait_for(lambda: recorder.first_time(False, last) is not None, 2.5)
+    assert recorder.first_time(False, last) - last - 0.3 < 1.0
+    assert [e.event_type for e in recorder.events] == ['teleop.session_started',
+                                                       'teleop.session_ended']
 
 
 def test_zeros_and_bad_input_never_make_a_session(harness: RosHarness) -> None:
@@ -202,17 +226,22 @@ def test_outside_video_subscribers_of_a_live_topic_count(harness: RosHarness) ->
         CompressedImage, VIDEO_TOPIC, lambda _m: None, qos_profile_sensor_data)
     time.sleep(1.0)
     assert recorder.latest().active_video_streams == 0
+    # With no outside viewer the monitor does not subscribe: only the streamer is there.
+    assert camera.count_subscribers(VIDEO_TOPIC) == 1
     viewer = harness.node('viewer')
     viewer.create_subscription(CompressedImage, VIDEO_TOPIC, lambda _m: None,
                                qos_profile_sensor_data)
     assert wait_for(lambda: recorder.latest().active_video_streams == 1, 2.0)
+    assert camera.count_subscribers(VIDEO_TOPIC) == 3  # streamer, viewer, monitor
     assert wait_for(lambda: recorder.latest().video_signal > 0.5, 2.0)
     assert not recorder.latest().active  # video alone is not a person driving
     harness.executor.remove_node(viewer)
     viewer.destroy_node()
     assert wait_for(lambda: recorder.latest().active_video_streams == 0, 2.0)
+    assert wait_for(lambda: camera.count_subscribers(VIDEO_TOPIC) == 1, 2.0)
 
 
+@BOTH_EXECUTORS
 def test_streamer_status_drives_peers_video_and_latency(harness: RosHarness) -> None:
     recorder = Recorder(harness)
     make_monitor(harness, webrtc_status_timeout_s=0.5, off_hold_s=0.3, status_period_s=0.2)
