@@ -113,6 +113,7 @@ PROBE = textwrap.dedent(
         executor.spin_once(timeout_sec=0.05)
     stages.append(('the four agent nodes, their endpoints and threads', rss()))
     print('STAGES ' + json.dumps(stages), flush=True)
+    sys._debugmallocstats()  # to stderr: pymalloc's arenas hold the small Python objects
     for n in nodes:
         n.destroy_node()
     rclpy.try_shutdown()
@@ -219,28 +220,30 @@ def smaps_rollup(pid: int) -> dict[str, int]:
     return values
 
 
+NON_ROS_PACKAGES = ('websockets', 'numpy', 'yaml', '_yaml', 'psutil', 'lark', 'em')
+
+
 def classify(path: str) -> str:
     """Name the group a mapping belongs to."""
-    if path.startswith('/dev/shm') or 'fastrtps' in path or 'fastdds' in path and 'shm' in path:
+    if path.startswith('/dev/shm'):
         return 'Fast DDS shared-memory transport segments'
     if path in ('', '[heap]') or path.startswith('[anon'):
-        return 'heap and anonymous memory (Python objects, Fast DDS/rcl heaps)'
-    if path == '[stack]' or path.startswith('[stack'):
+        return 'heap and anonymous memory (Python objects, Fast DDS/rcl heaps, stacks)'
+    if path.startswith('[stack'):
         return 'main thread stack'
     if path.startswith('['):
         return 'kernel mappings (vdso, vvar)'
     name = os.path.basename(path)
     if 'libpython' in name or name.startswith('python3'):
         return 'libpython and the interpreter binary'
-    if 'site-packages' in path and (
-        any(k in path for k in ('rclpy', 'rcl', 'rmw', 'fastdds', 'fastcdr', 'rosidl', 'rcutils'))
-        or '_msgs' in path
-        or 'typesupport' in name
-        or name.startswith(('librcl', 'librmw', 'libfast', 'librcutils', 'libros', 'libyaml'))
-        or '/lib/' in path.split('site-packages', 1)[1]
-    ):
+    if 'site-packages' in path:
+        package = path.split('site-packages/', 1)[1].split('/', 1)[0]
+        if package.split('.')[0] in NON_ROS_PACKAGES:
+            return 'other Python extension modules (websockets, sqlite3, ssl, ...)'
         return 'ROS 2 and Fast DDS libraries (rclpy, rcl, rmw, type support)'
-    if 'site-packages' in path or 'lib-dynload' in path:
+    if path.startswith((sys.prefix + '/lib/', str(ROOT / 'install'))):
+        return 'ROS 2 and Fast DDS libraries (rclpy, rcl, rmw, type support)'
+    if 'lib-dynload' in path:
         return 'other Python extension modules (websockets, sqlite3, ssl, ...)'
     if path.startswith(('/lib', '/usr/lib')):
         return 'system libraries (libc, libstdc++, libssl, libcrypto, libsqlite3)'
@@ -304,11 +307,18 @@ def run_probe(env: dict[str, str]) -> list[tuple[str, float]]:
         cwd=AGENT_SRC,
         env=env,
     )
+    stages: list[tuple[str, float]] = []
     for line in result.stdout.splitlines():
         if line.startswith('STAGES '):
-            return [tuple(x) for x in json.loads(line[len('STAGES ') :])]
-    print('probe failed:', result.stderr[-2000:])
-    return []
+            stages = [tuple(x) for x in json.loads(line[len('STAGES ') :])]
+    for line in result.stderr.splitlines():
+        # '# bytes in allocated blocks' of pymalloc: small Python objects (<= 512 bytes)
+        if line.startswith('# bytes in allocated blocks'):
+            stages.append(('(of which small Python objects in pymalloc arenas)',
+                           int(line.split('=')[1].replace(',', '')) / 2**20))
+    if not stages:
+        print('probe failed:', result.stderr[-2000:])
+    return stages
 
 
 AGENT_WITHOUT_MONITOR = (
@@ -454,6 +464,9 @@ def main() -> int:
         print('\nwhat each start-up stage adds (RSS of a probe building it step by step, MB):')
         previous = 0.0
         for name, value in stages:
+            if name.startswith('('):
+                print(f'  {name:52s} {value:6.1f}')
+                continue
             print(f'  {name:52s} {value:6.1f}  (+{value - previous:.1f})')
             previous = value
     print(f'\nCPU: {cpu_percent:.2f} % of one core over {elapsed:.1f} s '

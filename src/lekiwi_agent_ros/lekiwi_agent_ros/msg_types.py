@@ -141,8 +141,13 @@ class _DeferredModule(types.ModuleType):
 
     def __init__(self, name: str, spec: Any) -> None:
         super().__init__(name)
-        # __spec__ is read by every `import name`; it must not trigger the load.
+        # Attributes read without meaning to use the module must not trigger the load:
+        # __spec__ by every `import name`, __file__ and __loader__ by inspect.getmodule(),
+        # which rclpy's logger runs over every module in sys.modules. Not __path__: a
+        # submodule import must load the real package first.
         self.__spec__ = spec
+        self.__file__ = spec.origin
+        self.__loader__ = spec.loader
         self.__dict__['_deferred_lock'] = threading.Lock()
         self.__dict__['_deferred_real'] = None
 

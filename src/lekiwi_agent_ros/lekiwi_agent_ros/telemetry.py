@@ -106,6 +106,8 @@ class TelemetryNode(Node):
             BatteryState, 'battery_state', self._on_battery, qos_profile_sensor_data
         )
         self.create_timer(self.config.period_s, self._tick)
+        # The first snapshot goes out soon after start, not one whole period later.
+        self._first_tick = self.create_timer(min(1.0, self.config.period_s), self._tick_once)
 
     def _read_parameters(self) -> TelemetryConfig:
         def declare(name: str, default: object, description: str) -> object:
@@ -124,7 +126,9 @@ class TelemetryNode(Node):
         }
         return TelemetryConfig(
             robot_id=str(declare('robot_id', 'kiwi-001', 'Robot id, as enrolled on the server.')),
-            period_s=float(declare('period_s', 1.0, 'Seconds between samples.')),
+            # The 1 Hz heartbeat carries the live values; telemetry is the history, so a
+            # sample every 5 s is enough there and keeps the uplink under 1 KB/s.
+            period_s=float(declare('period_s', 5.0, 'Seconds between samples.')),
             full_snapshot_period_s=float(
                 declare('full_snapshot_period_s', 60.0, 'Seconds between full snapshots.')
             ),
@@ -157,6 +161,11 @@ class TelemetryNode(Node):
         return frame.sequence
 
     def _tick(self) -> None:
+        self._encode()
+
+    def _tick_once(self) -> None:
+        self._first_tick.cancel()
+        self.destroy_timer(self._first_tick)
         self._encode()
 
     def _encode(self) -> TelemetryFrame | None:
