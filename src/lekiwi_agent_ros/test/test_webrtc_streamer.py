@@ -6,6 +6,7 @@ import asyncio
 import math
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -190,7 +191,7 @@ def run_main(main, argv: list[str]) -> tuple[threading.Thread, list[int]]:
 )
 def test_main_exits_2_with_the_reason(module, argv, message, capfd) -> None:
     # capfd, not capsys: rclpy's EventsExecutor enables faulthandler, which needs a real fd.
-    args = ['node', '--ros-args', '-r', '__ns:=/tmain', *argv]
+    args = ['node', '--ros-args', '-r', f'__ns:=/tmain{uuid.uuid4().hex[:8]}', *argv]
     thread, codes = run_main(module.main, args)
     thread.join(20.0)
     assert codes == [2]
@@ -201,7 +202,7 @@ def test_main_exits_2_with_the_reason(module, argv, message, capfd) -> None:
 def test_main_runs_until_shutdown(module, tmp_path) -> None:
     path = tmp_path / 'token'
     path.write_text(TOKEN)
-    args = ['node', '--ros-args', '-r', f'__ns:=/tmain{module.__name__[-4:]}',
+    args = ['node', '--ros-args', '-r', f'__ns:=/tmain{uuid.uuid4().hex[:8]}',
             '-p', 'port:=0', '-p', f'token_file:={path}']
     if module is teleop_monitor:
         args = args[:4]
