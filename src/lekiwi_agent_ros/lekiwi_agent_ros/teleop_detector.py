@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 from lekiwi_agent_ros.teleop_signals import (
@@ -139,13 +139,14 @@ def _coerce(name: str, type_name: object, value: object) -> object:
             return float(value)
         raise ValueError(f'{name} must be a number, got {value!r}')
     # tuple[float, ...]: ROS hands arrays over as lists or array.array.
-    try:
-        items = tuple(value)  # type: ignore[call-overload]
-    except TypeError as exc:
-        raise ValueError(f'{name} must be a list of numbers, got {value!r}') from exc
-    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in items):
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise ValueError(f'{name} must be a list of numbers, got {value!r}')
-    return tuple(float(v) for v in items)
+    numbers: list[float] = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f'{name} must be a list of numbers, got {value!r}')
+        numbers.append(float(v))
+    return tuple(numbers)
 
 
 @dataclass(frozen=True)
