@@ -39,7 +39,7 @@ def run_nodes(factory: NodeFactory, args: Sequence[str] | None, name: str) -> in
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    rclpy.init(args=args)
+    rclpy.init(args=None if args is None else list(args))
     logger = rclpy.logging.get_logger(name)
     nodes: list[Any] = []
     executor = None

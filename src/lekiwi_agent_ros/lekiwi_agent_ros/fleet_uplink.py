@@ -189,7 +189,7 @@ class FleetUplinkNode(Node):
             time.monotonic,
         )
         self._commands = self.create_publisher(FleetCommand, 'fleet/commands', HISTORY_QOS)
-        self._deploy = ActionClient(self, Deploy, 'deploy')
+        self._deploy: ActionClient = ActionClient(self, Deploy, 'deploy')
         for topic in FLEET_TOPICS:
             self.create_subscription(
                 topic.msg_type, topic.name, self._forwarder(topic.name), topic.qos
@@ -281,14 +281,13 @@ class FleetUplinkNode(Node):
     # ---- fleet topics -> outbox ----
     def _forwarder(self, topic: str) -> Callable[[Any], None]:
         def forward(msg: Any) -> None:
-            data = to_json(msg)
+            data: dict[str, Any] | None = to_json(msg)
             if topic == 'fleet/heartbeat':
                 self._last_heartbeat = msg
-            elif topic == 'teleop/status':
+            elif topic == 'teleop/status' and data is not None:
                 data = self._teleop_throttle.offer(data, time.monotonic())
-                if data is None:
-                    return
-            self._store(topic, data)
+            if data is not None:
+                self._store(topic, data)
 
         return forward
 

@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
@@ -150,7 +151,7 @@ class HeartbeatNode(Node):
         self.create_timer(1.0 / self.config.rate_hz, self._publish)
 
     def _read_parameters(self) -> HeartbeatConfig:
-        def declare(name: str, default: object, description: str) -> object:
+        def declare(name: str, default: object, description: str) -> Any:
             descriptor = ParameterDescriptor(description=description, read_only=True)
             return self.declare_parameter(name, default, descriptor).value
 

@@ -105,6 +105,7 @@ def _lean_package(name: str, eager: dict[str, str] | None = None) -> types.Modul
     if spec is None or spec.loader is None or spec.submodule_search_locations is None:
         return importlib.import_module(name)
     module = importlib.util.module_from_spec(spec)
+    loader = spec.loader
     lock = threading.RLock()
 
     def load_attribute(attr: str) -> Any:
@@ -118,7 +119,7 @@ def _lean_package(name: str, eager: dict[str, str] | None = None) -> types.Modul
             except (ImportError, AttributeError):
                 # Not where rosidl puts it: run the package's real __init__ once, in place.
                 module.__dict__.pop('__getattr__', None)
-                spec.loader.exec_module(module)
+                loader.exec_module(module)
                 try:
                     return module.__dict__[attr]
                 except KeyError:

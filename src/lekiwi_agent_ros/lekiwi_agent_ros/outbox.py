@@ -222,7 +222,7 @@ class Outbox:
             raise
         self._last_seq = seq
         self._count += 1
-        row_id = cursor.lastrowid
+        row_id = int(cursor.lastrowid or 0)  # set by every INSERT
         if policy.state:
             self._unsent_state[topic] = row_id
         elif policy.merge is not None:

@@ -84,7 +84,7 @@ def _parse_scalar(type_str: str) -> FieldType:
 
 
 @cache
-def _fields(cls: type) -> tuple[tuple[str, FieldType], ...]:
+def _fields(cls: Any) -> tuple[tuple[str, FieldType], ...]:
     return tuple(
         (name, parse_field_type(type_str))
         for name, type_str in cls.get_fields_and_field_types().items()
@@ -121,9 +121,8 @@ def _finite_or_none(value: float) -> float | None:
 
 def to_json(msg: Any) -> dict[str, Any]:
     """Encode a ROS message as a rosbridge JSON-ready dict."""
-    return {
-        name: _value_to_json(getattr(msg, name), field) for name, field in _fields(type(msg))
-    }
+    cls: Any = type(msg)
+    return {name: _value_to_json(getattr(msg, name), field) for name, field in _fields(cls)}
 
 
 def _value_to_json(value: Any, field: FieldType) -> Any:

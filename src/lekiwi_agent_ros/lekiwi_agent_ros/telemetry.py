@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
@@ -110,7 +111,7 @@ class TelemetryNode(Node):
         self._first_tick = self.create_timer(min(1.0, self.config.period_s), self._tick_once)
 
     def _read_parameters(self) -> TelemetryConfig:
-        def declare(name: str, default: object, description: str) -> object:
+        def declare(name: str, default: object, description: str) -> Any:
             descriptor = ParameterDescriptor(description=description, read_only=True)
             return self.declare_parameter(name, default, descriptor).value
 

@@ -337,8 +337,8 @@ class UplinkSession:
             self._log(logging.WARNING, f'another connection of this robot took over: {msg}')
             return Reaction(close_reason='replaced')
         key = _frame_key(frame.get('id'))
-        flight = self._in_flight.get(key) if key else None
-        if flight is None:
+        flight = self._in_flight.get(key) if key is not None else None
+        if key is None or flight is None:
             self._log(logging.WARNING, f'server error {code}: {msg} (id {frame.get("id")!r})')
             return Reaction()
         self._settle(key)
@@ -404,8 +404,8 @@ class UplinkSession:
             return self._respond(request_id, service, False, f'unknown service {service!r}')
         args = frame.get('args')
         problem = _command_problem(args)
-        if problem:
-            return self._respond(request_id, service, False, problem)
+        if problem or not isinstance(args, dict):
+            return self._respond(request_id, service, False, problem or 'bad args')
         command = Command(
             request_id=request_id,
             command_id=args['command_id'],
@@ -437,6 +437,7 @@ class UplinkSession:
             return self._malformed('send_action_goal without a string id')
         action_name = action if isinstance(action, str) else ''
         args = frame.get('args', {})
+        reason: str | None
         if action != DEPLOY_ACTION:
             reason = f'unknown action {action!r}'
         elif not isinstance(args, dict):
