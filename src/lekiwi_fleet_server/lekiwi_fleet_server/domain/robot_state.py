@@ -15,11 +15,12 @@ Pure: no I/O, no clock (times come in as arguments).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeGuard
+
+import orjson
 
 from lekiwi_fleet_server.domain.events import (
     DEPLOYMENT_PHASES,
@@ -282,6 +283,7 @@ class RobotState:
         """Turn a presence change into RobotCameOnline / RobotWentOffline when it is one."""
         if online == self.aggregate.online:
             return Outcome(self, stored=False)
+        reason = reason[:64] if isinstance(reason, str) and _storable(reason) else 'unknown'
         cls = RobotCameOnline if online else RobotWentOffline
         return self._with([cls(self.robot_id, at=at, reason=reason)])
 
@@ -295,8 +297,8 @@ class RobotState:
             return Outcome(self, stored=False)
         state_no = _int(msg.get('state', 0), 'state', 0, 255)
         resources = _resources(msg.get('resources') or {})
-        agent = _text(msg.get('agent_version', ''), 'agent_version') or None
-        software = _text(msg.get('software_version', ''), 'software_version') or None
+        agent = _text(msg.get('agent_version', ''), 'agent_version', 128) or None
+        software = _text(msg.get('software_version', ''), 'software_version', 128) or None
         # A newer heartbeat of another boot means the robot restarted: follow its new boot.
         same_boot = boot_id == cur.boot_id
         last_seq = seq if not same_boot or cur.last_seq is None else max(seq, cur.last_seq)
@@ -368,21 +370,23 @@ class RobotState:
     def on_robot_event(self, boot_id: str, seq: int, msg: Mapping[str, Any],
                        received_at: float) -> Outcome:
         """Turn a FleetEvent into a teleop session event or a RobotEventReported."""
-        event_type = _text(msg.get('event_type', ''), 'event_type')
+        event_type = _text(msg.get('event_type', ''), 'event_type', 128)
         if not event_type:
             raise InvalidRobotMessage('event_type must not be empty')
         severity_no = _int(msg.get('severity', 1), 'severity', 0, 255)
         severity = SEVERITIES[min(severity_no, len(SEVERITIES) - 1)]
         sequence = _int(msg.get('sequence', 0), 'sequence', 0, 2**63 - 1)
         stamp = stamp_seconds(msg) or received_at
-        raw = _text(msg.get('payload_json', '') or '{}', 'payload_json')
+        raw = _text(msg.get('payload_json', '') or '{}', 'payload_json', None)
         payload: dict[str, Any] = {}
         error: str | None = None
         if len(raw) > MAX_PAYLOAD_CHARS:
             error = f'payload_json longer than {MAX_PAYLOAD_CHARS} characters'
         else:
             try:
-                parsed = json.loads(raw)
+                # orjson, not json: it refuses what could not be stored again (lone
+                # surrogates, NaN) and reads integers beyond 64 bits as floats.
+                parsed = orjson.loads(raw)
             except ValueError as exc:
                 parsed, error = None, f'not JSON: {exc}'
             if error is None and not isinstance(parsed, dict):
@@ -432,7 +436,7 @@ class RobotState:
         duration = _num(payload.get('duration_s'))
         reason = payload.get('reason', 'inactive')
         if (not _is_id(session_id) or started_at is None or ended_at is None
-                or duration is None or not isinstance(reason, str)):
+                or duration is None or not isinstance(reason, str) or not _storable(reason)):
             return None
         return TeleopSessionEnded(self.robot_id, session_id=session_id, started_at=started_at,
                                   ended_at=ended_at, duration_s=duration, reason=reason[:64])
@@ -444,11 +448,11 @@ class RobotState:
         progress = _float(msg.get('progress', 0.0), 'progress')
         event = DeploymentStatusReported(
             self.robot_id, at=stamp_seconds(msg) or received_at,
-            deployment_id=_text(msg.get('deployment_id', ''), 'deployment_id'),
-            release_version=_text(msg.get('release_version', ''), 'release_version'),
-            previous_version=_text(msg.get('previous_version', ''), 'previous_version'),
+            deployment_id=_text(msg.get('deployment_id', ''), 'deployment_id', 128),
+            release_version=_text(msg.get('release_version', ''), 'release_version', 128),
+            previous_version=_text(msg.get('previous_version', ''), 'previous_version', 128),
             phase=DEPLOYMENT_PHASES[phase_no] if phase_no < len(DEPLOYMENT_PHASES) else 'unknown',
-            progress=progress, message=_text(msg.get('message', ''), 'message')[:1024])
+            progress=progress, message=_text(msg.get('message', ''), 'message', None)[:1024])
         return self._with([event], self.current.seen(boot_id, seq))
 
 
@@ -495,7 +499,7 @@ def _resources(raw: Any) -> dict[str, Any]:
         raise InvalidRobotMessage('resources must be an object of at most 64 fields')
     out: dict[str, Any] = {}
     for name, value in raw.items():
-        if not isinstance(name, str) or len(name) > 64:
+        if not isinstance(name, str) or len(name) > 64 or not _storable(name):
             raise InvalidRobotMessage('resource field names must be short strings')
         out[name] = _resource(value, name)
     return out
@@ -504,12 +508,28 @@ def _resources(raw: Any) -> dict[str, Any]:
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    value = float(value)
-    return None if math.isnan(value) or math.isinf(value) else value
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _is_id(value: Any) -> TypeGuard[str]:
-    return isinstance(value, str) and 0 < len(value) <= 128
+    return isinstance(value, str) and 0 < len(value) <= 128 and _storable(value)
+
+
+def _storable(text: str) -> bool:
+    # PostgreSQL text cannot hold NUL, and no UTF-8 encoder takes a lone surrogate.
+    if '\x00' in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _int(value: Any, name: str, lo: int, hi: int) -> int:
@@ -533,9 +553,13 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
-def _text(value: Any, name: str) -> str:
+def _text(value: Any, name: str, max_length: int | None) -> str:
     if not isinstance(value, str):
         raise InvalidRobotMessage(f'{name} must be a string')
+    if max_length is not None and len(value) > max_length:
+        raise InvalidRobotMessage(f'{name} must be at most {max_length} characters')
+    if not _storable(value):
+        raise InvalidRobotMessage(f'{name} must be text without NUL or lone surrogates')
     return value
 
 
@@ -543,6 +567,6 @@ def _resource(value: Any, name: str) -> float | int | None:
     kind = value.__class__
     if kind is float:
         return value if math.isfinite(value) else None
-    if kind is int or value is None:
+    if value is None or kind is int and -2**63 <= value < 2**63:
         return value
-    raise InvalidRobotMessage(f'{name} must be a number or null')
+    raise InvalidRobotMessage(f'{name} must be a number (integers within 64 bits) or null')

@@ -55,7 +55,7 @@ class TelemetryDeltaReading:
             raise InvalidTelemetry(f'more than {MAX_FIELDS} fields')
         parsed: dict[str, float | None] = {}
         for name, value in zip(names, values, strict=True):
-            if not isinstance(name, str) or not name or len(name) > 64:
+            if not isinstance(name, str) or not name or len(name) > 64 or not name.isprintable():
                 raise InvalidTelemetry(f'bad field name {name!r}')
             parsed[name] = _number(value, name)
         sequence = _uint(msg.get('sequence', 0), 'sequence')
@@ -64,8 +64,8 @@ class TelemetryDeltaReading:
         if not isinstance(full, bool):
             raise InvalidTelemetry('full_snapshot must be a boolean')
         boot_id = msg.get('boot_id') or fallback_boot_id
-        if not isinstance(boot_id, str):
-            raise InvalidTelemetry('boot_id must be a string')
+        if not isinstance(boot_id, str) or len(boot_id) > 64 or not boot_id.isprintable():
+            raise InvalidTelemetry('boot_id must be a printable string of at most 64 characters')
         return cls(boot_id=boot_id, sequence=sequence, base_sequence=sequence if full else base,
                    full_snapshot=full, values=parsed, stamp=stamp_seconds(msg))
 
@@ -140,8 +140,11 @@ def _number(value: Any, name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidTelemetry(f'field {name!r} must be a number or null')
-    value = float(value)
-    return None if math.isnan(value) or math.isinf(value) else value
+    try:
+        value = float(value)
+    except OverflowError as exc:
+        raise InvalidTelemetry(f'field {name!r} is beyond any float') from exc
+    return value if math.isfinite(value) else None
 
 
 def _uint(value: Any, name: str) -> int:

@@ -69,7 +69,22 @@ class BatchPlan:
 
 def event_message_keys(messages: Sequence[RobotMessage]) -> list[tuple[str, str, int]]:
     """Return the keys of the batch's event messages (to look up before planning)."""
-    return [(m.robot_id, m.boot_id, m.seq) for m in messages if m.topic in EVENT_TOPICS]
+    return [(m.robot_id, m.boot_id, m.seq) for m in messages
+            if m.topic in EVENT_TOPICS and envelope_problem(m) is None]
+
+
+def envelope_problem(message: RobotMessage) -> str | None:
+    """Return why a message's robot_id, boot_id or seq cannot be stored, None when they can."""
+    for name in ('robot_id', 'boot_id'):
+        value = getattr(message, name)
+        if not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isprintable():
+            return f'{name} must be 1..64 printable characters'
+    seq = message.seq
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+        return 'seq must be an integer 0..2^63-1'
+    if not isinstance(message.msg, Mapping):
+        return 'msg must be an object'
+    return None
 
 
 def _order(messages: Sequence[RobotMessage],
@@ -109,6 +124,10 @@ def plan_batch(
             _take(plan, pending, outcome, None, f'presence:{item.reason}')
             continue
         key = MessageKey(item.robot_id, item.boot_id, item.seq)
+        problem = envelope_problem(item)
+        if problem is not None:
+            plan.rejected.append(RejectedMessage(key, problem))
+            continue
         tkey = (item.robot_id, item.boot_id, item.seq)
         if tkey in seen_keys or tkey in stored_keys:
             plan.acknowledged.append(key)

@@ -162,7 +162,9 @@ class SqlFleetStore:
     def commit_batch(self, messages: Sequence[RobotMessage],
                      presence: Sequence[PresenceChange] = (), *, now: float) -> BatchResult:
         """Store messages and presence changes in one transaction, idempotently."""
-        robot_ids = {m.robot_id for m in messages} | {p.robot_id for p in presence}
+        # Only ids that can be enrolled are looked up: anything else is refused by the plan.
+        robot_ids = {r for r in ({m.robot_id for m in messages} | {p.robot_id for p in presence})
+                     if _is_robot_id(r)}
         with self._lock, translate_errors('commit_batch'):
             if now >= self._next_maintenance:
                 self._maintain_quietly(now)
@@ -235,6 +237,8 @@ class SqlFleetStore:
 
     def revoke_robot(self, robot_id: str, *, now: float) -> None:
         """Revoke a robot's token (the gateway refuses it from now on); idempotent."""
+        if not _is_robot_id(robot_id):
+            raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
         with self._lock, translate_errors('revoke_robot'):
             try:
                 with self._writer.begin() as conn:
@@ -317,39 +321,52 @@ class SqlFleetStore:
 
     def robot_credentials(self, robot_id: str) -> RobotCredentials | None:
         """Return a robot's token hash and revocation, None when not enrolled."""
+        if not _is_robot_id(robot_id):
+            return None
         with translate_errors('robot_credentials'), self._engine.connect() as conn:
             return queries.robot_credentials(conn, robot_id)
 
     def operator_by_token(self, token_sha256: str) -> Operator | None:
         """Return the operator with this token hash, None when there is none."""
+        if not isinstance(token_sha256, str) or not SHA256_HEX.fullmatch(token_sha256):
+            return None
         with translate_errors('operator_by_token'), self._engine.connect() as conn:
             return queries.operator_by_token(conn, token_sha256)
 
     def list_robots(self, robot_filter: RobotFilter, *, now: float) -> list[RobotSummary]:
         """Return the robots matching the filter, status derived at `now`."""
+        _check_filter(robot_filter)
         with translate_errors('list_robots'), self._engine.connect() as conn:
             return queries.list_robots(conn, robot_filter, now=now,
                                        stale_after_s=self._config.stale_after_s)
 
     def get_robot(self, robot_id: str, *, now: float) -> RobotSummary | None:
         """Return one robot's summary at `now`, None when it is not enrolled."""
+        if not _is_robot_id(robot_id):
+            return None
         with translate_errors('get_robot'), self._engine.connect() as conn:
             return queries.get_robot(conn, robot_id, now=now,
                                      stale_after_s=self._config.stale_after_s)
 
     def robot_timeline(self, robot_id: str, after_position: int, limit: int) -> EventPage:
         """Return a page of a robot's events after `after_position`."""
+        if not _is_robot_id(robot_id):
+            robot_id = ''  # matches no stream; the page checks still apply
         with translate_errors('robot_timeline'), self._engine.connect() as conn:
             return queries.robot_timeline(conn, robot_id, after_position, limit)
 
     def fleet_timeline(self, after_position: int, limit: int,
                        robot_id: str | None = None) -> TimelinePage:
         """Return a page of timeline entries (of one robot, or of all)."""
+        if robot_id is not None and not _is_robot_id(robot_id):
+            robot_id = ''
         with translate_errors('fleet_timeline'), self._engine.connect() as conn:
             return queries.fleet_timeline(conn, after_position, limit, robot_id)
 
     def teleop_sessions(self, robot_id: str, limit: int = 100) -> list[TeleopSession]:
         """Return a robot's teleop sessions, newest first."""
+        if not _is_robot_id(robot_id):
+            robot_id = ''
         with translate_errors('teleop_sessions'), self._engine.connect() as conn:
             return queries.list_teleop_sessions(conn, robot_id, limit)
 
@@ -361,6 +378,8 @@ class SqlFleetStore:
     def telemetry_range(self, robot_id: str, start: float, end: float, bucket_s: float,
                         fields: Sequence[str] | None = None) -> list[TelemetryPoint]:
         """Return bucket means of telemetry fields over [start, end)."""
+        if not _is_robot_id(robot_id):
+            robot_id = ''
         with translate_errors('telemetry_range'), self._engine.connect() as conn:
             return self._history.range(conn, robot_id, start, end, bucket_s, fields)
 
@@ -375,14 +394,28 @@ class SqlFleetStore:
             self._engine.dispose()
 
 
+def _is_robot_id(value: object) -> bool:
+    return isinstance(value, str) and ROBOT_ID.fullmatch(value) is not None
+
+
 def _check_robot_id(robot_id: str) -> None:
-    if not isinstance(robot_id, str) or not ROBOT_ID.fullmatch(robot_id):
+    if not _is_robot_id(robot_id):
         raise InvalidQuery('robot_id must be 1..64 characters of A-Z a-z 0-9 . _ -')
 
 
 def _check_sha256(token_sha256: str) -> None:
     if not isinstance(token_sha256, str) or not SHA256_HEX.fullmatch(token_sha256):
         raise InvalidQuery('token_sha256 must be 64 lower-case hex digits')
+
+
+def _check_filter(robot_filter: RobotFilter) -> None:
+    if robot_filter.tag is not None and not (isinstance(robot_filter.tag, str)
+                                             and TAG.fullmatch(robot_filter.tag)):
+        raise InvalidQuery('tag: 1..64 characters of A-Z a-z 0-9 . _ : = / -')
+    version = robot_filter.software_version
+    if version is not None and not (isinstance(version, str) and len(version) <= 128
+                                    and version.isprintable()):
+        raise InvalidQuery('software_version: at most 128 printable characters')
 
 
 def _check_tags(tags: Sequence[str]) -> tuple[str, ...]:

@@ -21,8 +21,10 @@ from lekiwi_fleet_server.store.interface import (
     InvalidQuery,
     MessageKey,
     OperatorAlreadyExists,
+    PresenceChange,
     RobotAlreadyEnrolled,
     RobotFilter,
+    RobotMessage,
     UnknownRobot,
 )
 from lekiwi_fleet_server.store.sql_store import SqlFleetStore
@@ -355,3 +357,60 @@ def test_timeline_paging(store: SqlFleetStore) -> None:
 
 def test_ping(store: SqlFleetStore) -> None:
     store.ping()
+
+
+def test_hostile_input_is_refused_message_by_message(store: SqlFleetStore) -> None:
+    """Nothing a robot sends may fail a whole batch (the gateway would retry it forever)."""
+    enrol(store, 'kiwi-1')
+    nul_version = heartbeat('kiwi-1', BOOT, 1, T0, agent='0.1\x00')
+    long_version = heartbeat('kiwi-1', BOOT, 2, T0, software='v' * 200)
+    surrogate_key = heartbeat('kiwi-1', BOOT, 3, T0, res={'cpu\ud800': 1.0})
+    huge_int = heartbeat('kiwi-1', BOOT, 4, T0, res={'memory_used_bytes': 2**70})
+    huge_float = telemetry('kiwi-1', BOOT, 5, T0, 1, 1, {'cpu_percent': 10**400}, full=True)
+    nul_event = fleet_event('kiwi-1', BOOT, 6, T0, 'bad\x00type', {})
+    bad_boot = heartbeat('kiwi-1', 'b' * 65, 7, T0)
+    bad_robot = heartbeat('kiwi\x00', BOOT, 8, T0)
+    bad_seq = heartbeat('kiwi-1', BOOT, -1, T0)
+    nul_deployment = deployment('kiwi-1', BOOT, 9, T0, phase=1, deployment_id='d\x00')
+    # Usable: odd payloads are kept as reported events with the reason they were refused.
+    odd_payload = fleet_event('kiwi-1', BOOT, 10, T0, 'x.surrogate', '{"a": "\\ud800"}')
+    big_payload = fleet_event('kiwi-1', BOOT, 11, T0, 'x.big',
+                              '{"n": 123456789012345678901234567890, "s": "a\\u0000b"}')
+    not_an_object = RobotMessage('kiwi-1', BOOT, 13, 'fleet/heartbeat', None, T0)  # type: ignore
+    unknown_topic = RobotMessage('kiwi-1', BOOT, 14, 'fleet/other', {}, T0)
+    good = heartbeat('kiwi-1', BOOT, 12, T0 + 1)
+    result = store.commit_batch(
+        [nul_version, long_version, surrogate_key, huge_int, huge_float, nul_event, bad_boot,
+         bad_robot, bad_seq, nul_deployment, odd_payload, big_payload, not_an_object,
+         unknown_topic, good],
+        [PresenceChange('kiwi-1', True, T0, 'odd\x00reason' * 20)], now=T0 + 1)
+    assert sorted(r.key.seq for r in result.rejected) == [-1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14]
+    assert all(r.reason for r in result.rejected)
+    assert [k.seq for k in result.acknowledged] == [10, 11, 12]
+    reported = {e.data['event_type']: e.data for e in result.new_events
+                if e.type == 'RobotEventReported'}
+    assert 'not JSON' in reported['x.surrogate']['payload_error']
+    assert reported['x.big']['payload'] == {'n': 1.2345678901234568e29, 's': 'a\x00b'}
+    online_event = next(e for e in result.new_events if e.type == 'RobotCameOnline')
+    assert online_event.data['reason'] == 'unknown'
+    robot = store.get_robot('kiwi-1', now=T0 + 1)
+    assert robot.last_seq == 12 and robot.agent_version == '0.1.0'
+    assert len(store.robot_timeline('kiwi-1', 0, 100).events) == len(result.new_events) + 1
+
+
+def test_reads_with_impossible_ids_find_nothing(store: SqlFleetStore) -> None:
+    enrol(store, 'kiwi-1')
+    bad = 'kiwi\x00'
+    assert store.get_robot(bad, now=T0) is None
+    assert store.robot_credentials(bad) is None
+    assert store.operator_by_token('x\x00') is None
+    assert store.robot_timeline(bad, 0, 10).events == ()
+    assert store.fleet_timeline(0, 10, robot_id=bad).entries == ()
+    assert store.teleop_sessions(bad) == []
+    assert store.telemetry_range(bad, T0, T0 + 60, 60.0) == []
+    with pytest.raises(UnknownRobot):
+        store.revoke_robot(bad, now=T0)
+    with pytest.raises(InvalidQuery):
+        store.list_robots(RobotFilter(tag='a\x00'), now=T0)
+    with pytest.raises(InvalidQuery):
+        store.list_robots(RobotFilter(software_version='1\x00'), now=T0)
