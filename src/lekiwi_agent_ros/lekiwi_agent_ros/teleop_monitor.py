@@ -20,7 +20,6 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, fields
 
 import rclpy
@@ -367,7 +366,7 @@ class TeleopMonitorNode(Node):
         self.get_logger().info(f'{change.event_type} {msg.payload_json}')
 
 
-def main(args: Sequence[str] | None = None) -> int:
+def main(args: list[str] | None = None) -> int:
     """Run the teleop monitor alone (the agent hosts it in its own process by default)."""
     rclpy.init(args=args)
     node = None

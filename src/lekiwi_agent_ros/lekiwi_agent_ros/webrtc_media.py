@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 from aiortc import MediaStreamTrack
@@ -109,7 +110,7 @@ class FrameDecoder:
 
     def __init__(self) -> None:
         """Create decoders on first use."""
-        self._codecs: dict[str, av.CodecContext] = {}
+        self._codecs: dict[str, Any] = {}  # PyAV's stubs type create() as a bare CodecContext
         self._warned: set[str] = set()
 
     def decode(self, frame: CameraFrame) -> av.VideoFrame | None:
@@ -130,7 +131,7 @@ class FrameDecoder:
         if codec_name is None:
             self._warn_once(encoding, f'unsupported CompressedImage format {frame.encoding!r}')
             return None
-        codec = self._codecs.get(codec_name)
+        codec: Any = self._codecs.get(codec_name)
         if codec is None:
             codec = self._codecs[codec_name] = av.CodecContext.create(codec_name, 'r')
         frames = codec.decode(av.Packet(bytes(frame.data)))

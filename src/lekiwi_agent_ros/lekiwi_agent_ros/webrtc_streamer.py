@@ -17,7 +17,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
@@ -110,7 +110,7 @@ class WebRtcStreamerNode(Node):
             f'serving {camera_topic} ({camera_type}) to operators; signalling at '
             f'http://{config.bind_address}:{self.port}/offer (bearer token required)')
 
-    def _param(self, name: str) -> object:
+    def _param(self, name: str) -> Any:
         """Return a parameter's value (an unset array reads as empty)."""
         return self.get_parameter_or(name, Parameter(name, value=[])).value
 
@@ -206,7 +206,7 @@ class WebRtcStreamerNode(Node):
         self._status_pub.publish(msg)
 
 
-def main(args: Sequence[str] | None = None) -> int:
+def main(args: list[str] | None = None) -> int:
     """Run the streamer in its own process."""
     rclpy.init(args=args)
     node = None
