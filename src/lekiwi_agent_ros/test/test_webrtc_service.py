@@ -6,6 +6,7 @@ import asyncio
 import math
 import time
 
+import aioice.ice
 import httpx
 import pytest
 from webrtc_client import OperatorClient, make_jpeg
@@ -57,8 +58,9 @@ class Streamer:
     def latest(self) -> StreamerSnapshot:
         return self.statuses[-1][1]
 
-    def client(self, token: str | None = TOKEN, video: bool = True) -> OperatorClient:
-        return OperatorClient(self.url, token, video)
+    def client(self, token: str | None = TOKEN, video: bool = True,
+               data_channel: bool = True) -> OperatorClient:
+        return OperatorClient(self.url, token, video, data_channel)
 
 
 async def until(predicate, timeout: float) -> bool:
@@ -112,6 +114,27 @@ def test_a_vanished_peer_leaves_after_the_idle_timeout() -> None:
             await client.vanish()
             assert await until(lambda: streamer.latest().connected_peers == 0, 2.0)
             assert time.monotonic() - vanished_at < 1.0
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_peer_whose_ice_fails_leaves_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Consent freshness (RFC 7675) is aioice's: checks every 5 s, expiry after 6 failures.
+    # Shrink both so an ICE failure happens in about a second instead of half a minute.
+    monkeypatch.setattr(aioice.ice, 'CONSENT_INTERVAL', 0.1)
+    monkeypatch.setattr(aioice.ice, 'CONSENT_FAILURES', 2)
+
+    async def scenario() -> None:
+        async with Streamer() as streamer:
+            # A viewer without a data channel: no pings, so only ICE can tell it is gone.
+            client = streamer.client(data_channel=False)
+            await client.connect()
+            assert await until(lambda: streamer.latest().counts() == (1, 1), 2.0)
+            await asyncio.sleep(0.5)  # consent checks pass while the peer answers them
+            assert streamer.latest().connected_peers == 1
+            await client.vanish()
+            assert await until(lambda: streamer.latest().connected_peers == 0, 4.0)
             await client.close()
 
     run(scenario())

@@ -27,7 +27,8 @@ def make_jpeg(width: int = 160, height: int = 120, seed: int = 0) -> bytes:
 class OperatorClient:
     """An operator's browser, played by aiortc: receives video, sends joystick and pongs."""
 
-    def __init__(self, url: str, token: str | None, video: bool = True) -> None:
+    def __init__(self, url: str, token: str | None, video: bool = True,
+                 data_channel: bool = True) -> None:
         self.url = url
         self.token = token
         self.pc = RTCPeerConnection()
@@ -37,8 +38,9 @@ class OperatorClient:
         self._reader: asyncio.Task | None = None
         if video:
             self.pc.addTransceiver('video', direction='recvonly')
-        self.channel = self.pc.createDataChannel('control')
-        self.channel.on('message', self._on_message)
+        self.channel = self.pc.createDataChannel('control') if data_channel else None
+        if self.channel is not None:
+            self.channel.on('message', self._on_message)
         self.pc.on('track', self._on_track)
 
     def _on_track(self, track) -> None:
@@ -66,12 +68,13 @@ class OperatorClient:
             return await http.post(self.url, json=body, headers=headers)
 
     async def connect(self, timeout: float = 10.0) -> None:
-        """Offer, apply the answer and wait for the data channel to open."""
+        """Offer, apply the answer and wait for the data channel (or the connection) to open."""
         response = await self.offer()
         response.raise_for_status()
         await self.pc.setRemoteDescription(RTCSessionDescription(**response.json()))
         deadline = time.monotonic() + timeout
-        while self.channel.readyState != 'open':
+        while (self.channel.readyState if self.channel else self.pc.connectionState) not in (
+                'open', 'connected'):
             if time.monotonic() > deadline:
                 raise TimeoutError('data channel did not open')
             await asyncio.sleep(0.02)
@@ -95,7 +98,8 @@ class OperatorClient:
             self._reader.cancel()
         for transceiver in self.pc.getTransceivers():
             await transceiver.receiver.transport.transport.stop()
-        await self.pc.sctp.transport.transport.stop()
+        if self.pc.sctp is not None:
+            await self.pc.sctp.transport.transport.stop()
 
     async def close(self) -> None:
         """Hang up cleanly."""
