@@ -270,3 +270,53 @@ def test_invalid_parameters_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=problem):
         start(harness, server, tmp_path, **parameters)
+
+
+def test_telemetry_merged_under_pressure_still_rebuilds_the_exact_state(
+    harness: AgentHarness, server: UplinkTestServer, tmp_path: Path
+) -> None:
+    from lekiwi_agent_ros.delta_codec import DeltaDecoder, TelemetryFrame, same_value
+    from lekiwi_agent_ros.telemetry import TelemetryNode
+
+    def frame(msg: dict) -> TelemetryFrame:
+        values = [float('nan') if v is None else v for v in msg['field_values']]
+        return TelemetryFrame(
+            msg['sequence'],
+            msg['base_sequence'],
+            msg['full_snapshot'],
+            dict(zip(msg['field_names'], values, strict=True)),
+        )
+
+    server.stop_listening()  # a partition: everything piles up in the outbox
+    start(harness, server, tmp_path, max_outbox_messages=3)
+    published = harness.collect(TelemetryDelta, 'fleet/telemetry', HISTORY_QOS)
+    overrides = {'thresholds.uptime_s': 0.0, 'thresholds.cpu_percent': 0.0}
+    telemetry = TelemetryNode(
+        **harness.kwargs(period_s=0.05, full_snapshot_period_s=3600.0, **overrides)
+    )
+    harness.add(telemetry)
+    assert wait_for(lambda: len(published) >= 8, timeout=10.0)
+    harness.remove(telemetry)
+    time.sleep(0.3)
+    server.start_listening()
+    assert wait_for(lambda: len(server.messages('fleet/telemetry')) >= 2, timeout=10.0)
+    time.sleep(0.5)
+    stored = sorted(server.messages('fleet/telemetry'), key=lambda c: c.seq)
+    assert len(stored) < len(published)  # merged while over the bound
+    received = DeltaDecoder()
+    for item in stored:
+        received.apply(frame(item.msg))
+    direct = DeltaDecoder()
+    for msg in published:
+        direct.apply(
+            TelemetryFrame(
+                msg.sequence,
+                msg.base_sequence,
+                msg.full_snapshot,
+                dict(zip(msg.field_names, msg.field_values, strict=True)),
+            )
+        )
+    assert received.last_sequence == direct.last_sequence == published[-1].sequence
+    assert received.state.keys() == direct.state.keys()
+    for name, value in direct.state.items():
+        assert same_value(received.state[name], value), name
