@@ -17,8 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
+
+try:
+    from websockets.asyncio.client import ClientConnection, connect
+except ImportError as exc:  # websockets < 13: Ubuntu 24.04's python3-websockets is 10.4
+    raise ImportError(
+        'fleet_uplink needs websockets >= 13 (pip install -r requirements/agent.txt)'
+    ) from exc
 
 from lekiwi_agent_ros.backoff import Backoff
 from lekiwi_agent_ros.uplink_session import Log, UplinkSession
