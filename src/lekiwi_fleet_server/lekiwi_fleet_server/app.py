@@ -9,7 +9,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server import __version__
@@ -28,7 +29,7 @@ from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.gateway.server import RobotGateway
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
-from lekiwi_fleet_server.store.interface import FleetStore
+from lekiwi_fleet_server.store.interface import FleetStore, InvalidQuery, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -88,4 +89,14 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
                               'commands. Operators authenticate with bearer tokens.')
     for module in (health, robots, timeline, telemetry, fleet, commands, stream):
         app.include_router(module.router)
+
+    # The store's errors, mapped once for every route.
+    @app.exception_handler(InvalidQuery)
+    async def invalid_query(_request: Request, exc: InvalidQuery) -> JSONResponse:
+        return JSONResponse({'detail': str(exc)}, status_code=422)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({'detail': f'store unavailable: {exc}'}, status_code=503)
+
     return app

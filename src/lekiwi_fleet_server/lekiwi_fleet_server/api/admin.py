@@ -59,7 +59,9 @@ def create_operator(store: FleetStore, name: str, role: OperatorRole, *, now: fl
 def ensure_bootstrap_admin(store: FleetStore, token: str, *, now: float) -> bool:
     """Make sure an admin with this token exists; return True if it had to be created."""
     existing = store.operator_by_token(hash_token(token))
-    if existing is not None and existing.role == 'admin' and not existing.revoked:
+    if existing is not None:
+        if existing.role != 'admin' or existing.revoked:
+            raise ValueError('the bootstrap admin token belongs to a viewer or revoked operator')
         return False
     store.create_operator(f'{BOOTSTRAP_ADMIN}-{hash_token(token)[:8]}', 'admin',
                           hash_token(token), now=now)

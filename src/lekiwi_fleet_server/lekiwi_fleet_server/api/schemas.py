@@ -83,3 +83,27 @@ class CommandResult(BaseModel):
     result: bool
     accepted: bool
     message: str
+
+
+class TimelineEntryOut(_FromAttributes):
+    position: int
+    robot_id: str
+    type: str
+    severity: str
+    summary: str
+    occurred_at: float
+
+
+class TimelinePageOut(BaseModel):
+    entries: list[TimelineEntryOut]
+    next_after: int | None
+
+
+class TeleopSessionOut(_FromAttributes):
+    robot_id: str
+    session_id: str
+    started_at: float
+    score: float | None
+    ended_at: float | None
+    duration_s: float | None
+    end_reason: str | None

@@ -8,12 +8,18 @@ from fastapi import APIRouter, Query
 
 from lekiwi_fleet_server.api.deps import CurrentOperator, Services
 from lekiwi_fleet_server.api.routes.robots import get_robot_or_404
-from lekiwi_fleet_server.api.schemas import EventOut, EventPageOut
+from lekiwi_fleet_server.api.schemas import (
+    EventOut,
+    EventPageOut,
+    TeleopSessionOut,
+    TimelineEntryOut,
+    TimelinePageOut,
+)
 
-router = APIRouter(prefix='/api/v1/robots', tags=['timeline'])
+router = APIRouter(prefix='/api/v1', tags=['timeline'])
 
 
-@router.get('/{robot_id}/events', response_model=EventPageOut)
+@router.get('/robots/{robot_id}/events', response_model=EventPageOut)
 def robot_events(robot_id: str, services: Services, _operator: CurrentOperator,
                  after: Annotated[int, Query(ge=0, description='Position to start after')] = 0,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventPageOut:
@@ -22,3 +28,25 @@ def robot_events(robot_id: str, services: Services, _operator: CurrentOperator,
     page = services.store.robot_timeline(robot_id, after, limit)
     return EventPageOut(events=[EventOut.model_validate(e) for e in page.events],
                         next_after=page.next_after)
+
+
+@router.get('/timeline', response_model=TimelinePageOut)
+def fleet_timeline(services: Services, _operator: CurrentOperator,
+                   after: Annotated[int, Query(ge=0)] = 0,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   robot_id: Annotated[str | None, Query(max_length=64)] = None
+                   ) -> TimelinePageOut:
+    """Return the fleet event timeline (of one robot with `robot_id`), oldest first."""
+    page = services.store.fleet_timeline(after, limit, robot_id)
+    return TimelinePageOut(entries=[TimelineEntryOut.model_validate(e) for e in page.entries],
+                           next_after=page.next_after)
+
+
+@router.get('/robots/{robot_id}/teleop-sessions', response_model=list[TeleopSessionOut])
+def teleop_sessions(robot_id: str, services: Services, _operator: CurrentOperator,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100
+                    ) -> list[TeleopSessionOut]:
+    """Return the robot's teleoperation sessions, newest first."""
+    get_robot_or_404(services, robot_id)
+    return [TeleopSessionOut.model_validate(s)
+            for s in services.store.teleop_sessions(robot_id, limit)]
