@@ -34,7 +34,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from lekiwi_fleet_server.db.engine import make_engine, writer
 from lekiwi_fleet_server.db.schema import credentials, operators, robot_current, robots
 from lekiwi_fleet_server.domain.robot_state import CurrentState, RobotAggregate, RobotState
-from lekiwi_fleet_server.migrations import upgrade
+from lekiwi_fleet_server.migrations import current_revision, head_revision, upgrade
 from lekiwi_fleet_server.store import event_store, ingest, projections, queries, snapshots
 from lekiwi_fleet_server.store.config import StoreConfig
 from lekiwi_fleet_server.store.interface import (
@@ -113,6 +113,11 @@ class SqlFleetStore:
             try:
                 if migrate:
                     upgrade(engine)
+                else:
+                    at, head = current_revision(engine), head_revision()
+                    if at != head:
+                        raise StoreError(f'the database is at schema revision {at}, this server '
+                                         f'needs {head}: run `lekiwi-fleet-server migrate`')
                 store = cls(engine, config, owns_engine=owns)
                 store._load()
             except BaseException:

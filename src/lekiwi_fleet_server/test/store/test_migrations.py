@@ -21,7 +21,7 @@ from lekiwi_fleet_server.migrations import (
     head_revision,
     upgrade,
 )
-from lekiwi_fleet_server.store.interface import RobotFilter
+from lekiwi_fleet_server.store.interface import RobotFilter, StoreError
 from lekiwi_fleet_server.store.sql_store import SqlFleetStore
 
 
@@ -71,6 +71,13 @@ def test_upgrade_by_url_and_through_alembic_ini(database_url: str) -> None:
         command.upgrade(cfg, 'head')
     with pytest.raises(SystemExit, match='offline'):
         command.upgrade(cfg, 'head', sql=True)
+
+
+def test_open_without_migrating_needs_a_migrated_database(database_url: str) -> None:
+    with pytest.raises(StoreError, match='lekiwi-fleet-server migrate'):
+        SqlFleetStore.open(database_url, migrate=False)
+    upgrade(database_url)
+    SqlFleetStore.open(database_url, migrate=False).close()
 
 
 def test_normalize_url() -> None:
