@@ -16,8 +16,9 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
+import uvicorn
 from pydantic import ValidationError
 
 from lekiwi_fleet_server.settings import Settings
@@ -112,38 +113,47 @@ def _admin_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def serve(settings: Settings) -> int:
-    """Run uvicorn (API) and the gateway on one event loop until SIGINT or SIGTERM."""
-    import uvicorn
+def tune_runtime() -> None:
+    """Tune the interpreter for the server once start-up is done (process-wide)."""
+    # Long-lived objects made at start (modules, the store's robot states) leave the
+    # collector's view, and collections run 70x less often: with the defaults, collections
+    # over a heap of 10,000 robots' state stalled commits by 50-100 ms (p99 of a batch of
+    # 300 heartbeats 97 ms -> 68 ms measured). The ingest path makes few reference cycles.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    # The writer thread holds the GIL in long stretches of Python; a shorter switch
+    # interval lets the event loop (acks, new frames) in sooner.
+    sys.setswitchinterval(0.001)
 
+
+def build_server(settings: Settings, *, nofile: int = 0, tune: bool = True,
+                 out: TextIO = sys.stdout) -> tuple[uvicorn.Server, socket.socket]:
+    """Build the uvicorn server of the app and bind its API socket (port 0 → a free one)."""
     from lekiwi_fleet_server.api.services import FleetServices
     from lekiwi_fleet_server.app import create_app
 
-    limit = raise_nofile_limit()
     # Bind the API socket ourselves so the real port is known before serving (port 0).
     api_socket = socket.create_server((settings.api_host, settings.api_port), backlog=2048)
     api_port = api_socket.getsockname()[1]
 
     def announce(services: FleetServices) -> None:
-        # Long-lived objects made at start (modules, the store's robot states) leave the
-        # collector's view, and collections run 70x less often: with the defaults, collections
-        # over a heap of 10,000 robots' state stalled commits by 50-100 ms (p99 of a batch of
-        # 300 heartbeats 97 ms -> 68 ms measured). The ingest path makes few reference cycles.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
-        # The writer thread holds the GIL in long stretches of Python; a shorter switch
-        # interval lets the event loop (acks, new frames) in sooner.
-        sys.setswitchinterval(0.001)
+        if tune:
+            tune_runtime()
         # One machine-readable line: tests and the benchmark read the ports from it.
         print(f'lekiwi-fleet-server ready api=http://{settings.api_host}:{api_port} '
               f'gateway=ws://{settings.gateway_host}:{services.gateway.port}/ '
-              f'nofile={limit}', flush=True)
+              f'nofile={nofile}', file=out, flush=True)
 
     app = create_app(settings, on_ready=announce)
     config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
                             lifespan='on', ws_max_size=1024 * 1024, loop='asyncio')
-    server = uvicorn.Server(config)
+    return uvicorn.Server(config), api_socket
+
+
+def serve(settings: Settings) -> int:
+    """Run uvicorn (API) and the gateway on one event loop until SIGINT or SIGTERM."""
+    server, api_socket = build_server(settings, nofile=raise_nofile_limit())
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises SIGINT after shutdown
         asyncio.run(server.serve(sockets=[api_socket]))
     return 0 if server.started else 1

@@ -61,3 +61,44 @@ def test_module_entry_point_runs_the_cli(monkeypatch: pytest.MonkeyPatch,
         runpy.run_module('lekiwi_fleet_server', run_name='__main__')
     assert info.value.code == 0
     assert 'create-operator' in capsys.readouterr().out
+
+
+def test_built_server_serves_api_and_gateway(tmp_path: Path) -> None:
+    import asyncio
+    import gc
+    import io
+    import re
+    import sys
+    import threading
+
+    import httpx
+
+    from lekiwi_fleet_server.cli import build_server, tune_runtime
+    from lekiwi_fleet_server.settings import Settings
+
+    out = io.StringIO()
+    settings = Settings(data_dir=tmp_path, api_port=0, gateway_port=0, log_level='warning')
+    server, sock = build_server(settings, tune=False, out=out)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    thread.start()
+    try:
+        for _ in range(200):
+            if 'ready' in out.getvalue() and server.started:
+                break
+            threading.Event().wait(0.025)
+        match = re.search(r'api=(\S+) gateway=(\S+)', out.getvalue())
+        assert match, out.getvalue()
+        assert httpx.get(f'{match.group(1)}/healthz', timeout=5).json() == {'status': 'ok'}
+        assert match.group(2).startswith('ws://127.0.0.1:')
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert not thread.is_alive()
+    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
+    try:
+        tune_runtime()
+        assert gc.get_threshold()[0] == 50_000 and sys.getswitchinterval() == 0.001
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        sys.setswitchinterval(interval)
