@@ -8,6 +8,7 @@ caller's transaction: a few statements per batch, not a statement per robot.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,8 @@ CURRENT_GROUPS: tuple[tuple[str, ...], ...] = (
     ('boot_id', 'last_seq'),
 )
 _CURRENT_COLUMNS = tuple(c for group in CURRENT_GROUPS for c in group)
+# One C call fetches a group's values as a tuple; tuples compare item by item, identity first.
+_GROUP_GETTERS = tuple((operator.attrgetter(*group), group) for group in CURRENT_GROUPS)
 
 
 @dataclass(slots=True)
@@ -181,12 +184,9 @@ def _finish(plan: BatchPlan, pending: Mapping[str, list[NewEvent]],
 def changed_columns(before: CurrentState, after: CurrentState) -> tuple[str, ...]:
     """Return the robot_current columns of every group in which `after` differs."""
     out: list[str] = []
-    for group in CURRENT_GROUPS:
-        for column in group:
-            old, new = getattr(before, column), getattr(after, column)
-            if old is not new and old != new:
-                out.extend(group)
-                break
+    for get, group in _GROUP_GETTERS:
+        if get(before) != get(after):
+            out.extend(group)
     return tuple(out)
 
 
