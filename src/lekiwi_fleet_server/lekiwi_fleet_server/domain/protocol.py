@@ -180,7 +180,7 @@ def parse_publish(frame: Mapping[str, Any]) -> Publish:
     fid = frame_id(frame)
     topic = frame.get('topic')
     expected_type = TOPIC_TYPES.get(topic) if type(topic) is str else None
-    if expected_type is None:
+    if expected_type is None or not isinstance(topic, str):
         raise ProtocolError(ErrorCode.UNKNOWN_TOPIC, f'unknown topic {topic!r}', fid)
     boot_id, seq, msg = frame.get('boot_id'), frame.get('seq'), frame.get('msg')
     if type(boot_id) is not str or not _BOOT_ID.fullmatch(boot_id):
