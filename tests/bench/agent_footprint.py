@@ -228,7 +228,7 @@ def classify(path: str) -> str:
     if path.startswith('/dev/shm'):
         return 'Fast DDS shared-memory transport segments'
     if path in ('', '[heap]') or path.startswith('[anon'):
-        return 'heap and anonymous memory (Python objects, Fast DDS/rcl heaps, stacks)'
+        return 'heap and anonymous (Python objects, Fast DDS/rcl heaps, stacks)'
     if path.startswith('[stack'):
         return 'main thread stack'
     if path.startswith('['):
