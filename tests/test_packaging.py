@@ -45,8 +45,11 @@ def test_server_setup_pins_match_requirements():
 def test_server_wheel_builds_without_ros(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(('AMENT_', 'COLCON_', 'ROS_'))}
+    # Build from a copy: setuptools writes build/ and egg-info next to the sources.
+    source = shutil.copytree(ROOT / 'src/lekiwi_fleet_server', tmp_path / 'src',
+                             ignore=shutil.ignore_patterns('build', '*.egg-info', 'test'))
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
-                    '-q', '-w', str(tmp_path), str(ROOT / 'src/lekiwi_fleet_server')],
+                    '-q', '-w', str(tmp_path), str(source)],
                    check=True, env=env, cwd=tmp_path)
     wheel = next(tmp_path.glob('lekiwi_fleet_server-*.whl'))
     names = zipfile.ZipFile(wheel).namelist()
