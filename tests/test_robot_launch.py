@@ -1,0 +1,88 @@
+"""launch/robot.launch.py and config/agent.yaml: what a robot runs with `ros2 launch`."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from system_harness import ros_env, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = ROOT / 'launch' / 'robot.launch.py'
+PARAMS_FILE = ROOT / 'config' / 'agent.yaml'
+AGENT_NODES = ('heartbeat', 'telemetry', 'teleop_monitor', 'fleet_uplink')
+
+
+def test_parameter_file_has_a_section_per_node_and_the_robot_identity_in_the_wildcard():
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    assert set(params) >= {'/**', *AGENT_NODES, 'webrtc_streamer'}
+    # Launch arguments arrive as a later wildcard file: a node section would win over them.
+    for name in ('robot_id', 'server_url', 'token_file'):
+        assert name in params['/**']['ros__parameters']
+        for node in AGENT_NODES:
+            assert name not in params[node]['ros__parameters'], (node, name)
+
+
+def test_the_agent_runs_on_the_parameter_file_with_launch_overrides(
+        fleet_server, processes, ros_domain, tmp_path):
+    token_file = tmp_path / 'robot-token'
+    token_file.write_text(fleet_server.enrol('kiwi-launch'))
+    # What robot.launch.py passes after params_file: robot_id, server_url and token_file.
+    overrides = tmp_path / 'launch-overrides.yaml'
+    overrides.write_text(yaml.safe_dump({'/**': {'ros__parameters': {
+        'robot_id': 'kiwi-launch', 'server_url': fleet_server.gateway_url,
+        'token_file': str(token_file), 'outbox_path': str(tmp_path / 'outbox.db')}}}))
+    processes.start('agent', [sys.executable, '-m', 'lekiwi_agent_ros.agent', '--ros-args',
+                              '--params-file', str(PARAMS_FILE),
+                              '--params-file', str(overrides)], ros_env(ros_domain))
+    robot = wait_until(lambda: (r := fleet_server.robot('kiwi-launch')) and
+                       r.get('heartbeat_sequence') and r, 30,
+                       message=f'the launched agent online\n{processes.dump()}')
+    assert robot['status'] == 'online'
+
+
+launch_available = importlib.util.find_spec('launch') is not None and \
+    importlib.util.find_spec('launch_ros') is not None
+
+
+@pytest.mark.skipif(not launch_available,
+                    reason='launch and launch_ros are not installable here (no registry has '
+                           'them); this test runs on a ROS 2 Jazzy or Kilted install')
+def test_ros2_launch_starts_the_agent_and_the_robot_appears(fleet_server, tmp_path,
+                                                           ros_domain, monkeypatch):
+    import asyncio
+
+    from launch import LaunchDescription, LaunchService
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    for key, value in ros_env(ros_domain).items():
+        monkeypatch.setenv(key, value)
+    token_file = tmp_path / 'robot-token'
+    token_file.write_text(fleet_server.enrol('kiwi-ros2-launch'))
+    description = LaunchDescription([IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
+        launch_arguments={'robot_id': 'kiwi-ros2-launch', 'server_url': fleet_server.gateway_url,
+                          'token_file': str(token_file), 'params_file': str(PARAMS_FILE),
+                          'webrtc': 'false'}.items())])
+    service = LaunchService()
+    service.include_launch_description(description)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(service.run_async())
+    try:
+        async def robot_online() -> dict:
+            while True:
+                robot = fleet_server.robot('kiwi-ros2-launch')
+                if robot and robot.get('heartbeat_sequence'):
+                    return robot
+                await asyncio.sleep(0.2)
+
+        robot = loop.run_until_complete(asyncio.wait_for(robot_online(), 60))
+        assert robot['status'] == 'online'
+    finally:
+        service.shutdown()
+        loop.run_until_complete(task)
+        loop.close()
