@@ -24,7 +24,8 @@ RUN source /opt/ros/jazzy/setup.bash \
     && colcon build --packages-select lekiwi_fleet_msgs lekiwi_agent_ros \
     && rm -rf build log
 
-ENV LEKIWI_ROBOT_ID=kiwi-001 \
+ENV HOME=/var/lib/lekiwi \
+    LEKIWI_ROBOT_ID=kiwi-001 \
     LEKIWI_SERVER_URL=ws://127.0.0.1:9090/
 VOLUME ["/var/lib/lekiwi"]
 CMD ["bash", "-c", "source /opt/lekiwi_ws/install/setup.bash && exec ros2 launch lekiwi_agent_ros robot.launch.py robot_id:=\"$LEKIWI_ROBOT_ID\" server_url:=\"$LEKIWI_SERVER_URL\" token_file:=/run/secrets/robot_token"]
