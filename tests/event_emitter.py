@@ -1,0 +1,56 @@
+"""Publish FleetEvents on fleet/events at a steady rate, numbered in their payload.
+
+Usage: python tests/event_emitter.py ROBOT_ID RATE_HZ
+Prints `emitted N at T` every second, so a test knows what was published when.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from lekiwi_fleet_msgs.msg import FleetEvent
+
+
+def main() -> int:
+    robot_id, rate = sys.argv[1], float(sys.argv[2])
+    rclpy.init()
+    node = rclpy.create_node('event_emitter')
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.VOLATILE)
+    publisher = node.create_publisher(FleetEvent, 'fleet/events', qos)
+    boot = f'emitter{int(time.time())}'
+    count = 0
+
+    def emit() -> None:
+        nonlocal count
+        count += 1
+        msg = FleetEvent()
+        msg.header.stamp = node.get_clock().now().to_msg()
+        msg.robot_id, msg.boot_id, msg.sequence = robot_id, boot, count
+        msg.severity = FleetEvent.SEVERITY_INFO
+        msg.event_type = 'test.tick'
+        msg.payload_json = json.dumps({'n': count, 't': time.time()})
+        publisher.publish(msg)
+        if count % max(int(rate), 1) == 0:
+            print(f'emitted {count} at {time.time():.3f}', flush=True)
+
+    node.create_timer(1.0 / rate, emit)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        print(f'emitted {count} at {time.time():.3f} (final)', flush=True)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
