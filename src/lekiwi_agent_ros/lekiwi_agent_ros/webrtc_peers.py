@@ -110,7 +110,12 @@ class PeerRegistry:
 
     def remove(self, peer_id: str) -> bool:
         """Forget a peer; say whether it was registered."""
-        return self._peers.pop(peer_id, None) is not None
+        known = self._peers.pop(peer_id, None) is not None
+        if not any(p.connected for p in self._peers.values()):
+            # A round trip describes a live command loop: with no peer left there is none.
+            self._rtt_ms = math.nan
+            self._rtt_at = None
+        return known
 
     def channel_peers(self) -> list[str]:
         """Return the connected peers with an open data channel (the ones to ping)."""

@@ -92,3 +92,18 @@ def test_unknown_peers_are_ignored() -> None:
     registry.channel_opened('ghost')
     registry.heard_from('ghost')
     assert len(registry) == 0
+
+
+def test_the_round_trip_leaves_with_the_last_peer() -> None:
+    registry, _ = make()
+    for peer_id in ('a', 'b'):
+        registry.add(peer_id, video=False)
+        registry.set_connected(peer_id)
+    registry.round_trip('a', 20.0)
+    registry.remove('a')
+    assert registry.snapshot(camera_live=True).round_trip_ms == 20.0  # b's loop is live
+    registry.command_received('b')
+    registry.remove('b')
+    snapshot = registry.snapshot(camera_live=True)
+    assert math.isnan(snapshot.round_trip_ms) and snapshot.round_trip_measured_at is None
+    assert snapshot.last_command_at is not None  # history, not a live loop
