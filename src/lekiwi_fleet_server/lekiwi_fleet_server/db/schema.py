@@ -5,7 +5,8 @@ positions in commit order), `snapshots`, `credentials` and `operators` (secrets 
 event log, which cannot forget). Read side (projections of the events, rebuildable by replay):
 `robots`, `robot_tags`, `teleop_sessions`, `timeline`, each tracked in `projection_positions`.
 Current state that is not event-sourced: `robot_current` (newest heartbeat, teleop status,
-reconstructed telemetry) and the `telemetry` history (time-partitioned on PostgreSQL).
+reconstructed telemetry), `robot_sequences` (every committed message's sequence number) and the
+`telemetry` history (time-partitioned on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -156,6 +157,21 @@ robot_current = sa.Table(
     sa.Column('telemetry_at', Time, nullable=True),
     # Rewritten by every heartbeat batch: no secondary index and half-empty pages, so PostgreSQL
     # updates rows in place (HOT). See migration 0002.
+    postgresql_with={'fillfactor': 50},
+)
+
+# Every committed robot message's (boot_id, seq), per robot and boot, as inclusive ranges
+# (SeqRanges.to_json(): [[1, 57]] once a boot's first 57 messages are in). `received` is how many
+# distinct seqs the ranges hold. Rewritten by every batch that commits a message of the boot, so
+# no secondary index and half-empty pages, as robot_current (HOT updates, migration 0003).
+robot_sequences = sa.Table(
+    'robot_sequences', metadata,
+    sa.Column('robot_id', sa.String(64), primary_key=True),
+    sa.Column('boot_id', sa.String(64), primary_key=True),
+    sa.Column('ranges', sa.JSON, nullable=False),
+    sa.Column('received', sa.BigInteger, nullable=False),
+    sa.Column('first_seen_at', Time, nullable=False),
+    sa.Column('updated_at', Time, nullable=False),
     postgresql_with={'fillfactor': 50},
 )
 

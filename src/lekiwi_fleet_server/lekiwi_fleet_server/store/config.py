@@ -29,6 +29,12 @@ class StoreConfig:
     telemetry_max_buckets: int = 10_000
     # Engine connection pool (PostgreSQL).
     pool_size: int = 5
+    # A boot's committed seqs may form at most this many separate ranges; a message that would
+    # open one more is refused (an uplink numbers without gaps: only a broken or hostile robot
+    # gets here, and the limit bounds the row it rewrites every batch).
+    max_seq_ranges: int = 1024
+    # (robot, boot) pairs whose committed seqs the writer keeps in memory (reloaded on demand).
+    sequence_cache_pairs: int = 50_000
 
     def __post_init__(self) -> None:
         if self.stale_after_s <= 0:
@@ -43,3 +49,5 @@ class StoreConfig:
             raise ValueError('telemetry_partitions_ahead and telemetry_max_future_s must be >= 0')
         if self.telemetry_max_buckets < 1 or self.pool_size < 1:
             raise ValueError('telemetry_max_buckets and pool_size must be at least 1')
+        if self.max_seq_ranges < 1 or self.sequence_cache_pairs < 1:
+            raise ValueError('max_seq_ranges and sequence_cache_pairs must be at least 1')

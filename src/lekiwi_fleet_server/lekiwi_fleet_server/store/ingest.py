@@ -1,15 +1,15 @@
 """commit_batch: turn robot messages and presence changes into one transaction's writes.
 
-`plan_batch` is pure: from the robots' states, the batch and the message keys already stored,
-it decides what is acknowledged, refused or a duplicate, which events to append, which current
-state rows and telemetry rows to write. `write_batch` runs the plan's statements in the
-caller's transaction: a few statements per batch, not a statement per robot.
+`plan_batch` is pure: from the robots' states, the committed sequence numbers of the batch's
+boots and the batch, it decides what is acknowledged, refused or a duplicate, which events to
+append, which current state, sequence and telemetry rows to write. `write_batch` runs the plan's
+statements in the caller's transaction: a few statements per batch, not a statement per robot.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +23,9 @@ from lekiwi_fleet_server.domain.robot_state import (
     Outcome,
     RobotState,
 )
+from lekiwi_fleet_server.domain.seq_ranges import SeqRanges, TooManyRanges
 from lekiwi_fleet_server.domain.telemetry_codec import TelemetryState
-from lekiwi_fleet_server.store import event_store, projections, snapshots, telemetry
+from lekiwi_fleet_server.store import event_store, projections, sequences, snapshots, telemetry
 from lekiwi_fleet_server.store.config import StoreConfig
 from lekiwi_fleet_server.store.event_store import NewEvent, StreamAppend
 from lekiwi_fleet_server.store.interface import (
@@ -34,9 +35,10 @@ from lekiwi_fleet_server.store.interface import (
     RejectedMessage,
     RobotMessage,
 )
+from lekiwi_fleet_server.store.sequences import BootRecord, Pair
 from lekiwi_fleet_server.store.upsert import update_rows, upsert
 
-# Topics whose messages are events, deduplicated by the events table's message-key index.
+# Topics whose messages are events: the events table's unique message keys guard them too.
 EVENT_TOPICS = frozenset({topics.EVENTS, topics.DEPLOYMENT_STATUS})
 
 
@@ -64,6 +66,7 @@ class BatchPlan:
     current_rows: list[dict[str, Any]] = field(default_factory=list)  # whole rows: upsert
     current_updates: list[dict[str, Any]] = field(default_factory=list)  # changed groups only
     telemetry_rows: list[dict[str, Any]] = field(default_factory=list)
+    sequences: dict[Pair, BootRecord] = field(default_factory=dict)  # boots that gained seqs
     snapshot_robots: list[str] = field(default_factory=list)
     acknowledged: list[MessageKey] = field(default_factory=list)
     rejected: list[RejectedMessage] = field(default_factory=list)
@@ -71,9 +74,16 @@ class BatchPlan:
 
 
 def event_message_keys(messages: Sequence[RobotMessage]) -> list[tuple[str, str, int]]:
-    """Return the keys of the batch's event messages (to look up before planning)."""
+    """Return the keys of the batch's event messages (to look up after a key conflict)."""
     return [(m.robot_id, m.boot_id, m.seq) for m in messages
             if m.topic in EVENT_TOPICS and envelope_problem(m) is None]
+
+
+def boot_pairs(messages: Sequence[RobotMessage],
+               robot_ids: Collection[str]) -> set[Pair]:
+    """Return the (robot_id, boot_id) pairs of storable messages of the given robots."""
+    return {(m.robot_id, m.boot_id) for m in messages
+            if m.robot_id in robot_ids and envelope_problem(m) is None}
 
 
 def envelope_problem(message: RobotMessage) -> str | None:
@@ -107,17 +117,22 @@ def _order(messages: Sequence[RobotMessage],
 
 def plan_batch(
     states: Mapping[str, RobotState],
+    records: Mapping[Pair, BootRecord],
     messages: Sequence[RobotMessage],
     presence: Sequence[PresenceChange],
-    stored_keys: set[tuple[str, str, int]],
     config: StoreConfig,
     *,
     now: float,
+    stored_keys: Collection[tuple[str, str, int]] = frozenset(),
 ) -> BatchPlan:
-    """Decide what the batch does (pure: `states` is not modified)."""
+    """Decide what the batch does (pure: `states` and `records` are not modified).
+
+    `records` holds the committed seqs of the batch's boots (a boot it lacks has none);
+    `stored_keys` names event messages found in the events table though not in `records`.
+    """
     plan = BatchPlan()
     pending: dict[str, list[NewEvent]] = {}
-    seen_keys: set[tuple[str, str, int]] = set()
+    touched: dict[Pair, BootRecord] = {}  # copies of the records, changed as messages commit
     for item in _order(messages, presence):
         if isinstance(item, PresenceChange):
             state = plan.states.get(item.robot_id) or states.get(item.robot_id)
@@ -131,8 +146,19 @@ def plan_batch(
         if problem is not None:
             plan.rejected.append(RejectedMessage(key, problem))
             continue
-        tkey = (item.robot_id, item.boot_id, item.seq)
-        if tkey in seen_keys or tkey in stored_keys:
+        pair = (item.robot_id, item.boot_id)
+        record = touched.get(pair)
+        if record is None:
+            committed = records.get(pair)
+            record = touched[pair] = (committed.copy() if committed is not None
+                                      else BootRecord(SeqRanges()))
+        seq = item.seq
+        if seq in record.ranges:
+            plan.acknowledged.append(key)
+            plan.duplicates += 1
+            continue
+        if stored_keys and (item.robot_id, item.boot_id, seq) in stored_keys:
+            record.ranges.add(seq)  # committed before robot_sequences knew it: record it now
             plan.acknowledged.append(key)
             plan.duplicates += 1
             continue
@@ -142,22 +168,34 @@ def plan_batch(
             continue
         try:
             outcome = _apply(state, item, config)
+            # The outcome is taken only once its seq is recorded: refused, it changes nothing.
+            record.ranges.add(seq, config.max_seq_ranges)
         except InvalidRobotMessage as exc:
             plan.rejected.append(RejectedMessage(key, f'{item.topic}: {exc}'))
             continue
-        seen_keys.add(tkey)
+        except TooManyRanges as exc:
+            plan.rejected.append(RejectedMessage(
+                key, f'boot {item.boot_id}: {exc} of seq (an uplink numbers without gaps)'))
+            continue
         plan.acknowledged.append(key)
         if not outcome.stored:
             plan.duplicates += 1
             continue
         _take(plan, pending, outcome, item, item.topic)
         if outcome.telemetry is not None:
-            record = outcome.telemetry
+            history = outcome.telemetry
             plan.telemetry_rows.append(telemetry.row(
-                item.robot_id, item.boot_id, item.seq,
-                telemetry.sampled_ms(record.delta.stamp, item.received_at,
+                item.robot_id, item.boot_id, seq,
+                telemetry.sampled_ms(history.delta.stamp, item.received_at,
                                      config.telemetry_max_future_s),
-                item.received_at, record.delta.full_snapshot, record.complete, record.values))
+                item.received_at, history.delta.full_snapshot, history.complete,
+                history.values))
+    for pair, record in touched.items():
+        committed = records.get(pair)
+        if len(record.ranges) != (len(committed.ranges) if committed is not None else 0):
+            if record.first_seen_at is None:
+                record.first_seen_at = now
+            plan.sequences[pair] = record
     _finish(plan, pending, states, config)
     return plan
 
@@ -268,6 +306,7 @@ def write_batch(conn: Connection, plan: BatchPlan, history: telemetry.TelemetryH
             upsert(conn, robot_current, [current_row(r['robot_id'],
                                                      plan.states[r['robot_id']].current)
                                          for r in rows], keys=['robot_id'])
+    sequences.write(conn, plan.sequences, now=now)
     if plan.telemetry_rows:
         history.insert(conn, plan.telemetry_rows, now)
     return recorded

@@ -124,10 +124,21 @@ class BatchResult:
     """What one committed batch did."""
 
     acknowledged: tuple[MessageKey, ...]  # committed now or found committed before
-    duplicates: int  # of those, how many were already stored
+    duplicates: int  # of those, how many stored nothing (recorded before, or superseded)
     changed_robots: tuple[RobotSummary, ...]  # read-model rows this batch changed
     new_events: tuple[RecordedEvent, ...]  # events this batch appended, in position order
     rejected: tuple[RejectedMessage, ...] = ()  # answer with invalid_message, never ack
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceCoverage:
+    """Which sequence numbers of one boot of a robot the store has committed."""
+
+    ranges: tuple[tuple[int, int], ...]  # inclusive (first, last), sorted, never adjacent
+    count: int  # how many distinct seqs the ranges hold
+    gaps: tuple[tuple[int, int], ...]  # ranges missing between 1 and the largest seq
+    first_seen_at: float  # Unix seconds: the commit of the boot's first message
+    updated_at: float  # Unix seconds: the newest commit that added a seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +235,9 @@ class FleetStore(Protocol):
     ) -> BatchResult:
         """Store messages and presence changes in one transaction, idempotently.
 
+        A message whose (robot_id, boot_id, seq) is recorded already is acknowledged as a
+        duplicate and applies nothing; every other acknowledged message's seq is recorded.
+
         Raises StoreUnavailable when nothing was committed; the caller may retry the batch.
         """
         ...
@@ -258,6 +272,14 @@ class FleetStore(Protocol):
 
     def teleop_sessions(self, robot_id: str, limit: int = 100) -> list[TeleopSession]:
         """Return a robot's teleop sessions, newest first."""
+        ...
+
+    def robot_sequences(self, robot_id: str) -> dict[str, SequenceCoverage]:
+        """Return the committed sequence numbers of a robot per boot id, oldest boot first.
+
+        Every acknowledged message's (boot_id, seq) is recorded in the transaction that
+        acknowledged it; an empty dict when the robot committed nothing (or is unknown).
+        """
         ...
 
     def telemetry_range(

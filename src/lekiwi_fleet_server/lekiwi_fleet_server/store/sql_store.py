@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -35,7 +35,14 @@ from lekiwi_fleet_server.db.engine import make_engine, writer
 from lekiwi_fleet_server.db.schema import credentials, operators, robot_current, robots
 from lekiwi_fleet_server.domain.robot_state import CurrentState, RobotAggregate, RobotState
 from lekiwi_fleet_server.migrations import current_revision, head_revision, upgrade
-from lekiwi_fleet_server.store import event_store, ingest, projections, queries, snapshots
+from lekiwi_fleet_server.store import (
+    event_store,
+    ingest,
+    projections,
+    queries,
+    sequences,
+    snapshots,
+)
 from lekiwi_fleet_server.store.config import StoreConfig
 from lekiwi_fleet_server.store.interface import (
     BatchResult,
@@ -52,6 +59,7 @@ from lekiwi_fleet_server.store.interface import (
     RobotFilter,
     RobotMessage,
     RobotSummary,
+    SequenceCoverage,
     StoreError,
     StoreUnavailable,
     TelemetryPoint,
@@ -98,6 +106,7 @@ class SqlFleetStore:
         # One writer at a time: the in-memory states must match what the database committed.
         self._lock = threading.RLock()
         self._states: dict[str, RobotState] = {}
+        self._sequences = sequences.SequenceCache(config.sequence_cache_pairs)
         self._history = TelemetryHistory(config)
         self._next_maintenance = float('-inf')
 
@@ -158,9 +167,10 @@ class SqlFleetStore:
             if agg.enrolled:
                 self._states[rid] = RobotState(agg, currents.get(rid, CurrentState()))
 
-    def _forget(self, robot_ids: Iterable[str]) -> None:
+    def _forget(self, robot_ids: Collection[str]) -> None:
         for robot_id in robot_ids:
             self._states.pop(robot_id, None)
+        self._sequences.forget(robot_ids)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -175,30 +185,38 @@ class SqlFleetStore:
                 self._maintain_quietly(now)
             for attempt in (1, 2):
                 try:
-                    return self._commit(messages, presence, robot_ids, now)
+                    # The second attempt also looks up event message keys: a conflict on them
+                    # means events committed before robot_sequences recorded their seqs.
+                    return self._commit(messages, presence, robot_ids, now,
+                                        look_up_events=attempt == 2)
                 except ConcurrencyConflict:
                     self._forget(robot_ids)
                     if attempt == 2:
                         raise
-                    log.info('commit_batch: another writer moved a stream; replanning')
+                    log.info('commit_batch: another writer moved a stream or stored a message '
+                             'key; replanning')
                 except BaseException:
                     self._forget(robot_ids)  # the commit's outcome may be unknown: reload
                     raise
         raise AssertionError('unreachable')  # pragma: no cover
 
     def _commit(self, messages: Sequence[RobotMessage], presence: Sequence[PresenceChange],
-                robot_ids: set[str], now: float) -> BatchResult:
+                robot_ids: set[str], now: float, *, look_up_events: bool) -> BatchResult:
         with self._writer.begin() as conn:
             self._ensure_loaded(conn, robot_ids)
-            keys = ingest.event_message_keys(messages)
-            stored = event_store.stored_message_keys(conn, keys) if keys else set()
-            plan = ingest.plan_batch(self._states, messages, presence, stored, self._config,
-                                     now=now)
+            self._sequences.ensure_loaded(conn, ingest.boot_pairs(messages, self._states))
+            stored: set[tuple[str, str, int]] = set()
+            if look_up_events:
+                keys = ingest.event_message_keys(messages)
+                stored = event_store.stored_message_keys(conn, keys) if keys else set()
+            plan = ingest.plan_batch(self._states, self._sequences.records, messages, presence,
+                                     self._config, now=now, stored_keys=stored)
             made = self._history.create_partitions(conn, self._history.missing_partitions(
                 r['sampled_ms'] for r in plan.telemetry_rows))
             recorded = ingest.write_batch(conn, plan, self._history, now=now)
         # Committed: now the memory may follow.
         self._history.partitions_created(made)
+        self._sequences.committed(plan.sequences)
         changed = [r for r, s in plan.states.items() if s is not self._states.get(r)]
         self._states.update(plan.states)
         stale = self._config.stale_after_s
@@ -374,6 +392,13 @@ class SqlFleetStore:
             robot_id = ''
         with translate_errors('teleop_sessions'), self._engine.connect() as conn:
             return queries.list_teleop_sessions(conn, robot_id, limit)
+
+    def robot_sequences(self, robot_id: str) -> dict[str, SequenceCoverage]:
+        """Return the committed sequence numbers of a robot per boot, oldest boot first."""
+        if not _is_robot_id(robot_id):
+            return {}
+        with translate_errors('robot_sequences'), self._engine.connect() as conn:
+            return sequences.coverage(conn, robot_id)
 
     def fleet_summary(self, *, now: float) -> FleetSummary:
         """Return counts by status and version at `now`."""

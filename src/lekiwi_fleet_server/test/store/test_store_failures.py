@@ -27,7 +27,8 @@ from lekiwi_fleet_server.store.interface import (
 from lekiwi_fleet_server.store.sql_store import SqlFleetStore
 
 ALL_TABLES = ('events', 'event_counter', 'snapshots', 'robots', 'robot_tags', 'robot_current',
-              'teleop_sessions', 'timeline', 'projection_positions', 'telemetry', 'credentials')
+              'teleop_sessions', 'timeline', 'projection_positions', 'telemetry', 'credentials',
+              'robot_sequences')
 
 POISON = 666.0  # a telemetry value the injected trigger refuses
 
