@@ -20,6 +20,7 @@ from lekiwi_fleet_server.api.routes import (
     fleet,
     health,
     robots,
+    sequences,
     stream,
     telemetry,
     timeline,
@@ -87,7 +88,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
     app = FastAPI(title='LeKiwi Fleet', version=__version__, lifespan=lifespan,
                   description='Fleet server of LeKiwi robots: robots, timelines, telemetry, '
                               'commands. Operators authenticate with bearer tokens.')
-    for module in (health, robots, timeline, telemetry, fleet, commands, stream):
+    for module in (health, robots, sequences, timeline, telemetry, fleet, commands, stream):
         app.include_router(module.router)
 
     # The store's errors, mapped once for every route.

@@ -107,3 +107,17 @@ class TeleopSessionOut(_FromAttributes):
     ended_at: float | None
     duration_s: float | None
     end_reason: str | None
+
+
+class BootSequencesOut(BaseModel):
+    boot_id: str
+    ranges: list[list[int]] = Field(description='Inclusive [first, last] seq ranges committed')
+    count: int = Field(description='How many distinct seqs the ranges hold')
+    gaps: list[list[int]] = Field(description='Ranges missing between 1 and the largest seq')
+    first_seen_at: float
+    updated_at: float
+
+
+class RobotSequencesOut(BaseModel):
+    robot_id: str
+    boots: list[BootSequencesOut]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi.testclient import TestClient
+from websockets.sync.client import ClientConnection, connect
 
 from lekiwi_fleet_server.api.services import FleetServices
 
 ADMIN_TOKEN = 'lkw_test_admin_token_0123456789'
+BOOT = 'aaaabbbbccccdddd'
 
 
 @dataclass
@@ -27,5 +31,20 @@ class Api:
                                     json={'robot_id': robot_id, 'tags': tags or []})
         assert response.status_code == 201, response.text
         return str(response.json()['token'])
+
+
+def robot_connection(api: Api, robot_id: str, token: str) -> ClientConnection:
+    ws = connect(api.gateway_url, open_timeout=5)
+    ws.send(json.dumps({'op': 'auth', 'robot_id': robot_id, 'token': token,
+                        'protocol': ['lekiwi-fleet/1']}))
+    assert json.loads(ws.recv(timeout=5))['msg'] == 'authenticated'
+    return ws
+
+
+def event_frame(seq: int) -> dict[str, Any]:
+    return {'op': 'publish', 'topic': 'fleet/events', 'boot_id': BOOT, 'seq': seq,
+            'msg': {'header': {'stamp': {'sec': 1, 'nanosec': 0}, 'frame_id': ''},
+                    'robot_id': 'x', 'boot_id': BOOT, 'sequence': seq, 'severity': 1,
+                    'event_type': 'bench.note', 'payload_json': '{}'}}
 
 

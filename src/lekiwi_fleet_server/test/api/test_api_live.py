@@ -8,26 +8,8 @@ import time
 from typing import Any
 
 import pytest
-from api_harness import ADMIN_TOKEN, Api
+from api_harness import ADMIN_TOKEN, BOOT, Api, event_frame, robot_connection
 from starlette.websockets import WebSocketDisconnect
-from websockets.sync.client import ClientConnection, connect
-
-BOOT = 'aaaabbbbccccdddd'
-
-
-def robot_connection(api: Api, robot_id: str, token: str) -> ClientConnection:
-    ws = connect(api.gateway_url, open_timeout=5)
-    ws.send(json.dumps({'op': 'auth', 'robot_id': robot_id, 'token': token,
-                        'protocol': ['lekiwi-fleet/1']}))
-    assert json.loads(ws.recv(timeout=5))['msg'] == 'authenticated'
-    return ws
-
-
-def event_frame(seq: int) -> dict[str, Any]:
-    return {'op': 'publish', 'topic': 'fleet/events', 'boot_id': BOOT, 'seq': seq,
-            'msg': {'header': {'stamp': {'sec': 1, 'nanosec': 0}, 'frame_id': ''},
-                    'robot_id': 'x', 'boot_id': BOOT, 'sequence': seq, 'severity': 1,
-                    'event_type': 'bench.note', 'payload_json': '{}'}}
 
 
 def test_command_round_trip_and_errors(api: Api) -> None:

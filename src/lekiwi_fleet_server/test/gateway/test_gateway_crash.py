@@ -17,6 +17,7 @@ import robot_frames as rf
 import websockets
 from ws_client import Robot
 
+from lekiwi_fleet_server.store.interface import SequenceCoverage
 from lekiwi_fleet_server.store.sql_store import SqlFleetStore
 
 pytestmark = pytest.mark.anyio
@@ -74,6 +75,14 @@ def stored_seqs(database_url: str, robot_id: str) -> list[int]:
         store.close()
 
 
+def coverage(database_url: str, robot_id: str) -> dict[str, SequenceCoverage]:
+    store = SqlFleetStore.open(database_url, migrate=False)
+    try:
+        return store.robot_sequences(robot_id)
+    finally:
+        store.close()
+
+
 async def test_sigkill_mid_ingest_loses_no_acknowledged_message(
         pg_url: str, servers: list[Server]) -> None:
     assert cli(pg_url, 'migrate').returncode == 0
@@ -112,10 +121,13 @@ async def test_sigkill_mid_ingest_loses_no_acknowledged_message(
     assert acked, 'nothing was acknowledged before the kill'
     assert sent > max(acked), 'the kill came after the last frame'
 
-    # Every acknowledged message survived the SIGKILL.
+    # Every acknowledged message survived the SIGKILL, and its seq was recorded with it.
     stored = stored_seqs(pg_url, 'kiwi-crash')
     assert acked <= set(stored)
     assert len(stored) == len(set(stored))
+    recorded = {s for first, last in coverage(pg_url, 'kiwi-crash')[rf.BOOT].ranges
+                for s in range(first, last + 1)}
+    assert recorded == set(stored)
 
     # After a restart the robot resends what was not acknowledged: all stored exactly once.
     servers.append(Server(pg_url))
@@ -127,5 +139,7 @@ async def test_sigkill_mid_ingest_loses_no_acknowledged_message(
     await again.close()
     final = stored_seqs(pg_url, 'kiwi-crash')
     assert sorted(final) == list(range(1, sent))
+    (boot,) = coverage(pg_url, 'kiwi-crash').values()
+    assert boot.ranges == ((1, sent - 1),) and boot.count == sent - 1 and boot.gaps == ()
     revoke = cli(pg_url, 'revoke', 'kiwi-crash')
     assert revoke.returncode == 0 and 'revoked' in revoke.stdout
