@@ -1,4 +1,4 @@
-"""Robot topics of protocol lekiwi-fleet/1 and how the server treats each (docs/robot-protocol.md)."""
+"""Robot topics of protocol lekiwi-fleet/1, how the server treats each (docs/robot-protocol.md)."""
 
 from enum import Enum
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection
 
 from lekiwi_fleet_server.db.engine import make_engine, writer
 from lekiwi_fleet_server.db.schema import metadata
@@ -29,9 +30,9 @@ def run() -> None:
         engine.dispose()
 
 
-def _migrate(connection: object) -> None:
+def _migrate(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=metadata,
-                      render_as_batch=connection.dialect.name == 'sqlite')  # type: ignore[attr-defined]
+                      render_as_batch=connection.dialect.name == 'sqlite')
     with context.begin_transaction():
         context.run_migrations()
 

@@ -12,6 +12,8 @@ made ahead at run time by store/telemetry.py), a plain table on SQLite. The choi
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -180,6 +182,8 @@ def upgrade() -> None:
     timescale = dialect == 'postgresql' and bind.execute(sa.text(
         "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")).first() is not None
     mode = telemetry_mode(dialect, timescale)
+    partitioning: dict[str, Any] = (
+        {'postgresql_partition_by': 'RANGE (sampled_ms)'} if mode == 'partitioned' else {})
     op.create_table(
         'telemetry',
         sa.Column('robot_id', sa.String(64), primary_key=True),
@@ -191,7 +195,7 @@ def upgrade() -> None:
         sa.Column('complete', sa.Boolean, nullable=False),
         *(sa.Column(name, sa.Double, nullable=True) for name in TELEMETRY_FIELDS),
         sa.Column('extra', sa.JSON, nullable=True),
-        **({'postgresql_partition_by': 'RANGE (sampled_ms)'} if mode == 'partitioned' else {}),
+        **partitioning,
     )
     if mode == 'timescaledb':  # pragma: no cover - TimescaleDB is not installed on CI
         for statement in timescale_statements(DEFAULT_PARTITION_MS):
