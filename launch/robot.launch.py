@@ -45,6 +45,9 @@ def generate_launch_description() -> LaunchDescription:
                               description='Host the agent nodes in one process'),
         DeclareLaunchArgument('webrtc', default_value='true',
                               description='Start the WebRTC streamer'),
+        DeclareLaunchArgument('operator_token_file', default_value='/etc/lekiwi/operator-token',
+                              description='File holding the bearer token operators present to '
+                                          "the WebRTC streamer's signalling endpoint"),
     ]
 
     one_process_agent = Node(
@@ -59,7 +62,10 @@ def generate_launch_description() -> LaunchDescription:
     ]
     streamer = Node(
         package='lekiwi_agent_ros', executable='webrtc_streamer', name='webrtc_streamer',
-        output='screen', parameters=[params_file, overrides],
+        output='screen',
+        parameters=[params_file, {
+            'robot_id': robot_id,
+            'operator_token_file': LaunchConfiguration('operator_token_file')}],
         condition=IfCondition(LaunchConfiguration('webrtc')))
 
     robot = GroupAction([

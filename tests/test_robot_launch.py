@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,30 +19,40 @@ AGENT_NODES = ('heartbeat', 'telemetry', 'teleop_monitor', 'fleet_uplink')
 
 def test_parameter_file_has_a_section_per_node_and_the_robot_identity_in_the_wildcard():
     params = yaml.safe_load(PARAMS_FILE.read_text())
-    assert set(params) >= {'/**', *AGENT_NODES, 'webrtc_streamer'}
+    # `/**/<node>` sections apply in any namespace (a robot may run under its own).
+    assert set(params) == {'/**', *(f'/**/{n}' for n in (*AGENT_NODES, 'webrtc_streamer'))}
     # Launch arguments arrive as a later wildcard file: a node section would win over them.
     for name in ('robot_id', 'server_url', 'token_file'):
         assert name in params['/**']['ros__parameters']
         for node in AGENT_NODES:
-            assert name not in params[node]['ros__parameters'], (node, name)
+            assert name not in params[f'/**/{node}']['ros__parameters'], (node, name)
 
 
 def test_the_agent_runs_on_the_parameter_file_with_launch_overrides(
         fleet_server, processes, ros_domain, tmp_path):
     token_file = tmp_path / 'robot-token'
     token_file.write_text(fleet_server.enrol('kiwi-launch'))
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    params['/**/heartbeat']['ros__parameters']['rate_hz'] = 10.0
+    params_file = tmp_path / 'agent.yaml'
+    params_file.write_text(yaml.safe_dump(params))
     # What robot.launch.py passes after params_file: robot_id, server_url and token_file.
     overrides = tmp_path / 'launch-overrides.yaml'
     overrides.write_text(yaml.safe_dump({'/**': {'ros__parameters': {
         'robot_id': 'kiwi-launch', 'server_url': fleet_server.gateway_url,
         'token_file': str(token_file), 'outbox_path': str(tmp_path / 'outbox.db')}}}))
+    # Under a namespace, as robot.launch.py's `namespace` argument puts it.
     processes.start('agent', [sys.executable, '-m', 'lekiwi_agent_ros.agent', '--ros-args',
-                              '--params-file', str(PARAMS_FILE),
+                              '-r', '__ns:=/kiwi_launch', '--params-file', str(params_file),
                               '--params-file', str(overrides)], ros_env(ros_domain))
     robot = wait_until(lambda: (r := fleet_server.robot('kiwi-launch')) and
                        r.get('heartbeat_sequence') and r, 30,
                        message=f'the launched agent online\n{processes.dump()}')
     assert robot['status'] == 'online'
+    # The node section applied under the namespace: heartbeats at the file's rate_hz of 10.
+    first = robot['heartbeat_sequence']
+    time.sleep(1.5)
+    assert fleet_server.robot('kiwi-launch')['heartbeat_sequence'] - first >= 8
 
 
 launch_available = importlib.util.find_spec('launch') is not None and \

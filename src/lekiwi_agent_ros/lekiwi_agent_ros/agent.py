@@ -15,54 +15,11 @@ from __future__ import annotations
 
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from lekiwi_agent_ros import msg_types
-
-NodeFactory = Callable[[], Sequence[Any]]
-
-
-def make_executor(context: Any = None) -> Any:
-    """Return the cheapest executor this rclpy has that runs timers, services and actions."""
-    try:
-        from rclpy.experimental import EventsExecutor
-    except ImportError:  # Jazzy's rclpy has no EventsExecutor
-        from rclpy.executors import SingleThreadedExecutor
-
-        return SingleThreadedExecutor(context=context)
-    return EventsExecutor(context=context)
-
-
-def run_nodes(factory: NodeFactory, args: Sequence[str] | None, name: str) -> int:
-    """Init rclpy, build the nodes, spin them in one executor until shutdown; return exit code."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    rclpy.init(args=None if args is None else list(args))
-    logger = rclpy.logging.get_logger(name)
-    nodes: list[Any] = []
-    executor = None
-    code = 0
-    try:
-        nodes = list(factory())
-        executor = make_executor()
-        for node in nodes:
-            executor.add_node(node)
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=1.0)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:  # a refused parameter: say which and stop
-        logger.fatal(str(exc))
-        code = 2
-    finally:
-        for node in reversed(nodes):
-            node.destroy_node()
-        if executor is not None:
-            executor.shutdown()
-        rclpy.try_shutdown()
-    return code
+from lekiwi_agent_ros.node_runner import run_nodes
 
 
 def agent_nodes(boot_id: str | None = None, **node_kwargs: Any) -> list[Any]:

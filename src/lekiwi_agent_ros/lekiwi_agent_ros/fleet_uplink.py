@@ -416,7 +416,7 @@ class FleetUplinkNode(Node):
 
 def main(args: Sequence[str] | None = None) -> int:
     """Run the uplink alone (the agent hosts it in its own process by default)."""
-    from lekiwi_agent_ros.agent import run_nodes
+    from lekiwi_agent_ros.node_runner import run_nodes
 
     return run_nodes(lambda: [FleetUplinkNode()], args, 'fleet_uplink')
 

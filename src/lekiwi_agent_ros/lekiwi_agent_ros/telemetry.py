@@ -192,7 +192,7 @@ class TelemetryNode(Node):
 
 def main(args: Sequence[str] | None = None) -> int:
     """Run the telemetry node alone (the agent hosts it in its own process by default)."""
-    from lekiwi_agent_ros.agent import run_nodes
+    from lekiwi_agent_ros.node_runner import run_nodes
 
     return run_nodes(lambda: [TelemetryNode()], args, 'telemetry')
 

@@ -22,9 +22,7 @@ import sys
 import time
 from dataclasses import asdict, fields
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -44,7 +42,7 @@ from lekiwi_agent_ros.msg_types import (
     TeleopStatus,
     WebRtcStatus,
 )
-from lekiwi_agent_ros.ros_spin import make_executor, spin
+from lekiwi_agent_ros.node_runner import run_nodes
 from lekiwi_agent_ros.teleop_detector import (
     SessionChange,
     TeleopConfig,
@@ -368,24 +366,7 @@ class TeleopMonitorNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the teleop monitor alone (the agent hosts it in its own process by default)."""
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    executor = make_executor()
-    try:
-        node = TeleopMonitorNode()
-        spin(node, executor)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:
-        print(f'teleop_monitor: {exc}', file=sys.stderr)
-        code = 2
-    finally:
-        executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_nodes(lambda: [TeleopMonitorNode()], args, 'teleop_monitor')
 
 
 if __name__ == '__main__':

@@ -72,7 +72,7 @@ class StreamerConfig:
         found = []
         if len(self.token) < MIN_TOKEN_CHARS:
             found.append(f'an operator token of at least {MIN_TOKEN_CHARS} characters is '
-                         'required (parameter token or token_file)')
+                         'required (parameter operator_token or operator_token_file)')
         if not 0 <= self.port <= 65535:
             found.append(f'port must be within 0..65535, got {self.port}')
         if self.max_peers < 1:
@@ -98,12 +98,13 @@ class StreamerConfig:
 def resolve_token(token: str, token_file: str) -> str:
     """Return the operator token from the parameter or the file (exactly one may be set)."""
     if token and token_file:
-        raise ValueError('set either token or token_file, not both')
+        raise ValueError('set either operator_token or operator_token_file, not both')
     if token_file:
         try:
             return Path(token_file).read_text(encoding='utf-8').strip()
         except OSError as exc:
-            raise ValueError(f'cannot read token_file {token_file!r}: {exc.strerror}') from exc
+            raise ValueError(
+                f'cannot read operator_token_file {token_file!r}: {exc.strerror}') from exc
     return token
 
 

@@ -5,9 +5,10 @@ thread. The ROS side only hands camera messages to a `FrameHub` and publishes; t
 (`StreamerService`) does signalling, peers, data channels and pings. Publishers are called from
 the asyncio thread; rcl publishers are thread-safe, and nothing else is shared between the two.
 
-Operators authenticate with a bearer token: set `token_file` (preferred: parameters can be read
-by anyone on the ROS graph) or `token`, at least 16 characters. The bound signalling port is
-logged and exposed as the read-only parameter `bound_port` (set `port: 0` to pick a free one).
+Operators authenticate with a bearer token: set `operator_token_file` (preferred: parameters
+can be read by anyone on the ROS graph) or `operator_token`, at least 16 characters. The bound
+signalling port is logged and exposed as the read-only parameter `bound_port` (`port: 0` picks
+a free one).
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ import threading
 import time
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 
 from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, WebRtcStatus
-from lekiwi_agent_ros.ros_spin import make_executor, spin
+from lekiwi_agent_ros.node_runner import run_nodes
 from lekiwi_agent_ros.teleop_monitor import STATUS_QOS
 from lekiwi_agent_ros.webrtc_media import FrameHub
 from lekiwi_agent_ros.webrtc_peers import StreamerSnapshot
@@ -68,7 +67,7 @@ class WebRtcStreamerNode(Node):
         if camera_type not in ('compressed', 'raw'):
             raise ValueError(f"camera_type must be 'compressed' or 'raw', got {camera_type!r}")
         config = StreamerConfig(
-            token=resolve_token(str(p('token')), str(p('token_file'))),
+            token=resolve_token(str(p('operator_token')), str(p('operator_token_file'))),
             bind_address=str(p('bind_address')),
             port=int(p('port')),
             max_peers=int(p('max_peers')),
@@ -129,8 +128,8 @@ class WebRtcStreamerNode(Node):
         declare('joy_topic', 'joy', 'Topic the operator joystick commands are published on.')
         declare('bind_address', defaults.bind_address, 'Address the signalling endpoint binds.')
         declare('port', defaults.port, 'Signalling port; 0 picks a free one (see bound_port).')
-        declare('token', '', 'Operator bearer token (prefer token_file).')
-        declare('token_file', '', 'File holding the operator bearer token.')
+        declare('operator_token', '', 'Operator bearer token (prefer operator_token_file).')
+        declare('operator_token_file', '', 'File holding the operator bearer token.')
         declare('max_peers', defaults.max_peers, 'Most operator peers served at once.')
         declare('ping_period_s', defaults.ping_period_s,
                 'Period (s) of the round-trip pings sent on each data channel.')
@@ -208,24 +207,7 @@ class WebRtcStreamerNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the streamer in its own process."""
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    executor = make_executor()
-    try:
-        node = WebRtcStreamerNode()
-        spin(node, executor)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, OSError) as exc:
-        print(f'webrtc_streamer: {exc}', file=sys.stderr)
-        code = 2
-    finally:
-        executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_nodes(lambda: [WebRtcStreamerNode()], args, 'webrtc_streamer')
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
-from lekiwi_agent_ros.agent import make_executor
+from lekiwi_agent_ros.node_runner import make_executor
 
 
 class AgentHarness:

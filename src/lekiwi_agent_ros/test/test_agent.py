@@ -15,7 +15,7 @@ import pytest
 from agent_harness import agent_harness, wait_for
 from uplink_server import UplinkTestServer
 
-from lekiwi_agent_ros import agent
+from lekiwi_agent_ros import agent, node_runner
 
 ROBOT = 'kiwi-agent'
 TOKEN = 'lkw_agent_token'
@@ -111,7 +111,7 @@ def test_the_shipped_parameter_file_loads(server: UplinkTestServer, tmp_path: Pa
     shipped = Path(__file__).resolve().parents[3] / 'config' / 'agent.yaml'
     params = yaml.safe_load(shipped.read_text())
     # node-specific entries of a file win over -p: point the uplink at the test server here
-    params['fleet_uplink']['ros__parameters'].update(
+    params['/**/fleet_uplink']['ros__parameters'].update(
         server_url=server.url, token=TOKEN, outbox_path=str(tmp_path / 'o.sqlite3')
     )
     params_file = tmp_path / 'agent.yaml'
@@ -144,7 +144,7 @@ def test_main_reports_a_refused_parameter_with_exit_code_2(tmp_path: Path) -> No
 
 
 def test_make_executor_prefers_the_events_executor() -> None:
-    executor = agent.make_executor()
+    executor = node_runner.make_executor()
     try:
         import rclpy.experimental  # noqa: F401
     except ImportError:  # Jazzy
@@ -209,4 +209,4 @@ def test_run_nodes_reports_a_refused_configuration() -> None:
     def refuse() -> list:
         raise ValueError('rate_hz must be > 0, got 0')
 
-    assert agent.run_nodes(refuse, [], 'refusing') == 2
+    assert node_runner.run_nodes(refuse, [], 'refusing') == 2

@@ -290,5 +290,5 @@ def test_resolve_token(tmp_path) -> None:
     assert resolve_token('abc', '') == 'abc'
     with pytest.raises(ValueError, match='not both'):
         resolve_token('abc', str(path))
-    with pytest.raises(ValueError, match='cannot read token_file'):
+    with pytest.raises(ValueError, match='cannot read operator_token_file'):
         resolve_token('', str(tmp_path / 'missing'))

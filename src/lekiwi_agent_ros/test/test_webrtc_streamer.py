@@ -64,7 +64,7 @@ def start_camera(harness: RosHarness, raw: bool = False) -> None:
 
 
 def make_streamer(harness: RosHarness, **params: object) -> WebRtcStreamerNode:
-    settings = {'port': 0, 'token': TOKEN, 'ice_host_addresses': ['127.0.0.1'],
+    settings = {'port': 0, 'operator_token': TOKEN, 'ice_host_addresses': ['127.0.0.1'],
                 'ping_period_s': 0.2, **params}
     return harness.add(WebRtcStreamerNode(
         namespace=harness.namespace, context=harness.context,
@@ -152,7 +152,7 @@ def test_streamer_serves_raw_images(harness: RosHarness) -> None:
 @pytest.mark.parametrize(
     ('params', 'reason'),
     [
-        ({'token': ''}, 'operator token of at least 16 characters'),
+        ({'operator_token': ''}, 'operator token of at least 16 characters'),
         ({'camera_type': 'mjpeg'}, "camera_type must be 'compressed' or 'raw'"),
         ({'max_peers': 0}, 'max_peers must be >= 1'),
     ],
@@ -166,7 +166,7 @@ def test_streamer_refuses_bad_parameters(harness: RosHarness, params: dict,
 def test_streamer_reads_its_token_file(harness: RosHarness, tmp_path) -> None:
     path = tmp_path / 'operator-token'
     path.write_text(TOKEN + '\n')
-    streamer = make_streamer(harness, token='', token_file=str(path))
+    streamer = make_streamer(harness, operator_token='', operator_token_file=str(path))
 
     async def offer() -> int:
         client = OperatorClient(f'http://127.0.0.1:{streamer.port}/offer', TOKEN, video=False)
@@ -206,7 +206,7 @@ def test_main_runs_until_shutdown(module, tmp_path) -> None:
     path = tmp_path / 'token'
     path.write_text(TOKEN)
     args = ['node', '--ros-args', '-r', f'__ns:=/tmain{uuid.uuid4().hex[:8]}',
-            '-p', 'port:=0', '-p', f'token_file:={path}']
+            '-p', 'port:=0', '-p', f'operator_token_file:={path}']
     if module is teleop_monitor:
         args = args[:4]
     thread, codes = run_main(module.main, args)
