@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Print the PostgreSQL URL the tests use. Without LEKIWI_TEST_DATABASE_URL, install
 # PostgreSQL from Debian's packages when it is missing, start the local cluster (loopback
-# only) and create a test role that may create databases, with a password kept in .state/.
+# only) and create a test role that may create databases. Its password is kept per user, not per
+# checkout, so clones tested on the same machine (CI runs a clean clone) share the role.
 set -euo pipefail
 if [ -n "${LEKIWI_TEST_DATABASE_URL:-}" ]; then
   echo "$LEKIWI_TEST_DATABASE_URL"
@@ -25,8 +26,12 @@ if [ "$status" != "online" ]; then
   pg_ctlcluster "$ver" "$cluster" start >&2
 fi
 
-mkdir -p "$root/.state"
-pw_file="$root/.state/postgres-test-password"
+state_dir="${XDG_STATE_HOME:-$HOME/.local/state}/lekiwi-fleet"
+mkdir -p "$state_dir"
+pw_file="$state_dir/postgres-test-password"
+if [ ! -s "$pw_file" ] && [ -s "$root/.state/postgres-test-password" ]; then
+  cp "$root/.state/postgres-test-password" "$pw_file"  # the role's password until now
+fi
 if [ ! -s "$pw_file" ]; then
   (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$pw_file")
 fi

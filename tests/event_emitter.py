@@ -1,7 +1,8 @@
 """Publish FleetEvents on fleet/events at a steady rate, numbered in their payload.
 
 Usage: python tests/event_emitter.py ROBOT_ID RATE_HZ
-Prints `emitted N at T` every second, so a test knows what was published when.
+Waits for a subscriber, then prints `emitted N at T` every second, so a test knows what was
+published when.
 """
 
 from __future__ import annotations
@@ -40,8 +41,12 @@ def main() -> int:
         if count % max(int(rate), 1) == 0:
             print(f'emitted {count} at {time.time():.3f}', flush=True)
 
-    node.create_timer(1.0 / rate, emit)
     try:
+        # Emit only once the agent's subscription has matched: earlier messages reach nobody.
+        while publisher.get_subscription_count() == 0:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        print(f'emitter matched at {time.time():.3f}', flush=True)
+        node.create_timer(1.0 / rate, emit)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
