@@ -2,7 +2,7 @@
 
 Usage: python tests/event_emitter.py ROBOT_ID RATE_HZ
 Waits for a subscriber, then prints `emitted N at T` every second, so a test knows what was
-published when.
+published when, and `matched total=K ... at T` whenever a subscription matches.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 import time
 
 import rclpy
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -24,7 +25,13 @@ def main() -> int:
     node = rclpy.create_node('event_emitter')
     qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.VOLATILE)
-    publisher = node.create_publisher(FleetEvent, 'fleet/events', qos)
+    def on_matched(info) -> None:
+        # Every new subscription (the agent, or the agent started again) counts in total_count.
+        print(f'matched total={info.total_count} current={info.current_count} '
+              f'at {time.time():.3f}', flush=True)
+
+    publisher = node.create_publisher(FleetEvent, 'fleet/events', qos,
+                                      event_callbacks=PublisherEventCallbacks(matched=on_matched))
     boot = f'emitter{int(time.time())}'
     count = 0
 
