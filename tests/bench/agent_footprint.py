@@ -95,7 +95,8 @@ PROBE = textwrap.dedent(
     stages.append(('asyncio, ssl, sqlite3, websockets', rss()))
     import rclpy, rclpy.node  # noqa
     stages.append(('rclpy and its libraries (numpy deferred)', rss()))
-    from lekiwi_agent_ros import agent, fleet_uplink, heartbeat, telemetry, teleop_monitor  # noqa
+    from lekiwi_agent_ros import (  # noqa
+        agent, fleet_uplink, heartbeat, node_runner, telemetry, teleop_monitor)
     stages.append(('agent modules and message classes', rss()))
     rclpy.init(args=['--ros-args', '-r', '__ns:=/' + sys.argv[1]])
     node = rclpy.node.Node('probe_first_node')
@@ -106,7 +107,7 @@ PROBE = textwrap.dedent(
     overrides = [p.Parameter('server_url', value='ws://127.0.0.1:9/'),
                  p.Parameter('outbox_path', value=path + '/o.sqlite3')]
     nodes = agent.agent_nodes(parameter_overrides=overrides)
-    executor = agent.make_executor()
+    executor = node_runner.make_executor()
     for n in nodes:
         executor.add_node(n)
     for _ in range(20):

@@ -58,12 +58,15 @@ import rclpy
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from lekiwi_agent_ros.msg_types import Joy
-from lekiwi_agent_ros.ros_spin import make_executor, spin
+from lekiwi_agent_ros.node_runner import make_executor
 rclpy.init()
 node = Node('bench_baseline', namespace=sys.argv[1])
 node.create_subscription(Joy, 'joy', lambda msg: None, qos_profile_sensor_data)
+executor = make_executor()
+executor.add_node(node)
 try:
-    spin(node, make_executor())
+    while rclpy.ok():
+        executor.spin_once(timeout_sec=1.0)
 except Exception:
     pass
 """

@@ -3,9 +3,12 @@
 A thin shell around `TeleopDetector`. It runs inside the one-process agent on the agent's
 executor, so every callback is short and nothing blocks or spawns threads. Each executor
 wake-up costs far more than the detector's arithmetic, so the node keeps them few:
-- joystick messages drive the evaluation while they flow; the evaluation timer
-  (`evaluate_rate_hz`) fires only when they stop, and is cancelled while there is no evidence at all
-  (an idle gamepad publishing zeros costs its callbacks and nothing more);
+- by default the joystick and video topics are polled (`input_poll_hz`, 10 Hz): their messages
+  wait in the DDS readers and one timer takes them all, then evaluates (see polled_input.py;
+  this costs a third of a callback per message and adds at most one poll period to detection);
+- with `input_poll_hz: 0` joystick messages drive the evaluation through callbacks while they
+  flow; the evaluation timer (`evaluate_rate_hz`) fires only when they stop, and is cancelled
+  while there is no evidence at all;
 - a video topic is subscribed (raw: frames are never deserialised, only their arrival counts)
   only while the ROS graph shows an outside viewer on it, because without one its frames cannot
   change the video signal, and a subscription of ours would make a camera driver compress
@@ -32,8 +35,10 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.serialization import deserialize_message
 from rclpy.subscription import Subscription
 
+from lekiwi_agent_ros.joy_cdr import JoyDecodeError, decode_joy
 from lekiwi_agent_ros.msg_types import (
     CompressedImage,
     FleetEvent,
@@ -43,6 +48,7 @@ from lekiwi_agent_ros.msg_types import (
     WebRtcStatus,
 )
 from lekiwi_agent_ros.node_runner import run_nodes
+from lekiwi_agent_ros.polled_input import InputReader, PolledSubscription
 from lekiwi_agent_ros.teleop_detector import (
     SessionChange,
     TeleopConfig,
@@ -55,6 +61,9 @@ STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         history=HistoryPolicy.KEEP_LAST)
 EVENTS_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+# Polled joystick messages wait here between polls: room for 100 Hz at a 5 Hz poll.
+POLLED_JOY_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT,
+                            durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
 VIDEO_TYPES = {'sensor_msgs/msg/Image': Image,
                'sensor_msgs/msg/CompressedImage': CompressedImage}
 
@@ -84,6 +93,7 @@ _DETECTOR_DESCRIPTIONS = {
 }
 _DETECTOR_NAMES = tuple(f.name for f in fields(TeleopConfig))
 _NODE_RATES = ('evaluate_rate_hz', 'status_period_s', 'graph_period_s')
+_NODE_NON_NEGATIVE = ('input_poll_hz',)
 
 
 class TeleopMonitorNode(Node):
@@ -109,6 +119,8 @@ class TeleopMonitorNode(Node):
         self._declare_parameters()
         config = TeleopConfig.from_mapping(self._detector_parameters())
         problems = self._node_problems({n: self.get_parameter(n).value for n in _NODE_RATES})
+        problems += self._node_problems(
+            {n: self.get_parameter(n).value for n in _NODE_NON_NEGATIVE}, allow_zero=True)
         if problems:
             raise ValueError('invalid teleop_monitor parameters: ' + '; '.join(problems))
         self._detector = TeleopDetector(config, time.monotonic, time.time)
@@ -119,7 +131,7 @@ class TeleopMonitorNode(Node):
         self._video_topics = [
             t for t in self.get_parameter('video_topics').value if t]  # type: ignore[union-attr]
         self._ignored = set(self.get_parameter('ignored_video_subscribers').value or ())
-        self._video_subs: dict[str, Subscription] = {}
+        self._video_subs: dict[str, Subscription | PolledSubscription] = {}
         self._last_key: tuple[bool, int, int] | None = None
         self._eval_period_s = 1.0 / float(self.get_parameter('evaluate_rate_hz').value)
 
@@ -128,11 +140,22 @@ class TeleopMonitorNode(Node):
 
         self._status_pub = self.create_publisher(TeleopStatus, 'teleop/status', STATUS_QOS)
         self._events_pub = self.create_publisher(FleetEvent, 'fleet/events', EVENTS_QOS)
-        self.create_subscription(Joy, str(self.get_parameter('joy_topic').value), self._on_joy,
-                                 qos_profile_sensor_data)
+        joy_topic = str(self.get_parameter('joy_topic').value)
+        poll_hz = float(self.get_parameter('input_poll_hz').value)
+        self._inputs: InputReader | None = None
+        self._joy_input: PolledSubscription | None = None
+        if poll_hz > 0:
+            self._inputs = InputReader(self)
+            # Raw: joy_cdr reads the few fields needed faster than rclpy builds a Joy.
+            self._joy_input = self._inputs.subscribe(Joy, joy_topic, POLLED_JOY_QOS, raw=True)
+        else:
+            self.create_subscription(Joy, joy_topic, self._on_joy, qos_profile_sensor_data)
         self.create_subscription(WebRtcStatus, 'webrtc/status', self._on_webrtc_status,
                                  STATUS_QOS)
-        self._eval_timer = self.create_timer(self._eval_period_s, self._evaluate)
+        # Polling: the poll timer evaluates; callbacks: a timer for when messages stop.
+        self._eval_timer = self.create_timer(
+            1.0 / poll_hz if poll_hz > 0 else self._eval_period_s,
+            self._poll_inputs if poll_hz > 0 else self._evaluate)
         self._status_timer = self.create_timer(self._status_period_s, self._publish_due_status)
         self.create_timer(float(self.get_parameter('graph_period_s').value), self._poll_graph)
         self._poll_graph()
@@ -155,6 +178,8 @@ class TeleopMonitorNode(Node):
             self._publish_event(ended)
             reading, _ = self._detector.update()
             self._publish_status(reading)
+        if self._inputs is not None:
+            self._inputs.destroy()
         super().destroy_node()
 
     def _declare_parameters(self) -> None:
@@ -176,6 +201,9 @@ class TeleopMonitorNode(Node):
                  'agent'],
                 'Node names whose video subscriptions are not outside viewers (the streamer '
                 'is counted through its own status).', True)
+        declare('input_poll_hz', 10.0,
+                'How often (Hz) the joystick and video topics are polled; 0: a callback per '
+                'message (more CPU, a poll period less detection delay).', True)
         declare('evaluate_rate_hz', 10.0,
                 'How often (Hz) the detector is evaluated while no joystick message arrives '
                 '(each message is evaluated at once).', True)
@@ -198,12 +226,13 @@ class TeleopMonitorNode(Node):
                 for name in _DETECTOR_NAMES}
 
     @staticmethod
-    def _node_problems(values: dict[str, object]) -> list[str]:
+    def _node_problems(values: dict[str, object], allow_zero: bool = False) -> list[str]:
         """List what is wrong with the node's own rates and periods."""
         found = []
         for name, value in values.items():
-            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                found.append(f'{name} must be > 0, got {value!r}')
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0 \
+                    or (value == 0 and not allow_zero):
+                found.append(f'{name} must be {">= 0" if allow_zero else "> 0"}, got {value!r}')
         return found
 
     def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -234,11 +263,12 @@ class TeleopMonitorNode(Node):
                                                    self._publish_due_status)
         self._stir()
 
-    def _stamp_age_s(self, sec: int, nanosec: int) -> float | None:
+    def _stamp_age_s(self, sec: int, nanosec: int, now_ns: int | None = None) -> float | None:
         """Return how old a header stamp is (s), or None for an unset (zero) stamp."""
         if sec == 0 and nanosec == 0:
             return None
-        now_ns = self.get_clock().now().nanoseconds
+        if now_ns is None:
+            now_ns = self.get_clock().now().nanoseconds
         return (now_ns - (sec * 1_000_000_000 + nanosec)) * 1e-9
 
     def _stir(self) -> None:
@@ -246,11 +276,39 @@ class TeleopMonitorNode(Node):
         if self._eval_timer.is_canceled():
             self._eval_timer.reset()
 
+    def _observe_joy(self, msg: Joy) -> bool:
+        """Feed one joystick message to the detector; say whether it counted as input."""
+        stamp = msg.header.stamp
+        return self._detector.observe_joy(msg.axes, msg.buttons,
+                                          self._stamp_age_s(stamp.sec, stamp.nanosec))
+
+    def _poll_inputs(self) -> None:
+        """Take every joystick message and video frame waiting, then evaluate (poll timer)."""
+        assert self._joy_input is not None
+        evidence = False
+        now_ns = self.get_clock().now().nanoseconds
+        for raw in self._joy_input.take_all():
+            try:
+                joy = decode_joy(raw)
+                sec, nanosec, axes, buttons = (joy.stamp_sec, joy.stamp_nanosec, joy.axes,
+                                               joy.buttons)
+            except JoyDecodeError:  # not plain little-endian CDR: let rclpy decode it
+                msg = deserialize_message(raw, Joy)
+                sec, nanosec = msg.header.stamp.sec, msg.header.stamp.nanosec
+                axes, buttons = msg.axes, msg.buttons
+            counted = self._detector.observe_joy(axes, buttons,
+                                                 self._stamp_age_s(sec, nanosec, now_ns))
+            evidence = counted or evidence
+        for topic, subscription in self._video_subs.items():
+            if subscription.take_all():  # type: ignore[union-attr]
+                self._detector.observe_video_frame(topic)  # the topic is live: once is enough
+                evidence = True
+        if evidence or not self._detector.quiescent():
+            self._evaluate()
+
     def _on_joy(self, msg: Joy) -> None:
         """Feed one joystick message to the detector; let flowing messages drive evaluation."""
-        stamp = msg.header.stamp
-        if self._detector.observe_joy(msg.axes, msg.buttons,
-                                      self._stamp_age_s(stamp.sec, stamp.nanosec)):
+        if self._observe_joy(msg):
             self._stir()
         elif self._eval_timer.is_canceled():
             return  # no evidence anywhere, and this message adds none
@@ -281,17 +339,21 @@ class TeleopMonitorNode(Node):
         """Count outside viewers of each video topic; watch its frames only while it has some."""
         for topic in self._video_topics:
             outside = 0
+            own = {self.get_name()} | ({self._inputs.name} if self._inputs else set())
             for info in self.get_subscriptions_info_by_topic(topic):
                 if info.node_name in self._ignored or (
-                        info.node_name == self.get_name()
-                        and info.node_namespace == self.get_namespace()):
+                        info.node_name in own and info.node_namespace == self.get_namespace()):
                     continue
                 outside += 1
             subscription = self._video_subs.get(topic)
             if outside and subscription is None:
                 self._subscribe_video(topic)
             elif not outside and subscription is not None:
-                self.destroy_subscription(self._video_subs.pop(topic))
+                self._video_subs.pop(topic)
+                if isinstance(subscription, PolledSubscription):
+                    subscription.destroy()
+                else:
+                    self.destroy_subscription(subscription)
             self._detector.set_video_subscribers(topic, outside)
             if outside:
                 self._stir()
@@ -302,11 +364,15 @@ class TeleopMonitorNode(Node):
             msg_type = VIDEO_TYPES.get(info.topic_type)
             if msg_type is None:
                 continue
-            # raw=True: the callback gets the serialized bytes, so 50 KB frames are never
-            # turned into Python messages; only their arrival is evidence.
-            self._video_subs[topic] = self.create_subscription(
-                msg_type, topic, lambda _raw, t=topic: self._on_video_frame(t),
-                qos_profile_sensor_data, raw=True)
+            # raw=True: the serialized bytes, so 50 KB frames are never turned into Python
+            # messages; only their arrival is evidence.
+            if self._inputs is not None:
+                self._video_subs[topic] = self._inputs.subscribe(
+                    msg_type, topic, qos_profile_sensor_data, raw=True)
+            else:
+                self._video_subs[topic] = self.create_subscription(
+                    msg_type, topic, lambda _raw, t=topic: self._on_video_frame(t),
+                    qos_profile_sensor_data, raw=True)
             self.get_logger().info(f'watching video topic {topic} ({info.topic_type})')
             return
 
@@ -318,8 +384,10 @@ class TeleopMonitorNode(Node):
         key = (reading.active, reading.webrtc_peers, reading.active_video_streams)
         if change is not None or key != self._last_key:
             self._publish_status(reading)
-        if self._detector.quiescent():
-            self._eval_timer.cancel()  # nothing can change until new evidence stirs it
+        if self._inputs is None and self._detector.quiescent():
+            # Callbacks: nothing can change until new evidence stirs the timer. (The poll timer
+            # never stops: polling is how new evidence is found.)
+            self._eval_timer.cancel()
 
     def _publish_due_status(self) -> None:
         """Publish the periodic status (the slow timer)."""

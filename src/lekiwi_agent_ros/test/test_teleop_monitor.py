@@ -99,6 +99,8 @@ def harness(request: pytest.FixtureRequest) -> Iterator[RosHarness]:
 
 # The timing-critical tests also run on the EventsExecutor the one-process agent uses.
 BOTH_EXECUTORS = pytest.mark.parametrize('harness', ['single', 'events'], indirect=True)
+# ... and with both ways of reading inputs: polled (the default) and a callback per message.
+BOTH_INPUT_MODES = pytest.mark.parametrize('poll_hz', [10.0, 0.0], ids=['polled', 'callbacks'])
 
 
 def make_monitor(harness: RosHarness, **params: object) -> TeleopMonitorNode:
@@ -108,9 +110,11 @@ def make_monitor(harness: RosHarness, **params: object) -> TeleopMonitorNode:
 
 
 @BOTH_EXECUTORS
-def test_moving_joystick_starts_and_ends_a_session_within_a_second(harness: RosHarness) -> None:
+@BOTH_INPUT_MODES
+def test_moving_joystick_starts_and_ends_a_session_within_a_second(
+        harness: RosHarness, poll_hz: float) -> None:
     recorder = Recorder(harness)
-    monitor = make_monitor(harness, off_hold_s=0.5, robot_id='kiwi-test')
+    monitor = make_monitor(harness, off_hold_s=0.5, robot_id='kiwi-test', input_poll_hz=poll_hz)
     joystick = Joystick(harness)
     time.sleep(0.5)
     joystick.set_mode('moving')
@@ -184,6 +188,8 @@ def test_invalid_parameters_are_rejected_at_start(harness: RosHarness) -> None:
         make_monitor(harness, joystick_window_s=-0.5)
     with pytest.raises(ValueError, match='evaluate_rate_hz must be > 0'):
         make_monitor(harness, evaluate_rate_hz=0.0)
+    with pytest.raises(ValueError, match='input_poll_hz must be >= 0'):
+        make_monitor(harness, input_poll_hz=-1.0)
 
 
 def test_invalid_parameter_changes_are_rejected_and_valid_ones_applied(
@@ -214,9 +220,11 @@ def test_invalid_parameter_changes_are_rejected_and_valid_ones_applied(
     assert monitor.detector.config.joystick_axis_rest == (0.0, 1.0)
 
 
-def test_outside_video_subscribers_of_a_live_topic_count(harness: RosHarness) -> None:
+@BOTH_INPUT_MODES
+def test_outside_video_subscribers_of_a_live_topic_count(harness: RosHarness,
+                                                        poll_hz: float) -> None:
     recorder = Recorder(harness)
-    make_monitor(harness, graph_period_s=0.1)
+    make_monitor(harness, graph_period_s=0.1, input_poll_hz=poll_hz)
     camera = harness.node('camera')
     pub = camera.create_publisher(CompressedImage, VIDEO_TOPIC, qos_profile_sensor_data)
     frame = CompressedImage(format='jpeg', data=bytes(50_000))
