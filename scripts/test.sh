@@ -16,6 +16,7 @@ export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 100 ))}
 status=0
 echo "== colcon build"
 colcon build --event-handlers console_cohesion- summary+ || exit 1
+touch install/.built-stamp  # the demo command rebuilds only when sources are newer
 # shellcheck disable=SC1091
 source scripts/env.sh
 
