@@ -7,6 +7,14 @@ cd "$root"
 
 scripts/bootstrap.sh || exit 1
 LEKIWI_TEST_DATABASE_URL=$(scripts/ensure_postgres.sh) || { echo "test: no PostgreSQL" >&2; exit 1; }
+# Debian's docker-compose validates docker/compose.yaml (no Docker engine runs here).
+if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing Debian's docker-compose to validate docker/compose.yaml"
+  (export DEBIAN_FRONTEND=noninteractive
+   apt-get install -y -qq docker-compose >/dev/null 2>&1 \
+     || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }) \
+    || echo "test: docker-compose could not be installed; its check will be skipped"
+fi
 export LEKIWI_TEST_DATABASE_URL
 # shellcheck disable=SC1091
 source scripts/env.sh
