@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -38,8 +39,17 @@ def pg_url() -> Iterator[str]:
     name = f'lekiwi_t_{uuid.uuid4().hex[:16]}'
     admin = sa.create_engine(admin_url, isolation_level='AUTOCOMMIT', poolclass=sa.NullPool)
     try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE {name}')
+        for attempt in range(5):
+            try:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'CREATE DATABASE {name}')
+                break
+            except sa.exc.OperationalError:
+                # "source database template1 is being accessed by other users": another
+                # test (of this run or of a neighbour's) is creating one at this very moment.
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:

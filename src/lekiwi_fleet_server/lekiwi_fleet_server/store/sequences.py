@@ -4,7 +4,10 @@ The writer keeps a `BootRecord` (a SeqRanges and when the boot was first seen) f
 (robot, boot) pair it has touched, in a bounded `SequenceCache`: pairs are loaded on demand, one
 query per batch for the pairs it lacks, and updated only after a transaction has committed (the
 plan works on copies). A message whose seq its boot's record holds is a duplicate, whatever its
-topic. The table is written with one upsert per batch of the pairs that gained numbers.
+topic. A batch writes the pairs that gained numbers with one UPDATE (and one INSERT for boots
+new to the table). The UPDATE expects each row's `received` count to be the one the writer
+loaded: a row another writer moved (a server still finishing its last batch while its
+successor starts) fails the batch with ConcurrencyConflict, and the replanned batch reloads.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from lekiwi_fleet_server.db.schema import robot_sequences
 from lekiwi_fleet_server.domain.seq_ranges import SeqRanges
-from lekiwi_fleet_server.store.interface import SequenceCoverage, StoreError
-from lekiwi_fleet_server.store.upsert import upsert
+from lekiwi_fleet_server.store.interface import ConcurrencyConflict, SequenceCoverage, StoreError
+from lekiwi_fleet_server.store.upsert import insert
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +39,23 @@ class BootRecord:
 
     ranges: SeqRanges
     first_seen_at: float | None = None  # None: nothing of this boot committed yet
+    stored: int | None = None  # the row's `received` as last read or written; None: no row
 
     def copy(self) -> BootRecord:
         """Return a copy a batch plan may change."""
-        return BootRecord(self.ranges.copy(), self.first_seen_at)
+        return BootRecord(self.ranges.copy(), self.first_seen_at, self.stored)
 
 
-def _record(robot_id: str, boot_id: str, ranges: Any, first_seen_at: float) -> BootRecord:
+def _record(robot_id: str, boot_id: str, ranges: Any, first_seen_at: float,
+            received: int) -> BootRecord:
     try:
-        return BootRecord(SeqRanges.from_json(ranges), first_seen_at)
+        return BootRecord(SeqRanges.from_json(ranges), first_seen_at, received)
     except ValueError as exc:
         # Not written by this store (edited by hand?): start the boot afresh rather than stop
         # ingest for the robot; the events table's unique message keys still refuse duplicates.
         log.error('robot %s boot %s: unreadable robot_sequences row, starting it afresh: %s',
                   robot_id, boot_id, exc)
-        return BootRecord(SeqRanges(), first_seen_at)
+        return BootRecord(SeqRanges(), first_seen_at, received)
 
 
 def load(conn: Connection, pairs: Collection[Pair]) -> dict[Pair, BootRecord]:
@@ -61,34 +67,72 @@ def load(conn: Connection, pairs: Collection[Pair]) -> dict[Pair, BootRecord]:
     if conn.dialect.name == 'postgresql':
         # One join against two binary arrays: no IN list to render, whatever the count.
         rows: Iterable[Any] = conn.exec_driver_sql(
-            'SELECT s.robot_id, s.boot_id, s.ranges, s.first_seen_at FROM robot_sequences AS s '
+            'SELECT s.robot_id, s.boot_id, s.ranges, s.first_seen_at, s.received '
+            'FROM robot_sequences AS s '
             'JOIN unnest(CAST(%(r)b AS text[]), CAST(%(b)b AS text[])) AS k(r, b) '
             'ON s.robot_id = k.r AND s.boot_id = k.b',
             {'r': [p[0] for p in wanted], 'b': [p[1] for p in wanted]}).all()
     else:
         key = sa.tuple_(robot_sequences.c.robot_id, robot_sequences.c.boot_id)
         columns = (robot_sequences.c.robot_id, robot_sequences.c.boot_id,
-                   robot_sequences.c.ranges, robot_sequences.c.first_seen_at)
+                   robot_sequences.c.ranges, robot_sequences.c.first_seen_at,
+                   robot_sequences.c.received)
         rows = [row for i in range(0, len(wanted), _CHUNK) for row in conn.execute(
             sa.select(*columns).where(key.in_(wanted[i:i + _CHUNK])))]
-    for robot_id, boot_id, ranges, first_seen_at in rows:
+    for robot_id, boot_id, ranges, first_seen_at, received in rows:
         if isinstance(ranges, str | bytes):  # a json column read through the raw driver
             ranges = orjson.loads(ranges)
-        found[(robot_id, boot_id)] = _record(robot_id, boot_id, ranges, first_seen_at)
+        found[(robot_id, boot_id)] = _record(robot_id, boot_id, ranges, first_seen_at, received)
     for pair in wanted:
         found.setdefault(pair, BootRecord(SeqRanges()))
     return found
 
 
+_PG_UPDATE = (
+    'UPDATE robot_sequences AS t SET ranges = CAST(u.ranges AS json), received = u.received, '
+    'updated_at = %(t)s FROM unnest(CAST(%(r)b AS text[]), CAST(%(b)b AS text[]), '
+    'CAST(%(j)b AS text[]), CAST(%(n)b AS bigint[]), CAST(%(p)b AS bigint[])) '
+    'AS u(robot_id, boot_id, ranges, received, stored) '
+    'WHERE t.robot_id = u.robot_id AND t.boot_id = u.boot_id AND t.received = u.stored')
+_UPDATE = (sa.update(robot_sequences)
+           .where(robot_sequences.c.robot_id == sa.bindparam('k_robot'),
+                  robot_sequences.c.boot_id == sa.bindparam('k_boot'),
+                  robot_sequences.c.received == sa.bindparam('k_stored'))
+           .values(ranges=sa.bindparam('ranges'), received=sa.bindparam('received'),
+                   updated_at=sa.bindparam('updated_at')))
+
+
 def write(conn: Connection, records: Mapping[Pair, BootRecord], *, now: float) -> None:
-    """Upsert the rows of `records` (every record has first_seen_at set) in one statement."""
-    if not records:
-        return
-    upsert(conn, robot_sequences, [
-        {'robot_id': robot_id, 'boot_id': boot_id, 'ranges': record.ranges.to_json(),
-         'received': len(record.ranges), 'first_seen_at': record.first_seen_at,
-         'updated_at': now}
-        for (robot_id, boot_id), record in records.items()], keys=['robot_id', 'boot_id'])
+    """Write the rows of `records` (each with first_seen_at set): one UPDATE, one INSERT.
+
+    Raise ConcurrencyConflict when a row is not as this writer last saw it.
+    """
+    new = [{'robot_id': robot_id, 'boot_id': boot_id, 'ranges': record.ranges.to_json(),
+            'received': len(record.ranges), 'first_seen_at': record.first_seen_at,
+            'updated_at': now}
+           for (robot_id, boot_id), record in records.items() if record.stored is None]
+    old = [(pair, record) for pair, record in records.items() if record.stored is not None]
+    if old:
+        if conn.dialect.name == 'postgresql':
+            matched = conn.exec_driver_sql(_PG_UPDATE, {
+                'r': [p[0] for p, _ in old], 'b': [p[1] for p, _ in old],
+                'j': [orjson.dumps(r.ranges.to_json()).decode() for _, r in old],
+                'n': [len(r.ranges) for _, r in old], 'p': [r.stored for _, r in old],
+                't': now}).rowcount
+        else:
+            matched = conn.execute(_UPDATE, [
+                {'k_robot': robot_id, 'k_boot': boot_id, 'k_stored': record.stored,
+                 'ranges': record.ranges.to_json(), 'received': len(record.ranges),
+                 'updated_at': now} for (robot_id, boot_id), record in old]).rowcount
+        if matched != len(old):
+            raise ConcurrencyConflict(f'robot_sequences: {len(old) - matched} boots were '
+                                      'recorded by another writer meanwhile')
+    if new:
+        try:
+            insert(conn, robot_sequences, new)
+        except IntegrityError as exc:
+            raise ConcurrencyConflict('robot_sequences: another writer recorded a new boot '
+                                      'first') from exc
 
 
 def coverage(conn: Connection, robot_id: str) -> dict[str, SequenceCoverage]:
@@ -107,6 +151,11 @@ def coverage(conn: Connection, robot_id: str) -> dict[str, SequenceCoverage]:
             gaps=tuple((a, b) for a, b in ranges.gaps()),
             first_seen_at=row.first_seen_at, updated_at=row.updated_at)
     return out
+
+
+def _storable(boot_id: object) -> bool:
+    # What the plan refuses anyway (envelope_problem) never reaches the database.
+    return isinstance(boot_id, str) and 0 < len(boot_id) <= 64 and boot_id.isprintable()
 
 
 class SequenceCache:
@@ -133,16 +182,17 @@ class SequenceCache:
         return self._records
 
     def ensure_loaded(self, conn: Connection, pairs: Iterable[Pair]) -> None:
-        """Load the pairs not in memory yet, in one query."""
+        """Load the pairs not in memory yet, in one query (pairs no row can have: none)."""
         records = self._records
-        missing = {p for p in pairs if p not in records}
+        missing = [p for p in pairs if p not in records]
         if missing:
-            records.update(load(conn, missing))
+            records.update(load(conn, [p for p in missing if _storable(p[1])]))
 
     def committed(self, changed: Mapping[Pair, BootRecord]) -> None:
         """Take the records of a committed batch; drop the oldest pairs beyond the limit."""
         records = self._records
         for pair, record in changed.items():
+            record.stored = len(record.ranges)
             records.pop(pair, None)  # re-insert: most recently committed last
             records[pair] = record
         excess = len(records) - self._max_pairs

@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -101,6 +101,7 @@ class SqlFleetStore:
     def __init__(self, engine: Engine, config: StoreConfig, *, owns_engine: bool) -> None:
         self._engine = engine
         self._writer = writer(engine)
+        self._write_conn: Connection | None = None  # kept by commit_batch: see _batch_transaction
         self._config = config
         self._owns_engine = owns_engine
         # One writer at a time: the in-memory states must match what the database committed.
@@ -112,8 +113,12 @@ class SqlFleetStore:
 
     @classmethod
     def open(cls, target: str | Engine, config: StoreConfig | None = None, *,
-             migrate: bool = True) -> SqlFleetStore:
-        """Connect to a URL (or engine), migrate to head and load the robots' states."""
+             migrate: bool = True, preload: bool = True) -> SqlFleetStore:
+        """Connect to a URL (or engine), migrate to head and load the robots' states.
+
+        `preload=False` skips loading the states (a store that only reads, next to a writer
+        elsewhere, needs none; a write would load the robots it touches).
+        """
         config = config or StoreConfig()
         owns = isinstance(target, str)
         with translate_errors('open'):
@@ -128,7 +133,7 @@ class SqlFleetStore:
                         raise StoreError(f'the database is at schema revision {at}, this server '
                                          f'needs {head}: run `lekiwi-fleet-server migrate`')
                 store = cls(engine, config, owns_engine=owns)
-                store._load()
+                store._load(states=preload)
             except BaseException:
                 if owns:
                     engine.dispose()
@@ -145,9 +150,11 @@ class SqlFleetStore:
         """The settings the store was opened with."""
         return self._config
 
-    def _load(self) -> None:
+    def _load(self, *, states: bool) -> None:
         with self._lock, self._writer.begin() as conn:
             self._history = TelemetryHistory.load(conn, self._config)
+            if not states:
+                return
             aggregates = snapshots.load_aggregates(conn)
             projections.catch_up(conn, aggregates)
             currents = {r.robot_id: ingest.current_from_row(r)
@@ -200,9 +207,27 @@ class SqlFleetStore:
                     raise
         raise AssertionError('unreachable')  # pragma: no cover
 
+    @contextmanager
+    def _batch_transaction(self) -> Iterator[Connection]:
+        """Begin a transaction on the connection commit_batch keeps between batches."""
+        # A batch every few tens of milliseconds: checking a connection out of the pool (and
+        # pinging it) each time cost a round trip per batch. After any failure the connection
+        # is dropped, so the next batch checks out (and pings) a fresh one.
+        conn = self._write_conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._write_conn = self._writer.connect()
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            self._write_conn = None
+            with suppress(Exception):
+                conn.close()
+            raise
+
     def _commit(self, messages: Sequence[RobotMessage], presence: Sequence[PresenceChange],
                 robot_ids: set[str], now: float, *, look_up_events: bool) -> BatchResult:
-        with self._writer.begin() as conn:
+        with self._batch_transaction() as conn:
             self._ensure_loaded(conn, robot_ids)
             self._sequences.ensure_loaded(conn, ingest.boot_pairs(messages, self._states))
             stored: set[tuple[str, str, int]] = set()
@@ -420,6 +445,11 @@ class SqlFleetStore:
 
     def close(self) -> None:
         """Release the database connections (when the store made the engine)."""
+        with self._lock:
+            if self._write_conn is not None:
+                with suppress(Exception):
+                    self._write_conn.close()
+                self._write_conn = None
         if self._owns_engine:
             self._engine.dispose()
 

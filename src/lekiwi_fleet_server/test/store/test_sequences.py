@@ -202,3 +202,19 @@ def test_migration_backfills_the_keys_stored_before_it(
     assert coverage[BOOT2].ranges == ((9, 9),)
     again = reopened.commit_batch(batch, now=T0 + 3)
     assert again.duplicates == len(batch) and again.new_events == ()
+
+
+def test_a_second_writer_recording_the_same_boot_is_noticed(
+        database_url: str, make_store: Callable[..., SqlFleetStore]) -> None:
+    first = make_store(database_url)
+    enrol(first, 'kiwi')
+    first.commit_batch([heartbeat('kiwi', BOOT, 1, T0)], now=T0)
+    # A second server (say one starting while the first finishes its last batch) goes on.
+    second = make_store(database_url)
+    second.commit_batch([heartbeat('kiwi', BOOT, 2, T0 + 1)], now=T0 + 1)
+    # The first one's memory of the boot is stale now: its write must not drop seq 2.
+    result = first.commit_batch([heartbeat('kiwi', BOOT, 3, T0 + 2),
+                                 heartbeat('kiwi', BOOT, 2, T0 + 1)], now=T0 + 2)
+    assert [k.seq for k in result.acknowledged] == [3, 2] and result.duplicates == 1
+    assert ranges(first, 'kiwi') == [(1, 3)]
+    assert first.robot_sequences('kiwi')[BOOT].count == 3
