@@ -124,10 +124,10 @@ class TelemetryState:
 def stamp_seconds(msg: Mapping[str, Any]) -> float:
     """Return a message's header stamp as Unix seconds, 0.0 when absent or ill-typed."""
     header = msg.get('header')
-    if not isinstance(header, Mapping):
+    if header.__class__ is not dict and not isinstance(header, Mapping):  # dict: no ABC check
         return 0.0
-    stamp = header.get('stamp')
-    if not isinstance(stamp, Mapping):
+    stamp = header.get('stamp')  # type: ignore[union-attr]
+    if stamp.__class__ is not dict and not isinstance(stamp, Mapping):
         return 0.0
     sec, nanosec = stamp.get('sec', 0), stamp.get('nanosec', 0)
     if not isinstance(sec, int) or not isinstance(nanosec, int) or isinstance(sec, bool):

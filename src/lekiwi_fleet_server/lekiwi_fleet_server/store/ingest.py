@@ -81,9 +81,8 @@ def event_message_keys(messages: Sequence[RobotMessage]) -> list[tuple[str, str,
 
 def boot_pairs(messages: Sequence[RobotMessage],
                robot_ids: Collection[str]) -> set[Pair]:
-    """Return the (robot_id, boot_id) pairs of storable messages of the given robots."""
-    return {(m.robot_id, m.boot_id) for m in messages
-            if m.robot_id in robot_ids and envelope_problem(m) is None}
+    """Return the (robot_id, boot_id) pairs of the messages of the given robots."""
+    return {(m.robot_id, m.boot_id) for m in messages if m.robot_id in robot_ids}
 
 
 def envelope_problem(message: RobotMessage) -> str | None:
@@ -95,7 +94,7 @@ def envelope_problem(message: RobotMessage) -> str | None:
     seq = message.seq
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
         return 'seq must be an integer 0..2^63-1'
-    if not isinstance(message.msg, Mapping):
+    if message.msg.__class__ is not dict and not isinstance(message.msg, Mapping):
         return 'msg must be an object'
     return None
 

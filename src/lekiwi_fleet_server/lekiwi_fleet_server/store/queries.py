@@ -98,7 +98,8 @@ def summary_from_state(state: RobotState, *, now: float, stale_after_s: float) -
         heartbeat_sequence=cur.heartbeat_sequence, state=cur.state,
         teleop_active=cur.teleop_active and agg.online, teleop_score=cur.teleop_score,
         agent_version=agg.agent_version, software_version=agg.software_version,
-        resources=dict(cur.resources), telemetry=dict(cur.telemetry.values),
+        # Shared, not copied: states are never changed in place (a new one per message).
+        resources=cur.resources, telemetry=cur.telemetry.values,
     )
 
 

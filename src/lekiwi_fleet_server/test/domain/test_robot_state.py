@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lekiwi_fleet_server.domain import events as ev
 from lekiwi_fleet_server.domain.robot_state import (
@@ -14,6 +16,7 @@ from lekiwi_fleet_server.domain.robot_state import (
     InvalidRobotMessage,
     RobotAggregate,
     RobotState,
+    alarms_quiet,
     evaluate_alarms,
     is_newer,
     robot_status,
@@ -314,3 +317,30 @@ def test_current_state_seen() -> None:
     assert cur.seen(BOOT, 3) is cur
     assert cur.seen('boot0002', 9) is cur  # another boot's message does not move the boot
     assert cur.seen(BOOT, 7).last_seq == 7
+
+
+_NUMBERS = st.one_of(st.none(), st.floats(allow_nan=False, min_value=-1e20, max_value=1e20),
+                     st.integers(min_value=-(2**40), max_value=2**40),
+                     st.sampled_from([15.0, 20.0, 75.0, 80.0, 0, 95, 100, 0.95]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(battery=_NUMBERS, temperature=_NUMBERS, used=_NUMBERS, total=_NUMBERS)
+def test_quiet_values_raise_no_alarm(battery: Any, temperature: Any, used: Any,
+                                     total: Any) -> None:
+    """The heartbeat's shortcut never skips an alarm the full evaluation would raise."""
+    values = {'battery_percent': battery, 'temperature_c': temperature,
+              'disk_used_bytes': used, 'disk_total_bytes': total}
+    thresholds = AlarmThresholds()
+    if alarms_quiet(values, thresholds):
+        assert evaluate_alarms('r', {}, values, 0.0, thresholds) == []
+
+
+def test_ordinary_values_are_quiet_and_alarming_ones_not() -> None:
+    t = AlarmThresholds()
+    ordinary = {'battery_percent': 80.0, 'temperature_c': 50.0, 'disk_used_bytes': 10,
+                'disk_total_bytes': 100}
+    assert alarms_quiet(ordinary, t) and alarms_quiet({}, t)
+    for key, value in (('battery_percent', 5.0), ('temperature_c', 90.0),
+                       ('disk_used_bytes', 99), ('battery_percent', 80)):
+        assert not alarms_quiet({**ordinary, key: value}, t)

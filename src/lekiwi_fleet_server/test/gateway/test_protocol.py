@@ -253,3 +253,47 @@ def test_error_codes_match_the_schema(schema: dict[str, Any]) -> None:
     assert {c.value for c in ErrorCode} == set(
         schema['$defs']['ErrorFrame']['properties']['code']['enum'])
     assert set(p.MESSAGE_VALIDATORS) == set(schema['x-topics'])
+
+
+# -- the compiled checks accept exactly what the explaining validators accept ----------------
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**65), max_value=2**65),
+    st.floats(allow_nan=False), st.text(max_size=70), st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+
+
+@st.composite
+def mutated_messages(draw: st.DrawFn) -> tuple[str, Any]:
+    """A valid message of some topic with one field (at any depth) replaced, or removed."""
+    topic = draw(st.sampled_from(sorted(rf.MESSAGES)))
+    msg = copy.deepcopy(rf.MESSAGES[topic]())
+    node: Any = msg
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            break
+        key = draw(st.sampled_from(keys))
+        if isinstance(node[key], dict | list) and node[key] and draw(st.booleans()):
+            node = node[key]
+            continue
+        if isinstance(node, dict) and draw(st.integers(0, 5)) == 0:
+            del node[key]
+        else:
+            node[key] = draw(_VALUES)
+        break
+    return topic, msg
+
+
+@settings(max_examples=600, deadline=None)
+@given(mutated_messages())
+def test_fast_checks_agree_with_the_validators(case: tuple[str, Any]) -> None:
+    topic, msg = case
+    assert p.MESSAGE_FAST_CHECKS[topic](msg) == (p.MESSAGE_VALIDATORS[topic](msg) is None)
+
+
+@pytest.mark.parametrize('topic', sorted(rf.MESSAGES))
+def test_fast_checks_accept_valid_messages_and_refuse_non_objects(topic: str) -> None:
+    assert p.MESSAGE_FAST_CHECKS[topic](rf.MESSAGES[topic]())
+    assert not p.MESSAGE_FAST_CHECKS[topic]([])
+    assert not p.MESSAGE_FAST_CHECKS[topic](None)
