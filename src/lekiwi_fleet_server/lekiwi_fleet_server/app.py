@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +25,7 @@ from lekiwi_fleet_server.api.routes import (
 )
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.gateway.bus import InProcessBus
+from lekiwi_fleet_server.gateway.commit_worker import Committer
 from lekiwi_fleet_server.gateway.server import RobotGateway
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
@@ -41,27 +40,55 @@ OnReady = Callable[[FleetServices], None]
 def open_store(settings: Settings) -> FleetStore:
     """Open the SQL store of the settings' database, migrating it first when asked to."""
     # Imported here: the SQL stack loads only when a store is opened, not with the app module.
-    from lekiwi_fleet_server.store.config import StoreConfig
-    from lekiwi_fleet_server.store.sql_store import SqlFleetStore
+    from lekiwi_fleet_server.store.factory import open_store as open_sql_store
 
-    if not settings.database_url:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SqlFleetStore.open(settings.resolved_database_url, StoreConfig(),
-                              migrate=settings.migrate_on_start)
+    return open_sql_store(settings)
 
 
-def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
+def uses_writer_process(settings: Settings) -> bool:
+    """Tell whether the settings put the store's writer in a process of its own."""
+    # An in-memory SQLite database exists in one process only.
+    url = settings.resolved_database_url
+    in_memory = url.startswith('sqlite') and url.rstrip('/') in ('sqlite:', 'sqlite:///:memory:')
+    return settings.writer_process and not in_memory
+
+
+def _open_split_store(settings: Settings) -> tuple[FleetStore, Committer]:
+    """Start the writer process, then open the reads' store beside it."""
+    from lekiwi_fleet_server.gateway.writer_process import ProcessCommitter, WriterProcess
+    from lekiwi_fleet_server.store.factory import open_store as open_sql_store
+    from lekiwi_fleet_server.store.split_store import SplitStore
+
+    writer = WriterProcess(settings)
+    writer.start()  # migrates and loads the robots' states
+    try:
+        reader = open_sql_store(settings, preload=False)
+    except BaseException:
+        writer.close()
+        raise
+    return SplitStore(reader, writer.call_sync, on_close=writer.close), ProcessCommitter(writer)
+
+
+def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                on_ready: OnReady | None = None, now: Callable[[], float] = time.time
                ) -> FastAPI:
-    """Build the API app; its lifespan starts the store, the robot gateway and the bus."""
+    """Build the API app; its lifespan starts the store, the robot gateway and the bus.
+
+    With `store_factory` the store it makes is used in this process (the writer is a thread);
+    without, the settings' database is opened, and with `settings.writer_process` the store's
+    writer runs in a process of its own (see gateway/writer_process.py).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await run_in_threadpool(store_factory, settings)
+        committer: Committer | None = None
+        if store_factory is None and uses_writer_process(settings):
+            store, committer = await run_in_threadpool(_open_split_store, settings)
+        else:
+            store = await run_in_threadpool(store_factory or open_store, settings)
         metrics = FleetMetrics()
-        bus = InProcessBus(settings.bus_flush_ms / 1000.0, settings.bus_queue_updates, now)
-        gateway = RobotGateway(settings, store, bus, metrics, now=now)
-        bus_task: asyncio.Task[None] | None = None
+        bus = InProcessBus(settings.bus_queue_updates)
+        gateway = RobotGateway(settings, store, bus, metrics, committer=committer, now=now)
         try:
             if settings.bootstrap_admin_token:
                 created = await run_in_threadpool(
@@ -69,7 +96,6 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
                                                    now=now()))
                 log.info('bootstrap admin %s', 'created' if created else 'present')
             await gateway.start()
-            bus_task = asyncio.create_task(bus.run(), name='update-bus')
             services = FleetServices(settings, store, gateway, bus, metrics, now)
             app.state.services = services
             if on_ready is not None:
@@ -77,10 +103,6 @@ def create_app(settings: Settings, *, store_factory: StoreFactory = open_store,
             yield
         finally:
             bus.close()
-            if bus_task is not None:
-                bus_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await bus_task
             if gateway.started:
                 await gateway.stop()
             await run_in_threadpool(store.close)

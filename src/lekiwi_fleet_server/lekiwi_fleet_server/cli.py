@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _admin_command(args: argparse.Namespace, settings: Settings) -> int:
     from lekiwi_fleet_server.api.admin import create_operator, enrol_robot
-    from lekiwi_fleet_server.app import open_store
+    from lekiwi_fleet_server.store.factory import open_store
     from lekiwi_fleet_server.store.interface import StoreError
 
     if args.command == 'migrate':

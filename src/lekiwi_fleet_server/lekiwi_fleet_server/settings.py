@@ -19,6 +19,9 @@ class Settings(BaseSettings):
         None, description='SQLAlchemy URL; default: sqlite:///<data_dir>/fleet.db')
 
     migrate_on_start: bool = Field(True, description='Apply database migrations at start')
+    writer_process: bool = Field(
+        True, description="Run the store's writer (decoding, validating and committing robot "
+                          'frames, admin writes) in a process of its own, on a second core')
 
     api_host: str = '127.0.0.1'
     api_port: int = Field(8080, ge=0, le=65535)
@@ -40,7 +43,6 @@ class Settings(BaseSettings):
                                                   'are refused with server_error')
     store_retry_s: float = Field(0.5, gt=0, description='Pause after a failed commit')
     command_timeout_s: float = Field(10.0, gt=0)
-    bus_flush_ms: float = Field(250.0, gt=0)
     bus_queue_updates: int = Field(64, ge=1,
                                    description='Updates a dashboard may lag before it is dropped')
     stream_auth_timeout_s: float = Field(5.0, gt=0)

@@ -1,10 +1,11 @@
 """Commit batcher: one writer, one transaction per batch, acks only after it commits.
 
-Messages from every connection are queued on the event loop; a batch is taken at most every
-`interval_s` and committed through `FleetStore.commit_batch` in one dedicated writer thread, so
-the loop never waits on the database and the store sees a single writer. When the store fails,
-the batch goes back to the front of the queue and is retried: nothing is acknowledged, nothing
-is lost while the process lives, and robots resend whatever a crash took.
+Publish frames from every connection are queued undecoded on the event loop; a batch is taken
+at most every `interval_s` and committed through a `Committer` (a writer thread, or the writer
+process), so the loop never decodes a message or waits on the database and the store sees a
+single writer. When a commit fails, the batch goes back to the front of the queue and is
+retried: nothing is acknowledged, nothing is lost while the process lives, and robots resend
+whatever a crash took.
 """
 
 from __future__ import annotations
@@ -13,44 +14,35 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
-from itertools import islice
 
+from lekiwi_fleet_server.gateway.commit_worker import CommitOutcome, Committer, RawFrame
 from lekiwi_fleet_server.metrics import FleetMetrics
-from lekiwi_fleet_server.store.interface import (
-    BatchResult,
-    FleetStore,
-    PresenceChange,
-    RobotMessage,
-    StoreUnavailable,
-)
+from lekiwi_fleet_server.store.interface import PresenceChange, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str, int]
-OnCommitted = Callable[[BatchResult], None]
+OnCommitted = Callable[[CommitOutcome], None]
 
 
 class CommitBatcher:
-    """Collect validated messages and presence changes; commit them in paced batches."""
+    """Collect raw publish frames and presence changes; commit them in paced batches."""
 
-    def __init__(self, store: FleetStore, executor: Executor, *, interval_s: float,
-                 max_batch: int, max_pending: int, retry_s: float,
-                 on_committed: OnCommitted, metrics: FleetMetrics,
+    def __init__(self, committer: Committer, *, interval_s: float, max_batch: int,
+                 max_pending: int, retry_s: float, on_committed: OnCommitted,
+                 metrics: FleetMetrics, want_update: Callable[[], bool] = lambda: False,
                  now: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._store = store
-        self._executor = executor
+        self._committer = committer
         self._interval_s = interval_s
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._retry_s = retry_s
         self._on_committed = on_committed
         self._metrics = metrics
+        self._want_update = want_update
         self._now = now
         self._monotonic = monotonic
-        # Keyed by the idempotency key: a resend of a queued message is not queued twice.
-        self._pending: dict[Key, RobotMessage] = {}
+        self._pending: list[RawFrame] = []
         self._presence: list[PresenceChange] = []
         self._wakeup = asyncio.Event()
         self._last_start = float('-inf')
@@ -58,18 +50,17 @@ class CommitBatcher:
 
     @property
     def pending(self) -> int:
-        """Return how many messages wait for a commit."""
+        """Return how many frames wait for a commit."""
         return len(self._pending)
 
-    def submit(self, message: RobotMessage) -> bool:
-        """Queue a message for the next batch; False when the backlog is full (refuse it)."""
+    def submit(self, robot_id: str, received_at: float, payload: bytes) -> bool:
+        """Queue a publish frame for the next batch; False when the backlog is full."""
         pending = self._pending
-        key = (message.robot_id, message.boot_id, message.seq)
-        if key not in pending:
-            if len(pending) >= self._max_pending:
-                return False
-            pending[key] = message
-        self._wakeup.set()
+        if len(pending) >= self._max_pending:
+            return False
+        pending.append((robot_id, received_at, payload))
+        if len(pending) == 1:
+            self._wakeup.set()
         return True
 
     def submit_presence(self, change: PresenceChange) -> None:
@@ -77,58 +68,47 @@ class CommitBatcher:
         self._presence.append(change)
         self._wakeup.set()
 
-    def _take(self) -> tuple[list[RobotMessage], list[PresenceChange]]:
-        pending = self._pending
-        if len(pending) <= self._max_batch:
-            messages = list(pending.values())
-            self._pending = {}
+    def _take(self) -> tuple[list[RawFrame], list[PresenceChange]]:
+        frames = self._pending
+        if len(frames) <= self._max_batch:
+            self._pending = []
         else:
-            keys = list(islice(pending, self._max_batch))
-            messages = [pending.pop(k) for k in keys]
+            frames, self._pending = frames[:self._max_batch], frames[self._max_batch:]
         presence, self._presence = self._presence, []
-        return messages, presence
+        return frames, presence
 
-    def _put_back(self, messages: Sequence[RobotMessage],
-                  presence: Sequence[PresenceChange]) -> None:
-        merged = {(m.robot_id, m.boot_id, m.seq): m for m in messages}
-        for key, m in self._pending.items():
-            merged.setdefault(key, m)
-        self._pending = merged
-        self._presence = [*presence, *self._presence]
+    def _put_back(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange]) -> None:
+        self._pending[:0] = frames
+        self._presence[:0] = presence
 
-    def _commit(self, messages: list[RobotMessage], presence: list[PresenceChange]
-                ) -> BatchResult:
-        started = time.perf_counter()
-        result = self._store.commit_batch(messages, presence, now=self._now())
-        self._metrics.commit_seconds.observe(time.perf_counter() - started)
-        return result
-
-    async def commit_once(self) -> BatchResult | None:
+    async def commit_once(self) -> CommitOutcome | None:
         """Commit what is queued now (one batch); None when nothing was committed."""
-        messages, presence = self._take()
-        if not messages and not presence:
+        frames, presence = self._take()
+        if not frames and not presence:
             return None
-        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
-            result = await loop.run_in_executor(self._executor, self._commit, messages, presence)
+            outcome = await self._committer.commit(frames, presence, self._now(),
+                                                   self._want_update())
         except StoreUnavailable as exc:
-            self._put_back(messages, presence)
+            self._put_back(frames, presence)
             self._metrics.commit_failures.inc()
-            log.warning('commit of %d messages failed, will retry: %s', len(messages), exc)
+            log.warning('commit of %d frames failed, will retry: %s', len(frames), exc)
             return None
         except Exception:
             # Also retried: dropping a batch would lose unacknowledged messages for good.
-            self._put_back(messages, presence)
+            self._put_back(frames, presence)
             self._metrics.commit_failures.inc()
-            log.exception('commit of %d messages failed unexpectedly, will retry',
-                          len(messages))
+            log.exception('commit of %d frames failed unexpectedly, will retry', len(frames))
             return None
+        metrics = self._metrics
+        metrics.commit_seconds.observe(time.perf_counter() - started)
         self.committed_batches += 1
-        self._metrics.batch_size.observe(len(messages))
-        self._metrics.messages_committed.inc(len(result.acknowledged))
-        self._metrics.duplicates.inc(result.duplicates)
-        self._on_committed(result)
-        return result
+        metrics.batch_size.observe(len(frames))
+        metrics.messages_committed.inc(outcome.acknowledged)
+        metrics.duplicates.inc(outcome.duplicates)
+        self._on_committed(outcome)
+        return outcome
 
     async def run(self) -> None:
         """Commit batches until cancelled, at most one commit start per interval."""

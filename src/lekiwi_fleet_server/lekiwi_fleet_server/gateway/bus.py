@@ -1,24 +1,22 @@
-"""In-process update bus: committed changes → aggregated updates for dashboard subscribers.
+"""In-process update bus: committed batches → aggregated updates for dashboard subscribers.
 
-`UpdateBus` is the seam: a broker-backed bus (NATS, say) implements the same three methods.
-The in-process one coalesces per robot (only the newest row of a robot within a flush window is
-sent), encodes each update once and hands the same text to every subscriber, so the cost of a
-heartbeat does not grow with the number of dashboards.
+`UpdateBus` is the seam: a broker-backed bus (NATS, say) implements the same methods. An update
+is the aggregate of one committed batch (every robot row the batch changed, once, and the events
+it appended), encoded once by the writer; the bus hands the same text to every subscriber as
+soon as the batch commits, so a dashboard sees a change about when its robot sees the ack, and
+the cost of a heartbeat does not grow with the number of dashboards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
 
-from lekiwi_fleet_server.store.interface import BatchResult, RecordedEvent, RobotSummary
-
-log = logging.getLogger(__name__)
+from lekiwi_fleet_server.store.interface import RecordedEvent, RobotSummary
 
 
 def _default(obj: Any) -> Any:
@@ -79,7 +77,9 @@ class Subscription:
 class UpdateBus(Protocol):
     """What the gateway and the stream endpoint need from a bus."""
 
-    def publish(self, result: BatchResult) -> None: ...
+    def wants_updates(self) -> bool: ...
+
+    def publish(self, update: str) -> None: ...
 
     def subscribe(self) -> Subscription: ...
 
@@ -87,25 +87,20 @@ class UpdateBus(Protocol):
 
 
 class InProcessBus:
-    """Coalesce committed changes per robot and flush them to subscribers periodically."""
+    """Hand each committed batch's encoded update to every subscriber."""
 
-    def __init__(self, flush_interval_s: float, max_queued_updates: int,
-                 now: Callable[[], float]) -> None:
-        self._flush_interval_s = flush_interval_s
+    def __init__(self, max_queued_updates: int) -> None:
         self._max_queued = max_queued_updates
-        self._now = now
-        self._robots: dict[str, RobotSummary] = {}
-        self._events: list[RecordedEvent] = []
         self._subscribers: set[Subscription] = set()
 
-    def publish(self, result: BatchResult) -> None:
-        """Take a committed batch's changes; they go out at the next flush."""
-        if not self._subscribers:
-            return  # nobody listens: keep no backlog
-        robots = self._robots
-        for row in result.changed_robots:
-            robots[row.robot_id] = row
-        self._events.extend(result.new_events)
+    def wants_updates(self) -> bool:
+        """Tell whether anybody listens (the writer skips building updates otherwise)."""
+        return bool(self._subscribers)
+
+    def publish(self, update: str) -> None:
+        """Offer an encoded update to every subscriber (a lagging one is dropped)."""
+        for sub in list(self._subscribers):
+            sub.offer(update)
 
     def subscribe(self) -> Subscription:
         """Open a subscription to future updates."""
@@ -116,28 +111,6 @@ class InProcessBus:
     def subscriber_count(self) -> int:
         """Return how many subscribers are attached."""
         return len(self._subscribers)
-
-    def flush(self) -> int:
-        """Send what accumulated as one update to every subscriber; return robots sent."""
-        if not self._robots and not self._events:
-            return 0
-        robots, events = list(self._robots.values()), self._events
-        self._robots, self._events = {}, []
-        if not self._subscribers:
-            return 0
-        update = encode_update('update', self._now(), robots, events)
-        for sub in list(self._subscribers):
-            sub.offer(update)
-        return len(robots)
-
-    async def run(self) -> None:
-        """Flush every interval until cancelled."""
-        while True:
-            await asyncio.sleep(self._flush_interval_s)
-            try:
-                self.flush()
-            except Exception:  # a bad row must not end the dashboard feed for good
-                log.exception('update bus flush failed')
 
     def close(self) -> None:
         """Close every subscription."""

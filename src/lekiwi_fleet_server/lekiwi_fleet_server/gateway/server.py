@@ -1,8 +1,9 @@
 """The robot gateway: a picows WebSocket server on the API's event loop.
 
 It owns the sessions, presence, the commit batcher and command dispatch. Store calls never run
-on the loop: commits go through one writer thread (the batcher), token look-ups through a small
-reader pool. Acks go out only from `_on_committed`, that is after the batch's transaction.
+on the loop: publish frames go undecoded to the batcher, whose committer decodes and commits
+them in the single writer (a thread of this process, or the writer process); token look-ups go
+through a small reader pool. Acks go out only from `_on_committed`, after the transaction.
 """
 
 from __future__ import annotations
@@ -11,34 +12,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 from picows import ws_create_server
 
 from lekiwi_fleet_server.domain.presence import PresenceTracker
-from lekiwi_fleet_server.domain.protocol import (
-    CommandResponse,
-    ErrorCode,
-    ProtocolError,
-    ack_frame,
-    compress_ranges,
-)
+from lekiwi_fleet_server.domain.protocol import CommandResponse, ErrorCode, ProtocolError
 from lekiwi_fleet_server.domain.tokens import generate_token, hash_token, token_matches
 from lekiwi_fleet_server.gateway.batcher import CommitBatcher
 from lekiwi_fleet_server.gateway.bus import UpdateBus
 from lekiwi_fleet_server.gateway.commands import CommandDispatcher
+from lekiwi_fleet_server.gateway.commit_worker import (
+    CommitOutcome,
+    Committer,
+    ThreadCommitter,
+    refusal_error,
+)
 from lekiwi_fleet_server.gateway.session import RobotSession
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
-from lekiwi_fleet_server.store.interface import (
-    BatchResult,
-    FleetStore,
-    PresenceChange,
-    RobotMessage,
-)
+from lekiwi_fleet_server.store.interface import FleetStore, PresenceChange
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +48,8 @@ class RobotGateway:
     """Accept robots, authenticate them, validate and batch their messages, ack after commit."""
 
     def __init__(self, settings: Settings, store: FleetStore, bus: UpdateBus,
-                 metrics: FleetMetrics, *, now: Callable[[], float] = time.time) -> None:
+                 metrics: FleetMetrics, *, committer: Committer | None = None,
+                 now: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self._store = store
         self._bus = bus
@@ -64,15 +59,18 @@ class RobotGateway:
         self.presence = PresenceTracker(settings.presence_timeout_s, settings.ping_interval_s)
         self._sessions: dict[str, RobotSession] = {}
         self._open: set[RobotSession] = set()
+        # Without a committer (the writer process), commits run in one thread of this process.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix='fleet-writer')
+        self._committer = committer or ThreadCommitter(store, self._writer)
         self._readers = ThreadPoolExecutor(4, thread_name_prefix='fleet-auth')
         self.batcher = CommitBatcher(
-            store, self._writer, interval_s=settings.commit_interval_ms / 1000.0,
+            self._committer, interval_s=settings.commit_interval_ms / 1000.0,
             max_batch=settings.max_batch_messages, max_pending=settings.max_pending_messages,
             retry_s=settings.store_retry_s, on_committed=self._on_committed, metrics=metrics,
-            now=now)
+            want_update=bus.wants_updates, now=now)
         metrics.track_queue_depth(lambda: self.batcher.pending)
         self._refused = {code: metrics.frames_refused.labels(code.value) for code in ErrorCode}
+        self._received = metrics.messages_received
         # Unknown robots are checked against a random hash so that they take as long as known.
         self._decoy_hash = hash_token(generate_token())
         self._server: asyncio.Server | None = None
@@ -83,8 +81,7 @@ class RobotGateway:
     async def start(self) -> None:
         """Mark every robot offline (nobody is connected yet), then listen and run."""
         loop = self._loop = asyncio.get_running_loop()
-        marked = await loop.run_in_executor(
-            self._writer, partial(self._store.mark_all_offline, now=self._now()))
+        marked = await self._committer.mark_all_offline(self._now())
         log.info('gateway start: %d robots marked offline', marked)
         hard_limit = max(self.settings.max_frame_bytes * _HARD_FRAME_FACTOR, _HARD_FRAME_MIN)
         self._server = await ws_create_server(
@@ -174,10 +171,10 @@ class RobotGateway:
         """Note life from a robot (any frame or pong)."""
         self.presence.heard(robot_id, self._now())
 
-    def submit(self, message: RobotMessage) -> bool:
-        """Queue a validated message for commit; False when the backlog is full."""
-        if self.batcher.submit(message):
-            self._metrics.messages_received.inc()
+    def submit(self, robot_id: str, payload: bytes) -> bool:
+        """Queue a publish frame for commit; False when the backlog is full."""
+        if self.batcher.submit(robot_id, self._now(), payload):
+            self._received.inc()
             return True
         return False
 
@@ -197,24 +194,18 @@ class RobotGateway:
             raise ProtocolError(ErrorCode.AUTH_FAILED, 'robot token revoked', 'auth')
 
     # -- after commit -------------------------------------------------------------------------
-    def _on_committed(self, result: BatchResult) -> None:
-        by_boot: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
-        for key in result.acknowledged:
-            by_boot[(key.robot_id, key.boot_id)].append(key.seq)
+    def _on_committed(self, outcome: CommitOutcome) -> None:
         sessions = self._sessions
-        for (robot_id, boot_id), seqs in by_boot.items():
+        for robot_id, frame in outcome.acks:
             session = sessions.get(robot_id)
             if session is not None:
-                session.send(ack_frame(boot_id, compress_ranges(seqs)))
-        for rejected in result.rejected:
-            # Valid by the protocol but refused by the store (say a delta whose names and
-            # values differ in length): never acked, so the robot learns why instead.
-            session = sessions.get(rejected.key.robot_id)
+                session.send(frame)
+        for refusal in outcome.refusals:
+            session = sessions.get(refusal[0])
             if session is not None:
-                session.refuse(ProtocolError(
-                    ErrorCode.INVALID_MESSAGE, rejected.reason,
-                    f'{rejected.key.boot_id}:{rejected.key.seq}'))
-        self._bus.publish(result)
+                session.refuse(refusal_error(refusal))
+        if outcome.update is not None:
+            self._bus.publish(outcome.update)
 
     # -- presence -----------------------------------------------------------------------------
     async def _sweep_loop(self) -> None:

@@ -46,10 +46,10 @@ class RunningGateway:
 async def running_gateway(store: Any, **overrides: Any) -> AsyncIterator[RunningGateway]:
     """Start a gateway on 127.0.0.1, port 0, over `store`; stop it afterwards."""
     options: dict[str, Any] = {'gateway_host': '127.0.0.1', 'gateway_port': 0,
-                               'commit_interval_ms': 20, 'bus_flush_ms': 20}
+                               'commit_interval_ms': 20}
     settings = Settings(**(options | overrides))
     metrics = FleetMetrics()
-    bus = InProcessBus(settings.bus_flush_ms / 1000, settings.bus_queue_updates, time.time)
+    bus = InProcessBus(settings.bus_queue_updates)
     gateway = RobotGateway(settings, store, bus, metrics)
     await gateway.start()
     try:

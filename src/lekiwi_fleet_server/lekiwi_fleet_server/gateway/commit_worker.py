@@ -1,0 +1,132 @@
+"""The writer's side of a commit: publish frames in; acks, refusals and an update out.
+
+The gateway's event loop validates each `publish` frame and hands it over as its payload bytes
+(`RawFrame`: robot id, receive time, payload); `CommitWorker.commit` decodes them, commits the
+messages and the batch's presence changes through `FleetStore.commit_batch` in one
+transaction, and returns what the loop has to send: one encoded ack frame per robot and boot,
+the store's refusals, and the encoded dashboard update. It runs wherever the single writer
+runs: in a thread of the server process (`ThreadCommitter`) or in the writer process
+(gateway/writer_process.py), which takes the store's work off the event loop's core. Either way
+nothing is returned, so nothing is acknowledged, unless the transaction committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from lekiwi_fleet_server.domain import protocol
+from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
+from lekiwi_fleet_server.gateway.bus import encode_update
+from lekiwi_fleet_server.store.interface import FleetStore, PresenceChange, RobotMessage
+
+# (robot_id, received_at, payload of a validated publish frame): a tuple, not a dataclass,
+# because thousands a second cross a pipe to the writer process, and tuples of str, float and
+# bytes pickle fastest; the bytes are far cheaper to send and decode than the decoded message.
+RawFrame = tuple[str, float, bytes]
+# (robot_id, error code value, message, frame id): a refused frame to answer with an error.
+Refusal = tuple[str, str, str, str | None]
+
+
+@dataclass(slots=True)
+class CommitOutcome:
+    """What one committed batch asks the gateway to send."""
+
+    acks: list[tuple[str, bytes]] = field(default_factory=list)  # (robot_id, ack frame)
+    refusals: list[Refusal] = field(default_factory=list)
+    update: str | None = None  # the encoded dashboard update, when asked for and non-empty
+    acknowledged: int = 0
+    duplicates: int = 0
+    messages: int = 0  # valid publish frames handed to the store
+
+
+class CommitWorker:
+    """Decode, validate and commit batches of raw publish frames through one store."""
+
+    def __init__(self, store: FleetStore) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> FleetStore:
+        """The store commits go through."""
+        return self._store
+
+    def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
+               now: float, want_update: bool) -> CommitOutcome:
+        """Commit a batch; raise the store's error (nothing acknowledged) when it fails."""
+        outcome = CommitOutcome()
+        messages: list[RobotMessage] = []
+        loads = orjson.loads
+        for robot_id, received_at, payload in frames:
+            try:
+                frame = loads(payload)
+                messages.append(RobotMessage(robot_id, frame['boot_id'], frame['seq'],
+                                             frame['topic'], frame['msg'], received_at))
+            except (ValueError, KeyError, TypeError) as exc:
+                # The gateway validated the frame: only a bug (or a corrupted pipe) gets here.
+                outcome.refusals.append((robot_id, ErrorCode.SERVER_ERROR.value,
+                                         f'undecodable frame: {exc!r}', None))
+        outcome.messages = len(messages)
+        if not messages and not presence:
+            return outcome
+        result = self._store.commit_batch(messages, presence, now=now)
+        by_boot: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+        for key in result.acknowledged:
+            by_boot[(key.robot_id, key.boot_id)].append(key.seq)
+        ack = protocol.ack_frame_of
+        outcome.acks = [(robot_id, ack(boot_id, seqs)) for (robot_id, boot_id), seqs
+                        in by_boot.items()]
+        for rejected in result.rejected:
+            # Valid by the protocol but refused by the store (say a delta whose names and
+            # values differ in length): never acked, so the robot learns why instead.
+            key = rejected.key
+            outcome.refusals.append((key.robot_id, ErrorCode.INVALID_MESSAGE.value,
+                                     rejected.reason, f'{key.boot_id}:{key.seq}'))
+        outcome.acknowledged = len(result.acknowledged)
+        outcome.duplicates = result.duplicates
+        if want_update and (result.changed_robots or result.new_events):
+            outcome.update = encode_update('update', now, list(result.changed_robots),
+                                           list(result.new_events))
+        return outcome
+
+
+def refusal_error(refusal: Refusal) -> ProtocolError:
+    """Return the protocol error of a refusal."""
+    _robot_id, code, message, frame_id = refusal
+    return ProtocolError(ErrorCode(code), message, frame_id)
+
+
+class Committer(Protocol):
+    """Where the gateway's batches are committed: a writer thread or the writer process."""
+
+    async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
+                     now: float, want_update: bool) -> CommitOutcome: ...
+
+    async def mark_all_offline(self, now: float) -> int: ...
+
+
+class ThreadCommitter:
+    """Commit in one writer thread of this process (the store sees a single writer)."""
+
+    def __init__(self, store: FleetStore, executor: Executor) -> None:
+        self._worker = CommitWorker(store)
+        self._executor = executor
+
+    async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
+                     now: float, want_update: bool) -> CommitOutcome:
+        """Run `CommitWorker.commit` in the writer thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._worker.commit, frames, presence, now, want_update)
+
+    async def mark_all_offline(self, now: float) -> int:
+        """Record every robot shown online as offline (at gateway start)."""
+        store = self._worker.store
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: store.mark_all_offline(now=now))
+

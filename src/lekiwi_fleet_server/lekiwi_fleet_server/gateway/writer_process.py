@@ -1,0 +1,345 @@
+"""The store's single writer in its own process, so that ingest uses a second core.
+
+The server process runs the event loop (robot and dashboard sockets, the API); this child runs
+every write of the store: `CommitWorker.commit` (decoding, validating and committing the raw
+publish frames of a batch, building acks and the dashboard update) and the admin writes
+(enrol, revoke, operators, marking robots offline). Reads stay in the server process on their
+own connections. Requests are served one at a time, in order, so the store still has exactly
+one writer and its memory matches what the database committed.
+
+Wire format over the child's stdin and stdout: frames of an 8-byte big-endian length and a
+pickle; a request is `(id, method, args, kwargs)`, a response `(id, ok, value or exception)`.
+The first request carries the settings; the child answers it once its store is open. The
+child dies with its parent (PR_SET_PDEATHSIG) and exits at end of input; if it dies, calls in
+flight fail with StoreUnavailable (the batcher retries them) and a new child is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import itertools
+import logging
+import os
+import pickle
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, InvalidStateError
+from pathlib import Path
+from typing import IO, Any
+
+from lekiwi_fleet_server.gateway.commit_worker import CommitOutcome, CommitWorker, RawFrame
+from lekiwi_fleet_server.settings import Settings
+from lekiwi_fleet_server.store.interface import PresenceChange, StoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct('>Q')
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_PR_SET_PDEATHSIG = 1
+# What the server process may ask of the writer: the store's writes, and commits of frames.
+WRITER_METHODS = frozenset({
+    'commit_frames', 'commit_batch', 'enrol_robot', 'revoke_robot', 'create_operator',
+    'mark_all_offline', 'maintain', 'ping',
+})
+
+
+def write_frame(out: IO[bytes], obj: object) -> None:
+    """Write one length-prefixed pickle to a buffered stream and flush."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_HEADER.pack(len(data)))
+    out.write(data)
+    out.flush()
+
+
+def read_frame(inp: IO[bytes]) -> Any:
+    """Read one length-prefixed pickle from a buffered stream; raise EOFError at its end."""
+    header = inp.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError('writer pipe closed')
+    size = _HEADER.unpack(header)[0]
+    data = inp.read(size)
+    if len(data) < size:
+        raise EOFError('writer pipe closed mid-frame')
+    return pickle.loads(data)
+
+
+def _picklable(exc: BaseException) -> BaseException:
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        return StoreError(f'{type(exc).__name__}: {exc}')
+    return exc
+
+
+# -- the child ------------------------------------------------------------------------------
+
+class WriterService:
+    """The child's request handler: the store and the commit worker over it."""
+
+    def __init__(self, worker: CommitWorker) -> None:
+        self._worker = worker
+
+    def handle(self, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """Run one request; raise StoreError for a method the writer does not offer."""
+        if method not in WRITER_METHODS:
+            raise StoreError(f'the writer process has no method {method!r}')
+        if method == 'commit_frames':
+            return self._worker.commit(*args, **kwargs)
+        return getattr(self._worker.store, method)(*args, **kwargs)
+
+
+def serve(inp: IO[bytes], out: IO[bytes], service: WriterService) -> None:
+    """Answer requests until end of input."""
+    while True:
+        try:
+            request_id, method, args, kwargs = read_frame(inp)
+        except EOFError:
+            return
+        try:
+            response = (request_id, True, service.handle(method, args, kwargs))
+        except Exception as exc:
+            if not isinstance(exc, StoreError):
+                log.exception('writer: %s failed', method)
+            response = (request_id, False, _picklable(exc))
+        write_frame(out, response)
+
+
+def _die_with_parent() -> None:
+    # A SIGKILLed server must not leave a writer committing behind a new one.
+    if sys.platform.startswith('linux'):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def child_main() -> int:  # pragma: no cover - runs only as the child (run_writer is tested)
+    """Run the writer process (`python -m lekiwi_fleet_server.gateway.writer_process`)."""
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        return 1
+    # The protocol owns the original stdout; anything printed goes to stderr instead.
+    out = os.fdopen(os.dup(1), 'wb')
+    os.dup2(2, 1)
+    inp = os.fdopen(os.dup(0), 'rb')
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    return run_writer(inp, out)
+
+
+def run_writer(inp: IO[bytes], out: IO[bytes]) -> int:
+    """Read the settings, open the store, answer requests until end of input; exit status."""
+    request_id, _method, (settings_json,), _kwargs = read_frame(inp)
+    settings = Settings.model_validate_json(settings_json)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format='%(asctime)s %(levelname)s %(name)s[writer]: %(message)s')
+    from lekiwi_fleet_server.store.factory import open_store  # the SQL stack loads here
+
+    try:
+        store = open_store(settings)
+    except Exception as exc:
+        write_frame(out, (request_id, False, _picklable(exc)))
+        return 1
+    # As in the server process (cli.tune_runtime): the robots' states, loaded now, leave the
+    # collector's view, and collections run rarely.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    write_frame(out, (request_id, True, os.getpid()))
+    try:
+        serve(inp, out, WriterService(CommitWorker(store)))
+    finally:
+        store.close()
+    return 0
+
+
+# -- the parent ------------------------------------------------------------------------------
+
+class WriterProcess:
+    """The server's handle on its writer process: start it, call it, restart it, stop it."""
+
+    def __init__(self, settings: Settings, *, restart_delay_s: float = 1.0) -> None:
+        self._settings_json = settings.model_dump_json()
+        self._restart_delay_s = restart_delay_s
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # guards _pending and _proc swaps
+        self._pending: dict[int, Future[Any]] = {}
+        self._outbox: queue.SimpleQueue[tuple[int, str, tuple[Any, ...], dict[str, Any]] | None]
+        self._outbox = queue.SimpleQueue()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._closing = False
+        self.restarts = 0
+        self._reader: threading.Thread | None = None
+        self._sender: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """Return the pid of the running writer, None while there is none."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def start(self) -> None:
+        """Start the writer and wait until its store is open (raise what opening raised)."""
+        self._spawn()
+        self._sender = threading.Thread(target=self._send_loop, name='fleet-writer-send',
+                                        daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name='fleet-writer-read',
+                                        daemon=True)
+        self._sender.start()
+        self._reader.start()
+
+    def _spawn(self) -> None:
+        # The child must run this very code, wherever it was imported from (a source tree
+        # shadowing an installed copy, say): its package directory goes first on the path.
+        env = dict(os.environ)
+        env['PYTHONPATH'] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get('PYTHONPATH'))
+                                            if p)
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'lekiwi_fleet_server.gateway.writer_process'],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            write_frame(proc.stdin, (0, 'init', (self._settings_json,), {}))
+            _id, ok, value = read_frame(proc.stdout)
+        except (EOFError, OSError) as exc:
+            proc.kill()
+            proc.wait()
+            raise StoreUnavailable(f'the writer process did not start: {exc}') from exc
+        if not ok:
+            proc.wait()
+            raise value
+        self._proc = proc
+        log.info('writer process %d started', proc.pid)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Send a request; the future resolves with its result or its exception."""
+        future: Future[Any] = Future()
+        request_id = next(self._ids)
+        with self._lock:
+            if self._proc is None or self._closing:
+                future.set_exception(StoreUnavailable('the writer process is not running'))
+                return future
+            self._pending[request_id] = future
+        self._outbox.put((request_id, method, args, kwargs))
+        return future
+
+    def call_sync(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call and wait for the result (from a worker thread, never the event loop)."""
+        return self.call(method, *args, **kwargs).result()
+
+    def _send_loop(self) -> None:
+        # Writes happen here, not in callers: a big batch never blocks the event loop on a
+        # full pipe while the writer is busy.
+        while (item := self._outbox.get()) is not None:
+            proc = self._proc
+            if item[0] not in self._pending:
+                continue  # failed already (its writer died): never run it on the next one
+            try:
+                assert proc is not None and proc.stdin is not None
+                write_frame(proc.stdin, item)
+            except (OSError, AssertionError, ValueError):
+                self._fail(item[0], StoreUnavailable('the writer process is gone'))
+
+    def _fail(self, request_id: int, exc: BaseException) -> None:
+        with self._lock:
+            future = self._pending.pop(request_id, None)
+        if future is not None:
+            _resolve(future, False, exc)
+
+    def _read_loop(self) -> None:
+        while True:
+            proc = self._proc
+            assert proc is not None and proc.stdout is not None
+            try:
+                while True:
+                    request_id, ok, value = read_frame(proc.stdout)
+                    with self._lock:
+                        future = self._pending.pop(request_id, None)
+                    if future is not None:
+                        _resolve(future, ok, value)
+            except (EOFError, OSError, pickle.UnpicklingError) as exc:
+                reason = exc
+            code = proc.wait()
+            with self._lock:
+                self._proc = None
+                failed, self._pending = self._pending, {}
+            for future in failed.values():
+                # The outcome of a commit in flight is unknown: the batcher retries it, and
+                # robot_sequences makes the retry idempotent.
+                _resolve(future, False, StoreUnavailable(f'the writer process exited ({code})'))
+            if self._closing:
+                return
+            log.error('writer process %d exited with %s (%s); restarting', proc.pid, code,
+                      reason)
+            while not self._closing:
+                time.sleep(self._restart_delay_s)
+                try:
+                    self._spawn()
+                except Exception as exc:
+                    log.error('writer process restart failed: %s', exc)
+                    continue
+                self.restarts += 1
+                break
+            if self._closing:
+                return
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the writer after the requests already sent; kill it if it does not end."""
+        self._closing = True
+        self._outbox.put(None)
+        if self._sender is not None:
+            self._sender.join(timeout_s)
+        proc = self._proc
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                assert proc.stdin is not None
+                proc.stdin.close()  # end of input: the child finishes and exits
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout_s)
+
+
+def _resolve(future: Future[Any], ok: bool, value: Any) -> None:
+    # A caller may have given up on its future (the gateway cancels its batcher when it
+    # stops): nothing to hand over then, and the reader thread must live on.
+    with contextlib.suppress(InvalidStateError):
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class ProcessCommitter:
+    """Commit through the writer process (the gateway's Committer in the split server)."""
+
+    def __init__(self, process: WriterProcess) -> None:
+        self._process = process
+
+    async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
+                     now: float, want_update: bool) -> CommitOutcome:
+        """Have the writer commit a batch."""
+        result: CommitOutcome = await asyncio.wrap_future(self._process.call(
+            'commit_frames', list(frames), list(presence), now, want_update))
+        return result
+
+    async def mark_all_offline(self, now: float) -> int:
+        """Have the writer record every robot shown online as offline."""
+        marked: int = await asyncio.wrap_future(self._process.call('mark_all_offline',
+                                                                   now=now))
+        return marked
+
+
+if __name__ == '__main__':  # pragma: no cover - the child's entry point
+    sys.exit(child_main())

@@ -1,0 +1,71 @@
+"""The split server (the store's writer in its own process) through the real app."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from api_harness import ADMIN_TOKEN, BOOT, Api, event_frame, robot_connection
+from fastapi.testclient import TestClient
+
+from lekiwi_fleet_server.api.admin import create_operator
+from lekiwi_fleet_server.app import create_app, uses_writer_process
+from lekiwi_fleet_server.settings import Settings
+from lekiwi_fleet_server.store.split_store import SplitStore
+
+
+@pytest.fixture
+def split_api(database_url: str, tmp_path: Path) -> Iterator[Api]:
+    settings = Settings(database_url=database_url, data_dir=tmp_path, gateway_port=0,
+                        bootstrap_admin_token=ADMIN_TOKEN, commit_interval_ms=20,
+                        writer_process=True, log_level='warning')
+    with TestClient(create_app(settings)) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        _viewer, viewer_token = create_operator(services.store, 'watcher', 'viewer',
+                                                now=time.time())
+        yield Api(client, services, {'Authorization': f'Bearer {ADMIN_TOKEN}'},
+                  {'Authorization': f'Bearer {viewer_token}'})
+
+
+def test_ingest_admin_writes_and_reads_through_the_writer_process(split_api: Api) -> None:
+    api = split_api
+    assert isinstance(api.services.store, SplitStore)
+    token = api.enrol('kiwi-split')
+    with api.client.websocket_connect('/api/v1/stream') as dash:
+        dash.send_text(json.dumps({'op': 'auth', 'token': ADMIN_TOKEN}))
+        assert json.loads(dash.receive_text())['type'] == 'snapshot'
+        ws = robot_connection(api, 'kiwi-split', token)
+        for seq in (1, 2, 3):
+            ws.send(json.dumps(event_frame(seq)))
+        acked: set[int] = set()
+        while acked != {1, 2, 3}:
+            reply = json.loads(ws.recv(timeout=5))
+            if reply.get('topic') == 'fleet/ack':
+                acked.update(s for a, b in reply['msg']['ranges'] for s in range(a, b + 1))
+        seen = 0
+        while seen != 3:
+            for row in json.loads(dash.receive_text())['robots']:
+                seen = row['last_seq'] if row['robot_id'] == 'kiwi-split' else seen
+    boots = api.client.get('/api/v1/robots/kiwi-split/sequences', headers=api.viewer).json()
+    assert boots['boots'][0]['boot_id'] == BOOT and boots['boots'][0]['ranges'] == [[1, 3]]
+    assert api.client.get('/readyz').json() == {'status': 'ready'}
+    # Revoking is a write: the writer process does it, the gateway drops the robot.
+    assert api.client.post('/api/v1/robots/kiwi-split/revoke',
+                           headers=api.admin).status_code == 204
+    deadline = time.monotonic() + 5
+    while api.services.gateway.is_connected('kiwi-split'):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert api.services.store.robot_credentials('kiwi-split').revoked  # type: ignore[union-attr]
+    ws.close()
+
+
+def test_only_shareable_databases_get_a_writer_process(tmp_path: Path) -> None:
+    assert uses_writer_process(Settings(data_dir=tmp_path))
+    assert not uses_writer_process(Settings(database_url='sqlite://', data_dir=tmp_path))
+    assert not uses_writer_process(Settings(database_url='sqlite:///:memory:',
+                                            data_dir=tmp_path))
+    assert not uses_writer_process(Settings(data_dir=tmp_path, writer_process=False))

@@ -1,0 +1,102 @@
+"""CommitWorker and ThreadCommitter: frames to messages, acks per boot, refusals, updates."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+
+import orjson
+import pytest
+import robot_frames as rf
+from memory_store import MemoryStore
+
+from lekiwi_fleet_server.domain.protocol import ErrorCode
+from lekiwi_fleet_server.gateway.commit_worker import (
+    CommitWorker,
+    ThreadCommitter,
+    refusal_error,
+)
+from lekiwi_fleet_server.store.interface import PresenceChange
+from lekiwi_fleet_server.store.sql_store import SqlFleetStore
+
+OTHER_BOOT = 'aaaabbbbccccdddd'
+T0 = 1_764_190_000.0
+
+
+def token_hash(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def raw(robot_id: str, seq: int, topic: str = 'fleet/events', **kw: object) -> tuple:
+    return robot_id, T0 + seq, orjson.dumps(rf.publish(topic, seq, **kw))
+
+
+def test_frames_are_committed_in_order_and_acked_per_boot() -> None:
+    store = MemoryStore()
+    outcome = CommitWorker(store).commit(
+        [raw('a', 1), raw('a', 2), raw('b', 1), raw('a', 4), raw('a', 1, boot_id=OTHER_BOOT)],
+        [PresenceChange('a', True, T0, 'connected')], T0 + 5, want_update=False)
+    assert [(k[0], k[2]) for k in store.messages] == [('a', 1), ('a', 2), ('b', 1), ('a', 4),
+                                                      ('a', 1)]
+    assert store.messages[('a', rf.BOOT, 2)].received_at == T0 + 2
+    acks = {(robot, orjson.loads(f)['msg']['boot_id']): orjson.loads(f)['msg']['ranges']
+            for robot, f in outcome.acks}
+    assert acks == {('a', rf.BOOT): [[1, 2], [4, 4]], ('b', rf.BOOT): [[1, 1]],
+                    ('a', OTHER_BOOT): [[1, 1]]}
+    assert (outcome.acknowledged, outcome.messages, outcome.refusals) == (5, 5, [])
+    assert outcome.update is None and store.presence_log[0].robot_id == 'a'
+
+
+def test_an_undecodable_frame_is_refused_and_the_rest_committed() -> None:
+    store = MemoryStore()
+    outcome = CommitWorker(store).commit([('a', T0, b'{not json'), ('a', T0, b'{"op": 1}'),
+                                          raw('a', 3)], [], T0, want_update=False)
+    assert [r[1] for r in outcome.refusals] == [ErrorCode.SERVER_ERROR.value] * 2
+    assert list(store.messages) == [('a', rf.BOOT, 3)]
+    error = refusal_error(outcome.refusals[0])
+    assert error.code is ErrorCode.SERVER_ERROR and error.close_code is None
+
+
+def test_nothing_to_commit_calls_no_store() -> None:
+    store = MemoryStore()
+    outcome = CommitWorker(store).commit([], [], T0, want_update=True)
+    assert store.commits == 0 and outcome.acks == [] and outcome.update is None
+
+
+def test_store_refusals_and_the_dashboard_update(store: SqlFleetStore) -> None:
+    store.enrol_robot('kiwi', token_hash('kiwi'), (), now=T0)
+    worker = CommitWorker(store)
+    bad_delta = {**rf.telemetry(robot_id='kiwi'), 'field_values': [1.0]}
+    outcome = worker.commit([raw('kiwi', 1, 'fleet/heartbeat', msg=rf.heartbeat('kiwi')),
+                             raw('kiwi', 2, 'fleet/telemetry', msg=bad_delta),
+                             raw('ghost', 1)], [], T0 + 1, want_update=True)
+    assert [(r[0], r[1], r[3]) for r in outcome.refusals] == [
+        ('kiwi', 'invalid_message', f'{rf.BOOT}:2'), ('ghost', 'invalid_message', f'{rf.BOOT}:1')]
+    assert 'field_names' in outcome.refusals[0][2] or 'values' in outcome.refusals[0][2]
+    update = orjson.loads(outcome.update)  # type: ignore[arg-type]
+    assert update['type'] == 'update' and update['at'] == T0 + 1
+    assert [(r['robot_id'], r['last_seq']) for r in update['robots']] == [('kiwi', 1)]
+    assert [e['type'] for e in update['events']] == ['RobotVersionChanged']
+    # A duplicate changes nothing: acked, no update to send.
+    again = worker.commit([raw('kiwi', 1, 'fleet/heartbeat', msg=rf.heartbeat('kiwi'))], [],
+                          T0 + 2, want_update=True)
+    assert again.acknowledged == 1 and again.duplicates == 1 and again.update is None
+
+
+@pytest.mark.anyio
+async def test_thread_committer_runs_in_its_executor() -> None:
+    store = MemoryStore()
+    store.online['a'] = True
+    with ThreadPoolExecutor(1, thread_name_prefix='test-writer') as executor:
+        committer = ThreadCommitter(store, executor)
+        outcome = await committer.commit([raw('a', 1)], [], T0, False)
+        assert outcome.acknowledged == 1
+        assert await committer.mark_all_offline(T0) == 1
+        assert not store.online['a']
+        assert asyncio.get_running_loop() is not None
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return 'asyncio'

@@ -1,0 +1,219 @@
+"""The writer process: wire format, request handling, a real child, crash and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import robot_frames as rf
+from memory_store import MemoryStore
+
+from lekiwi_fleet_server.gateway.commit_worker import CommitOutcome, CommitWorker
+from lekiwi_fleet_server.gateway.writer_process import (
+    ProcessCommitter,
+    WriterProcess,
+    WriterService,
+    read_frame,
+    run_writer,
+    serve,
+    write_frame,
+)
+from lekiwi_fleet_server.settings import Settings
+from lekiwi_fleet_server.store.interface import (
+    RobotAlreadyEnrolled,
+    StoreError,
+    StoreUnavailable,
+)
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+TOKEN_HASH = 'ab' * 32
+
+
+def frame(robot_id: str, seq: int) -> tuple[str, float, bytes]:
+    return robot_id, time.time(), orjson.dumps(rf.publish('fleet/events', seq))
+
+
+def test_frames_round_trip_and_end_of_input() -> None:
+    buffer = io.BytesIO()
+    write_frame(buffer, (1, 'ping', (), {}))
+    write_frame(buffer, {'big': b'x' * 100_000})
+    buffer.seek(0)
+    assert read_frame(buffer) == (1, 'ping', (), {})
+    assert read_frame(buffer) == {'big': b'x' * 100_000}
+    with pytest.raises(EOFError):
+        read_frame(buffer)
+    with pytest.raises(EOFError, match='mid-frame'):
+        read_frame(io.BytesIO(buffer.getvalue()[:20]))
+
+
+class Unpicklable(Exception):
+    def __reduce__(self) -> tuple:
+        raise TypeError('no pickling')
+
+
+class FailingStore(MemoryStore):
+    def revoke_robot(self, robot_id: str, *, now: float) -> None:
+        raise StoreError(f'no robot {robot_id}')
+
+    def mark_all_offline(self, *, now: float, reason: str = 'server_restart') -> int:
+        raise Unpicklable('odd')
+
+    def maintain(self, *, now: float) -> None:
+        raise RuntimeError('bug')
+
+
+def test_serve_answers_each_request_in_order() -> None:
+    store = FailingStore()
+    requests = io.BytesIO()
+    for request in [(1, 'commit_frames', ([frame('a', 1), frame('a', 2)], [], 1.0, False), {}),
+                    (2, 'revoke_robot', ('ghost',), {'now': 1.0}),
+                    (3, 'drop_tables', (), {}),
+                    (4, 'mark_all_offline', (), {'now': 1.0}),
+                    (5, 'maintain', (), {'now': 1.0})]:
+        write_frame(requests, request)
+    requests.seek(0)
+    responses = io.BytesIO()
+    serve(requests, responses, WriterService(CommitWorker(store)))
+    responses.seek(0)
+    answers = [read_frame(responses) for _ in range(5)]
+    assert [a[0] for a in answers] == [1, 2, 3, 4, 5]
+    ok, outcome = answers[0][1:]
+    assert ok and isinstance(outcome, CommitOutcome) and outcome.acknowledged == 2
+    assert [k[2] for k in store.messages] == [1, 2]
+    for answer, text in zip(answers[1:], ('no robot ghost', 'no method', 'odd', 'bug'),
+                            strict=True):
+        assert not answer[1] and text in str(answer[2])
+    assert isinstance(answers[3][2], StoreError)  # what could not be pickled, as text
+
+
+def test_run_writer_opens_the_store_serves_and_closes(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, log_level='warning')  # the embedded database
+    requests = io.BytesIO()
+    write_frame(requests, (0, 'init', (settings.model_dump_json(),), {}))
+    write_frame(requests, (1, 'enrol_robot', ('kiwi', TOKEN_HASH, ()), {'now': 1.0}))
+    requests.seek(0)
+    responses = io.BytesIO()
+    assert run_writer(requests, responses) == 0
+    responses.seek(0)
+    assert read_frame(responses) == (0, True, os.getpid())
+    request_id, ok, summary = read_frame(responses)
+    assert (request_id, ok, summary.robot_id) == (1, True, 'kiwi')
+    assert (tmp_path / 'fleet.db').exists()
+
+
+def test_run_writer_reports_a_store_that_does_not_open(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / 'file', log_level='critical')
+    (tmp_path / 'file').write_text('not a directory')
+    requests = io.BytesIO()
+    write_frame(requests, (0, 'init', (settings.model_dump_json(),), {}))
+    requests.seek(0)
+    responses = io.BytesIO()
+    assert run_writer(requests, responses) == 1
+    responses.seek(0)
+    request_id, ok, error = read_frame(responses)
+    assert (request_id, ok) == (0, False) and isinstance(error, Exception)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path, log_level='warning')
+
+
+@pytest.fixture
+def writer(settings: Settings) -> WriterProcess:
+    process = WriterProcess(settings, restart_delay_s=0.05)
+    process.start()
+    yield process
+    process.close()
+
+
+def test_the_child_writes_and_reports_store_errors(writer: WriterProcess) -> None:
+    summary = writer.call_sync('enrol_robot', 'kiwi', TOKEN_HASH, ('lab',), now=1.0)
+    assert summary.robot_id == 'kiwi' and summary.tags == ('lab',)
+    with pytest.raises(RobotAlreadyEnrolled):
+        writer.call_sync('enrol_robot', 'kiwi', TOKEN_HASH, (), now=2.0)
+    with pytest.raises(StoreError, match='no method'):
+        writer.call_sync('close')
+    outcome = writer.call_sync('commit_frames', [frame('kiwi', 1), frame('kiwi', 2)], [],
+                               time.time(), True)
+    assert outcome.acknowledged == 2 and orjson.loads(outcome.acks[0][1])['msg']['ranges'] == [
+        [1, 2]]
+    assert orjson.loads(outcome.update)['events'][0]['type'] == 'RobotEventReported'
+    writer.call_sync('ping')
+
+
+@pytest.mark.anyio
+async def test_a_dead_writer_fails_its_calls_and_is_restarted(writer: WriterProcess) -> None:
+    committer = ProcessCommitter(writer)
+    writer.call_sync('enrol_robot', 'kiwi', TOKEN_HASH, (), now=1.0)
+    first = writer.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    with pytest.raises(StoreUnavailable):
+        for _ in range(100):  # until the reader has noticed the death
+            await committer.commit([frame('kiwi', 1)], [], time.time(), False)
+            await asyncio.sleep(0.01)
+    deadline = time.monotonic() + 30
+    while writer.pid in (None, first):
+        assert time.monotonic() < deadline, 'no new writer'
+        await asyncio.sleep(0.05)
+    assert writer.restarts == 1
+    outcome = await committer.commit([frame('kiwi', 1)], [], time.time(), False)
+    assert outcome.acknowledged == 1
+    assert await committer.mark_all_offline(time.time()) == 0
+
+
+def test_a_writer_that_cannot_open_its_store_says_why(tmp_path: Path) -> None:
+    settings = Settings(database_url='postgresql+psycopg://nobody:x@127.0.0.1:1/none',
+                        data_dir=tmp_path, log_level='critical')
+    with pytest.raises(StoreUnavailable):
+        WriterProcess(settings).start()
+    closed = WriterProcess(settings)
+    with pytest.raises(StoreUnavailable, match='not running'):
+        closed.call_sync('ping')
+
+
+def test_the_writer_dies_with_its_parent(settings: Settings) -> None:
+    script = ('import sys, time\n'
+              'from lekiwi_fleet_server.gateway.writer_process import WriterProcess\n'
+              'from lekiwi_fleet_server.settings import Settings\n'
+              'w = WriterProcess(Settings.model_validate_json(sys.argv[1]))\n'
+              'w.start()\n'
+              'print(w.pid, flush=True)\n'
+              'time.sleep(60)\n')
+    env = dict(os.environ, PYTHONPATH=f'{PACKAGE_ROOT}{os.pathsep}'
+                                      f'{os.environ.get("PYTHONPATH", "")}')
+    parent = subprocess.Popen([sys.executable, '-c', script, settings.model_dump_json()],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        child = int(parent.stdout.readline())  # type: ignore[union-attr]
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(child):
+            assert time.monotonic() < deadline, 'the writer outlived its parent'
+            time.sleep(0.05)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            return stat.read().split()[2] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return 'asyncio'
