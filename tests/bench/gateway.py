@@ -124,6 +124,17 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
+def wait_for_writer(server: psutil.Process, timeout_s: float = 60.0) -> list[psutil.Process]:
+    """Return the server's writer process (none when it runs the writer in a thread)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        children = server.children()
+        if children or os.environ.get('LEKIWI_WRITER_PROCESS', 'true').lower() in ('0', 'false'):
+            return children
+        time.sleep(0.1)
+    return []
+
+
 def scrape(api: str, name: str) -> float | None:
     import urllib.request
     with urllib.request.urlopen(f'{api}/metrics', timeout=10) as response:
@@ -154,6 +165,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                 raise RuntimeError(f'server did not start: {line!r}')
             api, gateway = match.group(1), match.group(2)
             proc = psutil.Process(server.pid)
+            writers = wait_for_writer(proc)
             load = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name('gateway_load.py')),
                  '--gateway-url', gateway, '--stream-url',
@@ -171,15 +183,19 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                 time.sleep(0.5)
             time.sleep(args.warmup)
             cpu0, pg0, load0 = proc.cpu_times(), postgres_cpu_seconds(), load_proc.cpu_times()
+            writer0 = [w.cpu_times() for w in writers]
             rows0 = db.rows_written()
             committed0 = scrape(api, 'lekiwi_gateway_messages_committed_total') or 0
             w0 = time.monotonic()
             rss_peak = 0
+            writer_rss_peak = 0
             while time.monotonic() - w0 < args.duration * 0.9 and load.poll() is None:
                 rss_peak = max(rss_peak, proc.memory_info().rss)
+                writer_rss_peak = max(writer_rss_peak, sum(w.memory_info().rss for w in writers))
                 time.sleep(0.5)
             wall = time.monotonic() - w0
             cpu1, pg1 = proc.cpu_times(), postgres_cpu_seconds()
+            writer1 = [w.cpu_times() for w in writers]
             load1 = load_proc.cpu_times() if load.poll() is None else load0
             rows1 = db.rows_written()
             committed1 = scrape(api, 'lekiwi_gateway_messages_committed_total') or 0
@@ -192,12 +208,17 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
-        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
+        gateway_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
+        writer_cpu = sum(b.user + b.system - a.user - a.system
+                         for a, b in zip(writer0, writer1, strict=True)) / wall * 100
         result.update({
             'enrol_s': round(enrol_s, 1),
             'server_connections': connections,
-            'cpu_percent': round(cpu, 1),
-            'rss_mb': round(rss_peak / 2**20, 1),
+            # The server is the gateway process and its writer process together.
+            'cpu_percent': round(gateway_cpu + writer_cpu, 1),
+            'gateway_cpu_percent': round(gateway_cpu, 1),
+            'writer_cpu_percent': round(writer_cpu, 1),
+            'rss_mb': round((rss_peak + writer_rss_peak) / 2**20, 1),
             'postgres_cpu_percent': round(cpu_delta(pg0, pg1) / wall * 100, 1),
             'load_cpu_percent': round((load1.user + load1.system - load0.user - load0.system)
                                       / wall * 100, 1),
@@ -237,7 +258,8 @@ def main() -> int:
               f'max={fmt(r["max_commit_ms"])}ms (n={r["commit_samples"]}) '
               f'dashboard p50={fmt(r["p50_dashboard_ms"])}ms '
               f'p99={fmt(r["p99_dashboard_ms"])}ms (n={r["dashboard_samples"]}) '
-              f'server cpu={r["cpu_percent"]}% rss={r["rss_mb"]}MB '
+              f'server cpu={r["cpu_percent"]}% (gateway {r["gateway_cpu_percent"]}% '
+              f'writer {r["writer_cpu_percent"]}%) rss={r["rss_mb"]}MB '
               f'postgres cpu={r["postgres_cpu_percent"]}% load cpu={r["load_cpu_percent"]}% '
               f'rows/s={r["rows_per_s"]} messages/s={r["messages_per_s"]} '
               f'errors={r["errors"]} disconnects={r["disconnects"]}', flush=True)
