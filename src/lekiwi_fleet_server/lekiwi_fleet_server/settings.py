@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lekiwi_fleet_server.domain.presence import IDLE_INTERVALS
+
 
 class Settings(BaseSettings):
     """Everything the fleet server can be told; build it in main(), never at import."""
@@ -20,8 +22,11 @@ class Settings(BaseSettings):
 
     migrate_on_start: bool = Field(True, description='Apply database migrations at start')
     writer_process: bool = Field(
-        True, description="Run the store's writer (decoding, validating and committing robot "
-                          'frames, admin writes) in a process of its own, on a second core')
+        True, description="Run the store's writer (committing robot frames, admin writes) in "
+                          'a process of its own, on a second core')
+    writer_priority: int = Field(5, ge=0, le=19,
+                                 description='Nice steps the writer process gains over the '
+                                             'server (best effort: needs CAP_SYS_NICE)')
 
     api_host: str = '127.0.0.1'
     api_port: int = Field(8080, ge=0, le=65535)
@@ -51,8 +56,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode='after')
     def _check(self) -> Settings:
-        if self.presence_timeout_s <= self.ping_interval_s:
-            raise ValueError('presence_timeout_s must be longer than ping_interval_s')
+        if self.presence_timeout_s <= IDLE_INTERVALS * self.ping_interval_s:
+            # A robot is pinged once idle for 1.5 intervals: it must be pinged before it is
+            # declared silent, or a robot that only answers pings would be dropped.
+            raise ValueError(f'presence_timeout_s must be longer than {IDLE_INTERVALS} x '
+                             'ping_interval_s')
         return self
 
     @property

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 from lekiwi_fleet_server.store.interface import PresenceChange
 
+# A robot silent for this many ping intervals is pinged (see PresenceTracker.sweep).
+IDLE_INTERVALS = 1.5
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -82,12 +85,15 @@ class PresenceTracker:
         to_ping: list[Hashable] = []
         silent: list[tuple[str, Hashable]] = []
         timeout, interval = self._timeout_s, self._ping_interval_s
+        idle = interval * IDLE_INTERVALS
         for robot_id, entry in self._online.items():
             if now - entry.last_heard >= timeout:
                 silent.append((robot_id, entry.conn))
-            elif now - entry.last_heard >= interval and now - entry.last_ping >= interval:
+            elif now - entry.last_heard >= idle and now - entry.last_ping >= interval:
                 # Ping only when idle: a frame received within the interval already proves
                 # the link alive, and 10,000 pings a second would cost the loop real time.
+                # Idle means silent for an interval and a half, so a robot that sends once an
+                # interval (its heartbeat) is never pinged, however its phase falls.
                 entry.last_ping = now
                 to_ping.append(entry.conn)
         changes = []

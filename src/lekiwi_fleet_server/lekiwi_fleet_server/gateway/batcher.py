@@ -107,7 +107,9 @@ class CommitBatcher:
         metrics.batch_size.observe(len(frames))
         metrics.messages_committed.inc(outcome.acknowledged)
         metrics.duplicates.inc(outcome.duplicates)
-        self._on_committed(outcome)
+        # Acks go out from the next turn of the loop: `run` first hands the writer its next
+        # batch, so the writer never idles while thousands of acks are written to sockets.
+        asyncio.get_running_loop().call_soon(self._on_committed, outcome)
         return outcome
 
     async def run(self) -> None:

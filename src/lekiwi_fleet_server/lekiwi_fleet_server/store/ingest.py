@@ -25,7 +25,7 @@ from lekiwi_fleet_server.domain.robot_state import (
 )
 from lekiwi_fleet_server.domain.seq_ranges import SeqRanges, TooManyRanges
 from lekiwi_fleet_server.domain.telemetry_codec import TelemetryState
-from lekiwi_fleet_server.store import event_store, projections, sequences, snapshots, telemetry
+from lekiwi_fleet_server.store import event_store, hot_writes, projections, snapshots, telemetry
 from lekiwi_fleet_server.store.config import StoreConfig
 from lekiwi_fleet_server.store.event_store import NewEvent, StreamAppend
 from lekiwi_fleet_server.store.interface import (
@@ -36,7 +36,7 @@ from lekiwi_fleet_server.store.interface import (
     RobotMessage,
 )
 from lekiwi_fleet_server.store.sequences import BootRecord, Pair
-from lekiwi_fleet_server.store.upsert import update_rows, upsert
+from lekiwi_fleet_server.store.upsert import upsert
 
 # Topics whose messages are events: the events table's unique message keys guard them too.
 EVENT_TOPICS = frozenset({topics.EVENTS, topics.DEPLOYMENT_STATUS})
@@ -298,16 +298,13 @@ def write_batch(conn: Connection, plan: BatchPlan, history: telemetry.TelemetryH
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in plan.current_updates:
         shapes.setdefault(tuple(row), []).append(row)
-    for rows in shapes.values():
-        if update_rows(conn, robot_current, rows, 'robot_id') < len(rows):
-            # A robot without a robot_current row (none is made outside enrol_robot, but the
-            # store must not lose a heartbeat over it): write whole rows instead.
-            upsert(conn, robot_current, [current_row(r['robot_id'],
-                                                     plan.states[r['robot_id']].current)
-                                         for r in rows], keys=['robot_id'])
-    sequences.write(conn, plan.sequences, now=now)
-    if plan.telemetry_rows:
-        history.insert(conn, plan.telemetry_rows, now)
+    short = hot_writes.write(conn, list(shapes.values()), plan.sequences, plan.telemetry_rows,
+                             history, now)
+    for rows in short:
+        # A robot without a robot_current row (none is made outside enrol_robot, but the
+        # store must not lose a heartbeat over it): write whole rows instead.
+        upsert(conn, robot_current, [current_row(r['robot_id'], plan.states[r['robot_id']].current)
+                                     for r in rows], keys=['robot_id'])
     return recorded
 
 

@@ -5,15 +5,16 @@ The writer keeps a `BootRecord` (a SeqRanges and when the boot was first seen) f
 query per batch for the pairs it lacks, and updated only after a transaction has committed (the
 plan works on copies). A message whose seq its boot's record holds is a duplicate, whatever its
 topic. A batch writes the pairs that gained numbers with one UPDATE (and one INSERT for boots
-new to the table). The UPDATE expects each row's `received` count to be the one the writer
-loaded: a row another writer moved (a server still finishing its last batch while its
-successor starts) fails the batch with ConcurrencyConflict, and the replanned batch reloads.
+new to the table; see hot_writes.py). The UPDATE expects each row's `received` count to be the
+one the writer loaded: a row another writer moved (a server still finishing its last batch
+while its successor starts) fails the batch with ConcurrencyConflict, and the replanned batch
+reloads.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,37 +103,58 @@ _UPDATE = (sa.update(robot_sequences)
                    updated_at=sa.bindparam('updated_at')))
 
 
-def write(conn: Connection, records: Mapping[Pair, BootRecord], *, now: float) -> None:
-    """Write the rows of `records` (each with first_seen_at set): one UPDATE, one INSERT.
-
-    Raise ConcurrencyConflict when a row is not as this writer last saw it.
-    """
-    new = [{'robot_id': robot_id, 'boot_id': boot_id, 'ranges': record.ranges.to_json(),
-            'received': len(record.ranges), 'first_seen_at': record.first_seen_at,
-            'updated_at': now}
-           for (robot_id, boot_id), record in records.items() if record.stored is None]
-    old = [(pair, record) for pair, record in records.items() if record.stored is not None]
-    if old:
-        if conn.dialect.name == 'postgresql':
-            matched = conn.exec_driver_sql(_PG_UPDATE, {
-                'r': [p[0] for p, _ in old], 'b': [p[1] for p, _ in old],
-                'j': [orjson.dumps(r.ranges.to_json()).decode() for _, r in old],
-                'n': [len(r.ranges) for _, r in old], 'p': [r.stored for _, r in old],
-                't': now}).rowcount
+def split(records: Mapping[Pair, BootRecord]) -> tuple[list[tuple[Pair, BootRecord]],
+                                                       list[dict[str, Any]]]:
+    """Split a batch's records into rows to update (with their record) and rows to insert."""
+    old: list[tuple[Pair, BootRecord]] = []
+    new: list[dict[str, Any]] = []
+    for pair, record in records.items():
+        if record.stored is not None:
+            old.append((pair, record))
         else:
-            matched = conn.execute(_UPDATE, [
-                {'k_robot': robot_id, 'k_boot': boot_id, 'k_stored': record.stored,
-                 'ranges': record.ranges.to_json(), 'received': len(record.ranges),
-                 'updated_at': now} for (robot_id, boot_id), record in old]).rowcount
-        if matched != len(old):
-            raise ConcurrencyConflict(f'robot_sequences: {len(old) - matched} boots were '
-                                      'recorded by another writer meanwhile')
-    if new:
-        try:
-            insert(conn, robot_sequences, new)
-        except IntegrityError as exc:
-            raise ConcurrencyConflict('robot_sequences: another writer recorded a new boot '
-                                      'first') from exc
+            new.append({'robot_id': pair[0], 'boot_id': pair[1],
+                        'ranges': record.ranges.to_json(), 'received': len(record.ranges),
+                        'first_seen_at': record.first_seen_at, 'updated_at': None})
+    return old, new
+
+
+def pg_update(old: Sequence[tuple[Pair, BootRecord]], now: float) -> tuple[str, dict[str, Any]]:
+    """Return the PostgreSQL UPDATE of recorded boots and its parameters."""
+    return _PG_UPDATE, {
+        'r': [p[0] for p, _ in old], 'b': [p[1] for p, _ in old],
+        'j': [orjson.dumps(r.ranges.to_json()).decode() for _, r in old],
+        'n': [len(r.ranges) for _, r in old], 'p': [r.stored for _, r in old], 't': now}
+
+
+def check_updated(matched: int, old: Sequence[tuple[Pair, BootRecord]]) -> None:
+    """Raise ConcurrencyConflict unless the UPDATE matched every recorded boot."""
+    if matched != len(old):
+        raise ConcurrencyConflict(f'robot_sequences: {len(old) - matched} boots were '
+                                  'recorded by another writer meanwhile')
+
+
+def insert_new(conn: Connection, new: list[dict[str, Any]], now: float) -> None:
+    """Insert the rows of boots new to the table; raise ConcurrencyConflict on a conflict."""
+    if not new:
+        return
+    for row in new:
+        row['updated_at'] = now
+    try:
+        insert(conn, robot_sequences, new)
+    except IntegrityError as exc:
+        raise ConcurrencyConflict('robot_sequences: another writer recorded a new boot '
+                                  'first') from exc
+
+
+def run_update(conn: Connection, old: Sequence[tuple[Pair, BootRecord]], now: float) -> int:
+    """Run the UPDATE of recorded boots; return how many rows it matched."""
+    if conn.dialect.name == 'postgresql':
+        matched: int = conn.exec_driver_sql(*pg_update(old, now)).rowcount
+        return matched
+    return conn.execute(_UPDATE, [
+        {'k_robot': robot_id, 'k_boot': boot_id, 'k_stored': record.stored,
+         'ranges': record.ranges.to_json(), 'received': len(record.ranges), 'updated_at': now}
+        for (robot_id, boot_id), record in old]).rowcount
 
 
 def coverage(conn: Connection, robot_id: str) -> dict[str, SequenceCoverage]:

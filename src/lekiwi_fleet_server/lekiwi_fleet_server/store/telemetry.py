@@ -156,10 +156,14 @@ class TelemetryHistory:
 
     def insert(self, conn: Connection, rows: Sequence[dict[str, Any]], now: float) -> int:
         """Insert history rows (duplicates and rows past retention skipped); return how many."""
-        cutoff = self.retention_cutoff_ms(now)
-        kept = [r for r in rows if r['sampled_ms'] >= cutoff]
+        kept = self.kept(rows, now)
         insert_ignore(conn, telemetry, kept)
         return len(kept)
+
+    def kept(self, rows: Sequence[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        """Return the rows within retention (the others are not stored at all)."""
+        cutoff = self.retention_cutoff_ms(now)
+        return [r for r in rows if r['sampled_ms'] >= cutoff]
 
     def range(self, conn: Connection, robot_id: str, start: float, end: float, bucket_s: float,
               fields: Sequence[str] | None) -> list[TelemetryPoint]:

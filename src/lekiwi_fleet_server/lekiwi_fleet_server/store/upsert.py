@@ -84,12 +84,24 @@ def _write(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
     if conn.dialect.name != 'postgresql':
         conn.execute(_sqlite_statement(table, columns, keys), list(rows))
         return
+    conn.exec_driver_sql(*pg_write(table, rows, keys))
+
+
+def pg_write(table: sa.Table, rows: Sequence[Mapping[str, Any]],
+             keys: tuple[str, ...] | None) -> tuple[str, dict[str, list[Any]]]:
+    """Return the PostgreSQL INSERT of `rows` and its parameters (see `_write` for `keys`)."""
+    columns = tuple(rows[0])
     sql, is_json = _pg_statement(table, columns, keys)
+    return sql, _arrays(rows, columns, is_json)
+
+
+def _arrays(rows: Sequence[Mapping[str, Any]], columns: tuple[str, ...],
+            is_json: tuple[bool, ...]) -> dict[str, list[Any]]:
     params: dict[str, list[Any]] = {}
     for i, (column, json_column) in enumerate(zip(columns, is_json, strict=True)):
         values = [row[column] for row in rows]
         params[f'p{i}'] = [_json(v) for v in values] if json_column else values
-    conn.exec_driver_sql(sql, params)
+    return params
 
 
 def upsert(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
@@ -135,9 +147,12 @@ def update_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
     if conn.dialect.name != 'postgresql':
         params = [{**{c: row[c] for c in columns}, 'k_' + key: row[key]} for row in rows]
         return conn.execute(_sqlite_update(table, key, columns), params).rowcount
+    return conn.exec_driver_sql(*pg_update(table, rows, key)).rowcount
+
+
+def pg_update(table: sa.Table, rows: Sequence[Mapping[str, Any]],
+              key: str) -> tuple[str, dict[str, list[Any]]]:
+    """Return the PostgreSQL UPDATE of `rows` (matching on `key`) and its parameters."""
+    columns = tuple(c for c in rows[0] if c != key)
     sql, is_json = _pg_update(table, key, columns)
-    arrays: dict[str, list[Any]] = {}
-    for i, (column, json_column) in enumerate(zip((key, *columns), is_json, strict=True)):
-        values = [row[column] for row in rows]
-        arrays[f'p{i}'] = [_json(v) for v in values] if json_column else values
-    return conn.exec_driver_sql(sql, arrays).rowcount
+    return sql, _arrays(rows, (key, *columns), is_json)

@@ -102,3 +102,11 @@ def test_built_server_serves_api_and_gateway(tmp_path: Path) -> None:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
         sys.setswitchinterval(interval)
+
+
+def test_presence_timeout_must_leave_room_for_a_ping(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # Pinged after 1.5 silent intervals (1.5 s), a robot must not be dropped first (at 1.5 s).
+    monkeypatch.setenv('LEKIWI_PRESENCE_TIMEOUT_S', '1.5')
+    assert main(['migrate']) == 2
+    assert '1.5 x ping_interval_s' in capsys.readouterr().err

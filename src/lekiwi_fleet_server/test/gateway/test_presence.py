@@ -35,9 +35,12 @@ def test_silent_robot_goes_offline_after_timeout_and_idle_one_is_pinged() -> Non
     tracker.connected('chatty', 'c', now=0.0)
     assert tracker.sweep(now=0.5).to_ping == ()
     tracker.heard('chatty', now=1.0)
-    first = tracker.sweep(now=1.2)
+    assert tracker.sweep(now=1.2).to_ping == ()  # silent for 1.2 intervals only: not idle
+    first = tracker.sweep(now=1.6)
     assert first.to_ping == ('q',) and first.silent == ()
-    assert tracker.sweep(now=1.5).to_ping == ()  # pinged 0.3 s ago: not again yet
+    assert tracker.sweep(now=1.9).to_ping == ()  # pinged 0.3 s ago: not again yet
+    # An interval later 'quiet' is pinged again, and 'chatty', silent since 1.0, is idle too.
+    assert tracker.sweep(now=2.6).to_ping == ('q', 'c')
     tracker.heard('chatty', now=2.9)
     tracker.heard('nobody', now=2.9)  # unknown robots are ignored
     late = tracker.sweep(now=3.0)

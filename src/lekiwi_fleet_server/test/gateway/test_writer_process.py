@@ -16,6 +16,7 @@ import pytest
 import robot_frames as rf
 from memory_store import MemoryStore
 
+from lekiwi_fleet_server.gateway import writer_process
 from lekiwi_fleet_server.gateway.commit_worker import CommitOutcome, CommitWorker
 from lekiwi_fleet_server.gateway.writer_process import (
     ProcessCommitter,
@@ -95,7 +96,8 @@ def test_serve_answers_each_request_in_order() -> None:
 
 
 def test_run_writer_opens_the_store_serves_and_closes(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, log_level='warning')  # the embedded database
+    # The embedded database; priority 0: this test runs the writer in the test process.
+    settings = Settings(data_dir=tmp_path, log_level='warning', writer_priority=0)
     requests = io.BytesIO()
     write_frame(requests, (0, 'init', (settings.model_dump_json(),), {}))
     write_frame(requests, (1, 'enrol_robot', ('kiwi', TOKEN_HASH, ()), {'now': 1.0}))
@@ -110,7 +112,7 @@ def test_run_writer_opens_the_store_serves_and_closes(tmp_path: Path) -> None:
 
 
 def test_run_writer_reports_a_store_that_does_not_open(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / 'file', log_level='critical')
+    settings = Settings(data_dir=tmp_path / 'file', log_level='critical', writer_priority=0)
     (tmp_path / 'file').write_text('not a directory')
     requests = io.BytesIO()
     write_frame(requests, (0, 'init', (settings.model_dump_json(),), {}))
@@ -217,3 +219,18 @@ def _alive(pid: int) -> bool:
 @pytest.fixture
 def anyio_backend() -> str:
     return 'asyncio'
+
+
+def test_the_writer_asks_for_priority_and_carries_on_without(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    asked: list[int] = []
+
+    def refuse(increment: int) -> int:
+        asked.append(increment)
+        raise PermissionError('not permitted')
+
+    monkeypatch.setattr(writer_process.os, 'nice', refuse)
+    with caplog.at_level('INFO'):
+        writer_process._raise_priority(5)
+        writer_process._raise_priority(0)
+    assert asked == [-5] and 'CAP_SYS_NICE' in caplog.text
