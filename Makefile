@@ -1,5 +1,5 @@
 # LeKiwi Fleet: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test build lint bench-gateway bench-agent bench-teleop clean
+.PHONY: demo test build lint bench-gateway bench-store bench-agent bench-teleop clean
 
 demo:  ## Fleet server on the embedded database plus one simulated LeKiwi robot
 	scripts/demo.sh
@@ -15,6 +15,9 @@ lint:
 
 bench-gateway:
 	bash -c 'source scripts/env.sh && python tests/bench/gateway.py'
+
+bench-store:
+	bash -c 'source scripts/env.sh && python tests/bench/store_ingest.py'
 
 bench-agent:
 	bash -c 'source scripts/env.sh && python tests/bench/agent_footprint.py'
