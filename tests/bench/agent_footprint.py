@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -343,7 +344,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
 
 
 def measure(
-    sink: Sink, env: dict[str, str], duration: float, warmup: float, with_monitor: bool
+    sink: Sink, env: dict[str, str], duration: float, warmup: float, with_monitor: bool,
+    params: Sequence[str] = (),
 ) -> dict | None:
     """Run the agent under load; return its figures over `duration` after `warmup`."""
     namespace = '/bench' + uuid.uuid4().hex[:8]
@@ -361,7 +363,8 @@ def measure(
          '-p', f'robot_id:={ROBOT_ID}',
          '-p', f'server_url:=ws://127.0.0.1:{sink.proxy_port}/',
          '-p', f'token:={TOKEN}',
-         '-p', f'outbox_path:={workdir / "outbox.sqlite3"}'],
+         '-p', f'outbox_path:={workdir / "outbox.sqlite3"}',
+         *[arg for param in params for arg in ('-p', param)]],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -428,6 +431,8 @@ def main() -> int:
         default=20.0,
         help='measured seconds of a second run without teleop_monitor (0: skip)',
     )
+    parser.add_argument('--param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='an agent parameter to try (repeatable), e.g. input_poll_hz:=5.0')
     args = parser.parse_args()
 
     env = dict(os.environ)
@@ -436,12 +441,15 @@ def main() -> int:
     sink = Sink()
     print(f'agent footprint: {args.duration:g} s measured after {args.warmup:g} s warm-up, '
           f'ROS_DOMAIN_ID={env["ROS_DOMAIN_ID"]}')
-    full = measure(sink, env, args.duration, args.warmup, with_monitor=True)
+    if args.param:
+        print('agent parameters: ' + ' '.join(args.param))
+    full = measure(sink, env, args.duration, args.warmup, with_monitor=True, params=args.param)
     if full is None:
         return 1
     bare = None
     if args.split_duration > 0:
-        bare = measure(sink, env, min(args.split_duration, args.duration), args.warmup, False)
+        bare = measure(sink, env, min(args.split_duration, args.duration), args.warmup, False,
+                       params=args.param)
     stages = run_probe(env)
 
     rollup, elapsed = full['rollup'], full['elapsed']

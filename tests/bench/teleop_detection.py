@@ -181,6 +181,9 @@ def main() -> int:
     parser.add_argument('--viewer-s', type=float, default=10.0,
                         help='CPU sample with an outside camera viewer')
     parser.add_argument('--deadline-s', type=float, default=300.0, help='hard bound on the run')
+    parser.add_argument('--param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='a teleop_monitor parameter to try (repeatable), e.g. '
+                             'input_poll_hz:=5.0')
     args = parser.parse_args()
     if args.trials < 20:
         parser.error('the issue asks for at least 20 trials')
@@ -189,7 +192,10 @@ def main() -> int:
     env = dict(os.environ, PYTHONPATH=f'{AGENT_SRC}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
     monitor = subprocess.Popen(
         [sys.executable, '-m', 'lekiwi_agent_ros.teleop_monitor', '--ros-args',
-         '-r', f'__ns:={namespace}', '--log-level', 'warn'], env=env)
+         '-r', f'__ns:={namespace}', '--log-level', 'warn',
+         *[arg for param in args.param for arg in ('-p', param)]], env=env)
+    if args.param:
+        print('teleop_monitor parameters: ' + ' '.join(args.param))
     baseline = subprocess.Popen([sys.executable, '-c', BASELINE, namespace], env=env)
     started = time.monotonic()
     rclpy.init()

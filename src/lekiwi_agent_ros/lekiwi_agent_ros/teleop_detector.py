@@ -332,6 +332,14 @@ class TeleopDetector:
         )
         return reading, change
 
+    def hold_running(self) -> bool:
+        """Say whether the score has crossed a threshold and waits out its hold.
+
+        While it does, the state flips when the hold ends unless the score crosses back: a
+        caller that evaluates rarely should evaluate more often until then.
+        """
+        return self._crossed_at is not None
+
     def quiescent(self) -> bool:
         """Say whether nothing can change until new input arrives (no evidence, no session)."""
         now = self._now()

@@ -3,9 +3,11 @@
 A thin shell around `TeleopDetector`. It runs inside the one-process agent on the agent's
 executor, so every callback is short and nothing blocks or spawns threads. Each executor
 wake-up costs far more than the detector's arithmetic, so the node keeps them few:
-- by default the joystick and video topics are polled (`input_poll_hz`, 10 Hz): their messages
+- by default the joystick and video topics are polled (`input_poll_hz`, 5 Hz): their messages
   wait in the DDS readers and one timer takes them all, then evaluates (see polled_input.py;
   this costs a third of a callback per message and adds at most one poll period to detection);
+  while a hold runs (the score has crossed a threshold and a session is about to start or end)
+  a second timer polls at `hold_poll_hz`, so the change is seen soon after the hold ends;
 - with `input_poll_hz: 0` joystick messages drive the evaluation through callbacks while they
   flow; the evaluation timer (`evaluate_rate_hz`) fires only when they stop, and is cancelled
   while there is no evidence at all;
@@ -37,6 +39,7 @@ from rclpy.qos import (
 )
 from rclpy.serialization import deserialize_message
 from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 
 from lekiwi_agent_ros.joy_cdr import JoyDecodeError, decode_joy
 from lekiwi_agent_ros.msg_types import (
@@ -92,7 +95,7 @@ _DETECTOR_DESCRIPTIONS = {
     'off_hold_s': 'How long (s) the score must stay below off_threshold to end a session.',
 }
 _DETECTOR_NAMES = tuple(f.name for f in fields(TeleopConfig))
-_NODE_RATES = ('evaluate_rate_hz', 'status_period_s', 'graph_period_s')
+_NODE_RATES = ('evaluate_rate_hz', 'hold_poll_hz', 'status_period_s', 'graph_period_s')
 _NODE_NON_NEGATIVE = ('input_poll_hz',)
 
 
@@ -144,10 +147,15 @@ class TeleopMonitorNode(Node):
         poll_hz = float(self.get_parameter('input_poll_hz').value)
         self._inputs: InputReader | None = None
         self._joy_input: PolledSubscription | None = None
+        self._hold_timer: Timer | None = None
         if poll_hz > 0:
             self._inputs = InputReader(self)
             # Raw: joy_cdr reads the few fields needed faster than rclpy builds a Joy.
             self._joy_input = self._inputs.subscribe(Joy, joy_topic, POLLED_JOY_QOS, raw=True)
+            # Runs only while a hold does (see _follow_hold).
+            self._hold_timer = self.create_timer(
+                1.0 / float(self.get_parameter('hold_poll_hz').value), self._poll_inputs)
+            self._hold_timer.cancel()
         else:
             self.create_subscription(Joy, joy_topic, self._on_joy, qos_profile_sensor_data)
         self.create_subscription(WebRtcStatus, 'webrtc/status', self._on_webrtc_status,
@@ -201,9 +209,12 @@ class TeleopMonitorNode(Node):
                  'agent'],
                 'Node names whose video subscriptions are not outside viewers (the streamer '
                 'is counted through its own status).', True)
-        declare('input_poll_hz', 10.0,
+        declare('input_poll_hz', 5.0,
                 'How often (Hz) the joystick and video topics are polled; 0: a callback per '
                 'message (more CPU, a poll period less detection delay).', True)
+        declare('hold_poll_hz', 20.0,
+                'How often (Hz) they are polled while a session is about to start or end '
+                '(the score crossed a threshold and waits out its hold).', True)
         declare('evaluate_rate_hz', 10.0,
                 'How often (Hz) the detector is evaluated while no joystick message arrives '
                 '(each message is evaluated at once).', True)
@@ -388,6 +399,18 @@ class TeleopMonitorNode(Node):
             # Callbacks: nothing can change until new evidence stirs the timer. (The poll timer
             # never stops: polling is how new evidence is found.)
             self._eval_timer.cancel()
+        self._follow_hold()
+
+    def _follow_hold(self) -> None:
+        """Poll fast while a hold runs, at the base rate otherwise (polling mode)."""
+        timer = self._hold_timer
+        if timer is None:
+            return
+        if self._detector.hold_running():
+            if timer.is_canceled():
+                timer.reset()
+        elif not timer.is_canceled():
+            timer.cancel()
 
     def _publish_due_status(self) -> None:
         """Publish the periodic status (the slow timer)."""
@@ -395,6 +418,7 @@ class TeleopMonitorNode(Node):
         if change is not None:
             self._publish_event(change)
         self._publish_status(reading)
+        self._follow_hold()
 
     def _publish_status(self, reading: TeleopReading) -> None:
         """Publish one TeleopStatus."""

@@ -373,3 +373,22 @@ def test_quiescent_only_without_any_evidence() -> None:
     drive(detector, clock, 1.0)
     idle(detector, clock, 0.6)
     assert detector.active and not detector.quiescent()  # an open session must be ended
+
+
+def test_hold_running_while_a_crossed_score_waits_out_its_hold() -> None:
+    detector, clock = make()
+    assert not detector.hold_running()
+    detector.observe_joy((0.6, -0.3), (), 0.01)
+    clock.t += 0.05
+    for _ in range(5):
+        detector.observe_joy((0.6, -0.3), (), 0.01)
+    detector.update()  # over the on-threshold, on-hold (0.1 s) not yet over
+    assert detector.hold_running() and not detector.active
+    drive(detector, clock, 0.5)
+    assert detector.active and not detector.hold_running()  # steady driving: no hold
+    clock.t += 0.6
+    detector.update()  # the window emptied: under the off-threshold, off-hold (1 s) runs
+    assert detector.hold_running() and detector.active
+    clock.t += 1.0
+    _, change = detector.update()
+    assert isinstance(change, SessionEnded) and not detector.hold_running()

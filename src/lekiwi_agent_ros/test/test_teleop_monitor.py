@@ -288,3 +288,32 @@ def test_shutdown_ends_the_open_session(harness: RosHarness) -> None:
     monitor.destroy_node()
     assert wait_for(lambda: len(recorder.events) == 2, 2.0)
     assert json.loads(recorder.events[1].payload_json)['reason'] == 'shutdown'
+
+
+@BOTH_EXECUTORS
+def test_a_slow_poll_sees_the_end_of_a_hold_within_the_hold_poll_period(
+        harness: RosHarness) -> None:
+    # Polled at 1 Hz, the fall of the score is seen at a poll; the 0.5 s hold then ends between
+    # two polls. The next poll would see it 0.5 s late; the hold timer (20 Hz) within 50 ms.
+    recorder = Recorder(harness)
+    make_monitor(harness, off_hold_s=0.5, input_poll_hz=1.0, hold_poll_hz=20.0)
+    joystick = Joystick(harness)
+    joystick.set_mode('moving')
+    assert wait_for(lambda: recorder.latest() is not None and recorder.latest().active, 3.0)
+    time.sleep(1.0)
+    joystick.set_mode('zeros')
+    time.sleep(0.1)
+    last = joystick.last_moving
+    assert wait_for(lambda: len(recorder.events) == 2, 4.0)
+    inactive_at = recorder.first_time(False, last)
+    assert inactive_at is not None
+    wall_minus_mono = time.time() - time.monotonic()
+    # ended_at is when the poll saw the score fall (wall clock); the hold ran from there.
+    fell_at = json.loads(recorder.events[1].payload_json)['ended_at'] - wall_minus_mono
+    assert fell_at > last
+    assert 0.5 <= inactive_at - fell_at < 0.5 + 0.2
+
+
+def test_hold_poll_hz_must_be_positive(harness: RosHarness) -> None:
+    with pytest.raises(ValueError, match='hold_poll_hz must be > 0'):
+        make_monitor(harness, hold_poll_hz=0.0)
