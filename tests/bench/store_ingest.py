@@ -17,9 +17,7 @@ The last line sums up PostgreSQL (or the only database run) as key=value pairs.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'src' / 'lekiwi_fleet_server'))  # the source tree, not install/
 
 import sqlalchemy as sa  # noqa: E402
+from gateway import base_url  # noqa: E402  (this folder: the same database as the gateway bench)
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from lekiwi_fleet_server.domain import topics  # noqa: E402
@@ -44,14 +43,6 @@ RESOURCES = {'cpu_percent': 12.5, 'load_average_1min': 0.4, 'memory_used_bytes':
              'disk_total_bytes': 64 << 30, 'temperature_c': 48.0, 'battery_voltage_v': 12.1,
              'battery_percent': 80.0, 'network_tx_bytes_per_s': 900.0,
              'network_rx_bytes_per_s': 300.0, 'uptime_s': 1234.0}
-
-
-def admin_url() -> str:
-    url = os.environ.get('LEKIWI_TEST_DATABASE_URL')
-    if not url:
-        url = subprocess.run([str(ROOT / 'scripts' / 'ensure_postgres.sh')], check=True,
-                             capture_output=True, text=True).stdout.strip()
-    return url
 
 
 def stamp(t: float) -> dict:
@@ -175,7 +166,7 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     print(f'robots={args.robots} batch={args.batch} rounds<={args.rounds}', flush=True)
     if args.db in ('postgresql', 'both'):
-        admin = admin_url().replace('postgresql://', 'postgresql+psycopg://', 1)
+        admin = base_url().replace('postgresql://', 'postgresql+psycopg://', 1)
         name = f'lekiwi_bench_{uuid.uuid4().hex[:12]}'
         engine = sa.create_engine(admin, isolation_level='AUTOCOMMIT', poolclass=sa.NullPool)
         with engine.connect() as conn:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from teleop_harness import RosHarness, ros_harness, wait_for
+from ros_harness import RosHarness, ros_harness, wait_for
 
 from lekiwi_agent_ros.msg_types import CompressedImage, FleetEvent, Joy, TeleopStatus, WebRtcStatus
 from lekiwi_agent_ros.teleop_monitor import EVENTS_QOS, STATUS_QOS, TeleopMonitorNode

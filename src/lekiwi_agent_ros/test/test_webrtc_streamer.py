@@ -13,7 +13,7 @@ import pytest
 import rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from teleop_harness import RosHarness, ros_harness, wait_for
+from ros_harness import RosHarness, ros_harness, wait_for
 from webrtc_client import OperatorClient, make_jpeg
 
 from lekiwi_agent_ros import teleop_monitor, webrtc_streamer
