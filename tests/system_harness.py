@@ -36,8 +36,17 @@ def create_database(base_url: str, name: str) -> str:
 def drop_database(base_url: str, url: str) -> None:
     """Drop a database made by create_database, disconnecting its sessions."""
     name = make_url(url).database
-    with psycopg.connect(_libpq(base_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for attempt in range(8):
+        try:
+            with psycopg.connect(_libpq(base_url), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            # An autovacuum worker is on the database, which only a superuser may end; it is
+            # done within moments.
+            if attempt == 7:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,

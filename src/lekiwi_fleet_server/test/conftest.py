@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -39,23 +40,32 @@ def pg_url() -> Iterator[str]:
     name = f'lekiwi_t_{uuid.uuid4().hex[:16]}'
     admin = sa.create_engine(admin_url, isolation_level='AUTOCOMMIT', poolclass=sa.NullPool)
     try:
-        for attempt in range(5):
-            try:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f'CREATE DATABASE {name}')
-                break
-            except sa.exc.OperationalError:
-                # "source database template1 is being accessed by other users": another
-                # test (of this run or of a neighbour's) is creating one at this very moment.
-                if attempt == 4:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
+        # OperationalError, "source database template1 is being accessed by other users":
+        # another test (of this run or of a neighbour's) is creating one at this very moment.
+        _retrying(admin, f'CREATE DATABASE {name}',
+                  lambda exc: isinstance(exc, sa.exc.OperationalError))
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as conn:
-            # FORCE: a test that failed may have left connections open.
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS {name} WITH (FORCE)')
+        # FORCE: a test that failed may have left connections open. ProgrammingError
+        # (InsufficientPrivilege): an autovacuum worker is on the database, which only a
+        # superuser may end; it is done within moments.
+        _retrying(admin, f'DROP DATABASE IF EXISTS {name} WITH (FORCE)',
+                  lambda exc: isinstance(getattr(exc, 'orig', None),
+                                         psycopg.errors.InsufficientPrivilege))
         admin.dispose()
+
+
+def _retrying(admin: sa.Engine, sql: str, transient: Callable[[Exception], bool],
+              attempts: int = 8) -> None:
+    for attempt in range(attempts):
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(sql)
+            return
+        except sa.exc.DBAPIError as exc:
+            if not transient(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 @pytest.fixture(params=['sqlite', 'postgresql'])
