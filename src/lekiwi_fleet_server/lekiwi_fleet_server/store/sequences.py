@@ -90,10 +90,9 @@ def load(conn: Connection, pairs: Collection[Pair]) -> dict[Pair, BootRecord]:
 
 
 _PG_UPDATE = (
-    'UPDATE robot_sequences AS t SET ranges = CAST(u.ranges AS json), received = u.received, '
-    'updated_at = %(t)s FROM unnest(CAST(%(r)b AS text[]), CAST(%(b)b AS text[]), '
-    'CAST(%(j)b AS text[]), CAST(%(n)b AS bigint[]), CAST(%(p)b AS bigint[])) '
-    'AS u(robot_id, boot_id, ranges, received, stored) '
+    'UPDATE robot_sequences AS t SET ranges = u.ranges, received = u.received, '
+    'updated_at = %(t)s FROM json_to_recordset(CAST(%(rows)s AS json)) '
+    'AS u(robot_id text, boot_id text, ranges json, received bigint, stored bigint) '
     'WHERE t.robot_id = u.robot_id AND t.boot_id = u.boot_id AND t.received = u.stored')
 _UPDATE = (sa.update(robot_sequences)
            .where(robot_sequences.c.robot_id == sa.bindparam('k_robot'),
@@ -120,10 +119,9 @@ def split(records: Mapping[Pair, BootRecord]) -> tuple[list[tuple[Pair, BootReco
 
 def pg_update(old: Sequence[tuple[Pair, BootRecord]], now: float) -> tuple[str, dict[str, Any]]:
     """Return the PostgreSQL UPDATE of recorded boots and its parameters."""
-    return _PG_UPDATE, {
-        'r': [p[0] for p, _ in old], 'b': [p[1] for p, _ in old],
-        'j': [orjson.dumps(r.ranges.to_json()).decode() for _, r in old],
-        'n': [len(r.ranges) for _, r in old], 'p': [r.stored for _, r in old], 't': now}
+    return _PG_UPDATE, {'t': now, 'rows': orjson.dumps([
+        {'robot_id': p[0], 'boot_id': p[1], 'ranges': r.ranges.to_json(),
+         'received': len(r.ranges), 'stored': r.stored} for p, r in old]).decode()}
 
 
 def check_updated(matched: int, old: Sequence[tuple[Pair, BootRecord]]) -> None:
