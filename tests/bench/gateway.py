@@ -136,11 +136,24 @@ def wait_for_writer(server: psutil.Process, timeout_s: float = 60.0) -> list[psu
 
 
 def scrape(api: str, name: str) -> float | None:
+    return scrape_all(api, name)[name]
+
+
+def scrape_all(api: str, *names: str) -> dict[str, float | None]:
     import urllib.request
     with urllib.request.urlopen(f'{api}/metrics', timeout=10) as response:
         text = response.read().decode()
-    match = re.search(rf'^{re.escape(name)} ([0-9.e+]+)$', text, re.M)
-    return float(match.group(1)) if match else None
+    found = {}
+    for name in names:
+        match = re.search(rf'^{re.escape(name)} ([0-9.e+]+)$', text, re.M)
+        found[name] = float(match.group(1)) if match else None
+    return found
+
+
+# The server's own view of its batches: how long a commit takes from the gateway's side (the
+# writer's round trip) and how many messages it holds.
+BATCH_METRICS = ('lekiwi_gateway_messages_committed_total', 'lekiwi_store_commit_seconds_sum',
+                 'lekiwi_store_commit_seconds_count', 'lekiwi_store_batch_messages_sum')
 
 
 def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
@@ -185,7 +198,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             cpu0, pg0, load0 = proc.cpu_times(), postgres_cpu_seconds(), load_proc.cpu_times()
             writer0 = [w.cpu_times() for w in writers]
             rows0 = db.rows_written()
-            committed0 = scrape(api, 'lekiwi_gateway_messages_committed_total') or 0
+            batches0 = scrape_all(api, *BATCH_METRICS)
             w0 = time.monotonic()
             rss_peak = 0
             writer_rss_peak = 0
@@ -198,7 +211,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             writer1 = [w.cpu_times() for w in writers]
             load1 = load_proc.cpu_times() if load.poll() is None else load0
             rows1 = db.rows_written()
-            committed1 = scrape(api, 'lekiwi_gateway_messages_committed_total') or 0
+            batches1 = scrape_all(api, *BATCH_METRICS)
             connections = scrape(api, 'lekiwi_gateway_connections')
             out, _ = load.communicate(timeout=args.duration + 600)
             result = orjson.loads(out.strip().splitlines()[-1])
@@ -211,6 +224,8 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
         gateway_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
         writer_cpu = sum(b.user + b.system - a.user - a.system
                          for a, b in zip(writer0, writer1, strict=True)) / wall * 100
+        delta = {k: (batches1[k] or 0) - (batches0[k] or 0) for k in BATCH_METRICS}
+        batches = delta['lekiwi_store_commit_seconds_count'] or 1
         result.update({
             'enrol_s': round(enrol_s, 1),
             'server_connections': connections,
@@ -223,7 +238,10 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             'load_cpu_percent': round((load1.user + load1.system - load0.user - load0.system)
                                       / wall * 100, 1),
             'rows_per_s': round((rows1 - rows0) / wall),
-            'messages_per_s': round((committed1 - committed0) / wall),
+            'messages_per_s': round(delta['lekiwi_gateway_messages_committed_total'] / wall),
+            'batches_per_s': round(delta['lekiwi_store_commit_seconds_count'] / wall, 1),
+            'commit_avg_ms': round(delta['lekiwi_store_commit_seconds_sum'] / batches * 1000, 1),
+            'batch_avg_messages': round(delta['lekiwi_store_batch_messages_sum'] / batches),
         })
         return result
 
@@ -262,6 +280,8 @@ def main() -> int:
               f'writer {r["writer_cpu_percent"]}%) rss={r["rss_mb"]}MB '
               f'postgres cpu={r["postgres_cpu_percent"]}% load cpu={r["load_cpu_percent"]}% '
               f'rows/s={r["rows_per_s"]} messages/s={r["messages_per_s"]} '
+              f'batches/s={r["batches_per_s"]} (avg {r["batch_avg_messages"]} messages, '
+              f'{r["commit_avg_ms"]}ms from hand-over to commit) '
               f'errors={r["errors"]} disconnects={r["disconnects"]}', flush=True)
     last = results[-1]
     print(f'robots={last["robots"]} held={last["held"]} '

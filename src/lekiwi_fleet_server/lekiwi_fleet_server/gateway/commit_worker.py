@@ -24,7 +24,12 @@ import orjson
 from lekiwi_fleet_server.domain import protocol
 from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
 from lekiwi_fleet_server.gateway.bus import encode_update
-from lekiwi_fleet_server.store.interface import FleetStore, PresenceChange, RobotMessage
+from lekiwi_fleet_server.store.interface import (
+    BatchResult,
+    FleetStore,
+    PresenceChange,
+    RobotMessage,
+)
 
 # (robot_id, received_at, payload of a validated publish frame): a tuple, not a dataclass,
 # because thousands a second cross a pipe to the writer process, and tuples of str, float and
@@ -75,25 +80,34 @@ class CommitWorker:
         outcome.messages = len(messages)
         if not messages and not presence:
             return outcome
-        result = self._store.commit_batch(messages, presence, now=now)
-        by_boot: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
-        for key in result.acknowledged:
-            by_boot[(key.robot_id, key.boot_id)].append(key.seq)
-        ack = protocol.ack_frame_of
-        outcome.acks = [(robot_id, ack(boot_id, seqs)) for (robot_id, boot_id), seqs
-                        in by_boot.items()]
-        for rejected in result.rejected:
-            # Valid by the protocol but refused by the store (say a delta whose names and
-            # values differ in length): never acked, so the robot learns why instead.
-            key = rejected.key
-            outcome.refusals.append((key.robot_id, ErrorCode.INVALID_MESSAGE.value,
-                                     rejected.reason, f'{key.boot_id}:{key.seq}'))
-        outcome.acknowledged = len(result.acknowledged)
-        outcome.duplicates = result.duplicates
-        if want_update and (result.changed_robots or result.new_events):
-            outcome.update = encode_update('update', now, list(result.changed_robots),
-                                           list(result.new_events))
+        # The answers are made while the database commits (see FleetStore.commit_batch); an
+        # outcome whose commit then fails is never returned.
+        undecodable = list(outcome.refusals)
+        self._store.commit_batch(messages, presence, now=now, while_committing=lambda result:
+                                 _answer(outcome, undecodable, result, now, want_update))
         return outcome
+
+
+def _answer(outcome: CommitOutcome, undecodable: list[Refusal], result: BatchResult,
+            now: float, want_update: bool) -> None:
+    """Fill in what the gateway sends for a committed batch (again when it was replanned)."""
+    by_boot: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+    for key in result.acknowledged:
+        by_boot[(key.robot_id, key.boot_id)].append(key.seq)
+    ack = protocol.ack_frame_of
+    outcome.acks = [(robot_id, ack(boot_id, seqs)) for (robot_id, boot_id), seqs
+                    in by_boot.items()]
+    outcome.refusals = undecodable + [
+        # Valid by the protocol but refused by the store (say a delta whose names and
+        # values differ in length): never acked, so the robot learns why instead.
+        (r.key.robot_id, ErrorCode.INVALID_MESSAGE.value, r.reason,
+         f'{r.key.boot_id}:{r.key.seq}') for r in result.rejected]
+    outcome.acknowledged = len(result.acknowledged)
+    outcome.duplicates = result.duplicates
+    outcome.update = None
+    if want_update and (result.changed_robots or result.new_events):
+        outcome.update = encode_update('update', now, list(result.changed_robots),
+                                       list(result.new_events))
 
 
 def refusal_error(refusal: Refusal) -> ProtocolError:

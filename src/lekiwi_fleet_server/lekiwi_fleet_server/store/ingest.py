@@ -9,7 +9,7 @@ statements in the caller's transaction: a few statements per batch, not a statem
 from __future__ import annotations
 
 import operator
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,8 +281,13 @@ def current_from_row(row: Any) -> CurrentState:
 
 
 def write_batch(conn: Connection, plan: BatchPlan, history: telemetry.TelemetryHistory, *,
-                now: float) -> list[RecordedEvent]:
-    """Run the plan's statements in the caller's transaction; return the appended events."""
+                now: float, decided: Callable[[list[RecordedEvent]], None] | None = None
+                ) -> list[RecordedEvent]:
+    """Run the plan's statements in the caller's transaction; return the appended events.
+
+    `decided` gets the appended events once the last statements are sent, while the database
+    may still run them; the transaction may yet fail after it.
+    """
     recorded = event_store.append(conn, plan.appends, recorded_at=now)
     if recorded:
         domain_events = [new.event for a in plan.appends for new in a.events]
@@ -299,7 +304,8 @@ def write_batch(conn: Connection, plan: BatchPlan, history: telemetry.TelemetryH
     for row in plan.current_updates:
         shapes.setdefault(tuple(row), []).append(row)
     short = hot_writes.write(conn, list(shapes.values()), plan.sequences, plan.telemetry_rows,
-                             history, now)
+                             history, now,
+                             during=(lambda: decided(recorded)) if decided is not None else None)
     for rows in short:
         # A robot without a robot_current row (none is made outside enrol_robot, but the
         # store must not lose a heartbeat over it): write whole rows instead.

@@ -9,7 +9,7 @@ PostgreSQL or the embedded SQLite default).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -235,11 +235,17 @@ class FleetStore(Protocol):
         presence: Sequence[PresenceChange] = (),
         *,
         now: float,
+        while_committing: Callable[[BatchResult], None] | None = None,
     ) -> BatchResult:
         """Store messages and presence changes in one transaction, idempotently.
 
         A message whose (robot_id, boot_id, seq) is recorded already is acknowledged as a
         duplicate and applies nothing; every other acknowledged message's seq is recorded.
+        `while_committing`, when given, gets the result as soon as it is decided, while the
+        database may still be working on the transaction (the caller prepares its answers
+        meanwhile). A batch replanned after a conflict gets a second call: the result that
+        commit_batch returns is the one of the last call. When commit_batch raises, whatever
+        the calls made must be discarded.
 
         Raises StoreUnavailable when nothing was committed; the caller may retry the batch.
         """

@@ -43,10 +43,14 @@ class SplitStore:
 
     # -- writes: the writer's -----------------------------------------------------------------
     def commit_batch(self, messages: Sequence[RobotMessage],
-                     presence: Sequence[PresenceChange] = (), *, now: float) -> BatchResult:
-        """Commit through the writer."""
+                     presence: Sequence[PresenceChange] = (), *, now: float,
+                     while_committing: Callable[[BatchResult], None] | None = None
+                     ) -> BatchResult:
+        """Commit through the writer (`while_committing` runs here, once it has committed)."""
         result: BatchResult = self._call('commit_batch', list(messages), list(presence),
                                          now=now)
+        if while_committing is not None:
+            while_committing(result)
         return result
 
     def enrol_robot(self, robot_id: str, token_sha256: str, tags: Sequence[str], *,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 import sqlalchemy as sa
@@ -54,6 +54,7 @@ from lekiwi_fleet_server.store.interface import (
     OperatorAlreadyExists,
     OperatorRole,
     PresenceChange,
+    RecordedEvent,
     RobotAlreadyEnrolled,
     RobotCredentials,
     RobotFilter,
@@ -182,7 +183,9 @@ class SqlFleetStore:
     # -- writes ----------------------------------------------------------------------------
 
     def commit_batch(self, messages: Sequence[RobotMessage],
-                     presence: Sequence[PresenceChange] = (), *, now: float) -> BatchResult:
+                     presence: Sequence[PresenceChange] = (), *, now: float,
+                     while_committing: Callable[[BatchResult], None] | None = None
+                     ) -> BatchResult:
         """Store messages and presence changes in one transaction, idempotently."""
         # Only ids that can be enrolled are looked up: anything else is refused by the plan.
         robot_ids = {r for r in ({m.robot_id for m in messages} | {p.robot_id for p in presence})
@@ -195,7 +198,8 @@ class SqlFleetStore:
                     # The second attempt also looks up event message keys: a conflict on them
                     # means events committed before robot_sequences recorded their seqs.
                     return self._commit(messages, presence, robot_ids, now,
-                                        look_up_events=attempt == 2)
+                                        look_up_events=attempt == 2,
+                                        while_committing=while_committing)
                 except ConcurrencyConflict:
                     self._forget(robot_ids)
                     if attempt == 2:
@@ -226,7 +230,16 @@ class SqlFleetStore:
             raise
 
     def _commit(self, messages: Sequence[RobotMessage], presence: Sequence[PresenceChange],
-                robot_ids: set[str], now: float, *, look_up_events: bool) -> BatchResult:
+                robot_ids: set[str], now: float, *, look_up_events: bool,
+                while_committing: Callable[[BatchResult], None] | None) -> BatchResult:
+        results: list[BatchResult] = []
+
+        def decided(recorded: list[RecordedEvent]) -> None:
+            # The hot writes are on their way: answer while the database works on them.
+            results.append(self._result(plan, recorded, now))
+            if while_committing is not None:
+                while_committing(results[0])
+
         with self._batch_transaction() as conn:
             self._ensure_loaded(conn, robot_ids)
             self._sequences.ensure_loaded(conn, ingest.boot_pairs(messages, self._states))
@@ -238,18 +251,24 @@ class SqlFleetStore:
                                      self._config, now=now, stored_keys=stored)
             made = self._history.create_partitions(conn, self._history.missing_partitions(
                 r['sampled_ms'] for r in plan.telemetry_rows))
-            recorded = ingest.write_batch(conn, plan, self._history, now=now)
+            ingest.write_batch(conn, plan, self._history, now=now, decided=decided)
         # Committed: now the memory may follow.
         self._history.partitions_created(made)
         self._sequences.committed(plan.sequences)
-        changed = [r for r, s in plan.states.items() if s is not self._states.get(r)]
         self._states.update(plan.states)
+        return results[0]
+
+    def _result(self, plan: ingest.BatchPlan, recorded: list[RecordedEvent],
+                now: float) -> BatchResult:
+        """Return what a batch did, from its plan (the memory follows only once committed)."""
+        states = self._states
         stale = self._config.stale_after_s
         return BatchResult(
             acknowledged=tuple(plan.acknowledged), duplicates=plan.duplicates,
-            changed_robots=tuple(queries.summary_from_state(self._states[r], now=now,
+            changed_robots=tuple(queries.summary_from_state(plan.states[r], now=now,
                                                             stale_after_s=stale)
-                                 for r in sorted(changed)),
+                                 for r in sorted(plan.states)
+                                 if plan.states[r] is not states.get(r)),
             new_events=tuple(recorded), rejected=tuple(plan.rejected))
 
     def _commit_outcomes(self, conn: Connection, outcomes: Sequence[ingest.Outcome],

@@ -8,7 +8,7 @@ by their own contract suite; the gateway tests also run against them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from lekiwi_fleet_server.store.interface import (
     BatchResult,
@@ -48,7 +48,9 @@ class MemoryStore:
         return self.credentials.get(robot_id)
 
     def commit_batch(self, messages: Sequence[RobotMessage],
-                     presence: Sequence[PresenceChange] = (), *, now: float) -> BatchResult:
+                     presence: Sequence[PresenceChange] = (), *, now: float,
+                     while_committing: Callable[[BatchResult], None] | None = None
+                     ) -> BatchResult:
         import time
         if self.commit_delay_s:
             time.sleep(self.commit_delay_s)
@@ -68,7 +70,10 @@ class MemoryStore:
                 self.online[change.robot_id] = change.online
                 self.presence_log.append(change)
             self.commits += 1
-            return BatchResult(tuple(acked), duplicates, tuple(changed.values()), ())
+            result = BatchResult(tuple(acked), duplicates, tuple(changed.values()), ())
+            if while_committing is not None:
+                while_committing(result)
+            return result
 
     def mark_all_offline(self, *, now: float, reason: str = 'server_restart') -> int:
         self._check()

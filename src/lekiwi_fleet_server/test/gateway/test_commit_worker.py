@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import orjson
 import pytest
@@ -17,7 +18,7 @@ from lekiwi_fleet_server.gateway.commit_worker import (
     ThreadCommitter,
     refusal_error,
 )
-from lekiwi_fleet_server.store.interface import PresenceChange
+from lekiwi_fleet_server.store.interface import BatchResult, PresenceChange, StoreUnavailable
 from lekiwi_fleet_server.store.sql_store import SqlFleetStore
 
 OTHER_BOOT = 'aaaabbbbccccdddd'
@@ -82,6 +83,19 @@ def test_store_refusals_and_the_dashboard_update(store: SqlFleetStore) -> None:
     again = worker.commit([raw('kiwi', 1, 'fleet/heartbeat', msg=rf.heartbeat('kiwi'))], [],
                           T0 + 2, want_update=True)
     assert again.acknowledged == 1 and again.duplicates == 1 and again.update is None
+
+
+class FailingAfterAnswer(MemoryStore):
+    """A store whose commit fails after it handed out its result (a COMMIT that failed)."""
+
+    def commit_batch(self, *args: Any, **kwargs: Any) -> BatchResult:
+        super().commit_batch(*args, **kwargs)
+        raise StoreUnavailable('the commit failed')
+
+
+def test_answers_of_a_failed_commit_are_never_returned() -> None:
+    with pytest.raises(StoreUnavailable):
+        CommitWorker(FailingAfterAnswer()).commit([raw('a', 1)], [], T0, want_update=True)
 
 
 @pytest.mark.anyio

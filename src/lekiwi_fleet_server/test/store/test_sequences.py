@@ -20,7 +20,12 @@ from store_messages import (
 
 from lekiwi_fleet_server.migrations import downgrade, upgrade
 from lekiwi_fleet_server.store.config import StoreConfig
-from lekiwi_fleet_server.store.interface import MessageKey, SequenceCoverage, StoreError
+from lekiwi_fleet_server.store.interface import (
+    BatchResult,
+    MessageKey,
+    SequenceCoverage,
+    StoreError,
+)
 from lekiwi_fleet_server.store.sql_store import SqlFleetStore
 
 BOOT, BOOT2 = 'boot0001', 'boot0002'
@@ -213,8 +218,13 @@ def test_a_second_writer_recording_the_same_boot_is_noticed(
     second = make_store(database_url)
     second.commit_batch([heartbeat('kiwi', BOOT, 2, T0 + 1)], now=T0 + 1)
     # The first one's memory of the boot is stale now: its write must not drop seq 2.
+    answers: list[BatchResult] = []
     result = first.commit_batch([heartbeat('kiwi', BOOT, 3, T0 + 2),
-                                 heartbeat('kiwi', BOOT, 2, T0 + 1)], now=T0 + 2)
+                                 heartbeat('kiwi', BOOT, 2, T0 + 1)], now=T0 + 2,
+                                while_committing=answers.append)
     assert [k.seq for k in result.acknowledged] == [3, 2] and result.duplicates == 1
+    # The answer made while the first plan was being written was superseded by the replanned
+    # batch's, which is the one returned.
+    assert len(answers) == 2 and answers[-1] is result
     assert ranges(first, 'kiwi') == [(1, 3)]
     assert first.robot_sequences('kiwi')[BOOT].count == 3
