@@ -127,3 +127,95 @@ async def test_nothing_queued_commits_nothing() -> None:
     committer = RecordingCommitter()
     batcher, _ = make(committer, [])
     assert await batcher.commit_once() is None and committer.started == []
+
+
+class PipelinedCommitter(RecordingCommitter):
+    """Takes a second batch before the first is done (as the writer process does); the test
+    decides when each commit ends and whether it fails."""
+
+    max_in_flight = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[list[bytes], asyncio.Future[bool]]] = []
+
+    async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
+                     now: float, want_update: bool) -> CommitOutcome:
+        ok: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.calls.append(([p for _r, _t, p in frames], ok))
+        if not await ok:
+            raise StoreUnavailable('the batch before failed')
+        return await super().commit(frames, presence, now, want_update)
+
+
+async def wait_for(condition: object, timeout_s: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, 'timed out'
+        await asyncio.sleep(0.002)
+
+
+async def test_a_second_batch_is_sent_before_the_first_commits_and_outcomes_stay_in_order(
+        ) -> None:
+    committer, results = PipelinedCommitter(), []
+    batcher, _ = make(committer, results, interval_s=0.01)
+    runner = asyncio.create_task(batcher.run())
+    submit(batcher, 1)
+    await wait_for(lambda: len(committer.calls) == 1)
+    submit(batcher, 2)
+    await wait_for(lambda: len(committer.calls) == 2)  # sent while the first is in flight
+    submit(batcher, 3)
+    await asyncio.sleep(0.05)
+    assert len(committer.calls) == 2  # at most two in flight
+    committer.calls[1][1].set_result(True)  # the second ends first ...
+    await asyncio.sleep(0.02)
+    assert results == []  # ... but its outcome waits for the first's
+    committer.calls[0][1].set_result(True)
+    await wait_for(lambda: len(results) == 2 and len(committer.calls) == 3)
+    committer.calls[2][1].set_result(True)
+    await wait_for(lambda: len(results) == 3)
+    runner.cancel()
+    assert [r.acks[0][1] for r in results] == [frame(s)[1] for s in (1, 2, 3)]
+
+
+async def test_after_a_failure_every_batch_sent_comes_back_in_order_before_a_resend() -> None:
+    committer, results = PipelinedCommitter(), []
+    batcher, metrics = make(committer, results, interval_s=0.01)
+    runner = asyncio.create_task(batcher.run())
+    submit(batcher, 1)
+    await wait_for(lambda: len(committer.calls) == 1)
+    submit(batcher, 2)
+    await wait_for(lambda: len(committer.calls) == 2)
+    committer.calls[0][1].set_result(False)  # the first fails ...
+    submit(batcher, 3)
+    await asyncio.sleep(0.05)
+    assert len(committer.calls) == 2  # ... and nothing is resent while the second is out
+    committer.calls[1][1].set_result(False)  # the second was planned on it: it fails too
+    await wait_for(lambda: len(committer.calls) == 3)
+    assert committer.calls[2][0] == [frame(s)[1] for s in (1, 2, 3)]  # back in their order
+    committer.calls[2][1].set_result(True)
+    await wait_for(lambda: len(results) == 1)
+    runner.cancel()
+    assert metrics.commit_failures._value.get() == 2 and batcher.pending == 0
+
+
+async def test_drain_waits_for_the_batches_in_flight() -> None:
+    committer, results = PipelinedCommitter(), []
+    batcher, _ = make(committer, results, interval_s=0.01)
+    runner = asyncio.create_task(batcher.run())
+    submit(batcher, 1)
+    await wait_for(lambda: len(committer.calls) == 1)
+    runner.cancel()
+    submit(batcher, 2)
+    asyncio.get_running_loop().call_later(0.05, committer.calls[0][1].set_result, True)
+
+    async def release_the_rest() -> None:
+        await wait_for(lambda: len(committer.calls) == 2)
+        committer.calls[1][1].set_result(True)
+
+    releaser = asyncio.create_task(release_the_rest())
+    assert await batcher.drain(timeout_s=2.0)
+    await releaser
+    await asyncio.sleep(0)
+    assert [c[0] for c in committer.calls] == [[frame(1)[1]], [frame(2)[1]]]
+    assert len(results) == 2
