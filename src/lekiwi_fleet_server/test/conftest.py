@@ -18,7 +18,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -34,12 +33,6 @@ DATABASE_ENV = 'LEKIWI_TEST_DATABASE_URL'
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """Yield the URL of a new empty PostgreSQL database; drop it afterwards."""
-    with _pg_database() as url:
-        yield url
-
-
-@contextmanager
-def _pg_database() -> Iterator[str]:
     admin_url = os.environ.get(DATABASE_ENV)
     if not admin_url:
         pytest.skip(f'{DATABASE_ENV} is not set (scripts/ensure_postgres.sh prints one)')
@@ -81,17 +74,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     if request.param == 'postgresql':
         return request.getfixturevalue('pg_url')
     return f'sqlite:///{tmp_path_factory.mktemp("db") / "fleet.db"}'
-
-
-@pytest.fixture
-def second_database_url(database_url: str,
-                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Yield the URL of another empty database of the kind `database_url` is."""
-    if database_url.startswith('sqlite'):
-        yield f'sqlite:///{tmp_path_factory.mktemp("db2") / "fleet.db"}'
-        return
-    with _pg_database() as url:
-        yield url
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -51,18 +51,11 @@ class CommitOutcome:
     messages: int = 0  # valid publish frames handed to the store
 
 
-# (frames, presence, now) of the batch that comes next, when the writer already has it.
-NextBatch = tuple[Sequence[RawFrame], Sequence[PresenceChange], float]
-
-
 class CommitWorker:
     """Decode, validate and commit batches of raw publish frames through one store."""
 
     def __init__(self, store: FleetStore) -> None:
         self._store = store
-        # The next batch, decoded while the one before it was written: (frames, decoded).
-        self._ahead: tuple[Sequence[RawFrame], tuple[list[RobotMessage], list[Refusal]]] | None
-        self._ahead = None
 
     @property
     def store(self) -> FleetStore:
@@ -70,49 +63,29 @@ class CommitWorker:
         return self._store
 
     def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
-               now: float, want_update: bool,
-               next_batch: Callable[[], NextBatch | None] | None = None) -> CommitOutcome:
-        """Commit a batch; raise the store's error (nothing acknowledged) when it fails.
-
-        `next_batch`, when given, returns the batch that comes next if it is here already: it
-        is decoded and planned while this one is written (see FleetStore.plan_ahead).
-        """
-        ahead, self._ahead = self._ahead, None
-        messages, undecodable = ahead[1] if ahead is not None and ahead[0] is frames \
-            else _decode(frames)
-        outcome = CommitOutcome(refusals=list(undecodable), messages=len(messages))
+               now: float, want_update: bool) -> CommitOutcome:
+        """Commit a batch; raise the store's error (nothing acknowledged) when it fails."""
+        outcome = CommitOutcome()
+        messages: list[RobotMessage] = []
+        loads = orjson.loads
+        for robot_id, received_at, payload in frames:
+            try:
+                frame = loads(payload)
+                messages.append(RobotMessage(robot_id, frame['boot_id'], frame['seq'],
+                                             frame['topic'], frame['msg'], received_at))
+            except (ValueError, KeyError, TypeError) as exc:
+                # The gateway validated the frame: only a bug (or a corrupted pipe) gets here.
+                outcome.refusals.append((robot_id, ErrorCode.SERVER_ERROR.value,
+                                         f'undecodable frame: {exc!r}', None))
+        outcome.messages = len(messages)
         if not messages and not presence:
             return outcome
-
-        def answer(result: BatchResult) -> None:
-            # The answers are made while the database commits (see FleetStore.commit_batch);
-            # an outcome whose commit then fails is never returned.
-            _answer(outcome, undecodable, result, now, want_update)
-            following = next_batch() if next_batch is not None else None
-            if following is not None:
-                next_frames, next_presence, next_now = following
-                if self._ahead is None or self._ahead[0] is not next_frames:
-                    self._ahead = (next_frames, _decode(next_frames))
-                self._store.plan_ahead(self._ahead[1][0], next_presence, now=next_now)
-
-        self._store.commit_batch(messages, presence, now=now, while_committing=answer)
+        # The answers are made while the database commits (see FleetStore.commit_batch); an
+        # outcome whose commit then fails is never returned.
+        undecodable = list(outcome.refusals)
+        self._store.commit_batch(messages, presence, now=now, while_committing=lambda result:
+                                 _answer(outcome, undecodable, result, now, want_update))
         return outcome
-
-
-def _decode(frames: Sequence[RawFrame]) -> tuple[list[RobotMessage], list[Refusal]]:
-    messages: list[RobotMessage] = []
-    refusals: list[Refusal] = []
-    loads = orjson.loads
-    for robot_id, received_at, payload in frames:
-        try:
-            frame = loads(payload)
-            messages.append(RobotMessage(robot_id, frame['boot_id'], frame['seq'],
-                                         frame['topic'], frame['msg'], received_at))
-        except (ValueError, KeyError, TypeError) as exc:
-            # The gateway validated the frame: only a bug (or a corrupted pipe) gets here.
-            refusals.append((robot_id, ErrorCode.SERVER_ERROR.value,
-                             f'undecodable frame: {exc!r}', None))
-    return messages, refusals
 
 
 def _answer(outcome: CommitOutcome, undecodable: list[Refusal], result: BatchResult,
@@ -144,11 +117,7 @@ def refusal_error(refusal: Refusal) -> ProtocolError:
 
 
 class Committer(Protocol):
-    """Where the gateway's batches are committed: a writer thread or the writer process.
-
-    A committer may also say how many batches it takes before the first is committed
-    (`max_in_flight`, 1 when it does not say).
-    """
+    """Where the gateway's batches are committed: a writer thread or the writer process."""
 
     async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
                      now: float, want_update: bool) -> CommitOutcome: ...
@@ -158,8 +127,6 @@ class Committer(Protocol):
 
 class ThreadCommitter:
     """Commit in one writer thread of this process (the store sees a single writer)."""
-
-    max_in_flight = 1  # the thread commits one batch at a time and plans none ahead
 
     def __init__(self, store: FleetStore, executor: Executor) -> None:
         self._worker = CommitWorker(store)

@@ -31,17 +31,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import IO, Any
 
-from lekiwi_fleet_server.gateway.commit_worker import (
-    CommitOutcome,
-    CommitWorker,
-    NextBatch,
-    RawFrame,
-)
+from lekiwi_fleet_server.gateway.commit_worker import CommitOutcome, CommitWorker, RawFrame
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.interface import PresenceChange, StoreError, StoreUnavailable
 
@@ -87,95 +82,30 @@ def _picklable(exc: BaseException) -> BaseException:
 
 # -- the child ------------------------------------------------------------------------------
 
-Request = tuple[int, str, tuple[Any, ...], dict[str, Any]]
-
-
 class WriterService:
-    """The child's request handler: the store and the commit worker over it.
-
-    Commits carry the gateway's generation (see ProcessCommitter): once a commit has failed,
-    every later commit of its generation fails too without running, because the gateway sent
-    it before it knew, and it may have been planned on the failed one; the gateway resends
-    them all, in order, under the next generation.
-    """
+    """The child's request handler: the store and the commit worker over it."""
 
     def __init__(self, worker: CommitWorker) -> None:
         self._worker = worker
-        self._failed_generation: int | None = None
 
-    def handle(self, method: str, args: Sequence[Any], kwargs: dict[str, Any],
-               next_request: Callable[[], Request | None] = lambda: None) -> Any:
-        """Run one request; raise StoreError for a method the writer does not offer.
-
-        `next_request` returns the request after this one when it has arrived already.
-        """
+    def handle(self, method: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """Run one request; raise StoreError for a method the writer does not offer."""
         if method not in WRITER_METHODS:
             raise StoreError(f'the writer process has no method {method!r}')
         if method == 'commit_frames':
-            return self._commit_frames(*args, **kwargs, next_request=next_request)
+            return self._worker.commit(*args, **kwargs)
         return getattr(self._worker.store, method)(*args, **kwargs)
-
-    def _commit_frames(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
-                       now: float, want_update: bool, generation: int = 0, *,
-                       next_request: Callable[[], Request | None]) -> CommitOutcome:
-        if generation == self._failed_generation:
-            raise StoreUnavailable('a batch sent before this one failed; both are resent')
-
-        def next_batch() -> NextBatch | None:
-            request = next_request()
-            if request is None or request[1] != 'commit_frames':
-                return None
-            next_args = request[2]
-            if len(next_args) < 5 or next_args[4] != generation:
-                return None
-            return next_args[0], next_args[1], next_args[2]
-
-        try:
-            return self._worker.commit(frames, presence, now, want_update, next_batch)
-        except BaseException:
-            self._failed_generation = generation
-            raise
-
-
-_END: Request = (0, '', (), {})  # what the reader queues at end of input
 
 
 def serve(inp: IO[bytes], out: IO[bytes], service: WriterService) -> None:
-    """Answer requests until end of input.
-
-    A thread reads requests as they come, so that while a batch is written the one after it
-    can be planned (WriterService.handle's `next_request`).
-    """
-    arrived: queue.SimpleQueue[Request] = queue.SimpleQueue()
-
-    def read() -> None:
-        try:
-            while True:
-                arrived.put(read_frame(inp))
-        except (EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
-            if not isinstance(exc, EOFError):
-                log.error('writer: reading requests failed: %s', exc)
-        finally:
-            arrived.put(_END)
-
-    threading.Thread(target=read, name='fleet-writer-requests', daemon=True).start()
-    held: list[Request] = []  # the next request, taken early by next_request
-
-    def next_request() -> Request | None:
-        if not held:
-            try:
-                held.append(arrived.get_nowait())
-            except queue.Empty:
-                return None
-        return None if held[0] is _END else held[0]
-
+    """Answer requests until end of input."""
     while True:
-        request = held.pop() if held else arrived.get()
-        if request is _END:
-            return
-        request_id, method, args, kwargs = request
         try:
-            response = (request_id, True, service.handle(method, args, kwargs, next_request))
+            request_id, method, args, kwargs = read_frame(inp)
+        except EOFError:
+            return
+        try:
+            response = (request_id, True, service.handle(method, args, kwargs))
         except Exception as exc:
             if not isinstance(exc, StoreError):
                 log.exception('writer: %s failed', method)
@@ -404,30 +334,16 @@ def _resolve(future: Future[Any], ok: bool, value: Any) -> None:
 
 
 class ProcessCommitter:
-    """Commit through the writer process (the gateway's Committer in the split server).
-
-    Two batches may be in flight: the writer plans the second while the first is written.
-    Each carries a generation, moved on when a commit fails, so that the writer fails every
-    batch sent after the failed one (the batcher resends them all, in order).
-    """
-
-    max_in_flight = 2
+    """Commit through the writer process (the gateway's Committer in the split server)."""
 
     def __init__(self, process: WriterProcess) -> None:
         self._process = process
-        self._generation = 0
 
     async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
                      now: float, want_update: bool) -> CommitOutcome:
         """Have the writer commit a batch."""
-        generation = self._generation
-        try:
-            result: CommitOutcome = await asyncio.wrap_future(self._process.call(
-                'commit_frames', list(frames), list(presence), now, want_update, generation))
-        except BaseException:
-            if self._generation == generation:
-                self._generation += 1
-            raise
+        result: CommitOutcome = await asyncio.wrap_future(self._process.call(
+            'commit_frames', list(frames), list(presence), now, want_update))
         return result
 
     async def mark_all_offline(self, now: float) -> int:

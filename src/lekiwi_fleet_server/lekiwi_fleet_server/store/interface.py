@@ -251,15 +251,6 @@ class FleetStore(Protocol):
         """
         ...
 
-    def plan_ahead(self, messages: Sequence[RobotMessage],
-                   presence: Sequence[PresenceChange] = (), *, now: float) -> bool:
-        """Plan the next batch while the current one commits (from `while_committing`).
-
-        An optimisation a store may decline (return False): the next `commit_batch` of this
-        very `messages` object uses the plan only if the batch being written then committed.
-        """
-        ...
-
     def robot_credentials(self, robot_id: str) -> RobotCredentials | None: ...
 
     def enrol_robot(

@@ -173,7 +173,7 @@ def coverage(conn: Connection, robot_id: str) -> dict[str, SequenceCoverage]:
     return out
 
 
-def storable(boot_id: object) -> bool:
+def _storable(boot_id: object) -> bool:
     # What the plan refuses anyway (envelope_problem) never reaches the database.
     return isinstance(boot_id, str) and 0 < len(boot_id) <= 64 and boot_id.isprintable()
 
@@ -206,7 +206,7 @@ class SequenceCache:
         records = self._records
         missing = [p for p in pairs if p not in records]
         if missing:
-            records.update(load(conn, [p for p in missing if storable(p[1])]))
+            records.update(load(conn, [p for p in missing if _storable(p[1])]))
 
     def committed(self, changed: Mapping[Pair, BootRecord]) -> None:
         """Take the records of a committed batch; drop the oldest pairs beyond the limit."""

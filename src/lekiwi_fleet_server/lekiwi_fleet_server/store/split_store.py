@@ -42,11 +42,6 @@ class SplitStore:
         self._on_close = on_close
 
     # -- writes: the writer's -----------------------------------------------------------------
-    def plan_ahead(self, messages: Sequence[RobotMessage],
-                   presence: Sequence[PresenceChange] = (), *, now: float) -> bool:
-        """Decline: plans live in the writer process."""
-        return False
-
     def commit_batch(self, messages: Sequence[RobotMessage],
                      presence: Sequence[PresenceChange] = (), *, now: float,
                      while_committing: Callable[[BatchResult], None] | None = None

@@ -17,10 +17,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections import ChainMap
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -113,12 +111,6 @@ class SqlFleetStore:
         self._sequences = sequences.SequenceCache(config.sequence_cache_pairs)
         self._history = TelemetryHistory(config)
         self._next_maintenance = float('-inf')
-        # Planning ahead (see plan_ahead): the plan being written, the last one committed, and
-        # the next batch's plan made on top of the one being written.
-        self._writing: ingest.BatchPlan | None = None
-        self._committed_plan: ingest.BatchPlan | None = None
-        self._ahead: tuple[Sequence[RobotMessage], ingest.BatchPlan, ingest.BatchPlan] | None
-        self._ahead = None
 
     @classmethod
     def open(cls, target: str | Engine, config: StoreConfig | None = None, *,
@@ -160,7 +152,6 @@ class SqlFleetStore:
         return self._config
 
     def _load(self, *, states: bool) -> None:
-        self._ahead = self._committed_plan = None
         with self._lock, self._writer.begin() as conn:
             self._history = TelemetryHistory.load(conn, self._config)
             if not states:
@@ -185,7 +176,6 @@ class SqlFleetStore:
                 self._states[rid] = RobotState(agg, currents.get(rid, CurrentState()))
 
     def _forget(self, robot_ids: Collection[str]) -> None:
-        self._ahead = None
         for robot_id in robot_ids:
             self._states.pop(robot_id, None)
         self._sequences.forget(robot_ids)
@@ -250,65 +240,23 @@ class SqlFleetStore:
             if while_committing is not None:
                 while_committing(results[0])
 
-        ahead, self._ahead = self._ahead, None
         with self._batch_transaction() as conn:
-            if (ahead is not None and ahead[0] is messages and not look_up_events
-                    and ahead[1] is self._committed_plan):
-                plan = ahead[2]  # planned while the batch before it was written, which committed
-            else:
-                self._ensure_loaded(conn, robot_ids)
-                self._sequences.ensure_loaded(conn, ingest.boot_pairs(messages, self._states))
-                stored: set[tuple[str, str, int]] = set()
-                if look_up_events:
-                    keys = ingest.event_message_keys(messages)
-                    stored = event_store.stored_message_keys(conn, keys) if keys else set()
-                plan = ingest.plan_batch(self._states, self._sequences.records, messages,
-                                         presence, self._config, now=now, stored_keys=stored)
+            self._ensure_loaded(conn, robot_ids)
+            self._sequences.ensure_loaded(conn, ingest.boot_pairs(messages, self._states))
+            stored: set[tuple[str, str, int]] = set()
+            if look_up_events:
+                keys = ingest.event_message_keys(messages)
+                stored = event_store.stored_message_keys(conn, keys) if keys else set()
+            plan = ingest.plan_batch(self._states, self._sequences.records, messages, presence,
+                                     self._config, now=now, stored_keys=stored)
             made = self._history.create_partitions(conn, self._history.missing_partitions(
                 r['sampled_ms'] for r in plan.telemetry_rows))
-            self._writing = plan
-            try:
-                ingest.write_batch(conn, plan, self._history, now=now, decided=decided)
-            finally:
-                self._writing = None
+            ingest.write_batch(conn, plan, self._history, now=now, decided=decided)
         # Committed: now the memory may follow.
-        self._committed_plan = plan
         self._history.partitions_created(made)
         self._sequences.committed(plan.sequences)
         self._states.update(plan.states)
         return results[0]
-
-    def plan_ahead(self, messages: Sequence[RobotMessage],
-                   presence: Sequence[PresenceChange] = (), *, now: float) -> bool:
-        """Plan the next batch while the current one is written (call from while_committing).
-
-        The plan assumes the batch being written commits: the next `commit_batch` of this very
-        `messages` object uses it if that batch did commit and nothing else was written
-        meanwhile, and plans afresh otherwise. Return False (nothing planned) when the batch
-        needs anything from the database first (a robot or boot not in memory, maintenance).
-        """
-        with self._lock:
-            writing = self._writing
-            self._ahead = None
-            if writing is None or now >= self._next_maintenance:
-                return False
-            states: Mapping[str, RobotState] = ChainMap(writing.states, self._states)
-            if any(r not in states for r in ({m.robot_id for m in messages}
-                                             | {p.robot_id for p in presence})
-                   if _is_robot_id(r)):
-                return False
-            # The records as they will be once the batch being written has committed.
-            records: Mapping[sequences.Pair, sequences.BootRecord] = ChainMap(
-                {pair: sequences.BootRecord(r.ranges, r.first_seen_at, len(r.ranges))
-                 for pair, r in writing.sequences.items()},
-                cast('dict[sequences.Pair, sequences.BootRecord]', self._sequences.records))
-            if any(p not in records for p in ingest.boot_pairs(messages, states)
-                   if sequences.storable(p[1])):
-                return False
-            plan = ingest.plan_batch(states, records, messages, presence, self._config,
-                                     now=now)
-            self._ahead = (messages, writing, plan)
-            return True
 
     def _result(self, plan: ingest.BatchPlan, recorded: list[RecordedEvent],
                 now: float) -> BatchResult:
@@ -325,7 +273,6 @@ class SqlFleetStore:
 
     def _commit_outcomes(self, conn: Connection, outcomes: Sequence[ingest.Outcome],
                          causation: str, now: float) -> ingest.BatchPlan:
-        self._ahead = self._committed_plan = None  # the states change: no plan ahead holds
         plan = ingest.plan_outcomes(self._states, outcomes, causation, self._config)
         ingest.write_batch(conn, plan, self._history, now=now)
         return plan

@@ -47,11 +47,6 @@ class MemoryStore:
         self._check()
         return self.credentials.get(robot_id)
 
-    def plan_ahead(self, messages: Sequence[RobotMessage],
-                   presence: Sequence[PresenceChange] = (), *, now: float) -> bool:
-        """Decline: this store plans nothing."""
-        return False
-
     def commit_batch(self, messages: Sequence[RobotMessage],
                      presence: Sequence[PresenceChange] = (), *, now: float,
                      while_committing: Callable[[BatchResult], None] | None = None

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -29,14 +28,11 @@ from lekiwi_fleet_server.gateway.writer_process import (
     write_frame,
 )
 from lekiwi_fleet_server.settings import Settings
-from lekiwi_fleet_server.store import ingest
 from lekiwi_fleet_server.store.interface import (
-    BatchResult,
     RobotAlreadyEnrolled,
     StoreError,
     StoreUnavailable,
 )
-from lekiwi_fleet_server.store.sql_store import SqlFleetStore
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 TOKEN_HASH = 'ab' * 32
@@ -97,66 +93,6 @@ def test_serve_answers_each_request_in_order() -> None:
                             strict=True):
         assert not answer[1] and text in str(answer[2])
     assert isinstance(answers[3][2], StoreError)  # what could not be pickled, as text
-
-
-class FailingOnce(MemoryStore):
-    """Its first commit fails; the ones after it work."""
-
-    def commit_batch(self, *args: Any, **kwargs: Any) -> BatchResult:
-        if self.commits == 0:
-            self.commits += 1
-            raise StoreUnavailable('the database went away')
-        return super().commit_batch(*args, **kwargs)
-
-
-def serve_all(service: WriterService, requests: list[tuple]) -> list[tuple]:
-    stream = io.BytesIO()
-    for request in requests:
-        write_frame(stream, request)
-    stream.seek(0)
-    responses = io.BytesIO()
-    serve(stream, responses, service)
-    responses.seek(0)
-    return [read_frame(responses) for _ in requests]
-
-
-def test_commits_sent_after_a_failed_one_fail_unrun_until_the_next_generation() -> None:
-    store = FailingOnce()
-    answers = serve_all(WriterService(CommitWorker(store)), [
-        (1, 'commit_frames', ([frame('a', 1)], [], 1.0, False, 0), {}),
-        (2, 'commit_frames', ([frame('a', 2)], [], 1.0, False, 0), {}),  # sent before it knew
-        (3, 'commit_frames', ([frame('a', 1), frame('a', 2)], [], 1.0, False, 1), {})])
-    assert [(a[0], a[1]) for a in answers] == [(1, False), (2, False), (3, True)]
-    assert 'resent' in str(answers[1][2])
-    assert store.commits == 2 and [k[2] for k in store.messages] == [1, 2]  # 2 never ran
-
-
-def test_the_next_batch_is_planned_while_one_is_written(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = SqlFleetStore.open(f'sqlite:///{tmp_path / "fleet.db"}')
-    store.enrol_robot('kiwi', TOKEN_HASH, (), now=1.0)
-    ahead: list[bool] = []
-    real = SqlFleetStore.plan_ahead
-
-    def recording(self: SqlFleetStore, *args: Any, **kwargs: Any) -> bool:
-        ahead.append(real(self, *args, **kwargs))
-        return ahead[-1]
-
-    monkeypatch.setattr(SqlFleetStore, 'plan_ahead', recording)
-    plans: list[int] = []
-    real_plan = ingest.plan_batch
-    monkeypatch.setattr(ingest, 'plan_batch', lambda *a, **k: plans.append(1) or real_plan(*a, **k))
-    try:
-        answers = serve_all(WriterService(CommitWorker(store)), [
-            (i, 'commit_frames', ([frame('kiwi', i)], [], float(i), False, 0), {})
-            for i in (1, 2, 3)])
-    finally:
-        store.close()
-    assert [(a[0], a[1], a[2].acknowledged) for a in answers] == [
-        (1, True, 1), (2, True, 1), (3, True, 1)]
-    # Batches 2 and 3 had arrived: each was planned while the one before it was written,
-    # and that plan was the one committed.
-    assert ahead == [True, True] and len(plans) == 3
 
 
 def test_run_writer_opens_the_store_serves_and_closes(tmp_path: Path) -> None:
