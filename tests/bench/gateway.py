@@ -75,8 +75,21 @@ class Database:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS {self.name} WITH (FORCE)')
+        drop_database(self.admin, self.name)
+
+
+def drop_database(admin: str, name: str, attempts: int = 8) -> None:
+    """Drop a database, retrying while an autovacuum worker is on it (only a superuser may end
+    one; it is done within moments)."""
+    for attempt in range(attempts):
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS {name} WITH (FORCE)')
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
     def rows_written(self) -> int:
         with psycopg.connect(self.admin, autocommit=True) as conn:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'src' / 'lekiwi_fleet_server'))  # the source tree, not install/
 
 import sqlalchemy as sa  # noqa: E402
-from gateway import base_url  # noqa: E402  (this folder: the same database as the gateway bench)
+from gateway import base_url, drop_database, libpq  # noqa: E402  (this folder: as the gateway bench)
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from lekiwi_fleet_server.domain import topics  # noqa: E402
@@ -176,9 +176,8 @@ def main() -> None:
             results['postgresql'] = run(url, 'postgresql', args.robots, args.batch,
                                         args.rounds, args.budget)
         finally:
-            with engine.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS {name} WITH (FORCE)')
             engine.dispose()
+            drop_database(libpq(admin), name)
     if args.db in ('sqlite', 'both'):
         with tempfile.TemporaryDirectory() as tmp:
             results['sqlite'] = run(f'sqlite:///{tmp}/bench.db', 'sqlite', args.robots,
