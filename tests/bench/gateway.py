@@ -77,6 +77,14 @@ class Database:
     def __exit__(self, *exc: object) -> None:
         drop_database(self.admin, self.name)
 
+    def rows_written(self) -> int:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute('SELECT pg_stat_force_next_flush()')
+            row = conn.execute('SELECT tup_inserted + tup_updated + tup_deleted '
+                               'FROM pg_stat_database WHERE datname = %s',
+                               (self.name,)).fetchone()
+        return int(row[0]) if row else 0
+
 
 def drop_database(admin: str, name: str, attempts: int = 8) -> None:
     """Drop a database, retrying while an autovacuum worker is on it (only a superuser may end
@@ -90,14 +98,6 @@ def drop_database(admin: str, name: str, attempts: int = 8) -> None:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
-
-    def rows_written(self) -> int:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute('SELECT pg_stat_force_next_flush()')
-            row = conn.execute('SELECT tup_inserted + tup_updated + tup_deleted '
-                               'FROM pg_stat_database WHERE datname = %s',
-                               (self.name,)).fetchone()
-        return int(row[0]) if row else 0
 
 
 def enrol(url: str, n: int) -> list[tuple[str, str]]:
