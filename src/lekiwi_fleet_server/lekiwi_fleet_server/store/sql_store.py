@@ -232,13 +232,14 @@ class SqlFleetStore:
     def _commit(self, messages: Sequence[RobotMessage], presence: Sequence[PresenceChange],
                 robot_ids: set[str], now: float, *, look_up_events: bool,
                 while_committing: Callable[[BatchResult], None] | None) -> BatchResult:
-        results: list[BatchResult] = []
+        result: BatchResult | None = None
 
         def decided(recorded: list[RecordedEvent]) -> None:
             # The hot writes are on their way: answer while the database works on them.
-            results.append(self._result(plan, recorded, now))
+            nonlocal result
+            result = self._result(plan, recorded, now)
             if while_committing is not None:
-                while_committing(results[0])
+                while_committing(result)
 
         with self._batch_transaction() as conn:
             self._ensure_loaded(conn, robot_ids)
@@ -256,7 +257,8 @@ class SqlFleetStore:
         self._history.partitions_created(made)
         self._sequences.committed(plan.sequences)
         self._states.update(plan.states)
-        return results[0]
+        assert result is not None, 'write_batch calls decided once the writes are sent'
+        return result
 
     def _result(self, plan: ingest.BatchPlan, recorded: list[RecordedEvent],
                 now: float) -> BatchResult:
