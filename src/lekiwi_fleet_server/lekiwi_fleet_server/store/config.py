@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lekiwi_fleet_server.domain.robot_state import AlarmThresholds
+from lekiwi_fleet_server.domain.shards import check_shard, shard_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,10 @@ class StoreConfig:
     max_seq_ranges: int = 1024
     # (robot, boot) pairs whose committed seqs the writer keeps in memory (reloaded on demand).
     sequence_cache_pairs: int = 50_000
+    # This store writes the robots of shard `shard_index` of `shard_count` (domain/shards.py):
+    # it loads and marks offline only those, and shard 0 alone runs telemetry maintenance.
+    shard_index: int = 0
+    shard_count: int = 1
 
     def __post_init__(self) -> None:
         if self.stale_after_s <= 0:
@@ -51,3 +56,8 @@ class StoreConfig:
             raise ValueError('telemetry_max_buckets and pool_size must be at least 1')
         if self.max_seq_ranges < 1 or self.sequence_cache_pairs < 1:
             raise ValueError('max_seq_ranges and sequence_cache_pairs must be at least 1')
+        check_shard(self.shard_index, self.shard_count)
+
+    def owns(self, robot_id: str) -> bool:
+        """Tell whether this store's shard owns the robot."""
+        return shard_of(robot_id, self.shard_count) == self.shard_index

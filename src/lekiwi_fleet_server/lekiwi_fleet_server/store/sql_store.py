@@ -1,13 +1,15 @@
 """SqlFleetStore: the FleetStore on SQLAlchemy Core, for PostgreSQL and the embedded SQLite.
 
-The store is the single writer of its database: every write goes through one lock, and it keeps
-each enrolled robot's state (aggregate + current state) in memory so a batch of heartbeats is
-decided without reading anything back. That memory is loaded at open (aggregates from snapshots
-plus the event tail, current state from robot_current) and updated only after a transaction has
-committed. It is a cache the event log can always correct: appends are checked against stream
-versions, so if another process (the CLI enrolling or revoking) appended to a robot's stream,
-the append fails with ConcurrencyConflict, the robot is reloaded and the batch is planned again.
-After a failed commit, whose outcome may be unknown, the batch's robots are reloaded too.
+The store is the single writer of its robots: every write goes through one lock, and it keeps each
+enrolled robot's state (aggregate + current state) in memory so a batch of heartbeats is decided
+without reading anything back. That memory is loaded at open (aggregates from snapshots plus the
+event tail, current state from robot_current) and updated only after a transaction has committed.
+It is a cache the event log can always correct: appends are checked against stream versions, so if
+another process (the CLI enrolling or revoking) appended to a robot's stream, the append fails with
+ConcurrencyConflict, the robot is reloaded and the batch is planned again. After a failed commit,
+whose outcome may be unknown, the batch's robots are reloaded too. With writer shards
+(StoreConfig.shard_index and shard_count) several stores write one database, each for its own
+robots only.
 
 Driver errors are translated into interface.py's errors here, once, at the boundary.
 """
@@ -160,8 +162,9 @@ class SqlFleetStore:
             projections.catch_up(conn, aggregates)
             currents = {r.robot_id: ingest.current_from_row(r)
                         for r in conn.execute(sa.select(robot_current))}
+        owns = self._config.owns
         self._states = {rid: RobotState(agg, currents.get(rid, CurrentState()))
-                        for rid, agg in aggregates.items() if agg.enrolled}
+                        for rid, agg in aggregates.items() if agg.enrolled and owns(rid)}
         log.info('store open: %d robots, telemetry %s', len(self._states), self._history.mode)
 
     def _ensure_loaded(self, conn: Connection, robot_ids: Iterable[str]) -> None:
@@ -329,8 +332,10 @@ class SqlFleetStore:
         with self._lock, translate_errors('mark_all_offline'):
             try:
                 with self._writer.begin() as conn:
+                    owns = self._config.owns  # other shards' writers mark their own
                     online = [r for (r,) in conn.execute(
-                        sa.select(robots.c.robot_id).where(robots.c.online.is_(True)))]
+                        sa.select(robots.c.robot_id).where(robots.c.online.is_(True)))
+                        if owns(r)]
                     self._ensure_loaded(conn, online)
                     outcomes = [self._states[r].on_presence(False, now, reason)
                                 for r in sorted(online) if r in self._states]
@@ -375,6 +380,9 @@ class SqlFleetStore:
             self._next_maintenance = now + 60.0
 
     def _maintain(self, now: float) -> None:
+        if self._config.shard_index != 0:  # one writer makes and drops partitions
+            self._next_maintenance = float('inf')
+            return
         with self._writer.begin() as conn:
             made, dropped = self._history.maintain(conn, now)
         if made or dropped:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _BOUND = re.compile(r"FROM \('?(-?\d+)'?\) TO \('?(-?\d+)'?\)")
 _FIELDS = frozenset(TELEMETRY_FIELDS)
+_PARTITION_LOCK = 0x4C4B5450  # advisory lock key ('LKTP') taken while making partitions
 
 
 def sampled_ms(stamp: float, received_at: float, max_future_s: float) -> int:
@@ -120,7 +121,12 @@ class TelemetryHistory:
     def create_partitions(self, conn: Connection, starts: Iterable[int]) -> list[tuple[int, int]]:
         """Create partitions (call `partitions_created` after the transaction commits)."""
         made = []
-        for start in sorted(set(starts)):
+        starts = sorted(set(starts))
+        if starts and conn.dialect.name == 'postgresql':
+            # Writers of other shards may make the same partition now: one at a time, and
+            # IF NOT EXISTS then sees the one committed while this transaction waited.
+            conn.exec_driver_sql(f'SELECT pg_advisory_xact_lock({_PARTITION_LOCK})')
+        for start in starts:
             end = start + self.period_ms
             conn.exec_driver_sql(
                 f'CREATE TABLE IF NOT EXISTS {partition_name(start)} PARTITION OF telemetry '
