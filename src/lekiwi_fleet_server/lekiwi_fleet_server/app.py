@@ -53,20 +53,21 @@ def uses_writer_process(settings: Settings) -> bool:
     return settings.writer_process and not in_memory
 
 
-def _open_split_store(settings: Settings) -> tuple[FleetStore, Committer]:
-    """Start the writer process, then open the reads' store beside it."""
-    from lekiwi_fleet_server.gateway.writer_process import ProcessCommitter, WriterProcess
+def _open_split_store(settings: Settings) -> tuple[FleetStore, list[Committer]]:
+    """Start the writer processes, then open the reads' store beside them."""
+    from lekiwi_fleet_server.gateway.writer_process import ProcessCommitter, WriterPool
     from lekiwi_fleet_server.store.factory import open_store as open_sql_store
     from lekiwi_fleet_server.store.split_store import SplitStore
 
-    writer = WriterProcess(settings)
-    writer.start()  # migrates and loads the robots' states
+    writers = WriterPool(settings)
+    writers.start()  # migrates and loads the robots' states
     try:
         reader = open_sql_store(settings, preload=False)
     except BaseException:
-        writer.close()
+        writers.close()
         raise
-    return SplitStore(reader, writer.call_sync, on_close=writer.close), ProcessCommitter(writer)
+    committers: list[Committer] = [ProcessCommitter(p) for p in writers.processes]
+    return SplitStore(reader, writers.call_sync, on_close=writers.close), committers
 
 
 def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
@@ -81,14 +82,14 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        committer: Committer | None = None
+        committers: list[Committer] | None = None
         if store_factory is None and uses_writer_process(settings):
-            store, committer = await run_in_threadpool(_open_split_store, settings)
+            store, committers = await run_in_threadpool(_open_split_store, settings)
         else:
             store = await run_in_threadpool(store_factory or open_store, settings)
         metrics = FleetMetrics()
         bus = InProcessBus(settings.bus_queue_updates)
-        gateway = RobotGateway(settings, store, bus, metrics, committer=committer, now=now)
+        gateway = RobotGateway(settings, store, bus, metrics, committers=committers, now=now)
         try:
             if settings.bootstrap_admin_token:
                 created = await run_in_threadpool(

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lekiwi_fleet_server.domain.presence import IDLE_INTERVALS
+from lekiwi_fleet_server.domain.shards import MAX_SHARDS
 
 
 class Settings(BaseSettings):
@@ -24,6 +25,11 @@ class Settings(BaseSettings):
     writer_process: bool = Field(
         True, description="Run the store's writer (committing robot frames, admin writes) in "
                           'a process of its own, on a second core')
+    writer_shards: int = Field(
+        2, ge=1, le=MAX_SHARDS,
+        description='Writer processes, each the only writer of its share of the robots (by '
+                    'a hash of the robot id), committing side by side; PostgreSQL only, '
+                    'SQLite always has one')
     writer_priority: int = Field(5, ge=0, le=19,
                                  description='Nice steps the writer process gains over the '
                                              'server (best effort: needs CAP_SYS_NICE)')
@@ -41,7 +47,10 @@ class Settings(BaseSettings):
                                   description='Unsent bytes a robot may leave queued before '
                                               'it is dropped as a slow consumer')
     pre_auth_frames: int = Field(64, ge=1, description='Frames buffered while auth is checked')
-    commit_interval_ms: float = Field(50.0, gt=0, le=10_000)
+    commit_interval_ms: float = Field(
+        25.0, gt=0, le=10_000,
+        description="Shortest time between two commit starts of one writer shard; a busy "
+                    "writer starts its next batch as soon as the last one committed")
     max_batch_messages: int = Field(20_000, ge=1)
     max_pending_messages: int = Field(200_000, ge=1,
                                       description='Uncommitted messages held before new ones '
@@ -62,6 +71,12 @@ class Settings(BaseSettings):
             raise ValueError(f'presence_timeout_s must be longer than {IDLE_INTERVALS} x '
                              'ping_interval_s')
         return self
+
+    @property
+    def resolved_writer_shards(self) -> int:
+        """Return how many writers the store gets: `writer_shards`, but one on SQLite."""
+        # SQLite locks the whole database for a write: a second writer would only wait.
+        return 1 if self.resolved_database_url.startswith('sqlite') else self.writer_shards
 
     @property
     def resolved_database_url(self) -> str:

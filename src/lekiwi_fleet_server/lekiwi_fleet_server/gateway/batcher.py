@@ -2,10 +2,10 @@
 
 Publish frames from every connection are queued undecoded on the event loop; a batch is taken
 at most every `interval_s` and committed through a `Committer` (a writer thread, or the writer
-process), so the loop never decodes a message or waits on the database and the store sees a
-single writer. When a commit fails, the batch goes back to the front of the queue and is
-retried: nothing is acknowledged, nothing is lost while the process lives, and robots resend
-whatever a crash took.
+process), so the loop never decodes a message or waits on the database and each robot has a
+single writer (with writer shards, the gateway has one batcher per shard). When a commit
+fails, the batch goes back to the front of the queue and is retried: nothing is acknowledged,
+nothing is lost while the process lives, and robots resend whatever a crash took.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The robot gateway: a picows WebSocket server on the API's event loop.
 
-It owns the sessions, presence, the commit batcher and command dispatch. Store calls never run
-on the loop: publish frames go undecoded to the batcher, whose committer decodes and commits
-them in the single writer (a thread of this process, or the writer process); token look-ups go
-through a small reader pool. Acks go out only from `_on_committed`, after the transaction.
+It owns the sessions, presence, the commit batchers and command dispatch. Store calls never run
+on the loop: publish frames go undecoded to the batcher of the robot's writer shard, whose
+committer decodes and commits them in that shard's writer (a thread of this process, or a
+writer process); token look-ups go through a small reader pool. Acks go out only from
+`_on_committed`, after the transaction.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from picows import ws_create_server
 
 from lekiwi_fleet_server.domain.presence import PresenceTracker
 from lekiwi_fleet_server.domain.protocol import CommandResponse, ErrorCode, ProtocolError
+from lekiwi_fleet_server.domain.shards import shard_of
 from lekiwi_fleet_server.domain.tokens import generate_token, hash_token, token_matches
 from lekiwi_fleet_server.gateway.batcher import CommitBatcher
 from lekiwi_fleet_server.gateway.bus import UpdateBus
@@ -48,7 +50,7 @@ class RobotGateway:
     """Accept robots, authenticate them, validate and batch their messages, ack after commit."""
 
     def __init__(self, settings: Settings, store: FleetStore, bus: UpdateBus,
-                 metrics: FleetMetrics, *, committer: Committer | None = None,
+                 metrics: FleetMetrics, *, committers: Sequence[Committer] | None = None,
                  now: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self._store = store
@@ -59,16 +61,21 @@ class RobotGateway:
         self.presence = PresenceTracker(settings.presence_timeout_s, settings.ping_interval_s)
         self._sessions: dict[str, RobotSession] = {}
         self._open: set[RobotSession] = set()
-        # Without a committer (the writer process), commits run in one thread of this process.
+        # Without committers (the writer processes), commits run in one thread of this process.
+        # With several, each commits the robots of its shard (domain/shards.py) in batches of
+        # its own, side by side.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix='fleet-writer')
-        self._committer = committer or ThreadCommitter(store, self._writer)
+        self._committers = list(committers or [ThreadCommitter(store, self._writer)])
         self._readers = ThreadPoolExecutor(4, thread_name_prefix='fleet-auth')
-        self.batcher = CommitBatcher(
-            self._committer, interval_s=settings.commit_interval_ms / 1000.0,
-            max_batch=settings.max_batch_messages, max_pending=settings.max_pending_messages,
+        interval_s = settings.commit_interval_ms / 1000.0
+        self.batchers = [CommitBatcher(
+            committer, interval_s=interval_s, max_batch=settings.max_batch_messages,
+            max_pending=max(1, settings.max_pending_messages // len(self._committers)),
             retry_s=settings.store_retry_s, on_committed=self._on_committed, metrics=metrics,
             want_update=bus.wants_updates, now=now)
-        metrics.track_queue_depth(lambda: self.batcher.pending)
+            for committer in self._committers]
+        self._shards = len(self.batchers)
+        metrics.track_queue_depth(lambda: self.pending)
         self._refused = {code: metrics.frames_refused.labels(code.value) for code in ErrorCode}
         self._received = metrics.messages_received
         # Unknown robots are checked against a random hash so that they take as long as known.
@@ -81,7 +88,8 @@ class RobotGateway:
     async def start(self) -> None:
         """Mark every robot offline (nobody is connected yet), then listen and run."""
         loop = self._loop = asyncio.get_running_loop()
-        marked = await self._committer.mark_all_offline(self._now())
+        now = self._now()
+        marked = sum(await asyncio.gather(*(c.mark_all_offline(now) for c in self._committers)))
         log.info('gateway start: %d robots marked offline', marked)
         hard_limit = max(self.settings.max_frame_bytes * _HARD_FRAME_FACTOR, _HARD_FRAME_MIN)
         self._server = await ws_create_server(
@@ -89,8 +97,9 @@ class RobotGateway:
             websocket_handshake_timeout=self.settings.auth_timeout_s,
             max_frame_size=hard_limit, read_buffer_init_size=_READ_BUFFER_BYTES,
             logger_name='lekiwi.gateway', backlog=4096)
-        self._tasks = [loop.create_task(self.batcher.run(), name='commit-batcher'),
-                       loop.create_task(self._sweep_loop(), name='presence-sweep')]
+        self._tasks = [loop.create_task(b.run(), name=f'commit-batcher-{i}')
+                       for i, b in enumerate(self.batchers)]
+        self._tasks.append(loop.create_task(self._sweep_loop(), name='presence-sweep'))
         log.info('robot gateway listening on ws://%s:%d/', self.settings.gateway_host, self.port)
 
     @property
@@ -112,7 +121,7 @@ class RobotGateway:
         for robot_id, session in list(self._sessions.items()):
             change = self.presence.closed(robot_id, session, now, 'server_shutdown')
             if change is not None:
-                self.batcher.submit_presence(change)
+                self.batcher_of(robot_id).submit_presence(change)
         self._sessions.clear()
         for session in list(self._open):
             session.close(1001, 'server shutting down')
@@ -121,8 +130,9 @@ class RobotGateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if not await self.batcher.drain(drain_timeout_s):
-            log.error('gateway stop: %d messages could not be committed', self.batcher.pending)
+        drained = await asyncio.gather(*(b.drain(drain_timeout_s) for b in self.batchers))
+        if not all(drained):
+            log.error('gateway stop: %d messages could not be committed', self.pending)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
 
@@ -130,6 +140,16 @@ class RobotGateway:
     def _listener_for(self, request: object) -> RobotSession | None:
         path = getattr(request, 'path', b'/').split(b'?', 1)[0]
         return RobotSession(self) if path in (b'/', b'') else None
+
+    def batcher_of(self, robot_id: str) -> CommitBatcher:
+        """Return the batcher of the robot's writer shard."""
+        shards = self._shards
+        return self.batchers[shard_of(robot_id, shards) if shards > 1 else 0]
+
+    @property
+    def pending(self) -> int:
+        """Return how many frames wait for a commit, over every shard."""
+        return sum(b.pending for b in self.batchers)
 
     def now(self) -> float:
         """Return the wall clock the gateway stamps messages with."""
@@ -149,7 +169,7 @@ class RobotGateway:
             del self._sessions[robot_id]
         change = self.presence.closed(robot_id, session, self._now())
         if change is not None:
-            self.batcher.submit_presence(change)
+            self.batcher_of(robot_id).submit_presence(change)
             self.commands.robot_gone(robot_id)
         self._metrics.connections.set(len(self._sessions))
 
@@ -164,7 +184,7 @@ class RobotGateway:
             older.refuse(ProtocolError(ErrorCode.REPLACED,
                                        'a newer connection of this robot took over'))
         if change is not None:
-            self.batcher.submit_presence(change)
+            self.batcher_of(robot_id).submit_presence(change)
         self._metrics.connections.set(len(self._sessions))
 
     def heard(self, robot_id: str) -> None:
@@ -173,7 +193,7 @@ class RobotGateway:
 
     def submit(self, robot_id: str, payload: bytes) -> bool:
         """Queue a publish frame for commit; False when the backlog is full."""
-        if self.batcher.submit(robot_id, self._now(), payload):
+        if self.batcher_of(robot_id).submit(robot_id, self._now(), payload):
             self._received.inc()
             return True
         return False
@@ -226,7 +246,7 @@ class RobotGateway:
             self.commands.robot_gone(robot_id)
             session.close(1001, 'presence timeout', graceful=False)  # type: ignore[attr-defined]
         for change in result.changes:
-            self.batcher.submit_presence(change)
+            self.batcher_of(change.robot_id).submit_presence(change)
         if result.silent:
             self._metrics.connections.set(len(self._sessions))
         return list(result.changes)

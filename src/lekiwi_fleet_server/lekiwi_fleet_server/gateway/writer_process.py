@@ -1,17 +1,22 @@
-"""The store's single writer in its own process, so that ingest uses a second core.
+"""The store's writers in processes of their own, so that ingest uses the other cores.
 
-The server process runs the event loop (robot and dashboard sockets, the API); this child runs
-every write of the store: `CommitWorker.commit` (decoding, validating and committing the raw
-publish frames of a batch, building acks and the dashboard update) and the admin writes
-(enrol, revoke, operators, marking robots offline). Reads stay in the server process on their
-own connections. Requests are served one at a time, in order, so the store still has exactly
-one writer and its memory matches what the database committed.
+The server process runs the event loop (robot and dashboard sockets, the API); each writer
+child runs the writes of its shard of the robots (domain/shards.py, `writer_shards`, 1 on
+SQLite): `CommitWorker.commit` (decoding, validating and committing the raw publish frames of
+a batch, building acks and the dashboard update) and the admin writes about its robots (enrol,
+revoke, marking robots offline). Shard 0 also takes the writes that belong to no robot
+(operators, telemetry maintenance). Reads stay in the server process on their own connections.
+A writer serves its requests one at a time, in order, so each robot still has exactly one
+writer and that writer's memory matches what the database committed. Writers of different
+shards touch different rows, except the event counter: appends of events still take global
+positions in commit order (store/event_store.py).
 
-Wire format over the child's stdin and stdout: frames of an 8-byte big-endian length and a
+Wire format over a child's stdin and stdout: frames of an 8-byte big-endian length and a
 pickle; a request is `(id, method, args, kwargs)`, a response `(id, ok, value or exception)`.
-The first request carries the settings; the child answers it once its store is open. The
-child dies with its parent (PR_SET_PDEATHSIG) and exits at end of input; if it dies, calls in
-flight fail with StoreUnavailable (the batcher retries them) and a new child is started.
+The first request carries the settings and the shard; the child answers it once its store is
+open. The child dies with its parent (PR_SET_PDEATHSIG) and exits at end of input; if it dies,
+calls in flight fail with StoreUnavailable (the batcher retries them) and a new child is
+started.
 """
 
 from __future__ import annotations
@@ -36,9 +41,16 @@ from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import IO, Any
 
+from lekiwi_fleet_server.domain.shards import shard_of
 from lekiwi_fleet_server.gateway.commit_worker import CommitOutcome, CommitWorker, RawFrame
 from lekiwi_fleet_server.settings import Settings
-from lekiwi_fleet_server.store.interface import PresenceChange, StoreError, StoreUnavailable
+from lekiwi_fleet_server.store.interface import (
+    BatchResult,
+    PresenceChange,
+    RobotMessage,
+    StoreError,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +160,7 @@ def child_main() -> int:  # pragma: no cover - runs only as the child (run_write
 
 def run_writer(inp: IO[bytes], out: IO[bytes]) -> int:
     """Read the settings, open the store, answer requests until end of input; exit status."""
-    request_id, _method, (settings_json,), _kwargs = read_frame(inp)
+    request_id, _method, (settings_json, shard_index), _kwargs = read_frame(inp)
     settings = Settings.model_validate_json(settings_json)
     logging.basicConfig(level=settings.log_level.upper(),
                         format='%(asctime)s %(levelname)s %(name)s[writer]: %(message)s')
@@ -156,7 +168,8 @@ def run_writer(inp: IO[bytes], out: IO[bytes]) -> int:
     from lekiwi_fleet_server.store.factory import open_store  # the SQL stack loads here
 
     try:
-        store = open_store(settings)
+        store = open_store(settings, shard_index=shard_index,
+                           shard_count=settings.resolved_writer_shards)
     except Exception as exc:
         write_frame(out, (request_id, False, _picklable(exc)))
         return 1
@@ -178,8 +191,10 @@ def run_writer(inp: IO[bytes], out: IO[bytes]) -> int:
 class WriterProcess:
     """The server's handle on its writer process: start it, call it, restart it, stop it."""
 
-    def __init__(self, settings: Settings, *, restart_delay_s: float = 1.0) -> None:
+    def __init__(self, settings: Settings, *, shard_index: int = 0,
+                 restart_delay_s: float = 1.0) -> None:
         self._settings_json = settings.model_dump_json()
+        self.shard_index = shard_index
         self._restart_delay_s = restart_delay_s
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # guards _pending and _proc swaps
@@ -219,7 +234,7 @@ class WriterProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            write_frame(proc.stdin, (0, 'init', (self._settings_json,), {}))
+            write_frame(proc.stdin, (0, 'init', (self._settings_json, self.shard_index), {}))
             _id, ok, value = read_frame(proc.stdout)
         except (EOFError, OSError) as exc:
             proc.kill()
@@ -229,7 +244,7 @@ class WriterProcess:
             proc.wait()
             raise value
         self._proc = proc
-        log.info('writer process %d started', proc.pid)
+        log.info('writer process %d (shard %d) started', proc.pid, self.shard_index)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Future[Any]:
         """Send a request; the future resolves with its result or its exception."""
@@ -321,6 +336,82 @@ class WriterProcess:
                 proc.wait()
         if self._reader is not None:
             self._reader.join(timeout_s)
+
+
+class WriterPool:
+    """The server's writer processes, one per shard, and the routing of store writes to them.
+
+    Each writer is the only writer of its shard's robots (domain/shards.py), so each keeps
+    the memory of its own robots only and their batches commit side by side. Writes about one
+    robot go to its shard; the rest go to shard 0 (operators, telemetry maintenance) or to
+    every shard (marking robots offline, pings).
+    """
+
+    def __init__(self, settings: Settings, *, restart_delay_s: float = 1.0) -> None:
+        self.shards = settings.resolved_writer_shards
+        self.processes = [WriterProcess(settings, shard_index=i, restart_delay_s=restart_delay_s)
+                          for i in range(self.shards)]
+
+    def start(self) -> None:
+        """Start every writer (shard 0 first: it migrates the database); raise what failed."""
+        started: list[WriterProcess] = []
+        try:
+            for process in self.processes:
+                process.start()
+                started.append(process)
+        except BaseException:
+            for process in started:
+                process.close()
+            raise
+
+    def process_of(self, robot_id: str) -> WriterProcess:
+        """Return the writer of a robot's shard."""
+        return self.processes[shard_of(robot_id, self.shards)]
+
+    def call_sync(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run a store write on the writer it belongs to and return its result (SplitStore)."""
+        if method in ('enrol_robot', 'revoke_robot'):
+            return self.process_of(args[0]).call_sync(method, *args, **kwargs)
+        if method == 'commit_batch':
+            return self._commit_batch(*args, **kwargs)
+        if method in ('mark_all_offline', 'ping'):
+            futures = [p.call(method, *args, **kwargs) for p in self.processes]
+            results = [f.result() for f in futures]
+            return sum(results) if method == 'mark_all_offline' else None
+        return self.processes[0].call_sync(method, *args, **kwargs)
+
+    def _commit_batch(self, messages: Sequence[RobotMessage],
+                      presence: Sequence[PresenceChange] = (), *, now: float) -> BatchResult:
+        parts: dict[int, tuple[list[RobotMessage], list[PresenceChange]]] = {}
+        for message in messages:
+            parts.setdefault(shard_of(message.robot_id, self.shards), ([], []))[0].append(
+                message)
+        for change in presence:
+            parts.setdefault(shard_of(change.robot_id, self.shards), ([], []))[1].append(change)
+        futures = [self.processes[shard].call('commit_batch', part_messages, part_presence,
+                                              now=now)
+                   for shard, (part_messages, part_presence) in sorted(parts.items())]
+        results: list[BatchResult] = [f.result() for f in futures]
+        return merge_results(results)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop every writer after the requests already sent."""
+        for process in self.processes:
+            process.close(timeout_s)
+
+
+def merge_results(results: Sequence[BatchResult]) -> BatchResult:
+    """Return one BatchResult of the shards' results of one batch (events in position order)."""
+    if len(results) == 1:
+        return results[0]
+    return BatchResult(
+        acknowledged=tuple(k for r in results for k in r.acknowledged),
+        duplicates=sum(r.duplicates for r in results),
+        changed_robots=tuple(sorted((s for r in results for s in r.changed_robots),
+                                    key=lambda s: s.robot_id)),
+        new_events=tuple(sorted((e for r in results for e in r.new_events),
+                                key=lambda e: e.position)),
+        rejected=tuple(x for r in results for x in r.rejected))
 
 
 def _resolve(future: Future[Any], ok: bool, value: Any) -> None:

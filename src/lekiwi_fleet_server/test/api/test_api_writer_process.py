@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from api_harness import ADMIN_TOKEN, BOOT, Api, event_frame, robot_connection
 from fastapi.testclient import TestClient
+from websockets.sync.client import ClientConnection
 
 from lekiwi_fleet_server.api.admin import create_operator
 from lekiwi_fleet_server.app import create_app, uses_writer_process
+from lekiwi_fleet_server.domain.shards import shard_of
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.split_store import SplitStore
 
@@ -63,9 +65,66 @@ def test_ingest_admin_writes_and_reads_through_the_writer_process(split_api: Api
     ws.close()
 
 
+@pytest.fixture
+def sharded_api(pg_url: str, tmp_path: Path) -> Iterator[Api]:
+    settings = Settings(database_url=pg_url, data_dir=tmp_path, gateway_port=0,
+                        bootstrap_admin_token=ADMIN_TOKEN, commit_interval_ms=20,
+                        writer_shards=2, log_level='warning')
+    with TestClient(create_app(settings)) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        yield Api(client, services, {'Authorization': f'Bearer {ADMIN_TOKEN}'}, {})
+
+
+def acked_seqs(ws: ClientConnection, wanted: set[int]) -> set[int]:
+    acked: set[int] = set()
+    while not wanted <= acked:
+        reply = json.loads(ws.recv(timeout=5))
+        if reply.get('topic') == 'fleet/ack':
+            acked.update(s for a, b in reply['msg']['ranges'] for s in range(a, b + 1))
+    return acked
+
+
+def test_two_writer_shards_serve_one_fleet(sharded_api: Api) -> None:
+    api = sharded_api
+    robots = ['kiwi-d', 'kiwi-split']  # shard 0 and shard 1 of two
+    assert [shard_of(r, 2) for r in robots] == [0, 1]
+    writers = api.services.gateway.batchers
+    assert len(writers) == 2
+    tokens = {r: api.enrol(r) for r in robots}
+    with api.client.websocket_connect('/api/v1/stream') as dash:
+        dash.send_text(json.dumps({'op': 'auth', 'token': ADMIN_TOKEN}))
+        assert json.loads(dash.receive_text())['type'] == 'snapshot'
+        sockets = {r: robot_connection(api, r, tokens[r]) for r in robots}
+        for seq in (1, 2, 3):
+            for ws in sockets.values():
+                ws.send(json.dumps(event_frame(seq)))
+        for ws in sockets.values():
+            assert acked_seqs(ws, {1, 2, 3}) == {1, 2, 3}
+        seen = dict.fromkeys(robots, 0)
+        while set(seen.values()) != {3}:
+            for row in json.loads(dash.receive_text())['robots']:
+                if row['robot_id'] in seen:
+                    seen[row['robot_id']] = row['last_seq'] or 0
+    # Each shard's writer committed its own robot's batches.
+    assert all(b.committed_batches > 0 for b in writers)
+    listed = api.client.get('/api/v1/robots', headers=api.admin).json()
+    assert {r['robot_id']: r['status'] for r in listed} == dict.fromkeys(robots, 'online')
+    for ws in sockets.values():
+        ws.close()
+    deadline = time.monotonic() + 5
+    while {r['status'] for r in api.client.get('/api/v1/robots',
+                                                headers=api.admin).json()} != {'offline'}:
+        assert time.monotonic() < deadline, 'closed robots never went offline'
+        time.sleep(0.05)
+
+
 def test_only_shareable_databases_get_a_writer_process(tmp_path: Path) -> None:
     assert uses_writer_process(Settings(data_dir=tmp_path))
     assert not uses_writer_process(Settings(database_url='sqlite://', data_dir=tmp_path))
     assert not uses_writer_process(Settings(database_url='sqlite:///:memory:',
                                             data_dir=tmp_path))
     assert not uses_writer_process(Settings(data_dir=tmp_path, writer_process=False))
+    # SQLite locks the whole database to write: one writer, whatever was asked.
+    assert Settings(data_dir=tmp_path, writer_shards=2).resolved_writer_shards == 1
+    assert Settings(database_url='postgresql+psycopg://h/db', data_dir=tmp_path,
+                    writer_shards=2).resolved_writer_shards == 2

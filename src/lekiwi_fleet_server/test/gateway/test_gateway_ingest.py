@@ -116,7 +116,7 @@ async def test_store_down_means_no_ack_then_commit_after_recovery(
         await robot.send(rf.publish('fleet/events', 1))
         with pytest.raises(asyncio.TimeoutError):
             await robot.recv(timeout=0.3)
-        assert memory_store.messages == {} and gw.gateway.batcher.pending == 1
+        assert memory_store.messages == {} and gw.gateway.pending == 1
         memory_store.down = False
         assert await robot.acked(rf.BOOT, {1}, timeout=2) == {1}
         assert gw.metrics.commit_failures._value.get() >= 1

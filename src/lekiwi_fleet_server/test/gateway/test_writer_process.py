@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -16,12 +17,15 @@ import pytest
 import robot_frames as rf
 from memory_store import MemoryStore
 
+from lekiwi_fleet_server.domain.shards import shard_of
 from lekiwi_fleet_server.gateway import writer_process
 from lekiwi_fleet_server.gateway.commit_worker import CommitOutcome, CommitWorker
 from lekiwi_fleet_server.gateway.writer_process import (
     ProcessCommitter,
+    WriterPool,
     WriterProcess,
     WriterService,
+    merge_results,
     read_frame,
     run_writer,
     serve,
@@ -29,7 +33,14 @@ from lekiwi_fleet_server.gateway.writer_process import (
 )
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.interface import (
+    BatchResult,
+    MessageKey,
+    PresenceChange,
+    RecordedEvent,
+    RejectedMessage,
     RobotAlreadyEnrolled,
+    RobotMessage,
+    RobotSummary,
     StoreError,
     StoreUnavailable,
 )
@@ -99,7 +110,7 @@ def test_run_writer_opens_the_store_serves_and_closes(tmp_path: Path) -> None:
     # The embedded database; priority 0: this test runs the writer in the test process.
     settings = Settings(data_dir=tmp_path, log_level='warning', writer_priority=0)
     requests = io.BytesIO()
-    write_frame(requests, (0, 'init', (settings.model_dump_json(),), {}))
+    write_frame(requests, (0, 'init', (settings.model_dump_json(), 0), {}))
     write_frame(requests, (1, 'enrol_robot', ('kiwi', TOKEN_HASH, ()), {'now': 1.0}))
     requests.seek(0)
     responses = io.BytesIO()
@@ -115,7 +126,7 @@ def test_run_writer_reports_a_store_that_does_not_open(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / 'file', log_level='critical', writer_priority=0)
     (tmp_path / 'file').write_text('not a directory')
     requests = io.BytesIO()
-    write_frame(requests, (0, 'init', (settings.model_dump_json(),), {}))
+    write_frame(requests, (0, 'init', (settings.model_dump_json(), 0), {}))
     requests.seek(0)
     responses = io.BytesIO()
     assert run_writer(requests, responses) == 1
@@ -234,3 +245,71 @@ def test_the_writer_asks_for_priority_and_carries_on_without(
         writer_process._raise_priority(5)
         writer_process._raise_priority(0)
     assert asked == [-5] and 'CAP_SYS_NICE' in caplog.text
+
+
+# -- a writer per shard ---------------------------------------------------------------------
+
+def robot_of(shard_index: int) -> str:
+    return next(f'kiwi-{i}' for i in range(100) if shard_of(f'kiwi-{i}', 2) == shard_index)
+
+
+def heartbeat_frame(robot_id: str, seq: int) -> tuple[str, float, bytes]:
+    return robot_id, time.time(), orjson.dumps(rf.publish('fleet/heartbeat', seq,
+                                                          rf.heartbeat(robot_id, seq)))
+
+
+@pytest.fixture
+def pool(pg_url: str, tmp_path: Path) -> Iterator[WriterPool]:
+    settings = Settings(database_url=pg_url, data_dir=tmp_path, log_level='warning',
+                        writer_shards=2)
+    writers = WriterPool(settings, restart_delay_s=0.05)
+    writers.start()
+    yield writers
+    writers.close()
+
+
+def test_a_pool_sends_each_robot_s_writes_to_its_shard(pool: WriterPool) -> None:
+    assert [p.shard_index for p in pool.processes] == [0, 1]
+    assert len({p.pid for p in pool.processes}) == 2
+    a, b = robot_of(0), robot_of(1)
+    for robot in (a, b):
+        pool.call_sync('enrol_robot', robot, TOKEN_HASH, (), now=1.0)
+    first = pool.processes[1].call_sync('commit_frames', [heartbeat_frame(b, 1)], [],
+                                        time.time(), False)
+    assert first.acknowledged == 1
+    # The revocation reaches the writer that holds b, whose next batch shows it revoked. (Sent
+    # to the other writer, b's writer would still hold b as not revoked.)
+    pool.call_sync('revoke_robot', b, now=2.0)
+    beat = RobotMessage(b, rf.BOOT, 2, 'fleet/heartbeat', rf.heartbeat(b, 2), time.time())
+    (summary,) = pool.call_sync('commit_batch', [beat], now=time.time()).changed_robots
+    assert summary.robot_id == b and summary.revoked
+    # A batch over both shards is split between them and its results merged.
+    result = pool.call_sync('commit_batch', [
+        RobotMessage(r, rf.BOOT, 5, 'fleet/events', rf.event(r, 5), time.time())
+        for r in (a, b)], [PresenceChange(a, True, time.time(), 'connected')], now=time.time())
+    assert sorted(k.robot_id for k in result.acknowledged) == sorted([a, b])
+    assert [s.robot_id for s in result.changed_robots] == sorted([a, b])
+    positions = [e.position for e in result.new_events]
+    assert positions == sorted(positions) and len(positions) == 3  # online, 2 events
+    assert pool.call_sync('mark_all_offline', now=3.0) == 1  # a, from shard 0
+    pool.call_sync('ping')
+
+
+def test_shard_results_merge_in_order() -> None:
+    def summary(robot_id: str) -> RobotSummary:
+        return RobotSummary(robot_id=robot_id, tags=(), status='online', enrolled_at=0.0,
+                            revoked=False)
+
+    def event(position: int) -> RecordedEvent:
+        return RecordedEvent(position=position, stream_id='s', version=position, type='T',
+                             schema_version=1, data={}, metadata={}, recorded_at=0.0)
+
+    key = MessageKey('a', 'b', 1)
+    one = BatchResult((key,), 1, (summary('z'),), (event(2), event(5)))
+    two = BatchResult((), 0, (summary('c'),), (event(3),),
+                      (RejectedMessage(MessageKey('c', 'b', 1), 'no'),))
+    merged = merge_results([one, two])
+    assert merged.acknowledged == (key,) and merged.duplicates == 1
+    assert [s.robot_id for s in merged.changed_robots] == ['c', 'z']
+    assert [e.position for e in merged.new_events] == [2, 3, 5]
+    assert len(merged.rejected) == 1 and merge_results([one]) is one
