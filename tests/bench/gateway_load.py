@@ -263,27 +263,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     telemetry_every = max(1, round(args.telemetry_period))
     total_s = args.warmup + args.duration
     t_start = time.perf_counter()
-    second = 0
+    tick = 0  # the next tick to send: each is sent once, late ones caught up in order
     while True:
         elapsed = time.perf_counter() - t_start
         if elapsed >= total_s:
             break
-        stats.measuring = elapsed >= args.warmup
-        second = int(elapsed)
-        slot = int((elapsed % 1.0) / tick_s)
-        # Forget send times older than 10 s, a tick's robots at a time: pruning all 10,000 at
-        # once stalled this loop ~10-30 ms every second, and acks read late look slow.
-        cutoff = time.perf_counter() - 10.0
-        for robot in slots[slot]:
-            robot.prune(cutoff)
-        wall = time.time()
-        for robot in slots[slot]:
-            if robot.open:
-                robot.heartbeat(wall)
-                if (second + slot) % telemetry_every == 0:
-                    robot.telemetry(wall)
-        next_tick = t_start + (int(elapsed / tick_s) + 1) * tick_s
-        await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+        # A sleep may end a little early (or late): never send a tick twice, never skip one.
+        while tick <= int(elapsed / tick_s):
+            second, slot = divmod(tick, ticks)
+            stats.measuring = tick * tick_s >= args.warmup
+            # Forget send times older than 10 s, a tick's robots at a time: pruning all
+            # 10,000 at once stalled this loop ~10-30 ms every second, and acks read late
+            # look slow.
+            cutoff = time.perf_counter() - 10.0
+            for robot in slots[slot]:
+                robot.prune(cutoff)
+            wall = time.time()
+            for robot in slots[slot]:
+                if robot.open:
+                    robot.heartbeat(wall)
+                    if (second + slot) % telemetry_every == 0:
+                        robot.telemetry(wall)
+            tick += 1
+        await asyncio.sleep(max(0.0, t_start + tick * tick_s - time.perf_counter()))
     stats.measuring = False
     await asyncio.sleep(1.0)  # let acks of the last frames arrive (not measured)
     held = sum(1 for r in order if r.open)
