@@ -146,6 +146,26 @@ def test_cut_connections_lose_and_duplicate_nothing(
         agent.stop()
 
 
+def test_a_resend_after_a_cut_is_acked_on_the_new_connection(tmp_path: Path) -> None:
+    # The ack of seq 1 is still pending on the first connection when it is cut; the agent
+    # resends seq 1 on its next connection, and that one must answer it. (The stand-in once
+    # kept pending acks per robot: the cut connection's late flush swallowed the new one's,
+    # and the agent waited out its 10 s ack timeout.)
+    server = UplinkTestServer({ROBOT: TOKEN}, ack_delay_s=1.0)
+    agent = Agent(tmp_path / 'o.db', server.url, 'boot-0000000e')
+    try:
+        assert server.wait_for(lambda: server.connected(ROBOT) and agent.client.connected)
+        agent.put(0)
+        assert server.wait_for(lambda: len(server.messages('fleet/events')) == 1)
+        server.cut(ROBOT)
+        assert server.wait_for(lambda: len(agent.outbox) == 0, 5.0)
+        assert server.duplicates == 1 and agent.session.stats.connections_total == 2
+        assert_exactly_once(server, 'boot-0000000e', 1)
+    finally:
+        agent.stop()
+        server.close()
+
+
 def test_server_down_then_back_replays_the_outbox(server: UplinkTestServer, tmp_path: Path) -> None:
     agent = Agent(tmp_path / 'o.db', server.url, 'boot-0000000c')
     try:

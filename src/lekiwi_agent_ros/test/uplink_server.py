@@ -50,6 +50,9 @@ class Robot:
     ws: ServerConnection
     responses: dict[str, asyncio.Future] = field(default_factory=dict)
     action_frames: list[dict[str, Any]] = field(default_factory=list)
+    # Seqs received per boot and not yet acked, on this connection only: a cut connection's
+    # pending acks must not swallow those of the robot's next connection.
+    pending_acks: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
 
 
 class UplinkTestServer:
@@ -69,7 +72,6 @@ class UplinkTestServer:
         self.bytes_received = 0
         self.port = 0
         self._robots: dict[str, Robot] = {}
-        self._pending_acks: dict[tuple[str, str], set[int]] = defaultdict(set)
         self._loop = asyncio.new_event_loop()
         self._server: Server | None = None
         self._lock = threading.Lock()
@@ -270,13 +272,13 @@ class UplinkTestServer:
                 self.keys.add(full_key)
                 self.committed.append(Committed(robot.robot_id, *key, frame['topic'], frame['msg']))
         if self.acks_enabled:
-            pending = self._pending_acks[(robot.robot_id, key[0])]
+            pending = robot.pending_acks[key[0]]
             if not pending:
                 self._loop.call_later(self.ack_delay_s, self._flush_acks, robot, key[0])
             pending.add(key[1])
 
     def _flush_acks(self, robot: Robot, boot_id: str) -> None:
-        seqs = sorted(self._pending_acks.pop((robot.robot_id, boot_id), ()))
+        seqs = sorted(robot.pending_acks.pop(boot_id, ()))
         if not seqs or self._robots.get(robot.robot_id) is not robot:
             return
         ranges: list[list[int]] = []
