@@ -74,7 +74,6 @@ class RobotGateway:
             retry_s=settings.store_retry_s, on_committed=self._on_committed, metrics=metrics,
             want_update=bus.wants_updates, now=now)
             for committer in self._committers]
-        self._shards = len(self.batchers)
         metrics.track_queue_depth(lambda: self.pending)
         self._refused = {code: metrics.frames_refused.labels(code.value) for code in ErrorCode}
         self._received = metrics.messages_received
@@ -143,8 +142,7 @@ class RobotGateway:
 
     def batcher_of(self, robot_id: str) -> CommitBatcher:
         """Return the batcher of the robot's writer shard."""
-        shards = self._shards
-        return self.batchers[shard_of(robot_id, shards) if shards > 1 else 0]
+        return self.batchers[shard_of(robot_id, len(self.batchers))]
 
     @property
     def pending(self) -> int:

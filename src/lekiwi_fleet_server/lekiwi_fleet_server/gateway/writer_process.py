@@ -160,7 +160,7 @@ def child_main() -> int:  # pragma: no cover - runs only as the child (run_write
 
 def run_writer(inp: IO[bytes], out: IO[bytes]) -> int:
     """Read the settings, open the store, answer requests until end of input; exit status."""
-    request_id, _method, (settings_json, shard_index), _kwargs = read_frame(inp)
+    request_id, _method, (settings_json, shard_index, shard_count), _kwargs = read_frame(inp)
     settings = Settings.model_validate_json(settings_json)
     logging.basicConfig(level=settings.log_level.upper(),
                         format='%(asctime)s %(levelname)s %(name)s[writer]: %(message)s')
@@ -168,8 +168,7 @@ def run_writer(inp: IO[bytes], out: IO[bytes]) -> int:
     from lekiwi_fleet_server.store.factory import open_store  # the SQL stack loads here
 
     try:
-        store = open_store(settings, shard_index=shard_index,
-                           shard_count=settings.resolved_writer_shards)
+        store = open_store(settings, shard_index=shard_index, shard_count=shard_count)
     except Exception as exc:
         write_frame(out, (request_id, False, _picklable(exc)))
         return 1
@@ -191,10 +190,11 @@ def run_writer(inp: IO[bytes], out: IO[bytes]) -> int:
 class WriterProcess:
     """The server's handle on its writer process: start it, call it, restart it, stop it."""
 
-    def __init__(self, settings: Settings, *, shard_index: int = 0,
+    def __init__(self, settings: Settings, *, shard_index: int = 0, shard_count: int = 1,
                  restart_delay_s: float = 1.0) -> None:
         self._settings_json = settings.model_dump_json()
         self.shard_index = shard_index
+        self._shard_count = shard_count  # alone (the default), a writer writes every robot
         self._restart_delay_s = restart_delay_s
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # guards _pending and _proc swaps
@@ -234,7 +234,8 @@ class WriterProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            write_frame(proc.stdin, (0, 'init', (self._settings_json, self.shard_index), {}))
+            write_frame(proc.stdin, (0, 'init', (self._settings_json, self.shard_index,
+                                                 self._shard_count), {}))
             _id, ok, value = read_frame(proc.stdout)
         except (EOFError, OSError) as exc:
             proc.kill()
@@ -349,7 +350,8 @@ class WriterPool:
 
     def __init__(self, settings: Settings, *, restart_delay_s: float = 1.0) -> None:
         self.shards = settings.resolved_writer_shards
-        self.processes = [WriterProcess(settings, shard_index=i, restart_delay_s=restart_delay_s)
+        self.processes = [WriterProcess(settings, shard_index=i, shard_count=self.shards,
+                                        restart_delay_s=restart_delay_s)
                           for i in range(self.shards)]
 
     def start(self) -> None:

@@ -110,7 +110,7 @@ def test_run_writer_opens_the_store_serves_and_closes(tmp_path: Path) -> None:
     # The embedded database; priority 0: this test runs the writer in the test process.
     settings = Settings(data_dir=tmp_path, log_level='warning', writer_priority=0)
     requests = io.BytesIO()
-    write_frame(requests, (0, 'init', (settings.model_dump_json(), 0), {}))
+    write_frame(requests, (0, 'init', (settings.model_dump_json(), 0, 1), {}))
     write_frame(requests, (1, 'enrol_robot', ('kiwi', TOKEN_HASH, ()), {'now': 1.0}))
     requests.seek(0)
     responses = io.BytesIO()
@@ -126,7 +126,7 @@ def test_run_writer_reports_a_store_that_does_not_open(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / 'file', log_level='critical', writer_priority=0)
     (tmp_path / 'file').write_text('not a directory')
     requests = io.BytesIO()
-    write_frame(requests, (0, 'init', (settings.model_dump_json(), 0), {}))
+    write_frame(requests, (0, 'init', (settings.model_dump_json(), 0, 1), {}))
     requests.seek(0)
     responses = io.BytesIO()
     assert run_writer(requests, responses) == 1
