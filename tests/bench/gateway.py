@@ -163,6 +163,26 @@ def scrape_all(api: str, *names: str) -> dict[str, float | None]:
     return found
 
 
+def commit_buckets(api: str) -> dict[float, float]:
+    """Return the commit-duration histogram's cumulative bucket counts, by upper bound."""
+    import urllib.request
+    with urllib.request.urlopen(f'{api}/metrics', timeout=10) as response:
+        text = response.read().decode()
+    return {float(le): float(count) for le, count in re.findall(
+        r'^lekiwi_store_commit_seconds_bucket\{le="([0-9.e+inf]+)"\} ([0-9.e+]+)$', text, re.M)}
+
+
+def bucket_percentile(before: dict[float, float], after: dict[float, float],
+                      q: float) -> float | None:
+    """Return the upper bound (ms) of the bucket holding the q-th percentile of the window."""
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = delta[-1][1] if delta else 0.0
+    for le, count in delta:
+        if total and count >= total * q / 100.0:
+            return le * 1000.0
+    return None
+
+
 # The server's own view of its batches: how long a commit takes from the gateway's side (the
 # writer's round trip) and how many messages it holds.
 BATCH_METRICS = ('lekiwi_gateway_messages_committed_total', 'lekiwi_store_commit_seconds_sum',
@@ -212,6 +232,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             writer0 = [w.cpu_times() for w in writers]
             rows0 = db.rows_written()
             batches0 = scrape_all(api, *BATCH_METRICS)
+            buckets0 = commit_buckets(api)
             w0 = time.monotonic()
             rss_peak = 0
             writer_rss_peak = 0
@@ -225,6 +246,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             load1 = load_proc.cpu_times() if load.poll() is None else load0
             rows1 = db.rows_written()
             batches1 = scrape_all(api, *BATCH_METRICS)
+            buckets1 = commit_buckets(api)
             connections = scrape(api, 'lekiwi_gateway_connections')
             out, _ = load.communicate(timeout=args.duration + 600)
             result = orjson.loads(out.strip().splitlines()[-1])
@@ -255,6 +277,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             'batches_per_s': round(delta['lekiwi_store_commit_seconds_count'] / wall, 1),
             'commit_avg_ms': round(delta['lekiwi_store_commit_seconds_sum'] / batches * 1000, 1),
             'batch_avg_messages': round(delta['lekiwi_store_batch_messages_sum'] / batches),
+            'p99_batch_commit_le_ms': bucket_percentile(buckets0, buckets1, 99),
         })
         return result
 
@@ -294,7 +317,9 @@ def main() -> int:
               f'postgres cpu={r["postgres_cpu_percent"]}% load cpu={r["load_cpu_percent"]}% '
               f'rows/s={r["rows_per_s"]} messages/s={r["messages_per_s"]} '
               f'batches/s={r["batches_per_s"]} (avg {r["batch_avg_messages"]} messages, '
-              f'{r["commit_avg_ms"]}ms from hand-over to commit) '
+              f'{r["commit_avg_ms"]}ms from hand-over to commit, p99 <= '
+              f'{fmt(r["p99_batch_commit_le_ms"])}ms) load loop lag '
+              f'p99={fmt(r["p99_loop_lag_ms"])}ms max={fmt(r["max_loop_lag_ms"])}ms '
               f'errors={r["errors"]} disconnects={r["disconnects"]}', flush=True)
     last = results[-1]
     print(f'robots={last["robots"]} held={last["held"]} '

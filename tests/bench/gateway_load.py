@@ -42,6 +42,7 @@ class Stats:
         self.disconnects = 0
         self.dashboard_updates = 0
         self.dashboard_bytes = 0
+        self.loop_lag_ms: list[float] = []  # how late each send tick ran: this loop's own delay
 
 
 class SimRobot(WSListener):
@@ -268,6 +269,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.perf_counter() - t_start
         if elapsed >= total_s:
             break
+        if stats.measuring:
+            stats.loop_lag_ms.append(max(0.0, elapsed - tick * tick_s) * 1000.0)
         # A sleep may end a little early (or late): never send a tick twice, never skip one.
         while tick <= int(elapsed / tick_s):
             second, slot = divmod(tick, ticks)
@@ -299,6 +302,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         'dashboard_samples': len(stats.dashboard_ms),
         'p50_dashboard_ms': percentile(stats.dashboard_ms, 50),
         'p99_dashboard_ms': percentile(stats.dashboard_ms, 99),
+        'p99_loop_lag_ms': percentile(stats.loop_lag_ms, 99),
+        'max_loop_lag_ms': max(stats.loop_lag_ms) if stats.loop_lag_ms else None,
         'dashboard_updates': stats.dashboard_updates,
         'dashboard_mb': round(stats.dashboard_bytes / 1e6, 1),
         'errors': stats.errors, 'disconnects': stats.disconnects,
