@@ -215,13 +215,27 @@ class WriterProcess:
 
     def start(self) -> None:
         """Start the writer and wait until its store is open (raise what opening raised)."""
-        self._spawn()
+        # The reader thread spawns the writer, now and on every restart: the child's death
+        # signal (_die_with_parent) fires when the *thread* that spawned it ends, and the
+        # caller's thread may be a pool's worker that ends when idle (Starlette's threadpool:
+        # both writers were SIGKILLed mid-benchmark, 10 s after start-up).
+        spawned: Future[None] = Future()
+        self._reader = threading.Thread(target=self._spawn_and_read, args=(spawned,),
+                                        name='fleet-writer-read', daemon=True)
+        self._reader.start()
+        spawned.result()
         self._sender = threading.Thread(target=self._send_loop, name='fleet-writer-send',
                                         daemon=True)
-        self._reader = threading.Thread(target=self._read_loop, name='fleet-writer-read',
-                                        daemon=True)
         self._sender.start()
-        self._reader.start()
+
+    def _spawn_and_read(self, spawned: Future[None]) -> None:
+        try:
+            self._spawn()
+        except BaseException as exc:
+            spawned.set_exception(exc)
+            return
+        spawned.set_result(None)
+        self._read_loop()
 
     def _spawn(self) -> None:
         # The child must run this very code, wherever it was imported from (a source tree

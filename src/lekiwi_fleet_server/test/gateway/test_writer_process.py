@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,6 +218,23 @@ def test_the_writer_dies_with_its_parent(settings: Settings) -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_the_writer_outlives_the_thread_that_started_it(settings: Settings) -> None:
+    # The server starts its writers from a threadpool worker, which ends when idle; the
+    # writer's death signal follows the thread that spawned it, so that must not be this one.
+    process = WriterProcess(settings, restart_delay_s=0.05)
+    starter = threading.Thread(target=process.start)
+    starter.start()
+    starter.join()
+    try:
+        pid = process.pid
+        assert pid is not None
+        time.sleep(0.5)  # a SIGKILLed child is seen (and restarted) within this
+        assert process.pid == pid and process.restarts == 0
+        process.call_sync('ping')
+    finally:
+        process.close()
 
 
 def _alive(pid: int) -> bool:
