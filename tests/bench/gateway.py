@@ -282,6 +282,10 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
         return result
 
 
+def _second(worst: dict[str, Any]) -> str:
+    return f'{worst["second"]}s {worst["p99_commit_ms"]}/{worst["max_loop_lag_ms"]}ms'
+
+
 def fmt(value: Any) -> str:
     return f'{value:.1f}' if isinstance(value, float) else str(value)
 
@@ -320,6 +324,8 @@ def main() -> int:
               f'{r["commit_avg_ms"]}ms from hand-over to commit, p99 <= '
               f'{fmt(r["p99_batch_commit_le_ms"])}ms) load loop lag '
               f'p99={fmt(r["p99_loop_lag_ms"])}ms max={fmt(r["max_loop_lag_ms"])}ms '
+              f'worst seconds (ack p99 / load loop lag max): '
+              f'{", ".join(_second(w) for w in r.get("worst_seconds", []))} '
               f'errors={r["errors"]} disconnects={r["disconnects"]}', flush=True)
     last = results[-1]
     print(f'robots={last["robots"]} held={last["held"]} '

@@ -43,6 +43,9 @@ class Stats:
         self.dashboard_updates = 0
         self.dashboard_bytes = 0
         self.loop_lag_ms: list[float] = []  # how late each send tick ran: this loop's own delay
+        self.commit_second: list[int] = []  # the measured second of each commit_ms sample
+        self.lag_second: list[int] = []  # ... and of each loop_lag_ms sample
+        self.second = 0
 
 
 class SimRobot(WSListener):
@@ -100,6 +103,7 @@ class SimRobot(WSListener):
                         stats.acked += 1
                         if stats.measuring:
                             stats.commit_ms.append((now - t0) * 1000.0)
+                            stats.commit_second.append(stats.second)
         elif data.get('op') == 'status':
             if data.get('level') == 'info':
                 if not self.authed.done():
@@ -227,6 +231,23 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
 
 
+def worst_seconds(stats: Stats, count: int = 3) -> list[dict[str, Any]]:
+    """Return the measured seconds of the highest ack p99, with this loop's lag in each.
+
+    A second whose latencies rose while this loop ran on time points at the server; one where
+    this loop lagged as much points at the machine (or at this process).
+    """
+    acks: dict[int, list[float]] = {}
+    for second, ms in zip(stats.commit_second, stats.commit_ms, strict=True):
+        acks.setdefault(second, []).append(ms)
+    lags: dict[int, float] = {}
+    for second, ms in zip(stats.lag_second, stats.loop_lag_ms, strict=True):
+        lags[second] = max(lags.get(second, 0.0), ms)
+    ranked = sorted(((percentile(v, 99) or 0.0, s) for s, v in acks.items()), reverse=True)
+    return [{'second': s, 'p99_commit_ms': round(p99, 1),
+             'max_loop_lag_ms': round(lags.get(s, 0.0), 1)} for p99, s in ranked[:count]]
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
     credentials = [line.split() for line in open(args.tokens).read().splitlines() if line]
@@ -277,10 +298,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             break
         if stats.measuring:
             stats.loop_lag_ms.append(max(0.0, elapsed - tick * tick_s) * 1000.0)
+            stats.lag_second.append(stats.second)
         # A sleep may end a little early (or late): never send a tick twice, never skip one.
         while tick <= int(elapsed / tick_s):
             second, slot = divmod(tick, ticks)
             stats.measuring = tick * tick_s >= args.warmup
+            stats.second = int(tick * tick_s - args.warmup)
             # Forget send times older than 10 s, a tick's robots at a time: pruning all
             # 10,000 at once stalled this loop ~10-30 ms every second, and acks read late
             # look slow.
@@ -310,6 +333,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         'p99_dashboard_ms': percentile(stats.dashboard_ms, 99),
         'p99_loop_lag_ms': percentile(stats.loop_lag_ms, 99),
         'max_loop_lag_ms': max(stats.loop_lag_ms) if stats.loop_lag_ms else None,
+        'worst_seconds': worst_seconds(stats),
         'dashboard_updates': stats.dashboard_updates,
         'dashboard_mb': round(stats.dashboard_bytes / 1e6, 1),
         'errors': stats.errors, 'disconnects': stats.disconnects,
