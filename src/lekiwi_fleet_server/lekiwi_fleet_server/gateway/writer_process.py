@@ -217,8 +217,9 @@ class WriterProcess:
         """Start the writer and wait until its store is open (raise what opening raised)."""
         # The reader thread spawns the writer, now and on every restart: the child's death
         # signal (_die_with_parent) fires when the *thread* that spawned it ends, and the
-        # caller's thread may be a pool's worker that ends when idle (Starlette's threadpool:
-        # both writers were SIGKILLed mid-benchmark, 10 s after start-up).
+        # caller's thread may be a pool's worker that ends when idle (the server starts its
+        # writers through Starlette's threadpool, whose AnyIO workers end after 10 s idle: both
+        # writers were once SIGKILLed mid-benchmark and restarted).
         spawned: Future[None] = Future()
         self._reader = threading.Thread(target=self._spawn_and_read, args=(spawned,),
                                         name='fleet-writer-read', daemon=True)
