@@ -14,7 +14,8 @@ ROBOTS = 10_000  # the fleet size of the gateway benchmark's goal
 
 def _plan(engine: sa.Engine) -> str:
     """EXPLAIN the batch UPDATE of robot_sequences, as psycopg prepares it, on `engine`."""
-    sql = sequences._PG_UPDATE.replace('%(t)s', '$1').replace('%(rows)s', '$2')
+    sql, _params = sequences.pg_update([], 0.0)
+    sql = sql.replace('%(t)s', '$1').replace('%(rows)s', '$2')
     with engine.connect() as conn:
         conn.exec_driver_sql(f'PREPARE seq_update(double precision, text) AS {sql}')
         # A prepared statement runs on a generic plan once psycopg and PostgreSQL settle on
