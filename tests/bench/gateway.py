@@ -163,13 +163,20 @@ def scrape_all(api: str, *names: str) -> dict[str, float | None]:
     return found
 
 
-def commit_buckets(api: str) -> dict[float, float]:
-    """Return the commit-duration histogram's cumulative bucket counts, by upper bound."""
+# Histograms whose p99 bucket the bench prints: a batch's commit (the writer's round trip),
+# its oldest frame's time in the server until its acks are written, and the ack writing alone.
+HISTOGRAMS = ('lekiwi_store_commit_seconds', 'lekiwi_gateway_ack_seconds',
+              'lekiwi_gateway_ack_send_seconds')
+
+
+def histogram_buckets(api: str) -> dict[str, dict[float, float]]:
+    """Return each of HISTOGRAMS' cumulative bucket counts, by upper bound."""
     import urllib.request
     with urllib.request.urlopen(f'{api}/metrics', timeout=10) as response:
         text = response.read().decode()
-    return {float(le): float(count) for le, count in re.findall(
-        r'^lekiwi_store_commit_seconds_bucket\{le="([0-9.e+inf]+)"\} ([0-9.e+]+)$', text, re.M)}
+    return {name: {float(le): float(count) for le, count in re.findall(
+        rf'^{name}_bucket\{{le="([0-9.e+inf]+)"\}} ([0-9.e+]+)$', text, re.M)}
+        for name in HISTOGRAMS}
 
 
 def bucket_percentile(before: dict[float, float], after: dict[float, float],
@@ -232,7 +239,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             writer0 = [w.cpu_times() for w in writers]
             rows0 = db.rows_written()
             batches0 = scrape_all(api, *BATCH_METRICS)
-            buckets0 = commit_buckets(api)
+            buckets0 = histogram_buckets(api)
             w0 = time.monotonic()
             rss_peak = 0
             writer_rss_peak = 0
@@ -246,7 +253,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             load1 = load_proc.cpu_times() if load.poll() is None else load0
             rows1 = db.rows_written()
             batches1 = scrape_all(api, *BATCH_METRICS)
-            buckets1 = commit_buckets(api)
+            buckets1 = histogram_buckets(api)
             connections = scrape(api, 'lekiwi_gateway_connections')
             out, _ = load.communicate(timeout=args.duration + 600)
             result = orjson.loads(out.strip().splitlines()[-1])
@@ -277,7 +284,8 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             'batches_per_s': round(delta['lekiwi_store_commit_seconds_count'] / wall, 1),
             'commit_avg_ms': round(delta['lekiwi_store_commit_seconds_sum'] / batches * 1000, 1),
             'batch_avg_messages': round(delta['lekiwi_store_batch_messages_sum'] / batches),
-            'p99_batch_commit_le_ms': bucket_percentile(buckets0, buckets1, 99),
+            **{f'p99_{name}_le_ms': bucket_percentile(buckets0[name], buckets1[name], 99)
+               for name in HISTOGRAMS},
         })
         return result
 
@@ -322,7 +330,10 @@ def main() -> int:
               f'rows/s={r["rows_per_s"]} messages/s={r["messages_per_s"]} '
               f'batches/s={r["batches_per_s"]} (avg {r["batch_avg_messages"]} messages, '
               f'{r["commit_avg_ms"]}ms from hand-over to commit, p99 <= '
-              f'{fmt(r["p99_batch_commit_le_ms"])}ms) load loop lag '
+              f'{fmt(r["p99_lekiwi_store_commit_seconds_le_ms"])}ms; oldest frame to acks '
+              f'written p99 <= {fmt(r["p99_lekiwi_gateway_ack_seconds_le_ms"])}ms, writing '
+              f'one batch\'s acks p99 <= {fmt(r["p99_lekiwi_gateway_ack_send_seconds_le_ms"])}'
+              f'ms) load loop lag '
               f'p99={fmt(r["p99_loop_lag_ms"])}ms max={fmt(r["max_loop_lag_ms"])}ms '
               f'worst seconds (ack p99 / load loop lag max): '
               f'{", ".join(_second(w) for w in r.get("worst_seconds", []))} '

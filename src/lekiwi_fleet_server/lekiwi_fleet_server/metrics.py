@@ -7,7 +7,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5,
+                    1.0, 2.5)
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
 
 
@@ -32,6 +33,14 @@ class FleetMetrics:
         self.commit_seconds = Histogram('lekiwi_store_commit_seconds',
                                         'Duration of one commit_batch', registry=r,
                                         buckets=_LATENCY_BUCKETS)
+        self.ack_seconds = Histogram(
+            'lekiwi_gateway_ack_seconds',
+            "From a batch's oldest frame reaching the gateway to the batch's acks written",
+            registry=r, buckets=_LATENCY_BUCKETS)
+        self.ack_send_seconds = Histogram(
+            'lekiwi_gateway_ack_send_seconds',
+            "Time the gateway's loop spent writing one batch's acks, refusals and update",
+            registry=r, buckets=_LATENCY_BUCKETS)
         self.commit_failures = Counter('lekiwi_store_commit_failures',
                                        'Batches the store refused (retried)', registry=r)
         self.batch_size = Histogram('lekiwi_store_batch_messages', 'Messages in one batch',

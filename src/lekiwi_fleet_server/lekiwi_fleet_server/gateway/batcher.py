@@ -109,8 +109,21 @@ class CommitBatcher:
         metrics.duplicates.inc(outcome.duplicates)
         # Acks go out from the next turn of the loop: `run` first hands the writer its next
         # batch, so the writer never idles while thousands of acks are written to sockets.
-        asyncio.get_running_loop().call_soon(self._on_committed, outcome)
+        # Frames queue in arrival order (a retried batch goes back in front): the first is the
+        # batch's oldest.
+        asyncio.get_running_loop().call_soon(self._deliver, outcome,
+                                             frames[0][1] if frames else None)
         return outcome
+
+    def _deliver(self, outcome: CommitOutcome, oldest: float | None) -> None:
+        started = time.perf_counter()
+        self._on_committed(outcome)
+        metrics = self._metrics
+        metrics.ack_send_seconds.observe(time.perf_counter() - started)
+        if oldest is not None:
+            # The server's share of a robot's ack latency, for the batch's longest-waiting
+            # frame: receive queue, commit, and the acks written before its own.
+            metrics.ack_seconds.observe(max(0.0, self._now() - oldest))
 
     async def run(self) -> None:
         """Commit batches until cancelled, at most one commit start per interval."""

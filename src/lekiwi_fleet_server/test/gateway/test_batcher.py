@@ -127,3 +127,40 @@ async def test_nothing_queued_commits_nothing() -> None:
     committer = RecordingCommitter()
     batcher, _ = make(committer, [])
     assert await batcher.commit_once() is None and committer.started == []
+
+
+def observed(histogram: object) -> tuple[float, float]:
+    """Return (count, sum) of a prometheus_client Histogram."""
+    samples = {s.name: s.value for m in histogram.collect()  # type: ignore[attr-defined]
+               for s in m.samples}
+    return samples[f'{histogram._name}_count'], samples[f'{histogram._name}_sum']  # type: ignore[attr-defined]
+
+
+async def test_ack_metrics_time_the_oldest_frame_and_the_ack_writing() -> None:
+    clock = [1000.0]
+    written: list[CommitOutcome] = []
+
+    def on_committed(outcome: CommitOutcome) -> None:
+        time.sleep(0.02)  # writing the acks takes the loop a while
+        written.append(outcome)
+
+    metrics = FleetMetrics()
+    batcher = CommitBatcher(RecordingCommitter(), interval_s=0.01, max_batch=1000,
+                            max_pending=100, retry_s=0.01, on_committed=on_committed,
+                            metrics=metrics, now=lambda: clock[0])
+    batcher.submit('r1', 1000.0, b'first')
+    batcher.submit('r2', 1000.2, b'second')
+    clock[0] = 1000.5
+    assert await batcher.commit_once() is not None
+    assert not written  # acks go out from the next turn of the loop
+    await asyncio.sleep(0.05)
+    assert len(written) == 1
+    count, total = observed(metrics.ack_seconds)
+    assert count == 1 and total == pytest.approx(0.5)  # from the oldest frame, not the newest
+    count, total = observed(metrics.ack_send_seconds)
+    assert count == 1 and 0.02 <= total < 1.0
+    # A presence-only batch has no frame to time: only the writing is observed.
+    batcher.submit_presence(PresenceChange('r1', False, 1000.5, 'closed'))
+    assert await batcher.commit_once() is not None
+    await asyncio.sleep(0.05)
+    assert observed(metrics.ack_seconds)[0] == 1 and observed(metrics.ack_send_seconds)[0] == 2
