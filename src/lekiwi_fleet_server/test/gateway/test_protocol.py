@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from lekiwi_fleet_server.domain import protocol as p
 from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3].parent / 'docs' / 'robot-protocol-v1.schema.json'
+PROTOCOL_DOC = SCHEMA_PATH.with_name('robot-protocol.md')
 PUBLISH_DEFS = {
     'fleet/heartbeat': 'Publish_RobotHeartbeat',
     'teleop/status': 'Publish_TeleopStatus',
@@ -247,6 +249,41 @@ def test_outgoing_frames_match_the_schema(schema: dict[str, Any]) -> None:
     validator(schema, 'AckFrame').validate(orjson.loads(p.ack_frame(rf.BOOT, [[1, 3]])))
     validator(schema, 'CommandCallFrame').validate(
         orjson.loads(p.command_frame('cmd-1', 'ping', '{}')))
+
+
+# The schema definition a frame of each op (other than publish and status) must match.
+_OP_DEFS = {
+    'auth': 'AuthFrame', 'call_service': 'CommandCallFrame',
+    'service_response': 'CommandResponseFrame', 'send_action_goal': 'DeployGoalFrame',
+    'cancel_action_goal': 'CancelDeployGoalFrame', 'action_feedback': 'DeployFeedbackFrame',
+    'action_result': 'DeployResultFrame',
+}
+
+
+def _definition_of(frame: dict[str, Any]) -> str:
+    op = frame['op']
+    if op == 'publish':
+        return 'AckFrame' if frame['topic'] == 'fleet/ack' else PUBLISH_DEFS[frame['topic']]
+    if op == 'status':
+        return 'AuthOkFrame' if frame['level'] == 'info' else 'ErrorFrame'
+    return _OP_DEFS[op]
+
+
+def test_every_frame_the_schema_lists_is_defined(schema: dict[str, Any]) -> None:
+    listed = schema['x-robot-to-server'] + schema['x-server-to-robot']
+    assert set(listed) <= set(schema['$defs'])
+    assert set(_OP_DEFS.values()) | set(PUBLISH_DEFS.values()) <= set(listed)
+
+
+def test_the_protocol_documents_examples_are_valid_frames(schema: dict[str, Any]) -> None:
+    examples = re.findall(r'```json\n(.*?)```', PROTOCOL_DOC.read_text(), re.S)
+    ops = set()
+    for text in examples:
+        frame = json.loads(text)
+        validator(schema, _definition_of(frame)).validate(frame)
+        ops.add(frame['op'])
+    assert {'auth', 'status', 'publish', 'call_service', 'service_response',
+            'send_action_goal', 'action_feedback', 'action_result'} <= ops
 
 
 def test_error_codes_match_the_schema(schema: dict[str, Any]) -> None:
