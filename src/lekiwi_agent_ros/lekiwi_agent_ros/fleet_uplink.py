@@ -379,8 +379,16 @@ class FleetUplinkNode(Node):
         with self._goals_lock:
             self._goals.pop(goal_id, None)
         response = future.result()
-        status = int(response.status) if response is not None else GoalStatus.STATUS_UNKNOWN
-        values = to_json(response.result) if response is not None else {}
+        if response is not None:
+            status, values = int(response.status), to_json(response.result)
+        else:  # the protocol's result always holds every field of a Deploy result
+            status = GoalStatus.STATUS_UNKNOWN
+            values = {
+                'success': False,
+                'final_version': '',
+                'rolled_back': False,
+                'message': 'the deploy action server gave no result',
+            }
         self._client.send_soon(
             action_result_frame(goal_id, DEPLOY_ACTION, values, status, status == GOAL_SUCCEEDED)
         )

@@ -29,7 +29,12 @@ def robot_frame_kind(frame: dict[str, Any]) -> str:
     if op == 'publish':
         topic_type = schema()['x-topics'][frame['topic']]
         return 'Publish_' + topic_type.rsplit('/', 1)[1]
-    return {'auth': 'AuthFrame', 'service_response': 'CommandResponseFrame'}[op]
+    return {
+        'auth': 'AuthFrame',
+        'service_response': 'CommandResponseFrame',
+        'action_feedback': 'DeployFeedbackFrame',
+        'action_result': 'DeployResultFrame',
+    }[op]
 
 
 def validate_robot_frame(text: str) -> dict[str, Any]:

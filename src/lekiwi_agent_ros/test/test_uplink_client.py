@@ -287,7 +287,8 @@ def test_extra_frames_go_only_while_connected(server: UplinkTestServer, tmp_path
     try:
         assert server.wait_for(lambda: agent.client.connected)
         agent.client.send_soon(
-            '{"op":"action_feedback","id":"g","action":"fleet/deploy","values":{}}'
+            '{"op":"action_feedback","id":"g","action":"fleet/deploy",'
+            '"values":{"phase":1,"progress":0.0,"message":"downloading"}}'
         )
         assert server.wait_for(lambda: server.action_frames(ROBOT))
     finally:

@@ -4,6 +4,7 @@ import json
 import logging
 from pathlib import Path
 
+import jsonschema
 import pytest
 from protocol_schema import validate_robot_frame, validator
 
@@ -325,20 +326,23 @@ def test_deploy_goals_go_to_the_handler_or_get_a_clear_refusal(rig: Rig) -> None
         'action_type': 'lekiwi_fleet_msgs/action/Deploy',
         'args': {'deployment_id': 'd1'},
     }
+    validator('DeployGoalFrame').validate(goal)
     assert rig.session.receive(json.dumps(goal)).frames == []
     assert rig.handler.goals[0].args == {'deployment_id': 'd1'}
     rig.handler.refuse_goals = 'no deploy action server on this robot'
     [text] = rig.session.receive(json.dumps(goal)).frames
-    result = json.loads(text)
+    result = validate_robot_frame(text)
     assert result['op'] == 'action_result' and result['result'] is False
+    assert result['status'] == 6  # aborted
     assert result['values']['message'] == 'no deploy action server on this robot'
     for bad, reason in (
         (dict(goal, action='fleet/other'), 'unknown action'),
         (dict(goal, args=[1]), 'args must be an object'),
     ):
-        assert reason in json.loads(rig.session.receive(json.dumps(bad)).frames[0])['values'][
-            'message'
-        ]
+        [text] = rig.session.receive(json.dumps(bad)).frames
+        # A goal for another action gets its answer outside the protocol's deploy frames.
+        answer = validate_robot_frame(text) if bad['action'] == 'fleet/deploy' else json.loads(text)
+        assert reason in answer['values']['message']
     rig.handler.fail = True
     assert 'client gone' in rig.session.receive(json.dumps(goal)).frames[0]
     rig.session.receive(json.dumps({'op': 'cancel_action_goal', 'id': 'goal-1'}))
@@ -346,14 +350,18 @@ def test_deploy_goals_go_to_the_handler_or_get_a_clear_refusal(rig: Rig) -> None
 
 
 def test_action_frames() -> None:
-    assert json.loads(action_feedback_frame('g', 'fleet/deploy', {'phase': 1})) == {
+    feedback = {'phase': 1, 'progress': 0.25, 'message': 'downloading'}
+    assert validate_robot_frame(action_feedback_frame('g', 'fleet/deploy', feedback)) == {
         'op': 'action_feedback',
         'id': 'g',
         'action': 'fleet/deploy',
-        'values': {'phase': 1},
+        'values': feedback,
     }
-    result = json.loads(action_result_frame('g', 'fleet/deploy', {}, 4, True))
+    values = {'success': True, 'final_version': '2.0.0', 'rolled_back': False, 'message': ''}
+    result = validate_robot_frame(action_result_frame('g', 'fleet/deploy', values, 4, True))
     assert result['status'] == 4 and result['result'] is True
+    with pytest.raises(jsonschema.ValidationError):  # values must be a whole Deploy result
+        validate_robot_frame(action_result_frame('g', 'fleet/deploy', {}, 4, True))
 
 
 @pytest.mark.parametrize(

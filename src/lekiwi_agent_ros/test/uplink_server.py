@@ -106,7 +106,9 @@ class UplinkTestServer:
         payload_json = payload if isinstance(payload, str) else json.dumps(payload)
         return self._call(self._command(robot_id, command_type, payload_json), timeout_s + 1)
 
-    def send_goal(self, robot_id: str, goal_id: str, args: dict[str, Any]) -> None:
+    def send_goal(
+        self, robot_id: str, goal_id: str, args: dict[str, Any], *, check: bool = True
+    ) -> None:
         frame = {
             'op': 'send_action_goal',
             'id': goal_id,
@@ -115,6 +117,8 @@ class UplinkTestServer:
             'args': args,
             'feedback': True,
         }
+        if check:  # this server speaks the protocol too, unless a test breaks it on purpose
+            validator('DeployGoalFrame').validate(frame)
         self.send_raw(robot_id, json.dumps(frame))
 
     def action_frames(self, robot_id: str) -> list[dict[str, Any]]:
@@ -241,9 +245,6 @@ class UplinkTestServer:
     async def _on_frame(self, robot: Robot, text: str | bytes) -> None:
         frame = _loads(text)
         op = frame.get('op') if isinstance(frame, dict) else None
-        if op in ('action_feedback', 'action_result'):
-            robot.action_frames.append(frame)  # the schema leaves action frames to rosbridge
-            return
         if not self._check(frame, text):
             frame_id = None
             if isinstance(frame, dict) and 'boot_id' in frame and 'seq' in frame:
@@ -254,6 +255,9 @@ class UplinkTestServer:
             future = robot.responses.pop(frame['id'], None)
             if future is not None and not future.done():
                 future.set_result(frame)
+            return
+        if op in ('action_feedback', 'action_result'):
+            robot.action_frames.append(frame)  # not acknowledged, as the protocol says
             return
         if op == 'publish':
             await self._on_publish(robot, frame)
