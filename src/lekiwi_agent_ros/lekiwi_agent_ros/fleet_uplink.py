@@ -55,6 +55,7 @@ from lekiwi_agent_ros.uplink_session import (
     UplinkSession,
     action_feedback_frame,
     action_result_frame,
+    failed_result,
 )
 
 
@@ -358,12 +359,7 @@ class FleetUplinkNode(Node):
         assert self._client is not None
         handle = future.result()
         if handle is None or not handle.accepted:
-            values = {
-                'success': False,
-                'final_version': '',
-                'rolled_back': False,
-                'message': 'the deploy action server rejected the goal',
-            }
+            values = failed_result('the deploy action server rejected the goal')
             self._client.send_soon(
                 action_result_frame(goal_id, DEPLOY_ACTION, values, GOAL_ABORTED, False)
             )
@@ -383,12 +379,7 @@ class FleetUplinkNode(Node):
             status, values = int(response.status), to_json(response.result)
         else:  # the protocol's result always holds every field of a Deploy result
             status = GoalStatus.STATUS_UNKNOWN
-            values = {
-                'success': False,
-                'final_version': '',
-                'rolled_back': False,
-                'message': 'the deploy action server gave no result',
-            }
+            values = failed_result('the deploy action server gave no result')
         self._client.send_soon(
             action_result_frame(goal_id, DEPLOY_ACTION, values, status, status == GOAL_SUCCEEDED)
         )

@@ -144,6 +144,11 @@ def action_feedback_frame(goal_id: str, action: str, values: dict[str, Any]) -> 
     return _dumps({'op': 'action_feedback', 'id': goal_id, 'action': action, 'values': values})
 
 
+def failed_result(message: str) -> dict[str, Any]:
+    """Return the values of a Deploy result for a goal that did not run to an end of its own."""
+    return {'success': False, 'final_version': '', 'rolled_back': False, 'message': message}
+
+
 def action_result_frame(
     goal_id: str, action: str, values: dict[str, Any], status: int, result: bool
 ) -> str:
@@ -451,7 +456,7 @@ class UplinkSession:
                 reason = f'robot error: {exc}'
             if reason is None:
                 return Reaction()
-        values = {'success': False, 'final_version': '', 'rolled_back': False, 'message': reason}
+        values = failed_result(reason)
         return Reaction(
             frames=[action_result_frame(goal_id, action_name, values, GOAL_ABORTED, False)]
         )
