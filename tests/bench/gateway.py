@@ -148,14 +148,18 @@ def wait_for_writer(server: psutil.Process, timeout_s: float = 60.0) -> list[psu
     return []
 
 
-def scrape(api: str, name: str) -> float | None:
-    return scrape_all(api, name)[name]
-
-
-def scrape_all(api: str, *names: str) -> dict[str, float | None]:
+def metrics_text(api: str) -> str:
+    """Fetch the server's /metrics once (a window's figures all come from the same scrape)."""
     import urllib.request
     with urllib.request.urlopen(f'{api}/metrics', timeout=10) as response:
-        text = response.read().decode()
+        return response.read().decode()
+
+
+def scrape(api: str, name: str) -> float | None:
+    return values(metrics_text(api), name)[name]
+
+
+def values(text: str, *names: str) -> dict[str, float | None]:
     found = {}
     for name in names:
         match = re.search(rf'^{re.escape(name)} ([0-9.e+]+)$', text, re.M)
@@ -169,11 +173,8 @@ HISTOGRAMS = ('lekiwi_store_commit_seconds', 'lekiwi_gateway_ack_seconds',
               'lekiwi_gateway_ack_send_seconds')
 
 
-def histogram_buckets(api: str) -> dict[str, dict[float, float]]:
+def histogram_buckets(text: str) -> dict[str, dict[float, float]]:
     """Return each of HISTOGRAMS' cumulative bucket counts, by upper bound."""
-    import urllib.request
-    with urllib.request.urlopen(f'{api}/metrics', timeout=10) as response:
-        text = response.read().decode()
     return {name: {float(le): float(count) for le, count in re.findall(
         rf'^{name}_bucket\{{le="([0-9.e+inf]+)"\}} ([0-9.e+]+)$', text, re.M)}
         for name in HISTOGRAMS}
@@ -238,8 +239,8 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             cpu0, pg0, load0 = proc.cpu_times(), postgres_cpu_seconds(), load_proc.cpu_times()
             writer0 = [w.cpu_times() for w in writers]
             rows0 = db.rows_written()
-            batches0 = scrape_all(api, *BATCH_METRICS)
-            buckets0 = histogram_buckets(api)
+            text0 = metrics_text(api)
+            batches0, buckets0 = values(text0, *BATCH_METRICS), histogram_buckets(text0)
             w0 = time.monotonic()
             rss_peak = 0
             writer_rss_peak = 0
@@ -252,9 +253,9 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             writer1 = [w.cpu_times() for w in writers]
             load1 = load_proc.cpu_times() if load.poll() is None else load0
             rows1 = db.rows_written()
-            batches1 = scrape_all(api, *BATCH_METRICS)
-            buckets1 = histogram_buckets(api)
-            connections = scrape(api, 'lekiwi_gateway_connections')
+            text1 = metrics_text(api)
+            batches1, buckets1 = values(text1, *BATCH_METRICS), histogram_buckets(text1)
+            connections = values(text1, 'lekiwi_gateway_connections')['lekiwi_gateway_connections']
             out, _ = load.communicate(timeout=args.duration + 600)
             result = orjson.loads(out.strip().splitlines()[-1])
         finally:
