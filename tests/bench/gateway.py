@@ -176,7 +176,7 @@ HISTOGRAMS = ('lekiwi_store_commit_seconds', 'lekiwi_gateway_ack_seconds',
 def histogram_buckets(text: str) -> dict[str, dict[float, float]]:
     """Return each of HISTOGRAMS' cumulative bucket counts, by upper bound."""
     return {name: {float(le): float(count) for le, count in re.findall(
-        rf'^{name}_bucket\{{le="([0-9.e+inf]+)"\}} ([0-9.e+]+)$', text, re.M)}
+        rf'^{name}_bucket\{{le="([0-9.e+Inf]+)"\}} ([0-9.e+]+)$', text, re.M)}
         for name in HISTOGRAMS}
 
 
