@@ -1,8 +1,9 @@
 """In-process update bus: committed batches → aggregated updates for dashboard subscribers.
 
 `UpdateBus` is the seam: a broker-backed bus (NATS, say) implements the same methods. An update
-is the aggregate of one committed batch (every robot row the batch changed, once, and the events
-it appended), encoded once by the writer; the bus hands the same text to every subscriber as
+is the aggregate of one committed batch (every robot row the batch changed, once, as a delta
+from the row the updates carried before: gateway/summary_deltas.py; and the events it appended),
+encoded once by the writer; the bus hands the same text to every subscriber as
 soon as the batch commits, so a dashboard sees a change about when its robot sees the ack, and
 the cost of a heartbeat does not grow with the number of dashboards.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -27,9 +28,13 @@ def _default(obj: Any) -> Any:
     raise TypeError(f'cannot encode {type(obj).__name__}')
 
 
-def encode_update(kind: str, at: float, robots: list[RobotSummary],
-                  events: list[RecordedEvent]) -> str:
-    """Encode one dashboard update as JSON text (dataclasses go straight through orjson)."""
+def encode_update(kind: str, at: float, robots: Sequence[RobotSummary | Mapping[str, Any]],
+                  events: Sequence[RecordedEvent]) -> str:
+    """Encode one dashboard update as JSON text (dataclasses go straight through orjson).
+
+    `robots` holds whole summaries (a snapshot) or, in an update, whole summaries and deltas
+    (gateway/summary_deltas.py).
+    """
     return orjson.dumps({'type': kind, 'at': at, 'robots': robots, 'events': events},
                         default=_default).decode()
 

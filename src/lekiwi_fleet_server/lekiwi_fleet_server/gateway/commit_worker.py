@@ -24,6 +24,7 @@ import orjson
 from lekiwi_fleet_server.domain import protocol
 from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
 from lekiwi_fleet_server.gateway.bus import encode_update
+from lekiwi_fleet_server.gateway.summary_deltas import SummaryDeltas
 from lekiwi_fleet_server.store.interface import (
     BatchResult,
     FleetStore,
@@ -56,6 +57,8 @@ class CommitWorker:
 
     def __init__(self, store: FleetStore) -> None:
         self._store = store
+        # What the dashboard updates of this writer's robots have carried so far.
+        self._deltas = SummaryDeltas()
 
     @property
     def store(self) -> FleetStore:
@@ -83,13 +86,21 @@ class CommitWorker:
         # The answers are made while the database commits (see FleetStore.commit_batch); an
         # outcome whose commit then fails is never returned.
         undecodable = list(outcome.refusals)
-        self._store.commit_batch(messages, presence, now=now, while_committing=lambda result:
-                                 _answer(outcome, undecodable, result, now, want_update))
+        deltas = self._deltas
+        result = self._store.commit_batch(
+            messages, presence, now=now, while_committing=lambda result: _answer(
+                outcome, undecodable, result, now, deltas if want_update else None))
+        # Committed: the deltas' memory follows what this update carries (or, without one,
+        # forgets the changed robots: a subscriber arriving now may hold an older snapshot).
+        if want_update:
+            deltas.remember(result.changed_robots)
+        elif result.changed_robots and len(deltas):
+            deltas.forget(s.robot_id for s in result.changed_robots)
         return outcome
 
 
 def _answer(outcome: CommitOutcome, undecodable: list[Refusal], result: BatchResult,
-            now: float, want_update: bool) -> None:
+            now: float, deltas: SummaryDeltas | None) -> None:
     """Fill in what the gateway sends for a committed batch (again when it was replanned)."""
     by_boot: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
     for key in result.acknowledged:
@@ -105,9 +116,10 @@ def _answer(outcome: CommitOutcome, undecodable: list[Refusal], result: BatchRes
     outcome.acknowledged = len(result.acknowledged)
     outcome.duplicates = result.duplicates
     outcome.update = None
-    if want_update and (result.changed_robots or result.new_events):
-        outcome.update = encode_update('update', now, list(result.changed_robots),
-                                       list(result.new_events))
+    if deltas is not None and (result.changed_robots or result.new_events):
+        rows = deltas.rows(result.changed_robots)
+        if rows or result.new_events:
+            outcome.update = encode_update('update', now, rows, list(result.new_events))
 
 
 def refusal_error(refusal: Refusal) -> ProtocolError:

@@ -11,6 +11,8 @@ import pytest
 from api_harness import ADMIN_TOKEN, BOOT, Api, event_frame, robot_connection
 from starlette.websockets import WebSocketDisconnect
 
+from lekiwi_fleet_server.gateway.summary_deltas import apply_delta
+
 
 def test_command_round_trip_and_errors(api: Api) -> None:
     token = api.enrol('kiwi-cmd')
@@ -66,16 +68,21 @@ def test_dashboard_stream_gets_snapshot_then_updates(api: Api) -> None:
         snapshot = json.loads(dash.receive_text())
         assert snapshot['type'] == 'snapshot'
         assert [r['robot_id'] for r in snapshot['robots']] == ['kiwi-dash']
+        seen: dict[str, Any] = snapshot['robots'][0]
+        assert seen['status'] == 'never_seen'
         ws = robot_connection(api, 'kiwi-dash', token)
         ws.send(json.dumps(event_frame(1)))
         deadline = time.monotonic() + 5
-        seen: dict[str, Any] = {}
         while time.monotonic() < deadline and seen.get('last_seq') != 1:
             update = json.loads(dash.receive_text())
             assert update['type'] == 'update'
             for row in update['robots']:
-                seen = row if row['robot_id'] == 'kiwi-dash' else seen
+                # Rows after the snapshot are deltas: the dashboard sets them on what it holds.
+                seen = apply_delta(seen, row) if row['robot_id'] == 'kiwi-dash' else seen
         assert seen['status'] == 'online' and seen['last_seq'] == 1
+        # What the dashboard holds now is the robot's row (the detail adds the gateway's view).
+        detail = api.client.get('/api/v1/robots/kiwi-dash', headers=api.viewer).json()
+        assert seen == {k: v for k, v in detail.items() if k != 'connected'}
         ws.close()
 
 

@@ -85,6 +85,27 @@ def test_store_refusals_and_the_dashboard_update(store: SqlFleetStore) -> None:
     assert again.acknowledged == 1 and again.duplicates == 1 and again.update is None
 
 
+def test_updates_carry_deltas_after_a_robots_first_whole_row(store: SqlFleetStore) -> None:
+    store.enrol_robot('kiwi', token_hash('kiwi'), (), now=T0)
+    worker = CommitWorker(store)
+
+    def update_rows(seq: int, want_update: bool = True) -> list[dict[str, Any]] | None:
+        outcome = worker.commit([raw('kiwi', seq, 'fleet/heartbeat',
+                                     msg=rf.heartbeat('kiwi', sequence=seq))], [],
+                                T0 + seq, want_update=want_update)
+        return orjson.loads(outcome.update)['robots'] if outcome.update else None
+
+    first = update_rows(1)
+    assert first is not None and first[0]['software_version'] == '1.0.0'  # whole
+    # The next heartbeat changes its time, seq and sequence only: the row says just that.
+    assert update_rows(2) == [{'robot_id': 'kiwi', 'last_heartbeat_at': T0 + 2,
+                               'last_seq': 2, 'heartbeat_sequence': 2}]
+    # A batch committed while nobody listened: the robot's next row comes whole again.
+    assert update_rows(3, want_update=False) is None
+    again = update_rows(4)
+    assert again is not None and again[0]['software_version'] == '1.0.0'
+
+
 class FailingAfterAnswer(MemoryStore):
     """A store whose commit fails after it handed out its result (a COMMIT that failed)."""
 

@@ -2,7 +2,11 @@
 
 The operator authenticates with an `Authorization: Bearer` header or, from a browser (which
 cannot set headers on a WebSocket), with a first message `{"op": "auth", "token": "..."}`.
-The first update is a snapshot of every robot; then updates every flush interval.
+The first message is a snapshot of every robot (whole rows); then one update per committed
+batch that changed something: its events, and per robot that changed its `robot_id` and the
+fields that changed (in `resources` and `telemetry`, the entries that changed, a removed one as
+null), or the whole row when the stream has not carried that robot before. A dashboard sets a
+delta's fields on the row it holds (gateway/summary_deltas.py, `apply_delta`).
 """
 
 from __future__ import annotations
