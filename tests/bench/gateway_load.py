@@ -42,6 +42,7 @@ class Stats:
         self.disconnects = 0
         self.dashboard_updates = 0
         self.dashboard_bytes = 0
+        self.dashboard_measured_bytes = 0  # received by all dashboards while measuring
         self.loop_lag_ms: list[float] = []  # how late each send tick ran: this loop's own delay
         self.commit_second: list[int] = []  # the measured second of each commit_ms sample
         self.lag_second: list[int] = []  # ... and of each loop_lag_ms sample
@@ -192,6 +193,8 @@ class Dashboard(WSListener):
             # process (and so the robots' measured latencies) CPU.
             self.stats.dashboard_updates += frame.fin
             self.stats.dashboard_bytes += frame.payload_size
+            if self.stats.measuring:
+                self.stats.dashboard_measured_bytes += frame.payload_size
             return
         if frame.msg_type == WSMsgType.TEXT and frame.fin:
             self._update(frame.get_payload_as_bytes())
@@ -208,6 +211,8 @@ class Dashboard(WSListener):
         stats = self.stats
         stats.dashboard_updates += 1
         stats.dashboard_bytes += len(payload)
+        if stats.measuring:
+            stats.dashboard_measured_bytes += len(payload)
         if self.ready.done() and not (self.measure and stats.measuring):
             return
         update = orjson.loads(payload)
@@ -216,8 +221,9 @@ class Dashboard(WSListener):
             return
         robots = self.robots
         for row in update.get('robots', ()):
+            # A row is a delta (gateway/summary_deltas.py): boot_id only when it changed.
             robot = robots.get(row['robot_id'])
-            if robot is None or row.get('boot_id') != robot.boot_id:
+            if robot is None or row.get('boot_id', robot.boot_id) != robot.boot_id:
                 continue
             t0 = robot.seen_at.get(row.get('last_seq'))
             if t0 is not None:
@@ -336,6 +342,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         'worst_seconds': worst_seconds(stats),
         'dashboard_updates': stats.dashboard_updates,
         'dashboard_mb': round(stats.dashboard_bytes / 1e6, 1),
+        'dashboard_kb_per_s': round(stats.dashboard_measured_bytes / 1e3 / args.duration
+                                    / max(1, len(dashboards))),
         'errors': stats.errors, 'disconnects': stats.disconnects,
         'measured_s': args.duration, 'nofile': raise_nofile_limit(),
     }
