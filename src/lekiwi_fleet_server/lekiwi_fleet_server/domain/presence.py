@@ -86,7 +86,12 @@ class PresenceTracker:
         silent: list[tuple[str, Hashable]] = []
         timeout, interval = self._timeout_s, self._ping_interval_s
         idle = interval * IDLE_INTERVALS
+        # Heard after this, a robot is neither silent nor idle: one comparison for most robots
+        # (the sweep runs a few times a second over all of them).
+        recent = now - min(idle, timeout)
         for robot_id, entry in self._online.items():
+            if entry.last_heard > recent:
+                continue
             if now - entry.last_heard >= timeout:
                 silent.append((robot_id, entry.conn))
             elif now - entry.last_heard >= idle and now - entry.last_ping >= interval:
