@@ -53,7 +53,7 @@ def mapping_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[s
 
 def summary_delta(before: RobotSummary, after: RobotSummary) -> dict[str, Any] | None:
     """Return `after` as a delta from `before` (robot_id always), None when nothing changed."""
-    delta: dict[str, Any] = {}
+    delta: dict[str, Any] = {'robot_id': after.robot_id}
     for names, get in _GROUPS:
         new_values, old_values = get(after), get(before)
         if new_values != old_values:
@@ -66,9 +66,7 @@ def summary_delta(before: RobotSummary, after: RobotSummary) -> dict[str, Any] |
             part = mapping_delta(old_map, new_map)
             if part:
                 delta[name] = part
-    if not delta:
-        return None
-    return {'robot_id': after.robot_id, **delta}
+    return delta if len(delta) > 1 else None
 
 
 def apply_delta(row: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
