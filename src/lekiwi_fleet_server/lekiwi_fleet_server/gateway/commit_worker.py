@@ -116,7 +116,7 @@ def _answer(outcome: CommitOutcome, undecodable: list[Refusal], result: BatchRes
     outcome.acknowledged = len(result.acknowledged)
     outcome.duplicates = result.duplicates
     outcome.update = None
-    if deltas is not None and (result.changed_robots or result.new_events):
+    if deltas is not None:
         rows = deltas.rows(result.changed_robots)
         if rows or result.new_events:
             outcome.update = encode_update('update', now, rows, list(result.new_events))

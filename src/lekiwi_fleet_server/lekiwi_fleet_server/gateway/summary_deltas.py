@@ -1,9 +1,10 @@
 """Dashboard updates as deltas: per robot, only what changed since the update before.
 
 A heartbeat changes a few of a robot's summary fields (its time, seq, a couple of resource
-readings), yet a whole summary is about 750 bytes: at 10,000 robots, whole summaries made each
-dashboard's stream about 9 MB a second. `SummaryDeltas` remembers, per robot, the summary the
-updates have carried so far and turns each new summary into the difference:
+readings), yet a whole summary is about 620 bytes: at 10,000 robots, whole summaries made each
+dashboard's stream 7.4 MB a second (1.8 MB with deltas, measured by tests/bench/gateway.py).
+`SummaryDeltas` remembers, per robot, the summary the updates have carried so far and turns
+each new summary into the difference:
 
 - a robot it has not seen comes whole (every field), so a delta always lands on a whole row;
 - otherwise `robot_id` and every field whose value changed; in the mapping fields (`resources`,
@@ -74,8 +75,7 @@ def apply_delta(row: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]
     out = dict(row)
     for name, value in delta.items():
         if name in _MAPPINGS and isinstance(value, Mapping):
-            merged = {**(out.get(name) or {}), **value}
-            out[name] = merged
+            out[name] = {**(out.get(name) or {}), **value}
         else:
             out[name] = value
     return out
@@ -113,7 +113,3 @@ class SummaryDeltas:
         """Drop robots whose change went out without an update: their next row comes whole."""
         for robot_id in robot_ids:
             self._sent.pop(robot_id, None)
-
-    def clear(self) -> None:
-        """Forget every robot."""
-        self._sent.clear()
