@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument('robot_id')
     operator = sub.add_parser('create-operator', help='create an operator, print its token once')
     operator.add_argument('name')
-    operator.add_argument('--role', choices=('admin', 'viewer'), required=True)
+    operator.add_argument('--role', choices=('admin', 'operator', 'viewer'), required=True)
     return parser
 
 
