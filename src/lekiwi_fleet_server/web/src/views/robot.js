@@ -17,9 +17,11 @@ const CHARTS = [
 ];
 const FIELDS = [...new Set(CHARTS.flatMap((c) => c.fields))];
 
-function Chart({ title, points, fields, scale = 1 }) {
+function Chart({ title, points, fields, scale = 1, span }) {
   const el = useRef(null);
   const plot = useRef(null);
+  const spanRef = useRef(span);
+  spanRef.current = span;
   useEffect(() => {
     const xs = points.map((p) => p.bucket_start);
     const series = fields.map((f) => points.map((p) => {
@@ -34,6 +36,8 @@ function Chart({ title, points, fields, scale = 1 }) {
           label: f, stroke: ['#2b7de9', '#e9702b', '#2bb673'][i % 3], width: 1.5, spanGaps: true,
         }))],
         axes: [{}, { size: 50 }],
+        // The queried window, not the data's extent: a fresh robot has one bucket.
+        scales: { x: { time: true, range: () => spanRef.current } },
       }, data, el.current);
     } else {
       plot.current.setData(data);
@@ -62,6 +66,7 @@ export function RobotPage({ state, stream, robotId }) {
   const robot = state.robots.get(robotId);
   const [range, setRange] = useState(3600);
   const [points, setPoints] = useState([]);
+  const [span, setSpan] = useState([Date.now() / 1000 - range, Date.now() / 1000]);
   const [timeline, setTimeline] = useState([]);
   const [sessions, setSessions] = useState([]);
   const [error, setError] = useState(null);
@@ -75,7 +80,10 @@ export function RobotPage({ state, stream, robotId }) {
         const data = await api.telemetry(robotId, {
           start: end - range, end, bucket_s: bucket, fields: FIELDS.join(','),
         });
-        if (!cancelled) setPoints(data);
+        if (!cancelled) {
+          setSpan([end - range, end]);
+          setPoints(data);
+        }
       } catch (err) {
         if (!cancelled) setError(err.message);
       }
@@ -129,7 +137,7 @@ export function RobotPage({ state, stream, robotId }) {
       ${robot ? html`
         <dl class="facts">
           <dt>State</dt><dd>${robot.state || '—'}</dd>
-          <dt>Heartbeat</dt><dd>${age(robot.last_heartbeat_at ? now - robot.last_heartbeat_at : null)} ago</dd>
+          <dt>Heartbeat</dt><dd>${age(robot.last_heartbeat_at ? now - robot.last_heartbeat_at : null)}</dd>
           <dt>Software</dt><dd>${robot.software_version || '—'} (agent ${robot.agent_version || '—'})</dd>
           <dt>CPU</dt><dd>${percent(res.cpu_percent)}</dd>
           <dt>Memory</dt><dd>${percent(memoryPercent(res))}</dd>
@@ -144,7 +152,7 @@ export function RobotPage({ state, stream, robotId }) {
           </span></h3>
         <div class="charts" id="charts">
           ${CHARTS.map((c) => html`<${Chart} key=${`${c.title}-${range}`} title=${c.title}
-            fields=${c.fields} scale=${c.scale} points=${points} />`)}
+            fields=${c.fields} scale=${c.scale} points=${points} span=${span} />`)}
         </div>
       </section>
       <div class="columns">
