@@ -15,6 +15,7 @@ install_requires = [
     'picows==2.3.1',
     'orjson==3.13.0',
     'argon2-cffi==25.1.0',
+    'strawberry-graphql==0.341.2',
 ]
 
 setup(

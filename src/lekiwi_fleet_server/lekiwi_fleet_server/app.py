@@ -32,6 +32,7 @@ from lekiwi_fleet_server.domain.login_throttle import LoginThrottle
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.gateway.commit_worker import Committer
 from lekiwi_fleet_server.gateway.server import RobotGateway
+from lekiwi_fleet_server.graphql.router import mount_graphql
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.accounts import SqlAccountStore
@@ -128,6 +129,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         app.include_router(module.router)
     for module in (auth, accounts):  # password logins and accounts (issue 19)
         app.include_router(module.router)
+    mount_graphql(app, settings)
     mount_dashboard(app, settings.dashboard_dir)
 
     # The store's errors, mapped once for every route.
