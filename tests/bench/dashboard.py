@@ -38,7 +38,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / 'tests'))
 
 import gateway as gateway_bench  # noqa: E402  (its Database, enrol and /metrics helpers)
-from dashboard_browser import build_dashboard, chromium, missing_browser  # noqa: E402
+from dashboard_browser import ARTIFACTS, build_dashboard, chromium, missing_browser  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 PROBE = 'aaa-probe'
@@ -144,6 +144,14 @@ def latencies(flips: list[tuple[bool, float]], changes: list[list[Any]]) -> list
     return out
 
 
+def connections(api: str) -> float:
+    """Return the gateway's connection count; 0 while the busy server does not answer."""
+    try:
+        return gateway_bench.scrape(api, 'lekiwi_gateway_connections') or 0.0
+    except OSError:  # a timeout while 10,000 robots connect
+        return 0.0
+
+
 def metrics(cdp: Any) -> dict[str, float]:
     return {m['name']: m['value'] for m in cdp.send('Performance.getMetrics')['metrics']}
 
@@ -186,11 +194,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  '--warmup', '2', '--duration', str(args.duration + 120)],
                 stdout=subprocess.PIPE, text=True)
             deadline = time.monotonic() + 600
-            while (gateway_bench.scrape(api, 'lekiwi_gateway_connections') or 0) < n * 0.999:
+            while (held := connections(api)) < n * 0.999:
                 if load.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError('the load generator did not connect its robots')
-                time.sleep(0.5)
-            held = gateway_bench.scrape(api, 'lekiwi_gateway_connections')
+                time.sleep(1.0)
             print(f'{held:.0f} robots connected; warming up {args.warmup} s', flush=True)
             time.sleep(args.warmup)
             probe = Probe(gateway, probe_token)
@@ -221,7 +228,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 changes = page.evaluate('window.__probeChanges')
                 rows_in_dom = page.evaluate(
                     'document.querySelectorAll("#robot-rows .row").length')
-                page.screenshot(path=str(Path(tmp) / 'bench.png'))
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / f'dashboard-bench-{n}.png'))
             flips = probe.flips[flips_before:]
             measured = [(v, t) for v, t in flips if t <= time.time() - 1.5]
             lat = latencies(measured, changes)

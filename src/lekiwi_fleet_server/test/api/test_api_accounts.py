@@ -195,3 +195,18 @@ def test_operator_token_never_opens_the_robot_gateway(api: Api) -> None:
                 assert reply.get('msg') != 'authenticated'
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
     assert not api.services.gateway.is_connected('kiwi-1')
+
+
+def test_operator_actions_record_who_did_it_in_the_events(api: Api) -> None:
+    add_account(api, 'ada', 'admin')
+    client = login(api, 'ada')
+    csrf = {'X-CSRF-Token': client.cookies['lekiwi_csrf']}
+    assert client.post('/api/v1/robots', headers=csrf,
+                       json={'robot_id': 'kiwi-1', 'tags': []}).status_code == 201
+    assert client.post('/api/v1/robots/kiwi-1/revoke', headers=csrf).status_code == 204
+    api.enrol('kiwi-2')  # by the bootstrap admin's token
+    events = api.client.get('/api/v1/robots/kiwi-1/events', headers=api.viewer).json()['events']
+    assert [(e['type'], e['metadata'].get('actor')) for e in events] == [
+        ('RobotEnrolled', 'ada'), ('RobotTokenRevoked', 'ada')]
+    other = api.client.get('/api/v1/robots/kiwi-2/events', headers=api.viewer).json()['events']
+    assert other[0]['metadata']['actor'].startswith('bootstrap-admin-')

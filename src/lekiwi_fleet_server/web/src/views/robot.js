@@ -48,17 +48,27 @@ function Chart({ title, points, fields, scale = 1, span }) {
     data-points=${points.length}></div>`;
 }
 
-async function loadTimeline(robotId) {
+async function pages(fetchPage, key) {
   // Pages run oldest first: follow them to the end, keep the newest 200 (bounded).
   let after = 0;
-  let entries = [];
+  let items = [];
   for (let page = 0; page < 20; page += 1) {
-    const result = await api.timeline({ robot_id: robotId, after, limit: 1000 });
-    entries = entries.concat(result.entries).slice(-200);
+    const result = await fetchPage(after);
+    items = items.concat(result[key]).slice(-200);
     if (result.next_after === null || result.next_after === undefined) break;
     after = result.next_after;
   }
-  return entries.reverse();
+  return items;
+}
+
+async function loadTimeline(robotId) {
+  // The timeline's human summaries, with who did it from the events' metadata.
+  const [entries, events] = await Promise.all([
+    pages((after) => api.timeline({ robot_id: robotId, after, limit: 1000 }), 'entries'),
+    pages((after) => api.events(robotId, { after, limit: 1000 }), 'events'),
+  ]);
+  const actors = new Map(events.map((e) => [e.position, e.metadata?.actor]));
+  return entries.map((e) => ({ ...e, actor: actors.get(e.position) })).reverse();
 }
 
 export function RobotPage({ state, stream, robotId }) {
@@ -170,7 +180,8 @@ export function RobotPage({ state, stream, robotId }) {
           <h3>Event timeline</h3>
           <ol class="timeline" id="timeline">
             ${timeline.map((e) => html`<li class=${`sev-${e.severity}`}>
-              <time>${time(e.occurred_at)}</time> <b>${e.type}</b> ${e.summary}</li>`)}
+              <time>${time(e.occurred_at)}</time> <b>${e.type}</b> ${e.summary}
+              ${e.actor && html` <span class="actor">by ${e.actor}</span>`}</li>`)}
           </ol>
         </section>
       </div>
