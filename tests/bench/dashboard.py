@@ -218,6 +218,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ' && document.querySelectorAll("#robot-rows .row").length > 10; }',
                     arg=n + 1, polling='raf')
                 first_render_s = time.perf_counter() - started
+                # How much of it came after the snapshot arrived: the page's own share.
+                after_snapshot_ms = page.evaluate(
+                    'performance.now() - window.__lekiwi.state.snapshotAt')
                 page.evaluate(WATCH_PROBE, PROBE)
                 cdp.send('Performance.enable')
                 m0 = metrics(cdp)
@@ -228,6 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 changes = page.evaluate('window.__probeChanges')
                 rows_in_dom = page.evaluate(
                     'document.querySelectorAll("#robot-rows .row").length')
+                online = int(page.inner_text('[data-summary=online]'))
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / f'dashboard-bench-{n}.png'))
             flips = probe.flips[flips_before:]
@@ -236,7 +240,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             busy = (m1['TaskDuration'] - m0['TaskDuration']) / max(
                 1e-9, m1['Timestamp'] - m0['Timestamp'])
             return {
-                'robots': n, 'connected': int(held or 0), 'first_render_s': first_render_s,
+                'robots': n, 'connected': int(held or 0), 'online_at_end': online,
+                'first_render_s': first_render_s,
+                'render_after_snapshot_ms': after_snapshot_ms,
                 'rows_in_dom': rows_in_dom, 'flips': len(measured), 'seen': len(lat),
                 'p50_update_ms': percentile(lat, 50), 'p99_update_ms': percentile(lat, 99),
                 'max_update_ms': max(lat) if lat else None,

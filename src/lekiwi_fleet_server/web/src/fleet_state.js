@@ -31,6 +31,7 @@ export class FleetState {
   }
 
   applySnapshot(rows) {
+    this.snapshotAt = performance.now(); // when the stream's snapshot arrived (the bench reads it)
     this.robots = new Map(rows.map((r) => [r.robot_id, r]));
     this.membership += 1;
     this.changed();
