@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 Role = Literal['viewer', 'operator', 'admin']
 ROLES: tuple[Role, ...] = get_args(Role)
-_RANK = {role: rank for rank, role in enumerate(ROLES)}
+_RANK: dict[str, int] = {role: rank for rank, role in enumerate(ROLES)}
 
 
 def is_role(value: object) -> bool:
