@@ -7,6 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 scripts/bootstrap.sh
+scripts/build_dashboard.sh
 # shellcheck disable=SC1091
 source scripts/env.sh
 if [ ! -f install/lekiwi_agent_ros/share/lekiwi_agent_ros/package.xml ] \
@@ -28,7 +29,9 @@ export LEKIWI_API_PORT=${LEKIWI_API_PORT:-8080}
 export LEKIWI_GATEWAY_PORT=${LEKIWI_GATEWAY_PORT:-9090}
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 100 ))}
 
-if [ ! -f "$state/fleet.db" ]; then rm -f "$state/robot-token" "$state/outbox.db"*; fi
+if [ ! -f "$state/fleet.db" ]; then
+  rm -f "$state/robot-token" "$state/outbox.db"* "$state/demo-password"
+fi
 if [ ! -s "$state/admin-token" ]; then
   (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$state/admin-token")
 fi
@@ -40,6 +43,14 @@ if [ ! -s "$state/robot-token" ]; then
   (umask 077 && python -m lekiwi_fleet_server enrol "$robot_id" --tag demo --tag simulated \
      >"$state/robot-token" 2>>"$state/setup.log")
 fi
+
+# A password account for the dashboard (operator role), made once per demo database.
+if [ ! -s "$state/demo-password" ]; then
+  (umask 077 && od -An -N9 -tx1 /dev/urandom | tr -d ' \n' >"$state/demo-password")
+  python -m lekiwi_fleet_server create-account demo --role operator \
+    <"$state/demo-password" >>"$state/setup.log" 2>&1 || { cat "$state/setup.log"; exit 1; }
+fi
+export LEKIWI_DASHBOARD_DIR="$root/src/lekiwi_fleet_server/lekiwi_fleet_server/dashboard_dist"
 
 pids=()
 cleanup() {
@@ -94,6 +105,7 @@ PY
 cat <<EOT
 
   LeKiwi Fleet demo is running.
+  dashboard:          $api/ui/   (log in as demo / $(cat "$state/demo-password"))
   robot $robot_id is listed after ${seen} s:  curl -H "Authorization: Bearer \$(cat $state/admin-token)" $api/api/v1/robots
   API and its docs:   $api/docs
   robot gateway:      $gateway

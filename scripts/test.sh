@@ -16,6 +16,10 @@ if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 
     || echo "test: docker-compose could not be installed; its check will be skipped"
 fi
 export LEKIWI_TEST_DATABASE_URL
+# The web dashboard's bundle (npm ci + Vite) and Debian's chromium for its browser tests.
+echo "== dashboard build"
+scripts/build_dashboard.sh || { echo "test: the dashboard did not build" >&2; exit 1; }
+scripts/ensure_chromium.sh || echo "test: chromium could not be installed; browser tests skip"
 # shellcheck disable=SC1091
 source scripts/env.sh
 # Each run gets its own DDS domain so concurrent runs on one machine do not cross-talk.

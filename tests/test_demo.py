@@ -26,6 +26,11 @@ def test_demo_lists_the_simulated_robot_within_five_seconds(tmp_path, ros_domain
     assert (demo / 'fleet.db').exists()
     assert (demo / 'robot-token').stat().st_mode & 0o077 == 0
     assert (demo / 'admin-token').stat().st_mode & 0o077 == 0
+    # The dashboard's URL and a demo login (its password kept owner-only beside the tokens).
+    password = (demo / 'demo-password').read_text()
+    assert (demo / 'demo-password').stat().st_mode & 0o077 == 0
+    assert re.search(r'dashboard:\s+http://127\.0\.0\.1:\d+/ui/\s+\(log in as demo / '
+                     + re.escape(password) + r'\)', result.stdout), result.stdout
     # A second run reuses that state (idempotent) and the robot is listed again.
     again = subprocess.run([str(ROOT / 'scripts' / 'demo.sh')], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=300)

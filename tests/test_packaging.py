@@ -47,7 +47,8 @@ def test_server_wheel_builds_without_ros(tmp_path):
            if not k.startswith(('AMENT_', 'COLCON_', 'ROS_'))}
     # Build from a copy: setuptools writes build/ and egg-info next to the sources.
     source = shutil.copytree(ROOT / 'src/lekiwi_fleet_server', tmp_path / 'src',
-                             ignore=shutil.ignore_patterns('build', '*.egg-info', 'test'))
+                             ignore=shutil.ignore_patterns('build', '*.egg-info', 'test',
+                                                           'node_modules'))
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
                     '-q', '-w', str(tmp_path), str(source)],
                    check=True, env=env, cwd=tmp_path)

@@ -14,6 +14,8 @@ install_requires = [
     'prometheus-client==0.26.0',
     'picows==2.3.1',
     'orjson==3.13.0',
+    'argon2-cffi==25.1.0',
+    'strawberry-graphql==0.341.2',
 ]
 
 setup(
@@ -21,7 +23,8 @@ setup(
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*']),
     include_package_data=True,
-    package_data={package_name: ['migrations/*.ini', 'migrations/*.mako', 'static/*']},
+    package_data={package_name: ['migrations/*.ini', 'migrations/*.mako', 'static/*',
+                                'dashboard_dist/*', 'dashboard_dist/assets/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),

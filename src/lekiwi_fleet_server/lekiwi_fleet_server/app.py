@@ -12,8 +12,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server import __version__
+from lekiwi_fleet_server.api.accounts import AccountService
 from lekiwi_fleet_server.api.admin import ensure_bootstrap_admin
+from lekiwi_fleet_server.api.dashboard import mount_dashboard
 from lekiwi_fleet_server.api.routes import (
+    accounts,
+    auth,
     commands,
     fleet,
     health,
@@ -24,11 +28,14 @@ from lekiwi_fleet_server.api.routes import (
     timeline,
 )
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.domain.login_throttle import LoginThrottle
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.gateway.commit_worker import Committer
 from lekiwi_fleet_server.gateway.server import RobotGateway
+from lekiwi_fleet_server.graphql.router import mount_graphql
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
+from lekiwi_fleet_server.store.accounts import SqlAccountStore
 from lekiwi_fleet_server.store.interface import FleetStore, InvalidQuery, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -90,6 +97,12 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         metrics = FleetMetrics()
         bus = InProcessBus(settings.bus_queue_updates)
         gateway = RobotGateway(settings, store, bus, metrics, committers=committers, now=now)
+        account_store = SqlAccountStore.open(settings.resolved_database_url)
+        app.state.accounts = AccountService(
+            account_store, session_ttl_s=settings.session_ttl_s, now=now,
+            throttle=LoginThrottle(now, free_failures=settings.login_free_failures,
+                                   base_delay_s=settings.login_base_delay_s,
+                                   max_delay_s=settings.login_max_delay_s))
         try:
             if settings.bootstrap_admin_token:
                 created = await run_in_threadpool(
@@ -107,12 +120,17 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             if gateway.started:
                 await gateway.stop()
             await run_in_threadpool(store.close)
+            account_store.close()
 
     app = FastAPI(title='LeKiwi Fleet', version=__version__, lifespan=lifespan,
                   description='Fleet server of LeKiwi robots: robots, timelines, telemetry, '
                               'commands. Operators authenticate with bearer tokens.')
     for module in (health, robots, sequences, timeline, telemetry, fleet, commands, stream):
         app.include_router(module.router)
+    for module in (auth, accounts):  # password logins and accounts (issue 19)
+        app.include_router(module.router)
+    mount_graphql(app, settings)
+    mount_dashboard(app, settings.dashboard_dir)
 
     # The store's errors, mapped once for every route.
     @app.exception_handler(InvalidQuery)

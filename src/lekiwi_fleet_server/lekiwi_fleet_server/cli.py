@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument('robot_id')
     operator = sub.add_parser('create-operator', help='create an operator, print its token once')
     operator.add_argument('name')
-    operator.add_argument('--role', choices=('admin', 'viewer'), required=True)
+    operator.add_argument('--role', choices=('admin', 'operator', 'viewer'), required=True)
+    account = sub.add_parser('create-account',
+                             help='create a password account (the password is read from stdin)')
+    account.add_argument('name')
+    account.add_argument('--role', choices=('admin', 'operator', 'viewer'), required=True)
     return parser
 
 
@@ -78,7 +82,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     if args.command == 'serve':
         return serve(settings)
+    if args.command == 'create-account':
+        return _account_command(args, settings)
     return _admin_command(args, settings)
+
+
+def _account_command(args: argparse.Namespace, settings: Settings) -> int:
+    from lekiwi_fleet_server.api.accounts import AccountService
+    from lekiwi_fleet_server.domain.login_throttle import LoginThrottle
+    from lekiwi_fleet_server.store.accounts import SqlAccountStore
+    from lekiwi_fleet_server.store.factory import open_store
+    from lekiwi_fleet_server.store.interface import StoreError
+
+    password = sys.stdin.readline().rstrip('\n')  # never on the command line: ps shows it
+    open_store(settings).close()  # migrates the database first
+    store = SqlAccountStore.open(settings.resolved_database_url)
+    try:
+        service = AccountService(store, session_ttl_s=settings.session_ttl_s,
+                                 throttle=LoginThrottle(time.time), now=time.time)
+        service.create_account(args.name, args.role, password)
+        print(f'created {args.role} account {args.name}')
+    except (ValueError, StoreError) as exc:
+        print(f'lekiwi-fleet-server create-account: {type(exc).__name__}: {exc}',
+              file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
 
 
 def _admin_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     stream_auth_timeout_s: float = Field(5.0, gt=0)
     bootstrap_admin_token: str | None = Field(None, min_length=16)
     log_level: str = Field('info', pattern='^(critical|error|warning|info|debug)$')
+    session_ttl_s: float = Field(8 * 3600.0, gt=0, description='Dashboard login session life')
+    login_free_failures: int = Field(5, ge=1, description='Failed logins before slowing down')
+    login_base_delay_s: float = Field(1.0, gt=0, description='First lockout; doubles per failure')
+    login_max_delay_s: float = Field(300.0, gt=0)
+    graphql_max_depth: int = Field(10, ge=2, description='Deepest GraphQL selection allowed')
+    graphql_max_cost: int = Field(
+        50_000, ge=10, description='GraphQL cost limit: fields, multiplied by list sizes asked')
+    dashboard_dir: Path | None = Field(
+        None, description='Built dashboard (index.html, assets/); default: dashboard_dist/ '
+                          'in the package')
 
     @model_validator(mode='after')
     def _check(self) -> Settings:

@@ -33,15 +33,16 @@ def validate_robot_id(robot_id: str) -> str:
     return robot_id
 
 
-def enrol_robot(store: FleetStore, robot_id: str, tags: Sequence[str], *, now: float
-                ) -> Enrolment:
+def enrol_robot(store: FleetStore, robot_id: str, tags: Sequence[str], *, now: float,
+                actor: str | None = None) -> Enrolment:
     """Enrol a robot with a new token; raise ValueError on a bad id or tag."""
     validate_robot_id(robot_id)
     bad = [t for t in tags if not TAG.fullmatch(t)]
     if bad:
         raise ValueError(f'tags must be 1-64 characters of [A-Za-z0-9._:/-]: {bad}')
     token = generate_token()
-    robot = store.enrol_robot(robot_id, hash_token(token), tuple(dict.fromkeys(tags)), now=now)
+    robot = store.enrol_robot(robot_id, hash_token(token), tuple(dict.fromkeys(tags)), now=now,
+                              actor=actor)
     return Enrolment(robot, token)
 
 
@@ -50,8 +51,8 @@ def create_operator(store: FleetStore, name: str, role: OperatorRole, *, now: fl
     """Create an operator with a new token; return it and the token (shown once)."""
     if not OPERATOR_NAME.fullmatch(name):
         raise ValueError('operator name must be 1-64 characters of [A-Za-z0-9._@-]')
-    if role not in ('admin', 'viewer'):
-        raise ValueError("role must be 'admin' or 'viewer'")
+    if role not in ('admin', 'operator', 'viewer'):
+        raise ValueError("role must be 'admin', 'operator' or 'viewer'")
     token = generate_token()
     return store.create_operator(name, role, hash_token(token), now=now), token
 

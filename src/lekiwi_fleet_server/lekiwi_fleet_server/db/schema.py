@@ -193,3 +193,27 @@ telemetry = sa.Table(
     sa.Column('extra', sa.JSON, nullable=True),
     postgresql_partition_by='RANGE (sampled_ms)',
 )
+
+# Operator accounts with passwords and their browser sessions (migration 0004_accounts). Kept out
+# of the event log, like `operators`: password hashes and session secrets must be deletable,
+# which an append-only log never is. Only hashes are stored: a session's id and CSRF token reach
+# the browser and nowhere else.
+accounts = sa.Table(
+    'accounts', metadata,
+    sa.Column('name', sa.String(64), primary_key=True),
+    sa.Column('role', sa.String(16), nullable=False),
+    sa.Column('password_hash', sa.String(256), nullable=False),  # argon2id, PHC string
+    sa.Column('created_at', Time, nullable=False),
+    sa.Column('disabled', sa.Boolean, nullable=False),
+)
+
+web_sessions = sa.Table(
+    'web_sessions', metadata,
+    sa.Column('session_sha256', sa.String(64), primary_key=True),
+    sa.Column('account', sa.String(64), nullable=False),
+    sa.Column('csrf_sha256', sa.String(64), nullable=False),
+    sa.Column('created_at', Time, nullable=False),
+    sa.Column('expires_at', Time, nullable=False),
+    sa.Column('ended_at', Time, nullable=True),
+    sa.Index('ix_web_sessions_account', 'account'),
+)

@@ -42,6 +42,7 @@ class NewEvent:
     seq: int | None = None
     seq_part: int = 0  # index among the events the same message caused
     causation: str | None = None  # e.g. 'fleet/heartbeat', 'presence:timeout', 'admin:enrol'
+    actor: str | None = None  # who did it, for an operator's action (account or operator name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,8 @@ def append(conn: Connection, appends: Sequence[StreamAppend], *,
             type_name, schema_version, data = encode(new.event)
             meta = {'robot_id': new.event.robot_id, 'boot_id': new.boot_id, 'seq': new.seq,
                     'causation': new.causation}
+            if new.actor is not None:
+                meta['actor'] = new.actor
             rows.append({
                 'stream_id': item.stream_id, 'version': version, 'position': position,
                 'type': type_name, 'schema_version': schema_version, 'data': data,

@@ -243,7 +243,7 @@ def _apply(state: RobotState, message: RobotMessage, config: StoreConfig) -> Out
 
 
 def _take(plan: BatchPlan, pending: dict[str, list[NewEvent]], outcome: Outcome,
-          message: RobotMessage | None, causation: str) -> None:
+          message: RobotMessage | None, causation: str, actor: str | None = None) -> None:
     robot_id = outcome.state.robot_id
     plan.states[robot_id] = outcome.state
     if not outcome.events:
@@ -252,7 +252,8 @@ def _take(plan: BatchPlan, pending: dict[str, list[NewEvent]], outcome: Outcome,
     for part, event in enumerate(outcome.events):
         target.append(NewEvent(
             event, boot_id=message.boot_id if message else None,
-            seq=message.seq if message else None, seq_part=part, causation=causation))
+            seq=message.seq if message else None, seq_part=part, causation=causation,
+            actor=actor))
 
 
 def current_row(robot_id: str, cur: CurrentState,
@@ -315,11 +316,11 @@ def write_batch(conn: Connection, plan: BatchPlan, history: telemetry.TelemetryH
 
 
 def plan_outcomes(states: Mapping[str, RobotState], outcomes: Sequence[Outcome],
-                  causation: str, config: StoreConfig) -> BatchPlan:
+                  causation: str, config: StoreConfig, actor: str | None = None) -> BatchPlan:
     """Return the plan of outcomes not caused by robot messages (admin actions, presence)."""
     plan = BatchPlan()
     pending: dict[str, list[NewEvent]] = {}
     for outcome in outcomes:
-        _take(plan, pending, outcome, None, causation)
+        _take(plan, pending, outcome, None, causation, actor)
     _finish(plan, pending, states, config)
     return plan

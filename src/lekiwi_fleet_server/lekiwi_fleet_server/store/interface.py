@@ -88,7 +88,7 @@ class RecordedEvent:
     type: str  # e.g. 'RobotCameOnline'
     schema_version: int
     data: Mapping[str, Any]
-    metadata: Mapping[str, Any]  # robot_id, boot_id, seq, causation
+    metadata: Mapping[str, Any]  # robot_id, boot_id, seq, causation; actor for operators'
     recorded_at: float  # Unix seconds
 
 
@@ -151,7 +151,7 @@ class RobotCredentials:
     revoked: bool
 
 
-OperatorRole = Literal['viewer', 'admin']
+OperatorRole = Literal['viewer', 'operator', 'admin']
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,10 +254,15 @@ class FleetStore(Protocol):
     def robot_credentials(self, robot_id: str) -> RobotCredentials | None: ...
 
     def enrol_robot(
-        self, robot_id: str, token_sha256: str, tags: Sequence[str], *, now: float
-    ) -> RobotSummary: ...
+        self, robot_id: str, token_sha256: str, tags: Sequence[str], *, now: float,
+        actor: str | None = None,
+    ) -> RobotSummary:
+        """Enrol a robot; `actor` (who did it) goes into its events' metadata."""
+        ...
 
-    def revoke_robot(self, robot_id: str, *, now: float) -> None: ...
+    def revoke_robot(self, robot_id: str, *, now: float, actor: str | None = None) -> None:
+        """Revoke a robot's token; `actor` goes into the event's metadata."""
+        ...
 
     def create_operator(
         self, name: str, role: OperatorRole, token_sha256: str, *, now: float

@@ -54,15 +54,15 @@ class SplitStore:
         return result
 
     def enrol_robot(self, robot_id: str, token_sha256: str, tags: Sequence[str], *,
-                    now: float) -> RobotSummary:
+                    now: float, actor: str | None = None) -> RobotSummary:
         """Enrol through the writer."""
         summary: RobotSummary = self._call('enrol_robot', robot_id, token_sha256, tuple(tags),
-                                           now=now)
+                                           now=now, actor=actor)
         return summary
 
-    def revoke_robot(self, robot_id: str, *, now: float) -> None:
+    def revoke_robot(self, robot_id: str, *, now: float, actor: str | None = None) -> None:
         """Revoke through the writer."""
-        self._call('revoke_robot', robot_id, now=now)
+        self._call('revoke_robot', robot_id, now=now, actor=actor)
 
     def create_operator(self, name: str, role: OperatorRole, token_sha256: str, *,
                         now: float) -> Operator:

@@ -78,7 +78,7 @@ ROBOT_ID = re.compile(r'[A-Za-z0-9._-]{1,64}')
 TAG = re.compile(r'[A-Za-z0-9._:=/-]{1,64}')
 SHA256_HEX = re.compile(r'[0-9a-f]{64}')
 MAX_TAGS = 32
-ROLES = ('viewer', 'admin')
+ROLES = ('viewer', 'operator', 'admin')
 
 
 @contextmanager
@@ -277,13 +277,14 @@ class SqlFleetStore:
             new_events=tuple(recorded), rejected=tuple(plan.rejected))
 
     def _commit_outcomes(self, conn: Connection, outcomes: Sequence[ingest.Outcome],
-                         causation: str, now: float) -> ingest.BatchPlan:
-        plan = ingest.plan_outcomes(self._states, outcomes, causation, self._config)
+                         causation: str, now: float, actor: str | None = None
+                         ) -> ingest.BatchPlan:
+        plan = ingest.plan_outcomes(self._states, outcomes, causation, self._config, actor)
         ingest.write_batch(conn, plan, self._history, now=now)
         return plan
 
     def enrol_robot(self, robot_id: str, token_sha256: str, tags: Sequence[str], *,
-                    now: float) -> RobotSummary:
+                    now: float, actor: str | None = None) -> RobotSummary:
         """Enrol a robot with its token's SHA-256 (hex); the token itself is never stored."""
         _check_robot_id(robot_id)
         _check_sha256(token_sha256)
@@ -296,7 +297,7 @@ class SqlFleetStore:
                     if state.aggregate.enrolled:
                         raise RobotAlreadyEnrolled(f'robot {robot_id!r} is enrolled already')
                     plan = self._commit_outcomes(conn, [state.on_enrol(clean_tags, now)],
-                                                 'admin:enrol', now)
+                                                 'admin:enrol', now, actor)
                     conn.execute(sa.insert(credentials).values(
                         robot_id=robot_id, token_sha256=token_sha256, revoked=False,
                         updated_at=now))
@@ -307,7 +308,7 @@ class SqlFleetStore:
             return queries.summary_from_state(self._states[robot_id], now=now,
                                               stale_after_s=self._config.stale_after_s)
 
-    def revoke_robot(self, robot_id: str, *, now: float) -> None:
+    def revoke_robot(self, robot_id: str, *, now: float, actor: str | None = None) -> None:
         """Revoke a robot's token (the gateway refuses it from now on); idempotent."""
         if not _is_robot_id(robot_id):
             raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
@@ -319,7 +320,7 @@ class SqlFleetStore:
                     if state is None:
                         raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
                     plan = self._commit_outcomes(conn, [state.on_revoke(now)], 'admin:revoke',
-                                                 now)
+                                                 now, actor)
                     conn.execute(sa.update(credentials).where(credentials.c.robot_id == robot_id)
                                  .values(revoked=True, updated_at=now))
             except BaseException:

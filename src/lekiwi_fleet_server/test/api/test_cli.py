@@ -110,3 +110,30 @@ def test_presence_timeout_must_leave_room_for_a_ping(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv('LEKIWI_PRESENCE_TIMEOUT_S', '1.5')
     assert main(['migrate']) == 2
     assert '1.5 x ping_interval_s' in capsys.readouterr().err
+
+
+def test_create_account_reads_the_password_from_stdin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from lekiwi_fleet_server.store.accounts import SqlAccountStore
+
+    url = f'sqlite:///{tmp_path / "fleet.db"}'
+    monkeypatch.setenv('LEKIWI_DATABASE_URL', url)
+    monkeypatch.setattr('sys.stdin', io.StringIO('a long password\n'))
+    assert main(['create-account', 'olga', '--role', 'operator']) == 0
+    assert 'created operator account olga' in capsys.readouterr().out
+    monkeypatch.setattr('sys.stdin', io.StringIO('short\n'))
+    assert main(['create-account', 'pat', '--role', 'viewer']) == 1
+    assert 'password must have' in capsys.readouterr().err
+    monkeypatch.setattr('sys.stdin', io.StringIO('a long password\n'))
+    assert main(['create-account', 'olga', '--role', 'viewer']) == 1
+    assert 'AccountExists' in capsys.readouterr().err
+    store = SqlAccountStore.open(url)
+    try:
+        found = store.account_with_hash('olga')
+        assert found is not None and found[0].role == 'operator'
+        assert found[1].startswith('$argon2id$') and 'a long password' not in found[1]
+    finally:
+        store.close()

@@ -1,11 +1,11 @@
-"""Commands to a connected robot (admin): sent over its gateway connection."""
+"""Commands to a connected robot (operator role): sent over its gateway connection."""
 
 from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, HTTPException, status
 
-from lekiwi_fleet_server.api.deps import AdminOperator, Services
+from lekiwi_fleet_server.api.deps import OperatorRole, Services
 from lekiwi_fleet_server.api.schemas import CommandRequest, CommandResult
 from lekiwi_fleet_server.gateway.commands import (
     CommandTimeout,
@@ -18,7 +18,7 @@ router = APIRouter(prefix='/api/v1/robots', tags=['commands'])
 
 @router.post('/{robot_id}/commands', response_model=CommandResult)
 async def send_command(robot_id: str, body: CommandRequest, services: Services,
-                       _admin: AdminOperator) -> CommandResult:
+                       _operator: OperatorRole) -> CommandResult:
     """Send a command and wait for the robot's answer (409 offline, 504 no answer)."""
     try:
         response = await services.gateway.send_command(

@@ -57,10 +57,11 @@ def get_robot(robot_id: str, services: Services, _operator: CurrentOperator) -> 
 
 
 @router.post('', response_model=EnrolResponse, status_code=status.HTTP_201_CREATED)
-def enrol(body: EnrolRequest, services: Services, _admin: AdminOperator) -> EnrolResponse:
+def enrol(body: EnrolRequest, services: Services, admin: AdminOperator) -> EnrolResponse:
     """Enrol a robot; the response holds its token, which is never shown again."""
     try:
-        enrolment = enrol_robot(services.store, body.robot_id, body.tags, now=services.now())
+        enrolment = enrol_robot(services.store, body.robot_id, body.tags, now=services.now(),
+                                actor=admin.name)
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except RobotAlreadyEnrolled:
@@ -70,11 +71,11 @@ def enrol(body: EnrolRequest, services: Services, _admin: AdminOperator) -> Enro
 
 
 @router.post('/{robot_id}/revoke', status_code=status.HTTP_204_NO_CONTENT)
-def revoke(robot_id: str, services: Services, _admin: AdminOperator) -> None:
+def revoke(robot_id: str, services: Services, admin: AdminOperator) -> None:
     """Revoke a robot's token and drop its connection."""
     try:
         validate_robot_id(robot_id)
-        services.store.revoke_robot(robot_id, now=services.now())
+        services.store.revoke_robot(robot_id, now=services.now(), actor=admin.name)
     except (ValueError, UnknownRobot):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f'no robot {robot_id!r}') from None
     # The route runs in a worker thread; the gateway lives on the event loop.

@@ -1,7 +1,8 @@
 """Dashboard stream: a WebSocket of aggregated fleet updates from the update bus.
 
 The operator authenticates with an `Authorization: Bearer` header or, from a browser (which
-cannot set headers on a WebSocket), with a first message `{"op": "auth", "token": "..."}`.
+cannot set headers on a WebSocket), with a first message `{"op": "auth", "token": "..."}`, or
+with the dashboard's login session cookie (same origin only).
 The first message is a snapshot of every robot (whole rows); then one update per committed
 batch that changed something: its events, and per robot that changed its `robot_id` and the
 fields that changed (in `resources` and `telemetry`, the entries that changed, a removed one as
@@ -18,8 +19,9 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
-from lekiwi_fleet_server.api.deps import Services, operator_for_token
+from lekiwi_fleet_server.api.deps import SESSION_COOKIE, Services, operator_for_token, principal
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.domain.roles import role_allows
 from lekiwi_fleet_server.gateway.bus import encode_update
 from lekiwi_fleet_server.store.interface import Operator, RobotFilter
 
@@ -42,11 +44,25 @@ async def _read_token(websocket: WebSocket, timeout_s: float) -> str | None:
     return token if isinstance(token, str) and message.get('op') == 'auth' else None
 
 
+def _same_origin(websocket: WebSocket) -> bool:
+    # A page of another site must not ride on the dashboard's cookie (cross-site WebSocket
+    # hijacking): a browser always sends Origin, and it must name this host.
+    origin = websocket.headers.get('origin', '')
+    return origin.split('://', 1)[-1] == websocket.headers.get('host', '')
+
+
 async def _authenticate(websocket: WebSocket, services: FleetServices) -> Operator | None:
-    token = await _read_token(websocket, services.settings.stream_auth_timeout_s)
-    if token is None:
-        return None
-    return await run_in_threadpool(operator_for_token, services, token)
+    if websocket.cookies.get(SESSION_COOKIE) and 'authorization' not in websocket.headers:
+        if not _same_origin(websocket):
+            return None
+        operator = await run_in_threadpool(principal, websocket, services,
+                                           websocket.app.state.accounts, None)
+    else:
+        token = await _read_token(websocket, services.settings.stream_auth_timeout_s)
+        if token is None:
+            return None
+        operator = await run_in_threadpool(operator_for_token, services, token)
+    return operator if operator is not None and role_allows(operator.role, 'viewer') else None
 
 
 @router.websocket('/api/v1/stream')

@@ -1,0 +1,92 @@
+// The dashboard's shell: who is logged in, the live stream and its banner, the hash router.
+import { html } from 'htm/preact';
+import { render } from 'preact';
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import { api } from './api.js';
+import { FleetState } from './fleet_state.js';
+import { FleetStream } from './stream.js';
+import { Login } from './views/login.js';
+import { Overview } from './views/overview.js';
+import { RobotPage } from './views/robot.js';
+import './style.css';
+
+// Routes: pattern -> page. A deployments page adds a line here and a link in the header.
+const ROUTES = [
+  { pattern: /^\/robots\/([^/]+)$/, page: ({ match, ...props }) =>
+    html`<${RobotPage} ...${props} robotId=${decodeURIComponent(match[1])} />` },
+  { pattern: /^\/?$/, page: (props) => html`<${Overview} ...${props} />` },
+];
+
+function useHashPath() {
+  const read = () => location.hash.replace(/^#/, '') || '/';
+  const [path, setPath] = useState(read());
+  useEffect(() => {
+    const onChange = () => setPath(read());
+    window.addEventListener('hashchange', onChange);
+    return () => window.removeEventListener('hashchange', onChange);
+  }, []);
+  return path;
+}
+
+function Banner({ status }) {
+  if (status.name === 'live') return null;
+  const text = {
+    connecting: 'Connecting to the fleet server…',
+    reconnecting: 'Reconnecting…',
+    disconnected: `Connection lost (${status.detail?.reason || 'closed'}); retrying in ${
+      Math.ceil((status.detail?.retryInMs || 0) / 1000)} s. Data shown may be out of date.`,
+    unauthorized: 'The session ended: log in again.',
+    error: 'The stream reported an error.',
+  }[status.name] || status.name;
+  return html`<div class=${`banner banner-${status.name}`} id="connection-banner"
+    role="status">${text}</div>`;
+}
+
+function Dashboard({ me, onLogout }) {
+  const state = useMemo(() => new FleetState(), []);
+  const [status, setStatus] = useState({ name: 'connecting' });
+  const stream = useMemo(() => new FleetStream(state, {
+    onStatus: (name, detail) => setStatus({ name, detail }),
+  }), [state]);
+  useEffect(() => {
+    stream.start();
+    window.__lekiwi = { state, stream }; // for the browser test and the benchmark
+    return () => stream.stop();
+  }, [stream]);
+  useEffect(() => { if (status.name === 'unauthorized') onLogout(); }, [status.name]);
+  const path = useHashPath();
+  let page = html`<p>Not found: ${path}</p>`;
+  for (const route of ROUTES) {
+    const match = path.match(route.pattern);
+    if (match) {
+      page = route.page({ match, state, stream, me });
+      break;
+    }
+  }
+  const logout = async () => {
+    try { await api.logout(); } finally { onLogout(); }
+  };
+  return html`
+    <header>
+      <a href="#/" class="brand">LeKiwi Fleet</a>
+      <nav><a href="#/">Fleet</a></nav>
+      <span class=${`live-dot ${status.name}`} id="live-status" data-status=${status.name}>
+        ${status.name === 'live' ? 'live' : status.name}</span>
+      <span class="who" id="who">${me.name} (${me.role})</span>
+      <button onClick=${logout} id="logout">Log out</button>
+    </header>
+    <${Banner} status=${status} />
+    <main>${page}</main>`;
+}
+
+function App() {
+  const [me, setMe] = useState(undefined);
+  useEffect(() => {
+    api.me().then(setMe, () => setMe(null));
+  }, []);
+  if (me === undefined) return html`<p class="loading">Loading…</p>`;
+  if (me === null) return html`<${Login} onLoggedIn=${(m) => setMe(m)} />`;
+  return html`<${Dashboard} me=${me} onLogout=${() => setMe(null)} />`;
+}
+
+render(html`<${App} />`, document.getElementById('app'));

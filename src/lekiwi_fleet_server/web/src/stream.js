@@ -1,0 +1,98 @@
+// The dashboard stream (/api/v1/stream): one WebSocket authenticated by the login cookie.
+// Its first message is a snapshot of every robot, then one update per committed batch (whole
+// rows or deltas, and the batch's events). A lost connection is reported, retried with
+// exponential backoff and jitter, and resynchronised by the snapshot the new connection sends.
+// Pages listen for event types with `onEvent(type, fn)` (a deployments page adds its own).
+
+export const CLOSE_UNAUTHORIZED = 4401;
+
+export class FleetStream {
+  constructor(state, { url, onStatus, minDelayMs = 250, maxDelayMs = 10000 } = {}) {
+    this.state = state;
+    this.url = url || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/v1/stream`;
+    this.onStatus = onStatus || (() => {});
+    this.minDelayMs = minDelayMs;
+    this.maxDelayMs = maxDelayMs;
+    this.attempt = 0;
+    this.socket = null;
+    this.timer = null;
+    this.stopped = false;
+    this.eventHandlers = new Map(); // event type -> Set of functions; '*' gets every event
+    this.status = 'connecting';
+  }
+
+  onEvent(type, fn) {
+    if (!this.eventHandlers.has(type)) this.eventHandlers.set(type, new Set());
+    this.eventHandlers.get(type).add(fn);
+    return () => this.eventHandlers.get(type).delete(fn);
+  }
+
+  start() {
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.socket) this.socket.close(1000, 'page closed');
+  }
+
+  setStatus(status, detail) {
+    this.status = status;
+    this.onStatus(status, detail);
+  }
+
+  connect() {
+    clearTimeout(this.timer);
+    this.setStatus(this.attempt ? 'reconnecting' : 'connecting');
+    const socket = new WebSocket(this.url);
+    this.socket = socket;
+    socket.onmessage = (message) => this.receive(message.data);
+    socket.onclose = (close) => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      if (this.stopped) return;
+      if (close.code === CLOSE_UNAUTHORIZED) {
+        this.setStatus('unauthorized');
+        return;
+      }
+      this.retry(close.reason || `closed (${close.code})`);
+    };
+  }
+
+  retry(reason) {
+    this.attempt += 1;
+    const ceiling = Math.min(this.maxDelayMs, this.minDelayMs * 2 ** (this.attempt - 1));
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    this.setStatus('disconnected', { reason, retryInMs: Math.round(delay) });
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  receive(text) {
+    let update;
+    try {
+      update = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (update.type === 'snapshot') {
+      this.attempt = 0;
+      this.state.applySnapshot(update.robots || []);
+      this.setStatus('live');
+    } else if (update.type === 'error') {
+      this.setStatus(update.code === 'unauthorized' ? 'unauthorized' : 'error', update);
+      return;
+    } else {
+      this.state.applyRows(update.robots || []);
+    }
+    const events = update.events || [];
+    this.state.addEvents(events);
+    for (const event of events) {
+      for (const key of [event.type, '*']) {
+        const handlers = this.eventHandlers.get(key);
+        if (handlers) for (const fn of handlers) fn(event);
+      }
+    }
+  }
+}
