@@ -14,6 +14,8 @@ install_requires = [
     'prometheus-client==0.26.0',
     'picows==2.3.1',
     'orjson==3.13.0',
+    'zeroconf==0.154.0',
+    'websockets==17.4',
 ]
 
 setup(
