@@ -17,6 +17,7 @@ from lekiwi_fleet_server.api.routes import (
     commands,
     fleet,
     health,
+    inventory,
     robots,
     sequences,
     stream,
@@ -24,6 +25,7 @@ from lekiwi_fleet_server.api.routes import (
     timeline,
 )
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.discovery.service import DiscoveryService
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.gateway.commit_worker import Committer
 from lekiwi_fleet_server.gateway.server import RobotGateway
@@ -70,6 +72,17 @@ def _open_split_store(settings: Settings) -> tuple[FleetStore, list[Committer]]:
     return SplitStore(reader, writers.call_sync, on_close=writers.close), committers
 
 
+async def start_discovery(settings: Settings, store: FleetStore, gateway: RobotGateway,
+                          bus: InProcessBus, now: Callable[[], float]) -> DiscoveryService:
+    """Start the discovery service and the sources the settings ask for."""
+    from lekiwi_fleet_server.discovery.sources import start_sources
+
+    discovery = DiscoveryService(settings, store, gateway, bus, now)
+    await discovery.start()
+    await start_sources(discovery, settings, gateway)
+    return discovery
+
+
 def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                on_ready: OnReady | None = None, now: Callable[[], float] = time.time
                ) -> FastAPI:
@@ -90,6 +103,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         metrics = FleetMetrics()
         bus = InProcessBus(settings.bus_queue_updates)
         gateway = RobotGateway(settings, store, bus, metrics, committers=committers, now=now)
+        discovery = None
         try:
             if settings.bootstrap_admin_token:
                 created = await run_in_threadpool(
@@ -97,12 +111,15 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                                    now=now()))
                 log.info('bootstrap admin %s', 'created' if created else 'present')
             await gateway.start()
-            services = FleetServices(settings, store, gateway, bus, metrics, now)
+            discovery = await start_discovery(settings, store, gateway, bus, now)
+            services = FleetServices(settings, store, gateway, bus, metrics, now, discovery)
             app.state.services = services
             if on_ready is not None:
                 on_ready(services)
             yield
         finally:
+            if discovery is not None:
+                await discovery.stop()
             bus.close()
             if gateway.started:
                 await gateway.stop()
@@ -111,7 +128,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     app = FastAPI(title='LeKiwi Fleet', version=__version__, lifespan=lifespan,
                   description='Fleet server of LeKiwi robots: robots, timelines, telemetry, '
                               'commands. Operators authenticate with bearer tokens.')
-    for module in (health, robots, sequences, timeline, telemetry, fleet, commands, stream):
+    for module in (health, robots, sequences, timeline, telemetry, fleet, commands, stream,
+                   inventory):
         app.include_router(module.router)
 
     # The store's errors, mapped once for every route.

@@ -1,4 +1,4 @@
-"""`lekiwi-fleet-server serve | migrate | enrol | revoke | create-operator`.
+"""`lekiwi-fleet-server serve | migrate | enrol | revoke | create-operator | discover`.
 
 Settings come from the environment (`LEKIWI_*`); a few flags override them. Tokens are printed
 once, on their own line, and never again: only their hashes are stored.
@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     operator = sub.add_parser('create-operator', help='create an operator, print its token once')
     operator.add_argument('name')
     operator.add_argument('--role', choices=('admin', 'viewer'), required=True)
+    from lekiwi_fleet_server.discovery import cli_discover
+
+    cli_discover.add_parser(sub)
     return parser
 
 
@@ -78,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     if args.command == 'serve':
         return serve(settings)
+    if args.command == 'discover':
+        from lekiwi_fleet_server.discovery import cli_discover
+
+        return cli_discover.run(args, settings)
     return _admin_command(args, settings)
 
 

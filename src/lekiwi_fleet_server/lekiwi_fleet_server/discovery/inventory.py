@@ -184,6 +184,10 @@ class Inventory:
         self._enrolled = set(robot_ids)
         return self._refresh_flags()
 
+    def mark_enrolled(self, robot_id: str) -> None:
+        """Note one robot as enrolled before its next sighting (it authenticated)."""
+        self._enrolled.add(robot_id)
+
     def set_pending(self, robot_ids: Iterable[str]) -> list[InventoryChange]:
         """Replace the set of robots whose admission waits for an admin."""
         self._pending = set(robot_ids)
