@@ -83,6 +83,11 @@ class DialledSession:
         if error.close_code is not None:
             self.close(error.close_code, error.code.value)
 
+    def peer_address(self) -> str | None:
+        """Return the robot's IP address."""
+        peer = self._ws.remote_address
+        return str(peer[0]) if peer else None
+
     def ping(self) -> None:
         """Ping the robot's rosbridge_server (presence checks an idle robot with it)."""
         async def ping() -> None:
@@ -139,6 +144,8 @@ class RosbridgeIngest:
             credentials = await run_in_threadpool(self._store.robot_credentials,
                                                   target.robot_id)
             enrolled = credentials is not None and not credentials.revoked
+            if enrolled:
+                self._discovery.inventory.mark_enrolled(target.robot_id)
             self._discovery.observe(Sighting(
                 Source.ROSBRIDGE, self._gateway.now(), target.robot_id, target.address,
                 target.port, {'rosbridge': 'v2', 'ingest': 'dialled' if enrolled
@@ -157,6 +164,7 @@ class RosbridgeIngest:
         boot_id, seq = f'rb-{secrets.token_hex(8)}', 0
         gateway.opened(session)  # type: ignore[arg-type]
         gateway.attach(session)  # type: ignore[arg-type]
+        self._discovery.dialled.add(robot_id)
         self.state = 'ingesting'
         try:
             async for payload in ws:
@@ -186,4 +194,5 @@ class RosbridgeIngest:
             pass
         finally:
             self.state = 'disconnected'
+            self._discovery.dialled.discard(robot_id)
             gateway.closed(session, was_authenticated=True)  # type: ignore[arg-type]

@@ -103,6 +103,8 @@ class DiscoveryService:
         self._pending_changes: list[InventoryChange] = []
         self._pending_presence: list[PresenceChanged] = []
         self._uplink: set[str] = set()
+        self.dialled: set[str] = set()  # robots whose live connection the server dialled
+        self._dialled_live: set[str] = set()
         self._refreshes = 0
         self.presence_log: list[PresenceChanged] = []  # bounded; newest last
         self.ingests: list[Any] = []  # dialled rosbridge robots (rosbridge_ingest.py)
@@ -154,8 +156,11 @@ class DiscoveryService:
         now = self._now()
         live: set[str] = set()
         for robot_id, heard_at in self._gateway.presence.last_heard():
-            live.add(robot_id)
             self._pending_presence += self.presence.heard(robot_id, heard_at, 'connected')
+            if robot_id in self.dialled:
+                self._keep_dialled(robot_id, heard_at)
+                continue
+            live.add(robot_id)
             if robot_id not in self._uplink:
                 self._uplink.add(robot_id)
                 # Only a robot whose token the gateway accepted is live there: enrolled.
@@ -165,10 +170,22 @@ class DiscoveryService:
         for robot_id in self._uplink - live:
             self._uplink.discard(robot_id)
             self.withdraw(Source.UPLINK, robot_id)
+            if robot_id not in self.dialled:
+                self._pending_presence += self.presence.lost(robot_id, now, 'disconnected')
+        for robot_id in self._dialled_live - self.dialled:
             self._pending_presence += self.presence.lost(robot_id, now, 'disconnected')
+        self._dialled_live = set(self.dialled)
         self._pending_presence += self.presence.tick(now)
         self._pending_changes += self.inventory.expire(now)
         self._publish(now)
+
+    def _keep_dialled(self, robot_id: str, heard_at: float) -> None:
+        # A dialled robot's sighting is renewed while it is connected, before its TTL ends.
+        entry = self.inventory.get(robot_id)
+        seen = entry.sources.get(Source.ROSBRIDGE) if entry is not None else None
+        if seen is not None and heard_at - seen.last_seen > self._settings.discovery_scan_ttl_s / 2:
+            self.observe(Sighting(Source.ROSBRIDGE, heard_at, robot_id, seen.address, seen.port,
+                                  seen.details))
 
     def _publish(self, now: float) -> None:
         changes, self._pending_changes = self._pending_changes, []
