@@ -2,9 +2,11 @@
 
 Runs on the API's event loop with zeroconf's asyncio API. An agent's announcement carries its
 robot id, agent and software versions in TXT and its local status port in SRV. A goodbye
-withdraws it at once; an announcer that dies without one is withdrawn when its PTR record's
-TTL runs out: zeroconf reports that only at its cache cleanup (every 10 s), so the browser
-also checks its names against the cache every second.
+withdraws it at once. An announcer that dies without one is withdrawn when its SRV record's
+TTL runs out: zeroconf raises the PTR record's TTL to at least 1125 s (against refresh
+storms) and reports expiry only at its cache cleanup, so the browser keeps the SRV records
+of its names itself, as RFC 6762 5.2 asks of a querier: past half their TTL it asks again
+(a live robot answers and the record is renewed), and a record that expired is withdrawn.
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
+from zeroconf import (
+    DNSOutgoing,
+    DNSQuestion,
+    InterfaceChoice,
+    IPVersion,
+    ServiceStateChange,
+    Zeroconf,
+)
+from zeroconf._utils.time import current_time_millis
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
-from zeroconf.const import _CLASS_IN, _TYPE_PTR
+from zeroconf.const import _CLASS_IN, _FLAGS_QR_QUERY, _TYPE_SRV
 
 from lekiwi_fleet_server.discovery.inventory import Sighting, Source
 
@@ -114,10 +124,16 @@ class MdnsBrowser:
     def _withdraw_expired(self) -> None:
         if self._zc is None or not self._names:
             return
-        now_ms = time.time() * 1000
-        live = {getattr(r, 'alias', None) for r in self._zc.zeroconf.cache.async_all_by_details(
-            SERVICE_TYPE, _TYPE_PTR, _CLASS_IN) if not r.is_expired(now_ms)}
-        for name in [n for n in self._names if n not in live]:
-            log.info('mDNS: %s expired', name)
-            self._withdraw(name)
-
+        zc = self._zc.zeroconf
+        now_ms = current_time_millis()  # zeroconf's clock (monotonic), not the wall clock
+        query = DNSOutgoing(_FLAGS_QR_QUERY)
+        for name in list(self._names):
+            records = [r for r in zc.cache.async_all_by_details(name, _TYPE_SRV, _CLASS_IN)
+                       if not r.is_expired(now_ms)]
+            if not records:
+                log.info('mDNS: %s expired', name)
+                self._withdraw(name)
+            elif all(r.is_stale(now_ms) for r in records):
+                query.add_question(DNSQuestion(name, _TYPE_SRV, _CLASS_IN))
+        if query.questions:
+            zc.async_send(query)

@@ -141,3 +141,18 @@ def test_cli_discover_prints_a_table_and_json(capsys: Any) -> None:
         assert cli_main(['discover', '10.0.0.0/8']) == 2
         assert 'at most' in capsys.readouterr().err
         loop.call(standin.stop())
+
+
+def test_scheduled_scans_fill_the_inventory_without_asking(
+        make_client: Callable[..., TestClient]) -> None:
+    with LoopThread() as loop:
+        standin = loop.call(AgentStatusStandIn('127.0.0.1', 0, json.dumps(
+            agent_status('kiwi-sched')).encode()).start())
+        port = standin._server.sockets[0].getsockname()[1]
+        client = make_client(discovery_targets=['127.0.0.1/32'], discovery_scan_interval_s=0.3,
+                             discovery_agent_port=port, discovery_rosbridge_port=port,
+                             discovery_probe_timeout_s=0.5)
+        entry = wait_for(lambda: inventory(client).get('kiwi-sched'))
+        assert entry['sources']['scan']['address'] == '127.0.0.1'
+        wait_for(lambda: len(client.get('/api/v1/inventory/scans', headers=ADMIN).json()) >= 2)
+        loop.call(standin.stop())
