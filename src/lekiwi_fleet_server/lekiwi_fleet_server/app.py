@@ -73,11 +73,11 @@ def _open_split_store(settings: Settings) -> tuple[FleetStore, list[Committer]]:
 
 
 async def start_discovery(settings: Settings, store: FleetStore, gateway: RobotGateway,
-                          bus: InProcessBus, now: Callable[[], float]) -> DiscoveryService:
+                          now: Callable[[], float]) -> DiscoveryService:
     """Start the discovery service and the sources the settings ask for."""
     from lekiwi_fleet_server.discovery.sources import start_sources
 
-    discovery = DiscoveryService(settings, store, gateway, bus, now)
+    discovery = DiscoveryService(settings, store, gateway, now)
     await discovery.start()
     await start_sources(discovery, settings, gateway)
     return discovery
@@ -111,7 +111,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                                    now=now()))
                 log.info('bootstrap admin %s', 'created' if created else 'present')
             await gateway.start()
-            discovery = await start_discovery(settings, store, gateway, bus, now)
+            discovery = await start_discovery(settings, store, gateway, now)
             services = FleetServices(settings, store, gateway, bus, metrics, now, discovery)
             app.state.services = services
             if on_ready is not None:

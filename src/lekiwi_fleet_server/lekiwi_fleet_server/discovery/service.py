@@ -4,7 +4,9 @@ A thin shell around the pure cores, on the API's event loop. Sources: the gatewa
 connections (uplink and server-dialled rosbridge robots, read every `refresh_s`), scans (on
 demand and on a schedule), the mDNS browser and the dialled rosbridge clients. Presence is
 derived from the gateway's record of when each robot was last heard, through the flap-folding
-reporter. Each change goes to the update bus as one `inventory` update per refresh.
+reporter. Each refresh that changed something publishes one `inventory` update on a bus of
+the service's own, which the dashboard stream forwards to the dashboards that ask for it
+(`/api/v1/stream?inventory=true`): existing stream clients see no new message types.
 """
 
 from __future__ import annotations
@@ -35,18 +37,18 @@ from lekiwi_fleet_server.discovery.presence_flaps import (
 )
 from lekiwi_fleet_server.discovery.scanner import ProbeResult, ScanConfig, scan
 from lekiwi_fleet_server.discovery.targets import ProbeKind, expand_targets, plan_probes
+from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.interface import FleetStore, RobotFilter
 
 if TYPE_CHECKING:
-    from lekiwi_fleet_server.gateway.bus import UpdateBus
     from lekiwi_fleet_server.gateway.server import RobotGateway
 
 log = logging.getLogger(__name__)
 
 _SOURCE_OF = {ProbeKind.AGENT: Source.SCAN, ProbeKind.ROSBRIDGE: Source.ROSBRIDGE}
 _MAX_SCANS_KEPT = 32
-_ENROLLED_EVERY = 10  # refreshes between re-reads of the enrolled robots from the store
+_ENROLLED_EVERY = 40  # refreshes between re-reads of the enrolled robots from the store
 
 
 @dataclass(slots=True)
@@ -81,11 +83,11 @@ class DiscoveryService:
     """Own the inventory, the presence reporter and the scans of one server."""
 
     def __init__(self, settings: Settings, store: FleetStore, gateway: RobotGateway,
-                 bus: UpdateBus, now: Callable[[], float], *, refresh_s: float = 0.25) -> None:
+                 now: Callable[[], float], *, refresh_s: float = 0.25) -> None:
         self._settings = settings
         self.store = store
         self._gateway = gateway
-        self._bus = bus
+        self.bus = InProcessBus(settings.bus_queue_updates)
         self._now = now
         self._refresh_s = refresh_s
         self.inventory = Inventory({Source.SCAN: settings.discovery_scan_ttl_s,
@@ -130,6 +132,7 @@ class DiscoveryService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self.bus.close()
 
     # -- sources ------------------------------------------------------------------------------
     def observe(self, sighting: Sighting) -> None:
@@ -198,7 +201,7 @@ class DiscoveryService:
             return
         # Several changes of one entry within a refresh: the last tells its state now.
         latest = {c.key: c for c in changes}
-        self._bus.publish(orjson.dumps({
+        self.bus.publish(orjson.dumps({
             'type': 'inventory', 'at': now,
             'entries': [{'key': k, 'entry': None if c.entry is None else self.entry_view(c.entry)}
                         for k, c in latest.items()],
@@ -266,6 +269,12 @@ class DiscoveryService:
             await asyncio.sleep(self._settings.discovery_scan_interval_s)
 
     # -- views --------------------------------------------------------------------------------
+    def snapshot(self) -> str:
+        """Encode the whole inventory as one stream message (`inventory_snapshot`)."""
+        return orjson.dumps({'type': 'inventory_snapshot', 'at': self._now(),
+                             'entries': [self.entry_view(e) for e in self.inventory.entries()]
+                             }).decode()
+
     def entry_view(self, entry: InventoryEntry) -> dict[str, Any]:
         """Return the API view of an entry, with its presence."""
         view = entry_as_dict(entry)

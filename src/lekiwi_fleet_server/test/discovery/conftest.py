@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from discovery_app import discovery_settings
 from fastapi.testclient import TestClient
 from netns_lab import NetnsLab, NetnsUnavailable
 
 from lekiwi_fleet_server.app import create_app
-from lekiwi_fleet_server.settings import Settings
 
 
 @pytest.fixture
@@ -38,21 +38,6 @@ def mcast_lab() -> Iterator[NetnsLab]:
         yield made
     finally:
         made.close()
-
-
-ADMIN_TOKEN = 'lkw_discovery_admin_token_0123'
-ADMIN = {'Authorization': f'Bearer {ADMIN_TOKEN}'}
-
-
-def discovery_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Return server settings for a discovery test on an embedded database."""
-    values: dict[str, Any] = {
-        'database_url': f'sqlite:///{tmp_path / "fleet.db"}', 'data_dir': tmp_path,
-        'gateway_port': 0, 'bootstrap_admin_token': ADMIN_TOKEN, 'commit_interval_ms': 20,
-        'writer_process': False, 'presence_timeout_s': 2.0, 'ping_interval_s': 0.5,
-        'presence_stale_s': 1.0}
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture

@@ -7,42 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conftest import ADMIN
+import pytest
+from discovery_app import ADMIN, enrol, inventory, robot_socket, wait_for
 from fastapi.testclient import TestClient
 from standins import AgentStatusStandIn, LoopThread, agent_status
-from websockets.sync.client import ClientConnection, connect
 
 from lekiwi_fleet_server.cli import main as cli_main
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError('condition not met in time')
-
-
-def enrol(client: TestClient, robot_id: str) -> str:
-    response = client.post('/api/v1/robots', headers=ADMIN, json={'robot_id': robot_id})
-    assert response.status_code == 201, response.text
-    return str(response.json()['token'])
-
-
-def robot_socket(port: int, robot_id: str, token: str) -> ClientConnection:
-    ws = connect(f'ws://127.0.0.1:{port}/', open_timeout=5, legacy=True)
-    ws.send(json.dumps({'op': 'auth', 'robot_id': robot_id, 'token': token,
-                        'protocol': ['lekiwi-fleet/1']}))
-    assert json.loads(ws.recv(timeout=5))['msg'] == 'authenticated'
-    return ws
-
-
-def inventory(client: TestClient, **params: Any) -> dict[str, dict[str, Any]]:
-    response = client.get('/api/v1/inventory', headers=ADMIN, params=params)
-    assert response.status_code == 200, response.text
-    return {e['key']: e for e in response.json()}
 
 
 def test_uplink_robots_appear_at_once_and_go_offline_on_disconnect(
@@ -109,8 +79,11 @@ def test_the_stream_carries_inventory_changes(make_client: Callable[..., TestCli
     client = make_client()
     token = enrol(client, 'kiwi-stream')
     port = client.app.state.services.gateway.port  # type: ignore[attr-defined]
-    with client.websocket_connect('/api/v1/stream', headers=ADMIN) as stream:
+    with client.websocket_connect('/api/v1/stream?inventory=true', headers=ADMIN) as stream:
         assert json.loads(stream.receive_text())['type'] == 'snapshot'
+        assert json.loads(stream.receive_text()) == {
+            'type': 'inventory_snapshot', 'at': pytest.approx(time.time(), abs=60),
+            'entries': []}
         ws = robot_socket(port, 'kiwi-stream', token)
         for _ in range(20):
             update = json.loads(stream.receive_text())
@@ -120,6 +93,13 @@ def test_the_stream_carries_inventory_changes(make_client: Callable[..., TestCli
         assert update['entries'][0]['entry']['sources']['uplink']
         assert update['presence'][0]['state'] == 'online'
         ws.close()
+    # Without asking, a dashboard gets no inventory messages.
+    with client.websocket_connect('/api/v1/stream', headers=ADMIN) as plain:
+        assert json.loads(plain.receive_text())['type'] == 'snapshot'
+        ws = robot_socket(port, 'kiwi-stream', token)
+        time.sleep(1.0)
+        ws.close()
+    assert client.app.state.services.discovery.bus.subscriber_count() == 0  # type: ignore
 
 
 def test_cli_discover_prints_a_table_and_json(capsys: Any) -> None:

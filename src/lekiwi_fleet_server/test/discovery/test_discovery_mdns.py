@@ -121,7 +121,7 @@ def test_announcements_are_listed_updated_and_withdrawn(mcast_lab: NetnsLab) -> 
 
 def test_the_server_browses_mdns_when_configured(mcast_lab: NetnsLab, tmp_path: Any) -> None:
     """The whole app's lifespan in the namespace: LEKIWI_DISCOVERY_MDNS lists announcers."""
-    from conftest import discovery_settings
+    from discovery_app import discovery_settings
 
     from lekiwi_fleet_server.app import create_app
 

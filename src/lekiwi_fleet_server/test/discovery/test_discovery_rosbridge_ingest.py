@@ -13,10 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import ADMIN
+from discovery_app import ADMIN, enrol, inventory, wait_for
 from fastapi.testclient import TestClient
 from standins import LoopThread, RosbridgeStandIn, heartbeat
-from test_discovery_api import enrol, inventory, wait_for
 
 from lekiwi_fleet_server.discovery.rosbridge_ingest import parse_dial_target
 from lekiwi_fleet_server.domain.topics import TOPIC_TYPES
