@@ -79,6 +79,7 @@ async def run_probe(probe: Probe, timeout_s: float) -> ProbeResult:
     """Run one probe within `timeout_s`; never raise."""
     start = time.monotonic()
     kind = probe.kind
+    robot_id: str | None
     try:
         async with asyncio.timeout(timeout_s):
             if kind is ProbeKind.AGENT:

@@ -52,8 +52,7 @@ def expand_targets(specs: Iterable[str], max_addresses: int = MAX_ADDRESSES) -> 
         if network.num_addresses > max_addresses:
             raise TargetError(f'{spec} has {network.num_addresses} addresses; at most '
                               f'{max_addresses} may be scanned at once')
-        hosts: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]
-        hosts = network.hosts() if network.num_addresses > 2 else iter(network)
+        hosts: Iterable[object] = network.hosts() if network.num_addresses > 2 else network
         for host in hosts:
             seen[str(host)] = None
             if len(seen) > max_addresses:
