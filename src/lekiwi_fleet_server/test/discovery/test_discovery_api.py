@@ -136,3 +136,22 @@ def test_scheduled_scans_fill_the_inventory_without_asking(
         assert entry['sources']['scan']['address'] == '127.0.0.1'
         wait_for(lambda: len(client.get('/api/v1/inventory/scans', headers=ADMIN).json()) >= 2)
         loop.call(standin.stop())
+
+
+def test_a_flapping_uplink_robot_is_reported_once_not_per_reconnect(
+        make_client: Callable[..., TestClient]) -> None:
+    client = make_client(presence_flap_threshold=4, presence_flap_window_s=60.0)
+    token = enrol(client, 'kiwi-flap')
+    port = client.app.state.services.gateway.port  # type: ignore[attr-defined]
+    for _ in range(8):  # eight connect/disconnect cycles, each seen by a refresh
+        ws = robot_socket(port, 'kiwi-flap', token)
+        wait_for(lambda: (e := inventory(client).get('kiwi-flap')) and e['presence']
+                 and e['presence']['state'] in ('online', 'flapping'))
+        ws.close()
+        wait_for(lambda: 'kiwi-flap' not in inventory(client))
+    changes = [c for c in client.get('/api/v1/inventory/presence', headers=ADMIN).json()
+               if c['robot_id'] == 'kiwi-flap']
+    states = [c['state'] for c in changes]
+    # First online, then three changes reported, then one flapping report for the rest.
+    assert states == ['online', 'offline', 'online', 'offline', 'flapping'], states
+    assert changes[-1]['changes_in_window'] == 4
