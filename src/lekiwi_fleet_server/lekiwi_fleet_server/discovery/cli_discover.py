@@ -34,8 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument('--rosbridge-port', type=int)
 
 
-def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
     """Scan, merge the answers into an inventory and print it; return the exit status."""
+    out = out or sys.stdout  # looked up at call time: tests and callers may swap sys.stdout
     specs = args.targets or settings.discovery_targets
     if not specs:
         print('discover: give addresses or CIDR ranges (or set LEKIWI_DISCOVERY_TARGETS)',
