@@ -1,5 +1,5 @@
 # LeKiwi Fleet: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test build lint bench-gateway bench-store bench-agent bench-teleop bench-dashboard clean
+.PHONY: demo test build lint bench-gateway bench-store bench-agent bench-teleop bench-dashboard bench-discovery clean
 
 demo:  ## Fleet server on the embedded database plus one simulated LeKiwi robot
 	scripts/demo.sh
@@ -27,6 +27,9 @@ bench-teleop:
 
 bench-dashboard:
 	bash -c 'source scripts/env.sh && python tests/bench/dashboard.py'
+
+bench-discovery:
+	bash -c 'source scripts/env.sh && python tests/bench/discovery.py'
 
 clean:
 	rm -rf build install log

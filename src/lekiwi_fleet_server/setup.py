@@ -16,6 +16,8 @@ install_requires = [
     'orjson==3.13.0',
     'argon2-cffi==25.1.0',
     'strawberry-graphql==0.341.2',
+    'zeroconf==0.154.0',
+    'websockets==17.4',
 ]
 
 setup(

@@ -22,10 +22,12 @@ from lekiwi_agent_ros import msg_types
 from lekiwi_agent_ros.node_runner import run_nodes
 
 
-def agent_nodes(boot_id: str | None = None, **node_kwargs: Any) -> list[Any]:
+def agent_nodes(boot_id: str | None = None, discovery: bool = False,
+                **node_kwargs: Any) -> list[Any]:
     """Build the agent's nodes, sharing one boot id and one resource sampler.
 
     `node_kwargs` go to every node (tests pass a context, a namespace and parameter overrides).
+    With `discovery`, the discovery node too (off unless its `discovery_enabled` parameter).
     """
     import time
 
@@ -48,6 +50,10 @@ def agent_nodes(boot_id: str | None = None, **node_kwargs: Any) -> list[Any]:
         else:
             nodes.append(monitor(boot_id=boot_id, **node_kwargs))
         nodes.append(FleetUplinkNode(boot_id=boot_id, **node_kwargs))
+        if discovery:
+            from lekiwi_agent_ros.discovery.discovery_node import DiscoveryNode
+
+            nodes.append(DiscoveryNode(**node_kwargs))
     except BaseException:
         for node in reversed(nodes):
             node.destroy_node()
@@ -70,7 +76,7 @@ def main(args: Sequence[str] | None = None) -> int:
     from rclpy.logging import get_logger
 
     def build() -> list[Any]:
-        nodes = agent_nodes()
+        nodes = agent_nodes(discovery=True)
         get_logger('agent').info(
             f'LeKiwi Fleet agent {_version()} running nodes '
             f'{", ".join(node.get_name() for node in nodes)} in one process; '

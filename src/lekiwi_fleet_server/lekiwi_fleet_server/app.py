@@ -21,6 +21,7 @@ from lekiwi_fleet_server.api.routes import (
     commands,
     fleet,
     health,
+    inventory,
     robots,
     sequences,
     stream,
@@ -28,6 +29,7 @@ from lekiwi_fleet_server.api.routes import (
     timeline,
 )
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.discovery.service import DiscoveryService
 from lekiwi_fleet_server.domain.login_throttle import LoginThrottle
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.gateway.commit_worker import Committer
@@ -77,6 +79,17 @@ def _open_split_store(settings: Settings) -> tuple[FleetStore, list[Committer]]:
     return SplitStore(reader, writers.call_sync, on_close=writers.close), committers
 
 
+async def start_discovery(settings: Settings, store: FleetStore, gateway: RobotGateway,
+                          now: Callable[[], float]) -> DiscoveryService:
+    """Start the discovery service and the sources the settings ask for."""
+    from lekiwi_fleet_server.discovery.sources import start_sources
+
+    discovery = DiscoveryService(settings, store, gateway, now)
+    await discovery.start()
+    await start_sources(discovery, settings, gateway)
+    return discovery
+
+
 def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                on_ready: OnReady | None = None, now: Callable[[], float] = time.time
                ) -> FastAPI:
@@ -103,6 +116,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             throttle=LoginThrottle(now, free_failures=settings.login_free_failures,
                                    base_delay_s=settings.login_base_delay_s,
                                    max_delay_s=settings.login_max_delay_s))
+        discovery = None
         try:
             if settings.bootstrap_admin_token:
                 created = await run_in_threadpool(
@@ -110,12 +124,15 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                                    now=now()))
                 log.info('bootstrap admin %s', 'created' if created else 'present')
             await gateway.start()
-            services = FleetServices(settings, store, gateway, bus, metrics, now)
+            discovery = await start_discovery(settings, store, gateway, now)
+            services = FleetServices(settings, store, gateway, bus, metrics, now, discovery)
             app.state.services = services
             if on_ready is not None:
                 on_ready(services)
             yield
         finally:
+            if discovery is not None:
+                await discovery.stop()
             bus.close()
             if gateway.started:
                 await gateway.stop()
@@ -125,7 +142,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     app = FastAPI(title='LeKiwi Fleet', version=__version__, lifespan=lifespan,
                   description='Fleet server of LeKiwi robots: robots, timelines, telemetry, '
                               'commands. Operators authenticate with bearer tokens.')
-    for module in (health, robots, sequences, timeline, telemetry, fleet, commands, stream):
+    for module in (health, robots, sequences, timeline, telemetry, fleet, commands, stream,
+                   inventory):
         app.include_router(module.router)
     for module in (auth, accounts):  # password logins and accounts (issue 19)
         app.include_router(module.router)

@@ -1,4 +1,4 @@
-"""`lekiwi-fleet-server serve | migrate | enrol | revoke | create-operator`.
+"""`lekiwi-fleet-server serve | migrate | enrol | revoke | create-operator | discover`.
 
 Settings come from the environment (`LEKIWI_*`); a few flags override them. Tokens are printed
 once, on their own line, and never again: only their hashes are stored.
@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                              help='create a password account (the password is read from stdin)')
     account.add_argument('name')
     account.add_argument('--role', choices=('admin', 'operator', 'viewer'), required=True)
+    from lekiwi_fleet_server.discovery import cli_discover
+
+    cli_discover.add_parser(sub)
     return parser
 
 
@@ -84,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(settings)
     if args.command == 'create-account':
         return _account_command(args, settings)
+    if args.command == 'discover':
+        from lekiwi_fleet_server.discovery import cli_discover
+
+        return cli_discover.run(args, settings)
     return _admin_command(args, settings)
 
 

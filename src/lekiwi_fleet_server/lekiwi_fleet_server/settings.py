@@ -73,6 +73,35 @@ class Settings(BaseSettings):
         None, description='Built dashboard (index.html, assets/); default: dashboard_dist/ '
                           'in the package')
 
+    # Discovery (discovery/): scans, mDNS, server-dialled rosbridge robots, presence flaps.
+    discovery_targets: list[str] = Field(
+        default_factory=list, description='Hosts and CIDR ranges a scheduled scan probes '
+                                          '(JSON list, e.g. ["10.0.0.0/24"])')
+    discovery_scan_interval_s: float = Field(
+        0.0, ge=0, description='Seconds between scheduled scans of discovery_targets; 0: off')
+    discovery_agent_port: int = Field(8765, ge=1, le=65535,
+                                      description="Port of the agents' local status endpoint")
+    discovery_rosbridge_port: int = Field(9090, ge=1, le=65535,
+                                          description='Port of stock rosbridge_server robots')
+    discovery_concurrency: int = Field(512, ge=1, le=4096,
+                                       description='Probes a scan runs at once')
+    discovery_probe_timeout_s: float = Field(1.0, gt=0, le=30,
+                                             description='Time one probe may take in all')
+    discovery_scan_ttl_s: float = Field(
+        900.0, gt=0, description='A scan sighting not confirmed within this long is dropped')
+    discovery_mdns: bool = Field(False, description='Browse _lekiwi._tcp over mDNS')
+    discovery_mdns_interfaces: list[str] = Field(
+        default_factory=list, description='Addresses mDNS browses on; empty: all')
+    rosbridge_robots: list[str] = Field(
+        default_factory=list, description='Robots with a stock rosbridge_server the server '
+                                          'dials, as "robot_id=ws://host:9090/" (JSON list)')
+    rosbridge_backoff_cap_s: float = Field(30.0, gt=0)
+    presence_stale_s: float = Field(1.5, gt=0, description='Silence before a robot is stale')
+    presence_flap_window_s: float = Field(30.0, gt=0)
+    presence_flap_threshold: int = Field(
+        4, ge=2, description='Online/offline changes within the window that make a robot '
+                             'flapping (then reported once per window)')
+
     @model_validator(mode='after')
     def _check(self) -> Settings:
         if self.presence_timeout_s <= IDLE_INTERVALS * self.ping_interval_s:

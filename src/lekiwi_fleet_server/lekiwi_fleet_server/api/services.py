@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.gateway.server import RobotGateway
@@ -20,3 +21,4 @@ class FleetServices:
     bus: InProcessBus
     metrics: FleetMetrics
     now: Callable[[], float]
+    discovery: Any = None  # discovery.service.DiscoveryService, built by the lifespan

@@ -50,6 +50,10 @@ class PresenceTracker:
         """Tell whether the robot has a current connection."""
         return robot_id in self._online
 
+    def last_heard(self) -> list[tuple[str, float]]:
+        """Return (robot_id, when last heard) of every online robot (discovery reads it)."""
+        return [(robot_id, entry.last_heard) for robot_id, entry in self._online.items()]
+
     def current(self, robot_id: str) -> Hashable | None:
         """Return the robot's current connection, or None."""
         entry = self._online.get(robot_id)

@@ -275,6 +275,12 @@ class RobotGateway:
         """Tell whether the robot has an authenticated connection."""
         return robot_id in self._sessions
 
+    def peer_address(self, robot_id: str) -> str | None:
+        """Return the IP address a connected robot's socket comes from (discovery lists it)."""
+        session = self._sessions.get(robot_id)
+        peer = session.peer_address() if session is not None else None
+        return peer if isinstance(peer, str) else None
+
     @property
     def connection_count(self) -> int:
         """Return the number of authenticated robot connections."""

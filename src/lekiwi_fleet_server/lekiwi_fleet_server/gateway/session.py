@@ -235,6 +235,13 @@ class RobotSession(WSListener):
         if error.close_code is not None:
             self.close(error.close_code, error.code.value)
 
+    def peer_address(self) -> str | None:
+        """Return the robot's IP address as its socket sees it."""
+        if self.transport is None:
+            return None
+        peer = self.transport.underlying_transport.get_extra_info('peername')
+        return str(peer[0]) if peer else None
+
     def ping(self) -> None:
         """Send a WebSocket ping (presence checks an idle robot with it)."""
         if self.transport is not None and not self.transport.is_close_frame_sent:

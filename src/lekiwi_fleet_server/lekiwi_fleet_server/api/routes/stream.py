@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from lekiwi_fleet_server.api.deps import SESSION_COOKIE, Services, operator_for_token, principal
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.domain.roles import role_allows
-from lekiwi_fleet_server.gateway.bus import encode_update
+from lekiwi_fleet_server.gateway.bus import Subscription, encode_update
 from lekiwi_fleet_server.store.interface import Operator, RobotFilter
 
 router = APIRouter(tags=['stream'])
@@ -66,8 +66,8 @@ async def _authenticate(websocket: WebSocket, services: FleetServices) -> Operat
 
 
 @router.websocket('/api/v1/stream')
-async def stream(websocket: WebSocket, services: Services) -> None:
-    """Stream fleet updates to an authenticated operator."""
+async def stream(websocket: WebSocket, services: Services, inventory: bool = False) -> None:
+    """Stream fleet updates to an authenticated operator (with `inventory`, discovery's too)."""
     await websocket.accept()
     operator = await _authenticate(websocket, services)
     if operator is None:
@@ -79,10 +79,13 @@ async def stream(websocket: WebSocket, services: Services) -> None:
     # Drain the client's side so that a close is noticed while we wait on the bus.
     reader = asyncio.create_task(_until_closed(websocket))
     reader.add_done_callback(lambda _t: subscription.close())
+    forward = _forward_inventory(services, subscription) if inventory else None
     try:
         robots = await run_in_threadpool(services.store.list_robots, RobotFilter(),
                                          now=services.now())
         await websocket.send_text(encode_update('snapshot', services.now(), robots, []))
+        if inventory and services.discovery is not None:
+            await websocket.send_text(services.discovery.snapshot())
         while (update := await subscription.get()) is not None:
             await websocket.send_text(update)
         if subscription.dropped:
@@ -93,8 +96,26 @@ async def stream(websocket: WebSocket, services: Services) -> None:
         services.metrics.dashboard_subscribers.dec()
         subscription.close()
         reader.cancel()
+        if forward is not None:
+            forward.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
+
+
+def _forward_inventory(services: FleetServices, into: Subscription) -> asyncio.Task[None] | None:
+    """Forward discovery's inventory updates into a dashboard's subscription."""
+    if services.discovery is None:
+        return None
+    source = services.discovery.bus.subscribe()
+
+    async def forward() -> None:
+        try:
+            while not into.closed and (update := await source.get()) is not None:
+                into.offer(update)
+        finally:
+            source.close()
+
+    return asyncio.get_running_loop().create_task(forward())
 
 
 async def _until_closed(websocket: WebSocket) -> None:

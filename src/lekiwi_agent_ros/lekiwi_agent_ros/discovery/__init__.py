@@ -1,0 +1,1 @@
+"""Robot side of discovery: the local status endpoint and the `_lekiwi._tcp` announcement."""

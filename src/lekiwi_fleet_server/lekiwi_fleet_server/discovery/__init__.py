@@ -1,0 +1,1 @@
+"""Discovery: every way a robot can be found, merged into one inventory."""
