@@ -14,6 +14,8 @@ install_requires = [
     'prometheus-client==0.26.0',
     'picows==2.3.1',
     'orjson==3.13.0',
+    'asyncssh==2.24.1',
+    'PyYAML==6.0.4',
 ]
 
 setup(

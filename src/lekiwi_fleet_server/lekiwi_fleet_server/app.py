@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -70,6 +71,19 @@ def _open_split_store(settings: Settings) -> tuple[FleetStore, list[Committer]]:
     return SplitStore(reader, writers.call_sync, on_close=writers.close), committers
 
 
+def _start_legacy(settings: Settings, gateway: RobotGateway, store: FleetStore,
+                  now: Callable[[], float]) -> asyncio.Task[None] | None:
+    """Start the legacy SSH poller when its key is configured (see legacy/)."""
+    if settings.legacy_ssh_key_file is None:
+        return None
+    from lekiwi_fleet_server.legacy.wiring import legacy_source
+
+    source = legacy_source(settings, gateway, store, now)
+    assert source is not None
+    log.info('legacy poller started (hosts: %s)', settings.resolved_legacy_hosts_file)
+    return asyncio.create_task(source.run(), name='legacy-poller')
+
+
 def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                on_ready: OnReady | None = None, now: Callable[[], float] = time.time
                ) -> FastAPI:
@@ -90,6 +104,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         metrics = FleetMetrics()
         bus = InProcessBus(settings.bus_queue_updates)
         gateway = RobotGateway(settings, store, bus, metrics, committers=committers, now=now)
+        legacy_task: asyncio.Task[None] | None = None
         try:
             if settings.bootstrap_admin_token:
                 created = await run_in_threadpool(
@@ -97,12 +112,15 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                                    now=now()))
                 log.info('bootstrap admin %s', 'created' if created else 'present')
             await gateway.start()
+            legacy_task = _start_legacy(settings, gateway, store, now)
             services = FleetServices(settings, store, gateway, bus, metrics, now)
             app.state.services = services
             if on_ready is not None:
                 on_ready(services)
             yield
         finally:
+            if legacy_task is not None:
+                legacy_task.cancel()
             bus.close()
             if gateway.started:
                 await gateway.stop()
