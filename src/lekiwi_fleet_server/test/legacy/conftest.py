@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,15 +15,10 @@ __all__ = ['SshLab']
 def ssh_lab(tmp_path: Path) -> Iterator[SshLab]:
     """Yield three SSH hosts, a hanging one and a refusing one on loopback."""
     try:
-        lab, process, hang = make_lab(tmp_path / 'ssh', 3)
+        lab, stop = make_lab(tmp_path / 'ssh', 3)
     except LabUnavailable as exc:
         pytest.skip(str(exc))
     try:
         yield lab
     finally:
-        hang.close()
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop()
