@@ -121,7 +121,7 @@ def evaluate(flag: Flag, robot_id: str, tags: Iterable[str]) -> tuple[FlagValue,
         if rule.staged and bucket(flag.name, robot_id) >= flag.percentage:
             continue
         if rule.staged and flag.tripped:
-            latest = max(flag.tripped)  # the guard tripped last decides the cohort's value
+            latest = max(flag.tripped)  # of the tripped guards, the last defined decides
             return flag.tripped[latest], f'guard {latest}'
         return rule.value, f'rule {index}'
     return flag.default, 'default'
