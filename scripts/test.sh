@@ -15,6 +15,7 @@ if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 
      || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }) \
     || echo "test: docker-compose could not be installed; its check will be skipped"
 fi
+scripts/ensure_sshd.sh || echo "test: sshd set-up failed; legacy adapter tests will skip" >&2
 export LEKIWI_TEST_DATABASE_URL
 # The web dashboard's bundle (npm ci + Vite) and Debian's chromium for its browser tests.
 echo "== dashboard build"

@@ -18,6 +18,8 @@ install_requires = [
     'strawberry-graphql==0.341.2',
     'zeroconf==0.154.0',
     'websockets==17.4',
+    'asyncssh==2.24.1',
+    'PyYAML==6.0.4',
 ]
 
 setup(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -90,6 +91,19 @@ async def start_discovery(settings: Settings, store: FleetStore, gateway: RobotG
     return discovery
 
 
+def _start_legacy(settings: Settings, gateway: RobotGateway, store: FleetStore,
+                  now: Callable[[], float]) -> asyncio.Task[None] | None:
+    """Start the legacy SSH poller when its key is configured (see legacy/)."""
+    if settings.legacy_ssh_key_file is None:
+        return None
+    from lekiwi_fleet_server.legacy.wiring import legacy_source
+
+    source = legacy_source(settings, gateway, store, now)
+    assert source is not None
+    log.info('legacy poller started (hosts: %s)', settings.resolved_legacy_hosts_file)
+    return asyncio.create_task(source.run(), name='legacy-poller')
+
+
 def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                on_ready: OnReady | None = None, now: Callable[[], float] = time.time
                ) -> FastAPI:
@@ -117,6 +131,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                    base_delay_s=settings.login_base_delay_s,
                                    max_delay_s=settings.login_max_delay_s))
         discovery = None
+        legacy_task: asyncio.Task[None] | None = None
         try:
             if settings.bootstrap_admin_token:
                 created = await run_in_threadpool(
@@ -125,6 +140,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                 log.info('bootstrap admin %s', 'created' if created else 'present')
             await gateway.start()
             discovery = await start_discovery(settings, store, gateway, now)
+            legacy_task = _start_legacy(settings, gateway, store, now)
             services = FleetServices(settings, store, gateway, bus, metrics, now, discovery)
             app.state.services = services
             if on_ready is not None:
@@ -133,6 +149,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         finally:
             if discovery is not None:
                 await discovery.stop()
+            if legacy_task is not None:
+                legacy_task.cancel()
             bus.close()
             if gateway.started:
                 await gateway.stop()

@@ -1,4 +1,5 @@
-"""`lekiwi-fleet-server serve | migrate | enrol | revoke | create-operator | discover`.
+"""`lekiwi-fleet-server serve | migrate | enrol | revoke | create-operator | create-account |
+discover | import-legacy`.
 
 Settings come from the environment (`LEKIWI_*`); a few flags override them. Tokens are printed
 once, on their own line, and never again: only their hashes are stored.
@@ -61,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     from lekiwi_fleet_server.discovery import cli_discover
 
     cli_discover.add_parser(sub)
+    legacy = sub.add_parser('import-legacy',
+                            help='enrol the robots of a legacy inventory (CSV or YAML) and '
+                                 'configure the SSH poller for them; idempotent')
+    legacy.add_argument('file', help='inventory: robot_id, host, user[, port, tags]')
+    legacy.add_argument('--tokens-out', help="append new robots' tokens (robot_id,token) to "
+                                             'this file, created 0600; default: not kept')
     return parser
 
 
@@ -137,6 +144,8 @@ def _admin_command(args: argparse.Namespace, settings: Settings) -> int:
         elif args.command == 'revoke':
             store.revoke_robot(args.robot_id, now=now)
             print(f'revoked robot {args.robot_id}')
+        elif args.command == 'import-legacy':
+            return _import_legacy(store, settings, args, now)
         elif args.command == 'create-operator':
             _operator, token = create_operator(store, args.name, args.role, now=now)
             print(f'created {args.role} {args.name}; its token (shown once):', file=sys.stderr)
@@ -147,6 +156,32 @@ def _admin_command(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     finally:
         store.close()
+    return 0
+
+
+def _import_legacy(store: Any, settings: Settings, args: argparse.Namespace, now: float
+                   ) -> int:
+    from pathlib import Path
+
+    from lekiwi_fleet_server.legacy.importer import import_legacy, write_tokens
+    from lekiwi_fleet_server.legacy.inventory import InventoryError
+
+    try:
+        report = import_legacy(store, Path(args.file), settings.resolved_legacy_hosts_file,
+                               now=now)
+    except (OSError, InventoryError) as exc:
+        print(f'lekiwi-fleet-server import-legacy: {exc}', file=sys.stderr)
+        return 1
+    if args.tokens_out and report.tokens:
+        write_tokens(Path(args.tokens_out), report.tokens)
+    print(f'enrolled {len(report.enrolled)}, already enrolled {len(report.already_enrolled)}, '
+          f'revoked (not polled) {len(report.revoked)}; poller hosts changed: '
+          f'{len(report.hosts_changed)} ({settings.resolved_legacy_hosts_file})')
+    for robot_id in report.revoked:
+        print(f'  {robot_id}: revoked, left out of the poller', file=sys.stderr)
+    if report.enrolled and not args.tokens_out:
+        print('  tokens of the new robots were not kept: pass --tokens-out FILE to keep them '
+              'for installing the agent later', file=sys.stderr)
     return 0
 
 

@@ -102,6 +102,30 @@ class Settings(BaseSettings):
         4, ge=2, description='Online/offline changes within the window that make a robot '
                              'flapping (then reported once per window)')
 
+    # The legacy adapter (robots without the agent, polled over SSH): off until a key is set.
+    legacy_ssh_key_file: Path | None = Field(
+        None, description="Private key the server polls legacy robots with (from its secrets); "
+                          'the legacy poller runs only when it is set')
+    legacy_known_hosts_file: Path | None = Field(
+        None, description="known_hosts of the legacy robots' host keys; default the user's "
+                          '~/.ssh/known_hosts (unknown host keys are refused)')
+    legacy_hosts_file: Path | None = Field(
+        None, description='Hosts the legacy poller polls, as `import-legacy` writes them; '
+                          'default <data_dir>/legacy-hosts.json')
+    legacy_poll_interval_s: float = Field(10.0, ge=0.1, le=3600,
+                                          description='Time between two legacy poll rounds')
+    legacy_poll_timeout_s: float = Field(5.0, gt=0, le=300,
+                                         description='Time one host may take to answer a poll')
+    legacy_poll_concurrency: int = Field(64, ge=1, le=4096,
+                                         description='SSH sessions the poller opens at once')
+    legacy_services: str = Field('', pattern=r'^[A-Za-z0-9@._:, -]*$',
+                                 description='Comma-separated systemd units whose state a '
+                                             'poll reports (a unit not active is an error)')
+    legacy_battery_command: str = Field('', max_length=1000,
+                                        description='Command printing the battery voltage')
+    legacy_version_command: str = Field('', max_length=1000,
+                                        description='Command printing the software version')
+
     @model_validator(mode='after')
     def _check(self) -> Settings:
         if self.presence_timeout_s <= IDLE_INTERVALS * self.ping_interval_s:
@@ -123,3 +147,8 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f'sqlite:///{(self.data_dir / "fleet.db").resolve()}'
+
+    @property
+    def resolved_legacy_hosts_file(self) -> Path:
+        """Return the legacy poller's hosts file."""
+        return self.legacy_hosts_file or self.data_dir / 'legacy-hosts.json'

@@ -1,0 +1,1 @@
+"""The legacy adapter: robots without the agent, polled over SSH in parallel."""
