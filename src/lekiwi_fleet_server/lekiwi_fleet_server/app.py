@@ -7,12 +7,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server import __version__
 from lekiwi_fleet_server.api.admin import ensure_bootstrap_admin
+from lekiwi_fleet_server.api.errors import install_error_handlers
 from lekiwi_fleet_server.api.routes import (
     commands,
     fleet,
@@ -29,7 +29,7 @@ from lekiwi_fleet_server.gateway.commit_worker import Committer
 from lekiwi_fleet_server.gateway.server import RobotGateway
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
-from lekiwi_fleet_server.store.interface import FleetStore, InvalidQuery, StoreUnavailable
+from lekiwi_fleet_server.store.interface import FleetStore
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +114,6 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     for module in (health, robots, sequences, timeline, telemetry, fleet, commands, stream):
         app.include_router(module.router)
 
-    # The store's errors, mapped once for every route.
-    @app.exception_handler(InvalidQuery)
-    async def invalid_query(_request: Request, exc: InvalidQuery) -> JSONResponse:
-        return JSONResponse({'detail': str(exc)}, status_code=422)
-
-    @app.exception_handler(StoreUnavailable)
-    async def store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
-        return JSONResponse({'detail': f'store unavailable: {exc}'}, status_code=503)
-
+    # Every error answer, of every route, comes from the one map in api/errors.py.
+    install_error_handlers(app)
     return app

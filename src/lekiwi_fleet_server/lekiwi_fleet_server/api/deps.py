@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Path, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
@@ -60,3 +60,9 @@ def require_admin(operator: CurrentOperator) -> Operator:
 
 
 AdminOperator = Annotated[Operator, Depends(require_admin)]
+
+
+# The path parameter of every /robots/{robot_id} route: the schema says what an id may be, so
+# a request with anything else is answered 422 before it reaches the store.
+RobotId = Annotated[str, Path(pattern=r'^[A-Za-z0-9._-]{1,64}$',
+                              description='1-64 characters of [A-Za-z0-9._-]')]
