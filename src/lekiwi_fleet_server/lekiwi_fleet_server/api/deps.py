@@ -8,6 +8,7 @@ from fastapi import Depends, HTTPException, Path, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
+from lekiwi_fleet_server.api.admin import ROBOT_ID
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.domain.tokens import hash_token
 from lekiwi_fleet_server.store.interface import Operator, StoreUnavailable
@@ -64,5 +65,5 @@ AdminOperator = Annotated[Operator, Depends(require_admin)]
 
 # The path parameter of every /robots/{robot_id} route: the schema says what an id may be, so
 # a request with anything else is answered 422 before it reaches the store.
-RobotId = Annotated[str, Path(pattern=r'^[A-Za-z0-9._-]{1,64}$',
+RobotId = Annotated[str, Path(pattern=f'^{ROBOT_ID.pattern}$',
                               description='1-64 characters of [A-Za-z0-9._-]')]

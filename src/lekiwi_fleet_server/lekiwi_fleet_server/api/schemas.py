@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lekiwi_fleet_server.api.admin import ROBOT_ID, TAG
 from lekiwi_fleet_server.store.interface import RobotStatus
 
 
@@ -34,9 +35,13 @@ class RobotOut(_FromAttributes):
     telemetry: dict[str, float | None] = Field(default_factory=dict)
 
 
+# The schema says what api/admin.py checks, so a request the schema allows is not refused.
+Tag = Annotated[str, Field(pattern=f'^{TAG.pattern}$')]
+
+
 class EnrolRequest(BaseModel):
-    robot_id: str = Field(pattern=r'^[A-Za-z0-9._-]{1,64}$')
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    robot_id: str = Field(pattern=f'^{ROBOT_ID.pattern}$')
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
 
 
 class EnrolResponse(BaseModel):

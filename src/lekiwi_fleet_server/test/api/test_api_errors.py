@@ -99,6 +99,9 @@ def test_tag_filter_matches_the_schema(api: Api) -> None:
     assert pattern == '^[A-Za-z0-9._:/-]{1,64}$'
     assert_error(api.client.get('/api/v1/robots?tag=', headers=api.viewer), 422,
                  'invalid_request')
+    # Enrolment's tags too: the schema refuses what the API would refuse.
+    enrol = api.client.get('/openapi.json').json()['components']['schemas']['EnrolRequest']
+    assert enrol['properties']['tags']['items']['pattern'] == pattern
 
 
 def test_openapi_declares_the_error_format_for_every_error_status(api: Api) -> None:

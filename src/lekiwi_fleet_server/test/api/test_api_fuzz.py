@@ -3,7 +3,9 @@
 Bounded and seeded, so a run takes a known time and a failure reproduces: every operation gets
 `MAX_EXAMPLES` generated requests (valid and invalid ones, and the coverage phase's boundary
 values) with an admin's token, and the run fails on any 5xx, any response that breaks the
-published schema, and any status code an operation does not document.
+published schema, any status code an operation does not document, and the other checks below.
+It is a pytest test, not a step of scripts/test.sh, so that `colcon test` runs it like every
+other server test, with the fixtures that give it a throwaway PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ from live_server import live_server
 from lekiwi_fleet_server.api.admin import enrol_robot
 from lekiwi_fleet_server.settings import Settings
 
-MAX_EXAMPLES = 40
+MAX_EXAMPLES = 30
 SEED = 14
-CHECKS = ('not_a_server_error', 'status_code_conformance', 'response_schema_conformance',
-          'content_type_conformance')
+# Every check (no 5xx, status codes, response schemas and headers, invalid data refused,
+# auth not ignored, unsupported methods answered 405, ...) but two the app cannot meet by its
+# schema: positive_data_acceptance (a telemetry range needs end > start and a bounded number
+# of buckets, rules across parameters that OpenAPI cannot state) and allow_header_conformance
+# (Starlette answers a 405 from the first route of a path, whose Allow lists only its method).
+EXCLUDED_CHECKS = ('positive_data_acceptance', 'allow_header_conformance')
 
 
 def _schemathesis() -> list[str]:
@@ -46,7 +52,8 @@ def test_no_5xx_no_schema_violation_no_undocumented_status(pg_url: str, tmp_path
         enrol_robot(server.services.store, 'kiwi-1', ['lab'], now=time.time())
         started = time.monotonic()
         run = subprocess.run(
-            [*command, 'run', f'{server.url}/openapi.json', '--checks', ','.join(CHECKS),
+            [*command, 'run', f'{server.url}/openapi.json', '--checks', 'all',
+             '--exclude-checks', ','.join(EXCLUDED_CHECKS),
              '--header', f'Authorization: Bearer {ADMIN_TOKEN}', '--max-examples',
              str(MAX_EXAMPLES), '--seed', str(SEED), '--workers', '1', '--no-shrink',
              '--phases', 'examples,coverage,fuzzing', '--request-timeout', '10',

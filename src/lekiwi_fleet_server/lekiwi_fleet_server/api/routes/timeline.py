@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from lekiwi_fleet_server.api.admin import ROBOT_ID
 from lekiwi_fleet_server.api.deps import CurrentOperator, RobotId, Services
 from lekiwi_fleet_server.api.errors import AUTHENTICATED, error_responses
 from lekiwi_fleet_server.api.routes.robots import get_robot_or_404
@@ -42,7 +43,7 @@ def fleet_timeline(services: Services, _operator: CurrentOperator,
                    after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                    robot_id: Annotated[str | None,
-                                       Query(pattern=r'^[A-Za-z0-9._-]{1,64}$')] = None
+                                       Query(pattern=f'^{ROBOT_ID.pattern}$')] = None
                    ) -> TimelinePageOut:
     """Return the fleet event timeline (of one robot with `robot_id`), oldest first."""
     page = services.store.fleet_timeline(after, limit, robot_id)
