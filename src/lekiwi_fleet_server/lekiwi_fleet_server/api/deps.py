@@ -11,7 +11,7 @@ from starlette.requests import HTTPConnection
 from lekiwi_fleet_server.api.admin import ROBOT_ID
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.domain.tokens import hash_token
-from lekiwi_fleet_server.store.interface import Operator, StoreUnavailable
+from lekiwi_fleet_server.store.interface import Operator
 
 _bearer = HTTPBearer(auto_error=False, description='Operator token (lkw_...)')
 
@@ -41,10 +41,7 @@ def current_operator(services: Services,
     """Authenticate the request's bearer token (runs in the thread pool: it queries)."""
     if credentials is None:
         raise _unauthorized('bearer token required')
-    try:
-        operator = operator_for_token(services, credentials.credentials)
-    except StoreUnavailable as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    operator = operator_for_token(services, credentials.credentials)  # StoreUnavailable: 503
     if operator is None:
         raise _unauthorized('unknown or revoked token')
     return operator

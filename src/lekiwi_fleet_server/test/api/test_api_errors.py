@@ -115,3 +115,17 @@ def test_openapi_declares_the_error_format_for_every_error_status(api: Api) -> N
                 assert ref == '#/components/schemas/ErrorOut', (method, path, status)
             if operation.get('security'):
                 assert {'401', '503'} <= set(errors), (method, path)
+
+
+def test_an_unexpected_error_is_a_500_in_the_error_format_without_its_text(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    def broken(**_kwargs: Any) -> Any:
+        raise RuntimeError('secret internals')
+
+    monkeypatch.setattr(api.services.store, 'fleet_summary', broken)
+    client = TestClient(api.client.app, raise_server_exceptions=False)
+    response = client.get('/api/v1/fleet/summary', headers=api.viewer)
+    body = assert_error(response, 500, 'server_error')
+    assert 'secret' not in response.text and body['detail'] == 'internal error'
