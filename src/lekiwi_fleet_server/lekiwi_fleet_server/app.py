@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server import __version__
 from lekiwi_fleet_server.api.admin import ensure_bootstrap_admin
+from lekiwi_fleet_server.api.body_limit import BodyLimit
 from lekiwi_fleet_server.api.errors import install_error_handlers
 from lekiwi_fleet_server.api.routes import (
     commands,
@@ -116,4 +117,5 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
 
     # Every error answer, of every route, comes from the one map in api/errors.py.
     install_error_handlers(app)
+    app.add_middleware(BodyLimit)
     return app

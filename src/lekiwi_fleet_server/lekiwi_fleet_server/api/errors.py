@@ -55,7 +55,8 @@ HTTP_CODES: Mapping[int, str] = {
 DESCRIPTIONS: Mapping[int, str] = {
     400: 'The body is not JSON', 401: 'No, unknown or revoked bearer token',
     403: 'The operator is not an admin', 404: 'No such robot',
-    409: 'Conflicts with the current state', 422: 'A parameter or the body is invalid',
+    409: 'Conflicts with the current state', 413: 'The body is too large',
+    422: 'A parameter or the body is invalid',
     503: 'The store is unavailable', 504: 'The robot did not answer in time',
 }
 

@@ -61,6 +61,20 @@ def test_a_body_that_is_not_json_is_a_400_in_the_error_format(api: Api) -> None:
     assert_error(response, 400, 'malformed_body')
 
 
+def test_a_body_over_the_limit_is_refused_before_it_is_read_whole(api: Api) -> None:
+    from lekiwi_fleet_server.api.body_limit import MAX_BODY_BYTES
+
+    big = b'{"robot_id": "' + b'x' * MAX_BODY_BYTES + b'"}'
+    headers = {**api.admin, 'Content-Type': 'application/json'}
+    # Declared by its Content-Length, and sent in chunks without one.
+    assert_error(api.client.post('/api/v1/robots', headers=headers, content=big), 413,
+                 'payload_too_large')
+    chunks = (big[i:i + 65536] for i in range(0, len(big), 65536))
+    response = api.client.post('/api/v1/robots', headers=headers, content=chunks)
+    assert 'content-length' not in response.request.headers
+    assert_error(response, 413, 'payload_too_large')
+
+
 def test_validation_errors_use_the_error_format(api: Api) -> None:
     body = assert_error(api.client.get('/api/v1/timeline?limit=5000', headers=api.viewer),
                         422, 'invalid_request')

@@ -13,7 +13,7 @@ router = APIRouter(prefix='/api/v1/robots', tags=['commands'])
 
 
 @router.post('/{robot_id}/commands', response_model=CommandResult,
-             responses=error_responses(400, *ADMIN, 409, 422, 504))
+             responses=error_responses(400, *ADMIN, 409, 413, 422, 504))
 async def send_command(robot_id: RobotId, body: CommandRequest, services: Services,
                        _admin: AdminOperator) -> CommandResult:
     """Send a command and wait for the robot's answer (409 offline, 504 no answer)."""

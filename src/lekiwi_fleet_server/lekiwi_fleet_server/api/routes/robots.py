@@ -59,7 +59,7 @@ def get_robot(robot_id: RobotId, services: Services, _operator: CurrentOperator)
 
 
 @router.post('', response_model=EnrolResponse, status_code=status.HTTP_201_CREATED,
-             responses=error_responses(400, *ADMIN, 409, 422))
+             responses=error_responses(400, *ADMIN, 409, 413, 422))
 def enrol(body: EnrolRequest, services: Services, _admin: AdminOperator) -> EnrolResponse:
     """Enrol a robot; the response holds its token, which is never shown again."""
     enrolment = enrol_robot(services.store, body.robot_id, body.tags, now=services.now())
