@@ -41,10 +41,19 @@ def _schemathesis() -> list[str]:
     return [found]
 
 
+@pytest.fixture
+def fuzz_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The test PostgreSQL (the production store) when there is one, else an SQLite file."""
+    if os.environ.get('LEKIWI_TEST_DATABASE_URL'):  # as pg_url (test/conftest.py) reads it
+        return str(request.getfixturevalue('pg_url'))
+    return f'sqlite:///{tmp_path / "fleet.db"}'
+
+
 @pytest.mark.timeout(300)
-def test_no_5xx_no_schema_violation_no_undocumented_status(pg_url: str, tmp_path: Path) -> None:
+def test_no_5xx_no_schema_violation_no_undocumented_status(fuzz_database_url: str,
+                                                           tmp_path: Path) -> None:
     command = _schemathesis()
-    settings = Settings(database_url=pg_url, data_dir=tmp_path, gateway_port=0,
+    settings = Settings(database_url=fuzz_database_url, data_dir=tmp_path, gateway_port=0,
                         bootstrap_admin_token=ADMIN_TOKEN, writer_process=False,
                         command_timeout_s=0.5)
     with live_server(settings) as server:
