@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -83,10 +84,16 @@ MAX_PAYLOAD_DEPTH = 16
 
 
 def _depth(value: Any) -> int:
-    """Return how deeply lists and objects nest in `value` (iteratively: no recursion limit)."""
+    """Return how deeply lists and objects nest in `value` (iteratively: no recursion limit).
+
+    Raise ValueError on a float that is not finite: JSON has none (Python's parser takes
+    NaN and Infinity, which would reach the robot as null).
+    """
     deepest, todo = 0, [(value, 1)]
     while todo:
         item, depth = todo.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError('payload numbers must be finite')
         if isinstance(item, dict | list):
             deepest = max(deepest, depth)
             if depth <= MAX_PAYLOAD_DEPTH:

@@ -44,6 +44,7 @@ def test_telemetry_times_out_of_range_are_invalid(api: Api, query: str) -> None:
     '{"\\udfff": 1}',                      # one in a key
     '{"a": ' + '[' * 40 + ']' * 40 + '}',  # too deep
     '{"a": "' + 'x' * 20000 + '"}',        # too large
+    '{"f": [1.5, NaN]}',                   # not JSON, though Python's parser takes it
 ])
 def test_command_payloads_the_robot_cannot_carry_are_invalid(api: Api, payload: str) -> None:
     api.enrol('kiwi-c')
