@@ -108,7 +108,7 @@ class CommandRequest(BaseModel):
         default_factory=dict,
         description=f'Command payload (sent as payload_json): at most {MAX_PAYLOAD_BYTES} bytes '
                     f'as JSON, {MAX_PAYLOAD_DEPTH} levels deep, integers within 64 bits, '
-                    'strings of valid Unicode')
+                    'finite numbers, strings of valid Unicode')
 
     @field_validator('payload')
     @classmethod
