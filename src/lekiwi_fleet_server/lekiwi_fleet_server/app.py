@@ -8,14 +8,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server import __version__
 from lekiwi_fleet_server.api.accounts import AccountService
 from lekiwi_fleet_server.api.admin import ensure_bootstrap_admin
+from lekiwi_fleet_server.api.body_limit import BodyLimit
 from lekiwi_fleet_server.api.dashboard import mount_dashboard
+from lekiwi_fleet_server.api.errors import install_error_handlers
 from lekiwi_fleet_server.api.routes import (
     accounts,
     auth,
@@ -39,7 +40,7 @@ from lekiwi_fleet_server.graphql.router import mount_graphql
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.accounts import SqlAccountStore
-from lekiwi_fleet_server.store.interface import FleetStore, InvalidQuery, StoreUnavailable
+from lekiwi_fleet_server.store.interface import FleetStore
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +169,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     mount_graphql(app, settings)
     mount_dashboard(app, settings.dashboard_dir)
 
-    # The store's errors, mapped once for every route.
-    @app.exception_handler(InvalidQuery)
-    async def invalid_query(_request: Request, exc: InvalidQuery) -> JSONResponse:
-        return JSONResponse({'detail': str(exc)}, status_code=422)
-
-    @app.exception_handler(StoreUnavailable)
-    async def store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
-        return JSONResponse({'detail': f'store unavailable: {exc}'}, status_code=503)
-
+    # Every error answer, of every route, comes from the one map in api/errors.py.
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit)
     return app

@@ -20,6 +20,10 @@ OPERATOR_NAME = re.compile(r'[A-Za-z0-9._@-]{1,64}')
 BOOTSTRAP_ADMIN = 'bootstrap-admin'
 
 
+class InvalidInput(ValueError):
+    """An id, tag, name or role that is not acceptable (the API answers 422)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Enrolment:
     robot: RobotSummary
@@ -29,7 +33,7 @@ class Enrolment:
 def validate_robot_id(robot_id: str) -> str:
     """Return the robot id, or raise ValueError unless it is 1-64 of [A-Za-z0-9._-]."""
     if not ROBOT_ID.fullmatch(robot_id):
-        raise ValueError('robot id must be 1-64 characters of [A-Za-z0-9._-]')
+        raise InvalidInput('robot id must be 1-64 characters of [A-Za-z0-9._-]')
     return robot_id
 
 
@@ -39,7 +43,7 @@ def enrol_robot(store: FleetStore, robot_id: str, tags: Sequence[str], *, now: f
     validate_robot_id(robot_id)
     bad = [t for t in tags if not TAG.fullmatch(t)]
     if bad:
-        raise ValueError(f'tags must be 1-64 characters of [A-Za-z0-9._:/-]: {bad}')
+        raise InvalidInput(f'tags must be 1-64 characters of [A-Za-z0-9._:/-]: {bad}')
     token = generate_token()
     robot = store.enrol_robot(robot_id, hash_token(token), tuple(dict.fromkeys(tags)), now=now,
                               actor=actor)
@@ -50,9 +54,9 @@ def create_operator(store: FleetStore, name: str, role: OperatorRole, *, now: fl
                     ) -> tuple[Operator, str]:
     """Create an operator with a new token; return it and the token (shown once)."""
     if not OPERATOR_NAME.fullmatch(name):
-        raise ValueError('operator name must be 1-64 characters of [A-Za-z0-9._@-]')
+        raise InvalidInput('operator name must be 1-64 characters of [A-Za-z0-9._@-]')
     if role not in ('admin', 'operator', 'viewer'):
-        raise ValueError("role must be 'admin', 'operator' or 'viewer'")
+        raise InvalidInput("role must be 'admin', 'operator' or 'viewer'")
     token = generate_token()
     return store.create_operator(name, role, hash_token(token), now=now), token
 

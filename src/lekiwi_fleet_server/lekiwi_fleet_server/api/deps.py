@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Path, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from lekiwi_fleet_server.api.accounts import AccountService
+from lekiwi_fleet_server.api.admin import ROBOT_ID
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.domain.roles import Role, role_allows
 from lekiwi_fleet_server.domain.tokens import hash_token
-from lekiwi_fleet_server.store.interface import Operator, StoreUnavailable
+from lekiwi_fleet_server.store.interface import Operator
 
 SESSION_COOKIE = 'lekiwi_session'
 CSRF_HEADER = 'X-CSRF-Token'
@@ -82,11 +83,9 @@ def current_operator(connection: HTTPConnection, services: Services, accounts: A
                                             Depends(_bearer)]) -> Operator:
     """Authenticate the request (runs in the thread pool: it queries)."""
     method = getattr(connection, 'method', 'GET')
-    try:
-        operator = principal(connection, services, accounts,
-                             credentials.credentials if credentials else None, method=method)
-    except StoreUnavailable as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+    # StoreUnavailable goes to the one error map (503).
+    operator = principal(connection, services, accounts,
+                         credentials.credentials if credentials else None, method=method)
     if operator is None:
         raise _unauthorized('bearer token or login session required' if credentials is None
                             else 'unknown or revoked token')
@@ -117,3 +116,9 @@ def require_admin(operator: CurrentOperator) -> Operator:
 
 
 AdminOperator = Annotated[Operator, Depends(require_admin)]
+
+
+# The path parameter of every /robots/{robot_id} route: the schema says what an id may be, so
+# a request with anything else is answered 422 before it reaches the store.
+RobotId = Annotated[str, Path(pattern=f'^{ROBOT_ID.pattern}$',
+                              description='1-64 characters of [A-Za-z0-9._-]')]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lekiwi_fleet_server.api.admin import ROBOT_ID, TAG
 from lekiwi_fleet_server.store.interface import RobotStatus
 
 
@@ -33,9 +36,13 @@ class RobotOut(_FromAttributes):
     telemetry: dict[str, float | None] = Field(default_factory=dict)
 
 
+# The schema says what api/admin.py checks, so a request the schema allows is not refused.
+Tag = Annotated[str, Field(pattern=f'^{TAG.pattern}$')]
+
+
 class EnrolRequest(BaseModel):
-    robot_id: str = Field(pattern=r'^[A-Za-z0-9._-]{1,64}$')
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    robot_id: str = Field(pattern=f'^{ROBOT_ID.pattern}$')
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
 
 
 class EnrolResponse(BaseModel):
@@ -72,10 +79,52 @@ class TelemetryPointOut(_FromAttributes):
     values: dict[str, float | None]
 
 
+MAX_PAYLOAD_BYTES = 16 * 1024  # well inside a robot's frame limit, with the frame around it
+MAX_PAYLOAD_DEPTH = 16
+
+
+def _depth(value: Any) -> int:
+    """Return how deeply lists and objects nest in `value` (iteratively: no recursion limit).
+
+    Raise ValueError on a float that is not finite: JSON has none (Python's parser takes
+    NaN and Infinity, which would reach the robot as null).
+    """
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError('payload numbers must be finite')
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_PAYLOAD_DEPTH:
+                todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                      else item))
+    return deepest
+
+
 class CommandRequest(BaseModel):
     command_type: Literal['ping', 'configure', 'request_snapshot']
-    payload: dict[str, Any] = Field(default_factory=dict,
-                                    description='Command payload (sent as payload_json)')
+    payload: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f'Command payload (sent as payload_json): at most {MAX_PAYLOAD_BYTES} bytes '
+                    f'as JSON, {MAX_PAYLOAD_DEPTH} levels deep, integers within 64 bits, '
+                    'finite numbers, strings of valid Unicode')
+
+    @field_validator('payload')
+    @classmethod
+    def _encodable(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        # Checked here, not when the gateway encodes it: a payload the robot's JSON cannot
+        # carry is the client's error (422), never the server's (500).
+        if _depth(payload) > MAX_PAYLOAD_DEPTH:
+            raise ValueError(f'payload nests deeper than {MAX_PAYLOAD_DEPTH} levels')
+        try:
+            encoded = orjson.dumps(payload)  # refuses integers beyond 64 bits, lone surrogates
+        except orjson.JSONEncodeError as exc:
+            raise ValueError(f'payload cannot be sent as JSON: {exc}') from None
+        if len(encoded) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f'payload is {len(encoded)} bytes as JSON, at most '
+                             f'{MAX_PAYLOAD_BYTES}')
+        return payload
 
 
 class CommandResult(BaseModel):
@@ -121,3 +170,21 @@ class BootSequencesOut(BaseModel):
 class RobotSequencesOut(BaseModel):
     robot_id: str
     boots: list[BootSequencesOut]
+
+
+class FieldErrorOut(BaseModel):
+    loc: list[str | int] = Field(description='Where the bad value is: body, query, path, ...')
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. 'less_than_equal'")
+
+
+class ErrorOut(BaseModel):
+    """The body of every error answer of the REST API (api/errors.py)."""
+
+    code: str = Field(description='Machine-readable cause: invalid_request, malformed_body, '
+                                  'unauthorized, forbidden, not_found, method_not_allowed, '
+                                  'conflict, robot_not_connected, payload_too_large, '
+                                  'store_unavailable, command_timeout, server_error')
+    detail: str = Field(description='What went wrong, for a person')
+    errors: list[FieldErrorOut] = Field(default_factory=list,
+                                        description='The invalid fields, on a 422')

@@ -30,6 +30,7 @@ class CommitBatcher:
     def __init__(self, committer: Committer, *, interval_s: float, max_batch: int,
                  max_pending: int, retry_s: float, on_committed: OnCommitted,
                  metrics: FleetMetrics, want_update: Callable[[], bool] = lambda: False,
+                 batch_done: Callable[[bool], None] = lambda _wanted: None,
                  now: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._committer = committer
@@ -40,6 +41,7 @@ class CommitBatcher:
         self._on_committed = on_committed
         self._metrics = metrics
         self._want_update = want_update
+        self._batch_done = batch_done
         self._now = now
         self._monotonic = monotonic
         self._pending: list[RawFrame] = []
@@ -87,15 +89,19 @@ class CommitBatcher:
         if not frames and not presence:
             return None
         started = time.perf_counter()
+        # `batch_done(wanted)` follows once the outcome was delivered (its update published)
+        # or the commit failed: the dashboard stream's hand-over waits on it (gateway/bus.py).
+        wanted = self._want_update()
         try:
-            outcome = await self._committer.commit(frames, presence, self._now(),
-                                                   self._want_update())
+            outcome = await self._committer.commit(frames, presence, self._now(), wanted)
         except StoreUnavailable as exc:
+            self._batch_done(wanted)
             self._put_back(frames, presence)
             self._metrics.commit_failures.inc()
             log.warning('commit of %d frames failed, will retry: %s', len(frames), exc)
             return None
         except Exception:
+            self._batch_done(wanted)
             # Also retried: dropping a batch would lose unacknowledged messages for good.
             self._put_back(frames, presence)
             self._metrics.commit_failures.inc()
@@ -112,12 +118,15 @@ class CommitBatcher:
         # Frames queue in arrival order (a retried batch goes back in front): the first is the
         # batch's oldest.
         asyncio.get_running_loop().call_soon(self._deliver, outcome,
-                                             frames[0][1] if frames else None)
+                                             frames[0][1] if frames else None, wanted)
         return outcome
 
-    def _deliver(self, outcome: CommitOutcome, oldest: float | None) -> None:
+    def _deliver(self, outcome: CommitOutcome, oldest: float | None, wanted: bool) -> None:
         started = time.perf_counter()
-        self._on_committed(outcome)
+        try:
+            self._on_committed(outcome)
+        finally:
+            self._batch_done(wanted)
         metrics = self._metrics
         metrics.ack_send_seconds.observe(time.perf_counter() - started)
         if oldest is not None:

@@ -84,6 +84,12 @@ class UpdateBus(Protocol):
 
     def wants_updates(self) -> bool: ...
 
+    def begin_batch(self) -> bool: ...
+
+    def end_batch(self, wanted: bool) -> None: ...
+
+    async def settled(self) -> None: ...
+
     def publish(self, update: str) -> None: ...
 
     def subscribe(self) -> Subscription: ...
@@ -97,10 +103,43 @@ class InProcessBus:
     def __init__(self, max_queued_updates: int) -> None:
         self._max_queued = max_queued_updates
         self._subscribers: set[Subscription] = set()
+        # Batches committing without row deltas (nobody listened when they began), and an
+        # event set while there are none: the hand-over to a new subscriber waits on it.
+        self._blind = 0
+        self._no_blind = asyncio.Event()
+        self._no_blind.set()
 
     def wants_updates(self) -> bool:
         """Tell whether anybody listens (the writer skips building updates otherwise)."""
         return bool(self._subscribers)
+
+    def begin_batch(self) -> bool:
+        """Note a batch that starts committing; return whether it should build row deltas.
+
+        Called on the event loop when the batch is handed to its writer, and matched by one
+        `end_batch` once its update (if any) was published or the commit failed.
+        """
+        wanted = bool(self._subscribers)
+        if not wanted:
+            self._blind += 1
+            self._no_blind.clear()
+        return wanted
+
+    def end_batch(self, wanted: bool) -> None:
+        """Note that a batch begun with `begin_batch() == wanted` is done."""
+        if not wanted:
+            self._blind -= 1
+            if self._blind == 0:
+                self._no_blind.set()
+
+    async def settled(self) -> None:
+        """Return once every batch begun without row deltas is done.
+
+        A new subscriber reads its snapshot after this: a batch that began before anybody
+        listened carries only its events in its update, so its rows must be in the snapshot.
+        No such batch begins while the subscriber is attached, so the wait ends.
+        """
+        await self._no_blind.wait()
 
     def publish(self, update: str) -> None:
         """Offer an encoded update to every subscriber (a lagging one is dropped)."""

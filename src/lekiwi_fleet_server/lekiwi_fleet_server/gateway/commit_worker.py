@@ -116,10 +116,12 @@ def _answer(outcome: CommitOutcome, undecodable: list[Refusal], result: BatchRes
     outcome.acknowledged = len(result.acknowledged)
     outcome.duplicates = result.duplicates
     outcome.update = None
-    if deltas is not None:
-        rows = deltas.rows(result.changed_robots)
-        if rows or result.new_events:
-            outcome.update = encode_update('update', now, rows, list(result.new_events))
+    # Without deltas (nobody listened when the batch began) the update still carries the
+    # batch's events: a dashboard subscribing meanwhile gets them from it, and the rows from a
+    # snapshot read after this batch is done (gateway/bus.py, `settled`).
+    rows = deltas.rows(result.changed_robots) if deltas is not None else []
+    if rows or result.new_events:
+        outcome.update = encode_update('update', now, rows, list(result.new_events))
 
 
 def refusal_error(refusal: Refusal) -> ProtocolError:

@@ -137,3 +137,49 @@ def test_create_account_reads_the_password_from_stdin(
         assert found[1].startswith('$argon2id$') and 'a long password' not in found[1]
     finally:
         store.close()
+
+
+def test_api_refuses_connections_until_it_is_ready(tmp_path: Path) -> None:
+    import asyncio
+    import io
+    import socket
+    import threading
+    import time
+
+    import httpx
+
+    from lekiwi_fleet_server.cli import build_server
+    from lekiwi_fleet_server.settings import Settings
+
+    out = io.StringIO()
+    # The writer process makes the start-up long enough (~1.7 s) to be seen from outside.
+    settings = Settings(data_dir=tmp_path, api_port=0, gateway_port=0, log_level='warning',
+                        writer_process=True)
+    server, sock = build_server(settings, tune=False, out=out)
+    port = sock.getsockname()[1]
+    # The port is reserved but nobody listens yet: a client learns it at once.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(('127.0.0.1', port), timeout=2).close()
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    thread.start()
+    refused, answered = 0, []
+    try:
+        deadline = time.monotonic() + 60
+        while not answered and time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                response = httpx.get(f'http://127.0.0.1:{port}/readyz', timeout=10)
+            except httpx.ConnectError:
+                refused += 1
+                time.sleep(0.02)
+                continue
+            # Once a connection is accepted, the app is ready: answered, not held.
+            answered.append((response.status_code, time.monotonic() - started))
+        assert answered and answered[0][0] == 200 and answered[0][1] < 2, answered
+        assert refused >= 1
+        # The ready line comes once the API listens, so a reader of it may connect at once.
+        assert f'api=http://127.0.0.1:{port} ' in out.getvalue()
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert not thread.is_alive()

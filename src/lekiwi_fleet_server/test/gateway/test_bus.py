@@ -61,3 +61,24 @@ def test_encode_update_handles_mapping_proxies_and_sets() -> None:
     with pytest.raises(TypeError):
         encode_update('snapshot', 0.0, [RobotSummary('r', (), 'offline', 0.0, False,
                                                      resources={'x': object()})], [])
+
+
+async def test_settled_waits_for_the_batches_begun_while_nobody_listened() -> None:
+    import asyncio
+
+    bus = InProcessBus(8)
+    await asyncio.wait_for(bus.settled(), 1)  # nothing in flight
+    blind = bus.begin_batch()
+    assert blind is False
+    sub = bus.subscribe()
+    watched = bus.begin_batch()  # begun while somebody listens: builds deltas, not waited for
+    assert watched is True
+    waiting = asyncio.ensure_future(bus.settled())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    bus.end_batch(watched)
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    bus.end_batch(blind)
+    await asyncio.wait_for(waiting, 1)
+    sub.close()

@@ -106,6 +106,17 @@ def test_updates_carry_deltas_after_a_robots_first_whole_row(store: SqlFleetStor
     assert again is not None and again[0]['software_version'] == '1.0.0'
 
 
+def test_a_batch_begun_unwatched_still_carries_its_events(store: SqlFleetStore) -> None:
+    # A dashboard may subscribe while it commits: it gets the events from this update and the
+    # rows from its snapshot (read once the batch is done).
+    store.enrol_robot('kiwi', token_hash('kiwi'), (), now=T0)
+    outcome = CommitWorker(store).commit([raw('kiwi', 1)], [], T0 + 1, want_update=False)
+    assert outcome.update is not None
+    update = orjson.loads(outcome.update)
+    assert update['robots'] == []
+    assert [e['type'] for e in update['events']] == ['RobotEventReported']
+
+
 class FailingAfterAnswer(MemoryStore):
     """A store whose commit fails after it handed out its result (a COMMIT that failed)."""
 

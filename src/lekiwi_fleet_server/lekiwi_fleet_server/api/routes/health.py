@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response, status
 
 from lekiwi_fleet_server.api.deps import Services
+from lekiwi_fleet_server.api.errors import error_responses
 from lekiwi_fleet_server.store.interface import StoreError
 
 router = APIRouter(tags=['health'])
@@ -16,7 +17,7 @@ def healthz() -> dict[str, str]:
     return {'status': 'ok'}
 
 
-@router.get('/readyz')
+@router.get('/readyz', responses=error_responses(503))
 def readyz(services: Services) -> dict[str, str]:
     """Answer 200 when the store answers, 503 otherwise."""
     try:

@@ -6,20 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from lekiwi_fleet_server.api.admin import enrol_robot, validate_robot_id
-from lekiwi_fleet_server.api.deps import AdminOperator, CurrentOperator, Services
+from lekiwi_fleet_server.api.admin import TAG, enrol_robot
+from lekiwi_fleet_server.api.deps import AdminOperator, CurrentOperator, RobotId, Services
+from lekiwi_fleet_server.api.errors import ADMIN, AUTHENTICATED, error_responses
 from lekiwi_fleet_server.api.schemas import EnrolRequest, EnrolResponse, RobotOut
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
-from lekiwi_fleet_server.store.interface import (
-    RobotAlreadyEnrolled,
-    RobotFilter,
-    RobotStatus,
-    RobotSummary,
-    UnknownRobot,
-)
+from lekiwi_fleet_server.store.interface import RobotFilter, RobotStatus, RobotSummary
 
 router = APIRouter(prefix='/api/v1/robots', tags=['robots'])
+
+# A software version as robots report it, without control characters (PostgreSQL refuses NUL).
+VERSION_PATTERN = r'^[^\x00-\x1f\x7f]{1,128}$'
 
 
 def robot_out(services: FleetServices, robot: RobotSummary) -> RobotOut:
@@ -37,12 +35,15 @@ def get_robot_or_404(services: FleetServices, robot_id: str) -> RobotSummary:
     return robot
 
 
-@router.get('', response_model=list[RobotOut])
+@router.get('', response_model=list[RobotOut],
+            responses=error_responses(*AUTHENTICATED, 422))
 def list_robots(services: Services, _operator: CurrentOperator,
                 status_: Annotated[RobotStatus | None, Query(alias='status')] = None,
                 teleop: bool | None = None,
-                version: Annotated[str | None, Query(max_length=128)] = None,
-                tag: Annotated[str | None, Query(max_length=64)] = None) -> list[RobotOut]:
+                version: Annotated[str | None, Query(pattern=VERSION_PATTERN)] = None,
+                tag: Annotated[str | None, Query(pattern=f'^{TAG.pattern}$',
+                                                 description='A tag of the robot')] = None
+                ) -> list[RobotOut]:
     """List robots, filtered by status, teleop activity, software version and tag."""
     rows = services.store.list_robots(
         RobotFilter(status=status_, teleop_active=teleop, software_version=version, tag=tag),
@@ -50,34 +51,27 @@ def list_robots(services: Services, _operator: CurrentOperator,
     return [robot_out(services, r) for r in rows]
 
 
-@router.get('/{robot_id}', response_model=RobotOut)
-def get_robot(robot_id: str, services: Services, _operator: CurrentOperator) -> RobotOut:
+@router.get('/{robot_id}', response_model=RobotOut,
+            responses=error_responses(*AUTHENTICATED, 404, 422))
+def get_robot(robot_id: RobotId, services: Services, _operator: CurrentOperator) -> RobotOut:
     """Return one robot."""
     return robot_out(services, get_robot_or_404(services, robot_id))
 
 
-@router.post('', response_model=EnrolResponse, status_code=status.HTTP_201_CREATED)
+@router.post('', response_model=EnrolResponse, status_code=status.HTTP_201_CREATED,
+             responses=error_responses(400, *ADMIN, 409, 413, 422))
 def enrol(body: EnrolRequest, services: Services, admin: AdminOperator) -> EnrolResponse:
     """Enrol a robot; the response holds its token, which is never shown again."""
-    try:
-        enrolment = enrol_robot(services.store, body.robot_id, body.tags, now=services.now(),
-                                actor=admin.name)
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    except RobotAlreadyEnrolled:
-        raise HTTPException(status.HTTP_409_CONFLICT,
-                            f'robot {body.robot_id!r} is enrolled already') from None
+    enrolment = enrol_robot(services.store, body.robot_id, body.tags, now=services.now(),
+                            actor=admin.name)
     return EnrolResponse(robot=robot_out(services, enrolment.robot), token=enrolment.token)
 
 
-@router.post('/{robot_id}/revoke', status_code=status.HTTP_204_NO_CONTENT)
-def revoke(robot_id: str, services: Services, admin: AdminOperator) -> None:
+@router.post('/{robot_id}/revoke', status_code=status.HTTP_204_NO_CONTENT,
+             responses=error_responses(*ADMIN, 404, 409, 422))
+def revoke(robot_id: RobotId, services: Services, admin: AdminOperator) -> None:
     """Revoke a robot's token and drop its connection."""
-    try:
-        validate_robot_id(robot_id)
-        services.store.revoke_robot(robot_id, now=services.now(), actor=admin.name)
-    except (ValueError, UnknownRobot):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f'no robot {robot_id!r}') from None
+    services.store.revoke_robot(robot_id, now=services.now(), actor=admin.name)  # 404: unknown
     # The route runs in a worker thread; the gateway lives on the event loop.
     services.gateway.call_soon_threadsafe(
         services.gateway.disconnect, robot_id,

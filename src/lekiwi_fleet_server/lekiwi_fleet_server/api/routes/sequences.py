@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from lekiwi_fleet_server.api.deps import CurrentOperator, Services
+from lekiwi_fleet_server.api.deps import CurrentOperator, RobotId, Services
+from lekiwi_fleet_server.api.errors import AUTHENTICATED, error_responses
 from lekiwi_fleet_server.api.routes.robots import get_robot_or_404
 from lekiwi_fleet_server.api.schemas import BootSequencesOut, RobotSequencesOut
 
 router = APIRouter(prefix='/api/v1', tags=['robots'])
 
 
-@router.get('/robots/{robot_id}/sequences', response_model=RobotSequencesOut)
-def robot_sequences(robot_id: str, services: Services,
+@router.get('/robots/{robot_id}/sequences', response_model=RobotSequencesOut,
+            responses=error_responses(*AUTHENTICATED, 404, 422))
+def robot_sequences(robot_id: RobotId, services: Services,
                     _operator: CurrentOperator) -> RobotSequencesOut:
     """Return, per boot (oldest first), the ranges of seqs committed and the gaps between."""
     get_robot_or_404(services, robot_id)

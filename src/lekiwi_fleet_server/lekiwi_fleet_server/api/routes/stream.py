@@ -81,6 +81,12 @@ async def stream(websocket: WebSocket, services: Services, inventory: bool = Fal
     reader.add_done_callback(lambda _t: subscription.close())
     forward = _forward_inventory(services, subscription) if inventory else None
     try:
+        # The hand-over: every batch that commits from now on reaches this subscription (its
+        # events always, its rows as deltas once it began after the subscribe); the snapshot
+        # is read once the batches that began before are done, so it holds their rows. An
+        # update of a batch the snapshot already holds sets rows to what they are already or
+        # were just before, and the updates after it, queued in commit order, bring them on.
+        await services.bus.settled()
         robots = await run_in_threadpool(services.store.list_robots, RobotFilter(),
                                          now=services.now())
         await websocket.send_text(encode_update('snapshot', services.now(), robots, []))

@@ -6,22 +6,30 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from lekiwi_fleet_server.api.deps import CurrentOperator, Services
+from lekiwi_fleet_server.api.deps import CurrentOperator, RobotId, Services
+from lekiwi_fleet_server.api.errors import AUTHENTICATED, error_responses
 from lekiwi_fleet_server.api.routes.robots import get_robot_or_404
 from lekiwi_fleet_server.api.schemas import TelemetryPointOut
 
 router = APIRouter(prefix='/api/v1/robots', tags=['telemetry'])
 
 MAX_BUCKETS = 10_000
+# Unix seconds up to the year 5138: times in milliseconds stay far inside a 64-bit integer
+# (the stored column), and any time a robot can send is inside the range.
+MAX_TIME_S = 1e11
 
 
-@router.get('/{robot_id}/telemetry', response_model=list[TelemetryPointOut])
+@router.get('/{robot_id}/telemetry', response_model=list[TelemetryPointOut],
+            responses=error_responses(*AUTHENTICATED, 404, 422))
 def telemetry_range(
-        robot_id: str, services: Services, _operator: CurrentOperator,
-        start: Annotated[float, Query(description='Unix seconds, inclusive')],
-        end: Annotated[float, Query(description='Unix seconds, exclusive')],
-        bucket_s: Annotated[float, Query(gt=0, description='Bucket width in seconds')] = 60.0,
-        fields: Annotated[str | None, Query(max_length=2048,
+        robot_id: RobotId, services: Services, _operator: CurrentOperator,
+        start: Annotated[float, Query(ge=0, le=MAX_TIME_S, allow_inf_nan=False,
+                                      description='Unix seconds, inclusive')],
+        end: Annotated[float, Query(ge=0, le=MAX_TIME_S, allow_inf_nan=False,
+                                    description='Unix seconds, exclusive')],
+        bucket_s: Annotated[float, Query(gt=0, le=MAX_TIME_S, allow_inf_nan=False,
+                                         description='Bucket width in seconds')] = 60.0,
+        fields: Annotated[str | None, Query(pattern=r'^[A-Za-z0-9_,]{0,2048}$',
                                             description='Comma-separated field names')] = None,
 ) -> list[TelemetryPointOut]:
     """Return the mean of each field per bucket between start and end."""

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from lekiwi_fleet_server.api.deps import CurrentOperator, Services
+from lekiwi_fleet_server.api.admin import ROBOT_ID
+from lekiwi_fleet_server.api.deps import CurrentOperator, RobotId, Services
+from lekiwi_fleet_server.api.errors import AUTHENTICATED, error_responses
 from lekiwi_fleet_server.api.routes.robots import get_robot_or_404
 from lekiwi_fleet_server.api.schemas import (
     EventOut,
@@ -18,10 +20,15 @@ from lekiwi_fleet_server.api.schemas import (
 
 router = APIRouter(prefix='/api/v1', tags=['timeline'])
 
+# Positions are 64-bit integers in the store: a larger `after` could only overflow there.
+MAX_POSITION = 2**63 - 1
 
-@router.get('/robots/{robot_id}/events', response_model=EventPageOut)
-def robot_events(robot_id: str, services: Services, _operator: CurrentOperator,
-                 after: Annotated[int, Query(ge=0, description='Position to start after')] = 0,
+
+@router.get('/robots/{robot_id}/events', response_model=EventPageOut,
+            responses=error_responses(*AUTHENTICATED, 404, 422))
+def robot_events(robot_id: RobotId, services: Services, _operator: CurrentOperator,
+                 after: Annotated[int, Query(ge=0, le=MAX_POSITION,
+                                             description='Position to start after')] = 0,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> EventPageOut:
     """Return the robot's events after `after`, oldest first; follow `next_after`."""
     get_robot_or_404(services, robot_id)
@@ -30,11 +37,13 @@ def robot_events(robot_id: str, services: Services, _operator: CurrentOperator,
                         next_after=page.next_after)
 
 
-@router.get('/timeline', response_model=TimelinePageOut)
+@router.get('/timeline', response_model=TimelinePageOut,
+            responses=error_responses(*AUTHENTICATED, 422))
 def fleet_timeline(services: Services, _operator: CurrentOperator,
-                   after: Annotated[int, Query(ge=0)] = 0,
+                   after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                   robot_id: Annotated[str | None, Query(max_length=64)] = None
+                   robot_id: Annotated[str | None,
+                                       Query(pattern=f'^{ROBOT_ID.pattern}$')] = None
                    ) -> TimelinePageOut:
     """Return the fleet event timeline (of one robot with `robot_id`), oldest first."""
     page = services.store.fleet_timeline(after, limit, robot_id)
@@ -42,8 +51,9 @@ def fleet_timeline(services: Services, _operator: CurrentOperator,
                            next_after=page.next_after)
 
 
-@router.get('/robots/{robot_id}/teleop-sessions', response_model=list[TeleopSessionOut])
-def teleop_sessions(robot_id: str, services: Services, _operator: CurrentOperator,
+@router.get('/robots/{robot_id}/teleop-sessions', response_model=list[TeleopSessionOut],
+            responses=error_responses(*AUTHENTICATED, 404, 422))
+def teleop_sessions(robot_id: RobotId, services: Services, _operator: CurrentOperator,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100
                     ) -> list[TeleopSessionOut]:
     """Return the robot's teleoperation sessions, newest first."""
