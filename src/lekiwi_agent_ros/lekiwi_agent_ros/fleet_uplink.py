@@ -300,6 +300,10 @@ class FleetUplinkNode(Node):
     def _store(self, topic: str, data: dict[str, Any]) -> None:
         if self._outbox is None or self._client is None:
             return  # shutting down
+        if 'boot_id' in data:
+            # The server refuses a message naming another boot than its frame's; nodes run as
+            # processes of their own (one_process:=false) each drew a boot id of their own.
+            data['boot_id'] = self.boot_id
         try:
             result = self._outbox.put(topic, data)
         except OutboxError as exc:

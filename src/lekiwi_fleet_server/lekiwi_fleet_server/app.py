@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -30,6 +31,9 @@ from lekiwi_fleet_server.gateway.server import RobotGateway
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.interface import FleetStore, InvalidQuery, StoreUnavailable
+
+if TYPE_CHECKING:
+    from lekiwi_fleet_server.store.changes import ChangeWatcher
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         committers: list[Committer] | None = None
+        watcher: ChangeWatcher | None = None
         if store_factory is None and uses_writer_process(settings):
             store, committers = await run_in_threadpool(_open_split_store, settings)
         else:
@@ -97,12 +102,22 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                                    now=now()))
                 log.info('bootstrap admin %s', 'created' if created else 'present')
             await gateway.start()
+            # Admin changes made by other processes (the CLI) reach the gateway and writers.
+            if store_factory is None:
+                from lekiwi_fleet_server.store.changes import watcher_for  # the SQL stack
+
+                watcher = watcher_for(settings.resolved_database_url,
+                                              gateway.store_changed)
+                if watcher is not None:
+                    await run_in_threadpool(watcher.start)
             services = FleetServices(settings, store, gateway, bus, metrics, now)
             app.state.services = services
             if on_ready is not None:
                 on_ready(services)
             yield
         finally:
+            if watcher is not None:
+                await run_in_threadpool(watcher.stop)
             bus.close()
             if gateway.started:
                 await gateway.stop()

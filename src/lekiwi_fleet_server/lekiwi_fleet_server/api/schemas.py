@@ -36,11 +36,18 @@ class RobotOut(_FromAttributes):
 class EnrolRequest(BaseModel):
     robot_id: str = Field(pattern=r'^[A-Za-z0-9._-]{1,64}$')
     tags: list[str] = Field(default_factory=list, max_length=32)
+    reenrol: bool = Field(False, description='Enrol a revoked robot again (a new token); '
+                                             'recorded as RobotReEnrolled with who did it')
 
 
 class EnrolResponse(BaseModel):
     robot: RobotOut
     token: str = Field(description='The robot token; shown once, only its hash is stored')
+
+
+class TokenRotated(BaseModel):
+    robot_id: str
+    token: str = Field(description='The new robot token; shown once, the old one is refused')
 
 
 class EventOut(_FromAttributes):

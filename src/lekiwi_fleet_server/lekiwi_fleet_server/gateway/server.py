@@ -82,6 +82,7 @@ class RobotGateway:
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -200,8 +201,8 @@ class RobotGateway:
         """Count a refused frame by its error code."""
         self._refused[code].inc()
 
-    async def verify_robot(self, robot_id: str, token: str) -> None:
-        """Check a robot's token against its stored hash; raise auth_failed when it fails."""
+    async def verify_robot(self, robot_id: str, token: str) -> str:
+        """Check a robot's token against its stored hash; return the hash, or raise."""
         credentials = await asyncio.get_running_loop().run_in_executor(
             self._readers, self._store.robot_credentials, robot_id)
         stored = credentials.token_sha256 if credentials is not None else self._decoy_hash
@@ -210,6 +211,64 @@ class RobotGateway:
             raise ProtocolError(ErrorCode.AUTH_FAILED, 'unknown robot or wrong token', 'auth')
         if credentials.revoked:
             raise ProtocolError(ErrorCode.AUTH_FAILED, 'robot token revoked', 'auth')
+        return credentials.token_sha256
+
+    # -- admin changes made anywhere (store/changes.py) ---------------------------------------
+    def store_changed(self, kind: str, key: str) -> None:
+        """Take an admin change (from any thread): a robot's credentials or state changed."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_store_change, kind, key)
+
+    def _on_store_change(self, kind: str, key: str) -> None:
+        if kind == 'robot':
+            self.recheck_robots([key])
+        elif kind == 'resync':  # the watcher may have missed changes: check everybody
+            self.recheck_robots(list(self._sessions))
+
+    def recheck_robots(self, robot_ids: Sequence[str]) -> None:
+        """Make the writers reload these robots and close sessions whose token is no longer good.
+
+        The writers forget first: their next batch reads the robot back (revoked, its frames
+        are refused), in order after the batch they are committing now.
+        """
+        loop = asyncio.get_running_loop()
+        by_shard: dict[int, list[str]] = {}
+        for robot_id in robot_ids:
+            by_shard.setdefault(shard_of(robot_id, len(self._committers)), []).append(robot_id)
+        for shard, ids in by_shard.items():
+            self._keep(loop.create_task(self._forget(self._committers[shard], ids)))
+        for robot_id in robot_ids:
+            session = self._sessions.get(robot_id)
+            if session is not None:
+                self._keep(loop.create_task(self._recheck(robot_id, session)))
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        # The loop holds tasks weakly: keep them until they end.
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _forget(committer: Committer, robot_ids: list[str]) -> None:
+        try:
+            await committer.forget(robot_ids)
+        except Exception as exc:  # a writer that died reloads every robot when it restarts
+            log.warning('writer could not forget %d robots: %s', len(robot_ids), exc)
+
+    async def _recheck(self, robot_id: str, session: RobotSession) -> None:
+        try:
+            credentials = await asyncio.get_running_loop().run_in_executor(
+                self._readers, self._store.robot_credentials, robot_id)
+        except Exception as exc:
+            log.error('robot %s: credentials re-check failed (%s); closing its session',
+                      robot_id, exc)
+            credentials = None  # unsure whether it may stay: it reconnects and authenticates
+        if self._sessions.get(robot_id) is not session:
+            return
+        if credentials is None or credentials.revoked:
+            session.refuse(ProtocolError(ErrorCode.AUTH_FAILED, 'robot token revoked'))
+        elif credentials.token_sha256 != session.token_sha256:
+            session.refuse(ProtocolError(ErrorCode.AUTH_FAILED, 'robot token rotated'))
 
     # -- after commit -------------------------------------------------------------------------
     def _on_committed(self, outcome: CommitOutcome) -> None:

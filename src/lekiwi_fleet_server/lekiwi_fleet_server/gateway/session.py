@@ -62,6 +62,7 @@ class RobotSession(WSListener):
         self.transport: WSTransport | None = None
         self.state = SessionState.AWAITING_AUTH
         self.robot_id: str | None = None
+        self.token_sha256: str | None = None
         self.protocol: str | None = None
         self.agent_version: str | None = None
         self._max_frame = gateway.settings.max_frame_bytes
@@ -130,11 +131,7 @@ class RobotSession(WSListener):
                 else:
                     self._other_op(frame)
             elif self.state is SessionState.AWAITING_AUTH:
-                frame = protocol.decode_frame(payload)
-                if protocol.frame_op(frame) != 'auth':
-                    raise ProtocolError(ErrorCode.UNAUTHENTICATED,
-                                        'the first frame must be auth', protocol.frame_id(frame))
-                self._start_auth(protocol.parse_auth(frame))
+                self._first_frame(payload)
             elif self.state is SessionState.AUTHENTICATING:
                 # A stock rosbridge client sends right after auth without waiting for its
                 # answer: hold those frames until the token is checked.
@@ -147,10 +144,28 @@ class RobotSession(WSListener):
                 log.exception('robot %s: frame handling failed', self.robot_id)
             self.refuse(protocol_error_for(exc, protocol.frame_id(frame) if frame else None))
 
+    def _first_frame(self, payload: bytes) -> None:
+        # Whatever is wrong with the first frame (not JSON, an unknown op, any op but auth),
+        # the connection closes with 4401: an unauthenticated peer gets one answer, not a
+        # conversation until the auth timeout.
+        frame: dict[str, Any] | None = None
+        try:
+            frame = protocol.decode_frame(payload)
+            op = protocol.frame_op(frame)
+        except ProtocolError as exc:
+            raise ProtocolError(ErrorCode.UNAUTHENTICATED,
+                                f'the first frame must be auth ({exc.code.value}: '
+                                f'{exc.message})', exc.frame_id) from None
+        if op != 'auth':
+            raise ProtocolError(ErrorCode.UNAUTHENTICATED, 'the first frame must be auth',
+                                protocol.frame_id(frame))
+        self._start_auth(protocol.parse_auth(frame))
+
     def _publish(self, frame: dict[str, Any], payload: bytes) -> None:
         # Validated here, committed by the writer from the payload bytes: bytes cross to the
         # writer process far cheaper than the decoded message would.
         p = protocol.parse_publish(frame)
+        protocol.check_identity(p, self.robot_id)  # type: ignore[arg-type]
         if not self._gw.submit(self.robot_id, payload):  # type: ignore[arg-type]
             raise ProtocolError(ErrorCode.SERVER_ERROR,
                                 'the server is behind on commits; send it again later',
@@ -184,7 +199,7 @@ class RobotSession(WSListener):
 
     async def _authenticate(self, request: AuthRequest, protocol_version: str) -> None:
         try:
-            await self._gw.verify_robot(request.robot_id, request.token)
+            token_sha256 = await self._gw.verify_robot(request.robot_id, request.token)
         except Exception as exc:
             if self.state is SessionState.CLOSED:
                 return
@@ -199,6 +214,7 @@ class RobotSession(WSListener):
         if self._auth_timer is not None:
             self._auth_timer.cancel()
         self.robot_id, self.protocol = request.robot_id, protocol_version
+        self.token_sha256 = token_sha256  # re-checked when an admin changes the robot
         self.agent_version = request.agent_version
         self.state = SessionState.AUTHENTICATED
         self._gw.attach(self)

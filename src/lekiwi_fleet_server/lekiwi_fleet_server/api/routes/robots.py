@@ -1,4 +1,4 @@
-"""Robots: list with filters, detail, enrol and revoke."""
+"""Robots: list with filters, detail, enrol (and re-enrol), revoke, rotate a token."""
 
 from __future__ import annotations
 
@@ -6,14 +6,25 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from lekiwi_fleet_server.api.admin import enrol_robot, validate_robot_id
+from lekiwi_fleet_server.api.admin import (
+    enrol_robot,
+    reenrol_robot,
+    rotate_token,
+    validate_robot_id,
+)
 from lekiwi_fleet_server.api.deps import AdminOperator, CurrentOperator, Services
-from lekiwi_fleet_server.api.schemas import EnrolRequest, EnrolResponse, RobotOut
+from lekiwi_fleet_server.api.schemas import (
+    EnrolRequest,
+    EnrolResponse,
+    RobotOut,
+    TokenRotated,
+)
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
 from lekiwi_fleet_server.store.interface import (
     RobotAlreadyEnrolled,
     RobotFilter,
+    RobotRevoked,
     RobotStatus,
     RobotSummary,
     UnknownRobot,
@@ -57,16 +68,37 @@ def get_robot(robot_id: str, services: Services, _operator: CurrentOperator) -> 
 
 
 @router.post('', response_model=EnrolResponse, status_code=status.HTTP_201_CREATED)
-def enrol(body: EnrolRequest, services: Services, _admin: AdminOperator) -> EnrolResponse:
-    """Enrol a robot; the response holds its token, which is never shown again."""
+def enrol(body: EnrolRequest, services: Services, admin: AdminOperator) -> EnrolResponse:
+    """Enrol a robot (or, with `reenrol`, a revoked one again); the token is shown only here."""
     try:
-        enrolment = enrol_robot(services.store, body.robot_id, body.tags, now=services.now())
+        if body.reenrol:
+            enrolment = reenrol_robot(services.store, body.robot_id, body.tags, by=admin.name,
+                                      now=services.now())
+        else:
+            enrolment = enrol_robot(services.store, body.robot_id, body.tags,
+                                    now=services.now())
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    except RobotAlreadyEnrolled:
-        raise HTTPException(status.HTTP_409_CONFLICT,
-                            f'robot {body.robot_id!r} is enrolled already') from None
+    except UnknownRobot:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f'no robot {body.robot_id!r}') from None
+    except RobotAlreadyEnrolled as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    services.gateway.store_changed('robot', body.robot_id)
     return EnrolResponse(robot=robot_out(services, enrolment.robot), token=enrolment.token)
+
+
+@router.post('/{robot_id}/rotate-token', response_model=TokenRotated)
+def rotate(robot_id: str, services: Services, admin: AdminOperator) -> TokenRotated:
+    """Give a robot a new token (shown only here); its old token is refused at once."""
+    try:
+        token = rotate_token(services.store, robot_id, by=admin.name, now=services.now())
+    except (ValueError, UnknownRobot):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f'no robot {robot_id!r}') from None
+    except RobotRevoked as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    # In this process at once; other servers hear of it through the store (store/changes.py).
+    services.gateway.store_changed('robot', robot_id)
+    return TokenRotated(robot_id=robot_id, token=token)
 
 
 @router.post('/{robot_id}/revoke', status_code=status.HTTP_204_NO_CONTENT)
@@ -81,3 +113,4 @@ def revoke(robot_id: str, services: Services, _admin: AdminOperator) -> None:
     services.gateway.call_soon_threadsafe(
         services.gateway.disconnect, robot_id,
         ProtocolError(ErrorCode.AUTH_FAILED, 'robot token revoked'))
+    services.gateway.store_changed('robot', robot_id)  # the writers forget what they held
