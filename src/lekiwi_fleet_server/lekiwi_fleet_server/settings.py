@@ -56,6 +56,16 @@ class Settings(BaseSettings):
                                       description='Uncommitted messages held before new ones '
                                                   'are refused with server_error')
     store_retry_s: float = Field(0.5, gt=0, description='Pause after a failed commit')
+    robot_rate_per_s: float = Field(
+        500.0, gt=0, le=1_000_000,
+        description='Publish frames one robot may send a second on average; more are refused '
+                    'with rate_limited (to that robot only)')
+    robot_rate_burst: int = Field(2000, ge=1, le=1_000_000,
+                                  description='Frames a robot may send at once above its rate')
+    robot_max_inflight: int = Field(
+        2000, ge=1,
+        description='Frames of one robot waiting for their commit; more are refused with '
+                    'rate_limited, so one robot never fills its writer shard\'s backlog')
     command_timeout_s: float = Field(10.0, gt=0)
     bus_queue_updates: int = Field(64, ge=1,
                                    description='Updates a dashboard may lag before it is dropped')
@@ -70,6 +80,12 @@ class Settings(BaseSettings):
             # declared silent, or a robot that only answers pings would be dropped.
             raise ValueError(f'presence_timeout_s must be longer than {IDLE_INTERVALS} x '
                              'ping_interval_s')
+        return self
+
+    @model_validator(mode='after')
+    def _check_robot_limits(self) -> Settings:
+        if self.robot_max_inflight > self.max_pending_messages:
+            raise ValueError('robot_max_inflight must not exceed max_pending_messages')
         return self
 
     @property

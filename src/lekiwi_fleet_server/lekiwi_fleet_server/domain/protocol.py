@@ -57,6 +57,7 @@ class ErrorCode(str, Enum):
     UNSUPPORTED_PROTOCOL = 'unsupported_protocol'
     REPLACED = 'replaced'
     SLOW_CONSUMER = 'slow_consumer'
+    RATE_LIMITED = 'rate_limited'
     SERVER_ERROR = 'server_error'
 
 

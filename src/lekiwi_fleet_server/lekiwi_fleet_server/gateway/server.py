@@ -20,6 +20,7 @@ from picows import ws_create_server
 
 from lekiwi_fleet_server.domain.presence import PresenceTracker
 from lekiwi_fleet_server.domain.protocol import CommandResponse, ErrorCode, ProtocolError
+from lekiwi_fleet_server.domain.rate_limit import TokenBucket
 from lekiwi_fleet_server.domain.shards import shard_of
 from lekiwi_fleet_server.domain.tokens import generate_token, hash_token, token_matches
 from lekiwi_fleet_server.gateway.batcher import CommitBatcher
@@ -196,6 +197,26 @@ class RobotGateway:
             self._received.inc()
             return True
         return False
+
+    def rate_bucket(self) -> TokenBucket:
+        """Return a new publish-rate bucket for a robot's connection."""
+        return TokenBucket(self.settings.robot_rate_per_s, self.settings.robot_rate_burst,
+                           time.monotonic())
+
+    def check_robot_limits(self, session: RobotSession, frame_id: str) -> None:
+        """Refuse the frame with rate_limited when its robot is over its rate or in-flight cap."""
+        robot_id = session.robot_id
+        assert robot_id is not None and session.rate is not None
+        if not session.rate.admit(time.monotonic()):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f'over {self.settings.robot_rate_per_s:g} frames/s; send it again in '
+                f'{max(0.1, session.rate.retry_after_s()):.1f} s', frame_id)
+        if self.batcher_of(robot_id).robot_pending(robot_id) >= self.settings.robot_max_inflight:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f'{self.settings.robot_max_inflight} frames of this robot wait for their commit; '
+                'send it again once they are acked', frame_id)
 
     def count_refused(self, code: ErrorCode) -> None:
         """Count a refused frame by its error code."""

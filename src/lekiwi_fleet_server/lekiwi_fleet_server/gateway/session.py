@@ -25,6 +25,7 @@ from lekiwi_fleet_server.domain.protocol import (
     auth_ok_frame,
     error_frame,
 )
+from lekiwi_fleet_server.domain.rate_limit import TokenBucket
 from lekiwi_fleet_server.store.interface import StoreError
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class RobotSession(WSListener):
         self.state = SessionState.AWAITING_AUTH
         self.robot_id: str | None = None
         self.token_sha256: str | None = None
+        self.rate: TokenBucket | None = None  # the robot's publish rate, once authenticated
         self.protocol: str | None = None
         self.agent_version: str | None = None
         self._max_frame = gateway.settings.max_frame_bytes
@@ -166,6 +168,7 @@ class RobotSession(WSListener):
         # writer process far cheaper than the decoded message would.
         p = protocol.parse_publish(frame)
         protocol.check_identity(p, self.robot_id)  # type: ignore[arg-type]
+        self._gw.check_robot_limits(self, f'{p.boot_id}:{p.seq}')
         if not self._gw.submit(self.robot_id, payload):  # type: ignore[arg-type]
             raise ProtocolError(ErrorCode.SERVER_ERROR,
                                 'the server is behind on commits; send it again later',
@@ -215,6 +218,7 @@ class RobotSession(WSListener):
             self._auth_timer.cancel()
         self.robot_id, self.protocol = request.robot_id, protocol_version
         self.token_sha256 = token_sha256  # re-checked when an admin changes the robot
+        self.rate = self._gw.rate_bucket()
         self.agent_version = request.agent_version
         self.state = SessionState.AUTHENTICATED
         self._gw.attach(self)
