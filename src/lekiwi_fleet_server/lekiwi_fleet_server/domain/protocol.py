@@ -10,6 +10,7 @@ tens of microseconds per frame on the gateway's hot path. One deliberate differe
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -209,8 +210,17 @@ def parse_publish(frame: Mapping[str, Any]) -> Publish:
     return Publish(topic, boot_id, seq, msg)  # type: ignore[arg-type]
 
 
-def check_identity(publish: Publish, robot_id: str) -> None:
-    """Refuse a message that names another robot or boot than the frame it came in."""
+def connection_boot_id() -> str:
+    """Return a new boot id for the stock rosbridge publishes of one connection."""
+    return f'conn-{secrets.token_hex(8)}'
+
+
+def check_identity(publish: Publish, robot_id: str, *, check_boot: bool = True) -> None:
+    """Refuse a message that names another robot or boot than the frame it came in.
+
+    `check_boot=False` for a stock publish, whose boot id the server chose: the message's own
+    boot id is the robot's and cannot match it.
+    """
     msg = publish.msg
     named_robot, named_boot = msg.get('robot_id'), msg.get('boot_id')
     fid = f'{publish.boot_id}:{publish.seq}'
@@ -218,7 +228,7 @@ def check_identity(publish: Publish, robot_id: str) -> None:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE,
                             f"{publish.topic}: msg.robot_id {named_robot!r} is not this "
                             f"connection's robot {robot_id!r}", fid)
-    if named_boot is not None and named_boot != publish.boot_id:
+    if check_boot and named_boot is not None and named_boot != publish.boot_id:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE,
                             f"{publish.topic}: msg.boot_id {named_boot!r} is not the frame's "
                             f"boot_id {publish.boot_id!r}", fid)

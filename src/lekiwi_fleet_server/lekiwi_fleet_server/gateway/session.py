@@ -65,6 +65,8 @@ class RobotSession(WSListener):
         self.robot_id: str | None = None
         self.token_sha256: str | None = None
         self.rate: TokenBucket | None = None  # the robot's publish rate, once authenticated
+        self._stock_boot: str | None = None  # boot id of stock rosbridge publishes (no boot_id)
+        self._stock_seq = 0
         self.protocol: str | None = None
         self.agent_version: str | None = None
         self._max_frame = gateway.settings.max_frame_bytes
@@ -166,8 +168,19 @@ class RobotSession(WSListener):
     def _publish(self, frame: dict[str, Any], payload: bytes) -> None:
         # Validated here, committed by the writer from the payload bytes: bytes cross to the
         # writer process far cheaper than the decoded message would.
+        at_most_once = 'boot_id' not in frame and 'seq' not in frame
+        if at_most_once:
+            # A stock rosbridge publish (roslibpy's Topic.publish): the connection's own boot
+            # id and the next seq make its idempotency key. Such a client keeps no outbox and
+            # does not resend, so each frame is stored at most once (docs/robot-protocol.md).
+            if self._stock_boot is None:
+                self._stock_boot = protocol.connection_boot_id()
+            self._stock_seq += 1
+            frame['boot_id'], frame['seq'] = self._stock_boot, self._stock_seq
+            payload = protocol.encode(frame)
         p = protocol.parse_publish(frame)
-        protocol.check_identity(p, self.robot_id)  # type: ignore[arg-type]
+        protocol.check_identity(p, self.robot_id,  # type: ignore[arg-type]
+                                check_boot=not at_most_once)
         self._gw.check_robot_limits(self, f'{p.boot_id}:{p.seq}')
         if not self._gw.submit(self.robot_id, payload):  # type: ignore[arg-type]
             raise ProtocolError(ErrorCode.SERVER_ERROR,
