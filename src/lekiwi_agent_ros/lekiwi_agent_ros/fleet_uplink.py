@@ -248,7 +248,7 @@ class FleetUplinkNode(Node):
                 declare('ack_timeout_s', 10.0, 'Reconnect when a frame waits this long for ack.')
             ),
             backoff_base_s=float(declare('backoff_base_s', 0.5, 'First reconnect delay cap.')),
-            backoff_cap_s=float(declare('backoff_cap_s', 30.0, 'Largest reconnect delay.')),
+            backoff_cap_s=float(declare('backoff_cap_s', 10.0, 'Largest reconnect delay.')),
             teleop_status_min_interval_s=float(
                 declare(
                     'teleop_status_min_interval_s',

@@ -125,7 +125,8 @@ class RobotGateway:
                 self.batcher_of(robot_id).submit_presence(change)
         self._sessions.clear()
         for session in list(self._open):
-            session.close(1001, 'server shutting down')
+            # 1012, service restart: the robots' uplinks start their backoff again (quick).
+            session.close(1012, 'server restarting')
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -70,7 +70,7 @@ async def test_start_marks_everyone_offline_and_stop_commits_offline(
         await wait_for(lambda: memory_store.online.get('kiwi-001') is True)
     assert ('kiwi-001', False, 'server_shutdown') in presence(memory_store)
     code, _frames = await robot.closed()
-    assert code == 1001
+    assert code == 1012  # service restart: robots come back quickly
 
 
 async def test_slow_consumer_is_dropped_without_stalling_others(
