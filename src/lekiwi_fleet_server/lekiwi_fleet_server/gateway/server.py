@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,11 +41,49 @@ from lekiwi_fleet_server.store.interface import FleetStore, PresenceChange
 log = logging.getLogger(__name__)
 
 # picows refuses frames above its own limit by closing with 1009 before we see them; we keep
-# that limit above max_frame_bytes so that a moderately oversize frame gets the protocol's
-# oversize_frame error first, and a huge one is cut off without buffering it.
+# that limit above max_frame_bytes so that a moderately oversize frame reaches the session
+# (which answers oversize_frame, then closes), and a huge one is cut off without buffering it.
+# For those, _LibraryRefusals sends the same oversize_frame status frame first.
 _HARD_FRAME_FACTOR = 4
 _HARD_FRAME_MIN = 256 * 1024
+_LOGGER = 'lekiwi.gateway'
+# picows logs under its own prefix, each connection as a child: picows.lekiwi.gateway.<fd>
+_PICOWS_LOGGER = f'picows.{_LOGGER}'
 _READ_BUFFER_BYTES = 4096  # grows on demand; picows' 16 KiB default costs 160 MB at 10k robots
+
+
+_TOO_BIG = re.compile(r'(\d+) > (\d+)')
+
+
+class _LibraryRefusals(logging.Handler):
+    """Answer a frame picows refuses for its size with oversize_frame, as the session would.
+
+    picows parses the frame header, finds the length over its limit and, in one go, logs
+    "WS parser error" on the connection's logger (`picows.lekiwi.gateway.<fd>`), sends close
+    1009 and disconnects, with no hook for the application. The log record comes first and is
+    handled synchronously, so the status frame written here precedes the close frame on the
+    wire. The
+    gateway test of oversize frames pins this (every size, up to 2^40 bytes), so a picows that
+    changes it fails there rather than in the field.
+    """
+
+    def __init__(self, gateway: RobotGateway) -> None:
+        super().__init__(logging.ERROR)
+        self._gw = gateway
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if not str(record.msg).startswith('WS parser error') or not record.args:
+                return
+            args = record.args[0] if isinstance(record.args, tuple) else None
+            if not isinstance(args, tuple) or not args or int(args[0]) != 1009:
+                return
+            fd = int(record.name.rsplit('.', 1)[1])
+            match = _TOO_BIG.search(str(args[1]) if len(args) > 1 else '')
+            size = int(match.group(1)) if match else 0
+        except (ValueError, IndexError, TypeError):
+            return
+        self._gw.refused_by_library(fd, size)
 
 
 class RobotGateway:
@@ -62,6 +101,8 @@ class RobotGateway:
         self.presence = PresenceTracker(settings.presence_timeout_s, settings.ping_interval_s)
         self._sessions: dict[str, RobotSession] = {}
         self._open: set[RobotSession] = set()
+        self._by_fd: dict[int, RobotSession] = {}  # for _LibraryRefusals
+        self._library_refusals = _LibraryRefusals(self)
         # Without committers (the writer processes), commits run in one thread of this process.
         # With several, each commits the robots of its shard (domain/shards.py) in batches of
         # its own, side by side.
@@ -93,11 +134,12 @@ class RobotGateway:
         marked = sum(await asyncio.gather(*(c.mark_all_offline(now) for c in self._committers)))
         log.info('gateway start: %d robots marked offline', marked)
         hard_limit = max(self.settings.max_frame_bytes * _HARD_FRAME_FACTOR, _HARD_FRAME_MIN)
+        logging.getLogger(_PICOWS_LOGGER).addHandler(self._library_refusals)
         self._server = await ws_create_server(
             self._listener_for, self.settings.gateway_host, self.settings.gateway_port,
             websocket_handshake_timeout=self.settings.auth_timeout_s,
             max_frame_size=hard_limit, read_buffer_init_size=_READ_BUFFER_BYTES,
-            logger_name='lekiwi.gateway', backlog=4096)
+            logger_name=_LOGGER, backlog=4096)
         self._tasks = [loop.create_task(b.run(), name=f'commit-batcher-{i}')
                        for i, b in enumerate(self.batchers)]
         self._tasks.append(loop.create_task(self._sweep_loop(), name='presence-sweep'))
@@ -137,6 +179,7 @@ class RobotGateway:
             log.error('gateway stop: %d messages could not be committed', self.pending)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
+        logging.getLogger(_PICOWS_LOGGER).removeHandler(self._library_refusals)
 
     # -- called by sessions -------------------------------------------------------------------
     def _listener_for(self, request: object) -> RobotSession | None:
@@ -156,13 +199,22 @@ class RobotGateway:
         """Return the wall clock the gateway stamps messages with."""
         return self._now()
 
-    def opened(self, session: RobotSession) -> None:
-        """Track a new (not yet authenticated) connection."""
+    def opened(self, session: RobotSession, fd: int) -> None:
+        """Track a new (not yet authenticated) connection and its socket's descriptor."""
         self._open.add(session)
+        self._by_fd[fd] = session
+
+    def refused_by_library(self, fd: int, size: int) -> None:
+        """Send oversize_frame to the connection picows is closing for a frame's size."""
+        session = self._by_fd.get(fd)
+        if session is not None:
+            session.refused_oversize(size)
 
     def closed(self, session: RobotSession, was_authenticated: bool) -> None:
         """Forget a closed connection; its robot goes offline unless a newer one took over."""
         self._open.discard(session)
+        if self._by_fd.get(session.fd) is session:
+            del self._by_fd[session.fd]
         robot_id = session.robot_id
         if not was_authenticated or robot_id is None:
             return

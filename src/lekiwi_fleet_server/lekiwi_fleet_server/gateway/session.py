@@ -76,6 +76,7 @@ class RobotSession(WSListener):
         self._auth_timer: asyncio.TimerHandle | None = None
         self._auth_task: asyncio.Task[None] | None = None
         self._write_buffer_size: Any = None
+        self.fd = -1  # the socket's descriptor (picows names its logger after it)
 
     # -- picows callbacks ---------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -83,7 +84,9 @@ class RobotSession(WSListener):
         self._write_buffer_size = transport.underlying_transport.get_write_buffer_size
         self._auth_timer = asyncio.get_running_loop().call_later(
             self._gw.settings.auth_timeout_s, self._on_auth_timeout)
-        self._gw.opened(self)
+        sock = transport.underlying_transport.get_extra_info('socket')
+        self.fd = sock.fileno() if sock is not None else -1
+        self._gw.opened(self, self.fd)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
@@ -200,6 +203,13 @@ class RobotSession(WSListener):
             raise ProtocolError(ErrorCode.INVALID_MESSAGE,
                                 f'already authenticated as {self.robot_id}', 'auth')
         # Other bookkeeping ops of rosbridge clients (advertise, ...) need no answer.
+
+    def refused_oversize(self, size: int) -> None:
+        """Answer a frame picows refused for its size (it sends close 1009 itself)."""
+        self._fragments = None
+        self._gw.count_refused(ErrorCode.OVERSIZE_FRAME)
+        self.send(error_frame(ProtocolError(
+            ErrorCode.OVERSIZE_FRAME, f'frame of {size} bytes exceeds {self._max_frame}')))
 
     def _oversize(self, size: int) -> None:
         self._fragments = None

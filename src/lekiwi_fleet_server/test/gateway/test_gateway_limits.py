@@ -32,7 +32,9 @@ def test_limits_are_validated() -> None:
     with pytest.raises(ValidationError):
         Settings(robot_rate_per_s=0)
     with pytest.raises(ValidationError):
-        Settings(robot_max_inflight=10, max_pending_messages=5)
+        Settings(robot_rate_burst=0)
+    with pytest.raises(ValidationError):
+        Settings(robot_max_inflight=0)
 
 
 async def test_a_flooding_robot_is_refused_while_the_others_keep_their_latency(
