@@ -2,7 +2,14 @@
 
 The n-th consecutive failure waits a uniformly random time in [0, min(cap, base * 2**n)], so a
 fleet that lost its server does not come back in lockstep. A connection that stayed up for
-`stable_after_s` counts as a success and starts the sequence again. Random and clock injected.
+`stable_after_s` counts as a success and starts the sequence again, and so does the server
+closing with 1012 (service restart): the server is coming back, the robot is not at fault.
+Random and clock injected.
+
+Why a 10 s cap: after a server restart every robot is back within one cap of the server being up
+(its next attempt falls in [0, cap]), so 10 s keeps a fleet's return under 30 s with room for
+the restart itself, while 1,000 robots still arrive spread over the cap (100/s) rather than
+at once (tests/bench/reconnect.py measures it).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ class BackoffConfig:
     """Base and cap of the delays, and how long a connection must last to reset them."""
 
     base_s: float = 0.5
-    cap_s: float = 30.0
+    cap_s: float = 10.0
     stable_after_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -54,6 +61,11 @@ class Backoff:
         delay = self._random() * self.ceiling()
         self._failures += 1
         return delay
+
+    def server_restarting(self) -> None:
+        """Start the delays again: the server closed with 1012 and will be back shortly."""
+        self._failures = 0
+        self._connected_at = None
 
     def connected(self) -> None:
         """Note that a connection is up (authenticated)."""

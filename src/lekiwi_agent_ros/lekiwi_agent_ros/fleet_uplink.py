@@ -248,7 +248,7 @@ class FleetUplinkNode(Node):
                 declare('ack_timeout_s', 10.0, 'Reconnect when a frame waits this long for ack.')
             ),
             backoff_base_s=float(declare('backoff_base_s', 0.5, 'First reconnect delay cap.')),
-            backoff_cap_s=float(declare('backoff_cap_s', 30.0, 'Largest reconnect delay.')),
+            backoff_cap_s=float(declare('backoff_cap_s', 10.0, 'Largest reconnect delay.')),
             teleop_status_min_interval_s=float(
                 declare(
                     'teleop_status_min_interval_s',
@@ -300,6 +300,10 @@ class FleetUplinkNode(Node):
     def _store(self, topic: str, data: dict[str, Any]) -> None:
         if self._outbox is None or self._client is None:
             return  # shutting down
+        if 'boot_id' in data:
+            # The server refuses a message naming another boot than its frame's; nodes run as
+            # processes of their own (one_process:=false) each drew a boot id of their own.
+            data['boot_id'] = self.boot_id
         try:
             result = self._outbox.put(topic, data)
         except OutboxError as exc:

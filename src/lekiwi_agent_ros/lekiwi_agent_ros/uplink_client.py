@@ -29,6 +29,9 @@ except ImportError as exc:  # websockets < 13: Ubuntu 24.04's python3-websockets
 from lekiwi_agent_ros.backoff import Backoff
 from lekiwi_agent_ros.uplink_session import Log, UplinkSession
 
+# The close code of a server going down for a restart (RFC 6455 registry): come back soon.
+SERVICE_RESTART = 1012
+
 
 class UplinkClient:
     """Keeps one authenticated WebSocket to the fleet server and pumps the session through it."""
@@ -161,6 +164,8 @@ class UplinkClient:
                 self._log(logging.INFO, f'connected to {self._url}; authenticating')
                 await ws.send(self._session.connection_opened(token))
                 await self._serve(ws)
+                if ws.close_code == SERVICE_RESTART:
+                    self._backoff.server_restarting()
                 self._log(
                     logging.WARNING,
                     f'disconnected from {self._url}: {_close_summary(ws)}',

@@ -31,7 +31,7 @@ def test_very_many_failures_do_not_overflow() -> None:
     backoff = Backoff(BackoffConfig(), random=lambda: 1.0, now=Clock())
     for _ in range(5000):
         backoff.next_delay()
-    assert backoff.next_delay() == 30.0 and backoff.failures == 5001
+    assert backoff.next_delay() == 10.0 and backoff.failures == 5001  # the default cap
 
 
 def test_only_a_stable_connection_resets_the_delays() -> None:
@@ -58,3 +58,14 @@ def test_only_a_stable_connection_resets_the_delays() -> None:
 def test_invalid_configuration_is_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         BackoffConfig(**kwargs)
+
+
+def test_a_server_restart_starts_the_delays_again() -> None:
+    backoff = Backoff(BackoffConfig(base_s=0.5, cap_s=10.0), lambda: 1.0, Clock())
+    for _ in range(8):
+        backoff.next_delay()
+    assert backoff.ceiling() == 10.0
+    backoff.connected()
+    backoff.server_restarting()  # the server closed with 1012: it will be back soon
+    backoff.disconnected()
+    assert [backoff.next_delay() for _ in range(3)] == [0.5, 1.0, 2.0]

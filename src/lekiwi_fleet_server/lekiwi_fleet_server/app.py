@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +42,9 @@ from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.accounts import SqlAccountStore
 from lekiwi_fleet_server.store.interface import FleetStore
+
+if TYPE_CHECKING:
+    from lekiwi_fleet_server.store.changes import ChangeWatcher
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +122,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         committers: list[Committer] | None = None
+        watcher: ChangeWatcher | None = None
         if store_factory is None and uses_writer_process(settings):
             store, committers = await run_in_threadpool(_open_split_store, settings)
         else:
@@ -142,6 +147,13 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             await gateway.start()
             discovery = await start_discovery(settings, store, gateway, now)
             legacy_task = _start_legacy(settings, gateway, store, now)
+            # Admin changes made by other processes (the CLI) reach the gateway and writers.
+            if store_factory is None:
+                from lekiwi_fleet_server.store.changes import watcher_for  # the SQL stack
+
+                watcher = watcher_for(settings.resolved_database_url, gateway.store_changed)
+                if watcher is not None:
+                    await run_in_threadpool(watcher.start)
             services = FleetServices(settings, store, gateway, bus, metrics, now, discovery)
             app.state.services = services
             if on_ready is not None:
@@ -152,6 +164,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                 await discovery.stop()
             if legacy_task is not None:
                 legacy_task.cancel()
+            if watcher is not None:
+                await run_in_threadpool(watcher.stop)
             bus.close()
             if gateway.started:
                 await gateway.stop()

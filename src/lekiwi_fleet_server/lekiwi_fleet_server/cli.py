@@ -1,5 +1,5 @@
-"""`lekiwi-fleet-server serve | migrate | enrol | revoke | create-operator | create-account |
-discover | import-legacy`.
+"""`lekiwi-fleet-server serve | migrate | enrol | revoke | rotate-token | create-operator |
+create-account | discover | import-legacy`.
 
 Settings come from the environment (`LEKIWI_*`); a few flags override them. Tokens are printed
 once, on their own line, and never again: only their hashes are stored.
@@ -11,7 +11,9 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import getpass
 import logging
+import os
 import resource
 import socket
 import sys
@@ -50,8 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     enrol = sub.add_parser('enrol', help='enrol a robot and print its token once')
     enrol.add_argument('robot_id')
     enrol.add_argument('--tag', action='append', default=[], help='repeatable')
+    enrol.add_argument('--reenrol', action='store_true',
+                       help='enrol a revoked robot again, with a new token')
     revoke = sub.add_parser('revoke', help="revoke a robot's token")
     revoke.add_argument('robot_id')
+    rotate = sub.add_parser('rotate-token',
+                            help="give a robot a new token, print it once (the old one stops)")
+    rotate.add_argument('robot_id')
     operator = sub.add_parser('create-operator', help='create an operator, print its token once')
     operator.add_argument('name')
     operator.add_argument('--role', choices=('admin', 'operator', 'viewer'), required=True)
@@ -126,23 +133,41 @@ def _account_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _admin_command(args: argparse.Namespace, settings: Settings) -> int:
-    from lekiwi_fleet_server.api.admin import create_operator, enrol_robot
+    from lekiwi_fleet_server.api.admin import (
+        create_operator,
+        enrol_robot,
+        reenrol_robot,
+        rotate_token,
+    )
     from lekiwi_fleet_server.store.factory import open_store
     from lekiwi_fleet_server.store.interface import StoreError
 
     if args.command == 'migrate':
         settings = settings.model_copy(update={'migrate_on_start': True})
-    store = open_store(settings)
+    # Beside a running server the CLI must not load every robot nor catch projections up (the
+    # server's writers do both, and catching up beside them collided with their writes): it
+    # reads back only the robot it changes.
+    store = open_store(settings, preload=args.command == 'migrate')
     try:
         now = time.time()
         if args.command == 'migrate':
             print('database migrated')
         elif args.command == 'enrol':
-            enrolment = enrol_robot(store, args.robot_id, args.tag, now=now)
+            if args.reenrol:
+                enrolment = reenrol_robot(store, args.robot_id, args.tag, by=_cli_actor(),
+                                          now=now)
+            else:
+                enrolment = enrol_robot(store, args.robot_id, args.tag, now=now,
+                                        actor=_cli_actor())
             print(f'enrolled robot {args.robot_id}; its token (shown once):', file=sys.stderr)
             print(enrolment.token)
+        elif args.command == 'rotate-token':
+            token = rotate_token(store, args.robot_id, by=_cli_actor(), now=now)
+            print(f'new token of robot {args.robot_id} (shown once; the old one is refused '
+                  'from now on):', file=sys.stderr)
+            print(token)
         elif args.command == 'revoke':
-            store.revoke_robot(args.robot_id, now=now)
+            store.revoke_robot(args.robot_id, now=now, actor=_cli_actor())
             print(f'revoked robot {args.robot_id}')
         elif args.command == 'import-legacy':
             return _import_legacy(store, settings, args, now)
@@ -183,6 +208,14 @@ def _import_legacy(store: Any, settings: Settings, args: argparse.Namespace, now
         print('  tokens of the new robots were not kept: pass --tokens-out FILE to keep them '
               'for installing the agent later', file=sys.stderr)
     return 0
+
+
+def _cli_actor() -> str:
+    """Name who runs an admin command, for the events it records."""
+    try:
+        return f'cli:{getpass.getuser()}'
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return f'cli:uid-{os.getuid()}'
 
 
 def tune_runtime() -> None:

@@ -56,6 +56,17 @@ class Settings(BaseSettings):
                                       description='Uncommitted messages held before new ones '
                                                   'are refused with server_error')
     store_retry_s: float = Field(0.5, gt=0, description='Pause after a failed commit')
+    robot_rate_per_s: float = Field(
+        500.0, gt=0, le=1_000_000,
+        description='Publish frames one robot may send a second on average; more are refused '
+                    'with rate_limited (to that robot only)')
+    robot_rate_burst: int = Field(2000, ge=1, le=1_000_000,
+                                  description='Frames a robot may send at once above its rate')
+    robot_max_inflight: int = Field(
+        2000, ge=1,
+        description='Frames of one robot waiting for their commit; more are refused with '
+                    'rate_limited, so one robot never fills its writer shard\'s backlog '
+                    '(keep it well below max_pending_messages / writer_shards)')
     command_timeout_s: float = Field(10.0, gt=0)
     bus_queue_updates: int = Field(64, ge=1,
                                    description='Updates a dashboard may lag before it is dropped')

@@ -50,6 +50,31 @@ def enrol_robot(store: FleetStore, robot_id: str, tags: Sequence[str], *, now: f
     return Enrolment(robot, token)
 
 
+def _check_tags(tags: Sequence[str]) -> None:
+    bad = [t for t in tags if not TAG.fullmatch(t)]
+    if bad:
+        raise InvalidInput(f'tags must be 1-64 characters of [A-Za-z0-9._:/-]: {bad}')
+
+
+def reenrol_robot(store: FleetStore, robot_id: str, tags: Sequence[str], *, by: str,
+                  now: float) -> Enrolment:
+    """Enrol a revoked robot again with a new token (recorded as RobotReEnrolled, by `by`)."""
+    validate_robot_id(robot_id)
+    _check_tags(tags)
+    token = generate_token()
+    robot = store.reenrol_robot(robot_id, hash_token(token), tuple(dict.fromkeys(tags)), by=by,
+                                now=now)
+    return Enrolment(robot, token)
+
+
+def rotate_token(store: FleetStore, robot_id: str, *, by: str, now: float) -> str:
+    """Give a robot a new token and return it (shown once); its old token is refused at once."""
+    validate_robot_id(robot_id)
+    token = generate_token()
+    store.rotate_robot_token(robot_id, hash_token(token), by=by, now=now)
+    return token
+
+
 def create_operator(store: FleetStore, name: str, role: OperatorRole, *, now: float
                     ) -> tuple[Operator, str]:
     """Create an operator with a new token; return it and the token (shown once)."""

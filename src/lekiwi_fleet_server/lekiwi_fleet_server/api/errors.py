@@ -25,6 +25,7 @@ from lekiwi_fleet_server.store.interface import (
     InvalidQuery,
     OperatorAlreadyExists,
     RobotAlreadyEnrolled,
+    RobotRevoked,
     StoreUnavailable,
     UnknownRobot,
 )
@@ -37,6 +38,7 @@ ERRORS: Mapping[type[Exception], tuple[int, str]] = {
     InvalidCommand: (422, 'invalid_request'),
     UnknownRobot: (404, 'not_found'),
     RobotAlreadyEnrolled: (409, 'conflict'),
+    RobotRevoked: (409, 'conflict'),
     OperatorAlreadyExists: (409, 'conflict'),
     # Another writer changed the stream first: the client may retry.
     ConcurrencyConflict: (409, 'conflict'),

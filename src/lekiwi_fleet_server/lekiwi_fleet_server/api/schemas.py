@@ -43,11 +43,18 @@ Tag = Annotated[str, Field(pattern=f'^{TAG.pattern}$')]
 class EnrolRequest(BaseModel):
     robot_id: str = Field(pattern=f'^{ROBOT_ID.pattern}$')
     tags: list[Tag] = Field(default_factory=list, max_length=32)
+    reenrol: bool = Field(False, description='Enrol a revoked robot again (a new token); '
+                                             'recorded as RobotReEnrolled with who did it')
 
 
 class EnrolResponse(BaseModel):
     robot: RobotOut
     token: str = Field(description='The robot token; shown once, only its hash is stored')
+
+
+class TokenRotated(BaseModel):
+    robot_id: str
+    token: str = Field(description='The new robot token; shown once, the old one is refused')
 
 
 class EventOut(_FromAttributes):

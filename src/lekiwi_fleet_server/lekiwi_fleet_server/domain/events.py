@@ -72,6 +72,35 @@ class RobotTokenRevoked(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class RobotTokenRotated(DomainEvent):
+    """An admin gave the robot a new token; the old one is refused from now on."""
+
+    TYPE: ClassVar[str] = 'RobotTokenRotated'
+    rotated_at: float = 0.0
+    by: str = ''  # who did it: an operator's name, or cli:<user>
+
+    def summary(self) -> str:
+        return f'token rotated by {self.by}' if self.by else 'token rotated'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotReEnrolled(DomainEvent):
+    """An admin enrolled a revoked robot again, with a new token and tags."""
+
+    TYPE: ClassVar[str] = 'RobotReEnrolled'
+    tags: tuple[str, ...] = ()
+    reenrolled_at: float = 0.0
+    by: str = ''
+
+    @property
+    def severity(self) -> str:
+        return 'warning'
+
+    def summary(self) -> str:
+        return f're-enrolled by {self.by}' if self.by else 're-enrolled'
+
+
+@dataclass(frozen=True, slots=True)
 class RobotCameOnline(DomainEvent):
     TYPE: ClassVar[str] = 'RobotCameOnline'
     at: float = 0.0
@@ -209,7 +238,7 @@ class DeploymentStatusReported(DomainEvent):
 EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     RobotEnrolled, RobotTokenRevoked, RobotCameOnline, RobotWentOffline, TeleopSessionStarted,
     TeleopSessionEnded, RobotVersionChanged, ResourceAlarmRaised, ResourceAlarmCleared,
-    RobotEventReported, DeploymentStatusReported,
+    RobotEventReported, DeploymentStatusReported, RobotTokenRotated, RobotReEnrolled,
 )
 
 # The type registry: stored type name -> class. A constant: it never changes at run time.

@@ -10,6 +10,7 @@ tens of microseconds per frame on the gateway's hot path. One deliberate differe
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -32,6 +33,10 @@ BOOKKEEPING_OPS = frozenset({
 })
 DATA_OPS = frozenset({'auth', 'publish', 'service_response'})
 
+# What an error frame echoes of the refused frame, at most (docs/robot-protocol.md, section 5).
+MAX_ERROR_MSG_CHARS = 256
+MAX_ERROR_ID_CHARS = 128
+
 _U64 = 18446744073709551615
 _I64 = 9223372036854775807
 _ROBOT_ID = re.compile(r'[A-Za-z0-9._-]{1,64}')
@@ -53,6 +58,7 @@ class ErrorCode(str, Enum):
     UNSUPPORTED_PROTOCOL = 'unsupported_protocol'
     REPLACED = 'replaced'
     SLOW_CONSUMER = 'slow_consumer'
+    RATE_LIMITED = 'rate_limited'
     SERVER_ERROR = 'server_error'
 
 
@@ -202,6 +208,30 @@ def parse_publish(frame: Mapping[str, Any]) -> Publish:
         if error is not None:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f'{topic}: {error}', frame_id(frame))
     return Publish(topic, boot_id, seq, msg)  # type: ignore[arg-type]
+
+
+def connection_boot_id() -> str:
+    """Return a new boot id for the stock rosbridge publishes of one connection."""
+    return f'conn-{secrets.token_hex(8)}'
+
+
+def check_identity(publish: Publish, robot_id: str, *, check_boot: bool = True) -> None:
+    """Refuse a message that names another robot or boot than the frame it came in.
+
+    `check_boot=False` for a stock publish, whose boot id the server chose: the message's own
+    boot id is the robot's and cannot match it.
+    """
+    msg = publish.msg
+    named_robot, named_boot = msg.get('robot_id'), msg.get('boot_id')
+    fid = f'{publish.boot_id}:{publish.seq}'
+    if named_robot is not None and named_robot != robot_id:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"{publish.topic}: msg.robot_id {named_robot!r} is not this "
+                            f"connection's robot {robot_id!r}", fid)
+    if check_boot and named_boot is not None and named_boot != publish.boot_id:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"{publish.topic}: msg.boot_id {named_boot!r} is not the frame's "
+                            f"boot_id {publish.boot_id!r}", fid)
 
 
 def parse_subscribe(frame: Mapping[str, Any]) -> str:
@@ -391,12 +421,19 @@ def auth_ok_frame(robot_id: str, protocol: str) -> bytes:
                    'protocol': protocol, 'robot_id': robot_id})
 
 
+def truncate(text: str, limit: int) -> str:
+    """Return `text` cut to at most `limit` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[:limit - 1] + '\u2026'
+
+
 def error_frame(error: ProtocolError) -> bytes:
-    """Encode the error `status` frame for a refused frame."""
+    """Encode the error `status` frame for a refused frame (what it echoes is truncated)."""
+    # A message names what it refuses (a topic, an op, a field): a 60 KB topic name must not
+    # come back as a 60 KB reply, so both the message and the id are cut.
     frame: dict[str, Any] = {'op': 'status', 'level': 'error', 'code': error.code.value,
-                             'msg': error.message}
+                             'msg': truncate(error.message, MAX_ERROR_MSG_CHARS)}
     if error.frame_id is not None:
-        frame['id'] = error.frame_id
+        frame['id'] = truncate(error.frame_id, MAX_ERROR_ID_CHARS)
     return encode(frame)
 
 

@@ -32,7 +32,9 @@ from lekiwi_fleet_server.domain.events import (
     RobotCameOnline,
     RobotEnrolled,
     RobotEventReported,
+    RobotReEnrolled,
     RobotTokenRevoked,
+    RobotTokenRotated,
     RobotVersionChanged,
     RobotWentOffline,
     TeleopSessionEnded,
@@ -140,6 +142,8 @@ class RobotAggregate:
             return replace(nxt, enrolled=True, enrolled_at=event.enrolled_at, tags=event.tags)
         if isinstance(event, RobotTokenRevoked):
             return replace(nxt, revoked=True, revoked_at=event.revoked_at)
+        if isinstance(event, RobotReEnrolled):
+            return replace(nxt, enrolled=True, revoked=False, revoked_at=None, tags=event.tags)
         if isinstance(event, RobotCameOnline):
             return replace(nxt, online=True, presence_at=event.at, presence_reason=event.reason)
         if isinstance(event, RobotWentOffline):
@@ -281,6 +285,14 @@ class RobotState:
     def on_enrol(self, tags: tuple[str, ...], now: float) -> Outcome:
         """Enrol the robot (the caller checked it is not enrolled)."""
         return self._with([RobotEnrolled(self.robot_id, tags=tags, enrolled_at=now)])
+
+    def on_reenrol(self, tags: tuple[str, ...], now: float, by: str) -> Outcome:
+        """Enrol a revoked robot again (the caller checked it is revoked)."""
+        return self._with([RobotReEnrolled(self.robot_id, tags=tags, reenrolled_at=now, by=by)])
+
+    def on_rotate_token(self, now: float, by: str) -> Outcome:
+        """Record a new token (the caller checked the robot is enrolled and not revoked)."""
+        return self._with([RobotTokenRotated(self.robot_id, rotated_at=now, by=by)])
 
     def on_revoke(self, now: float) -> Outcome:
         """Revoke the robot's token; revoking twice changes nothing."""

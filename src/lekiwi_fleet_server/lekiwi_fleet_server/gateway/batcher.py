@@ -45,6 +45,9 @@ class CommitBatcher:
         self._now = now
         self._monotonic = monotonic
         self._pending: list[RawFrame] = []
+        # Frames of each robot submitted and not yet committed (or refused by the store): the
+        # gateway's per-robot in-flight cap reads it, so one robot cannot fill the backlog.
+        self._robot_pending: dict[str, int] = {}
         self._presence: list[PresenceChange] = []
         self._wakeup = asyncio.Event()
         self._last_start = float('-inf')
@@ -55,12 +58,18 @@ class CommitBatcher:
         """Return how many frames wait for a commit."""
         return len(self._pending)
 
+    def robot_pending(self, robot_id: str) -> int:
+        """Return how many frames of this robot wait for their commit."""
+        return self._robot_pending.get(robot_id, 0)
+
     def submit(self, robot_id: str, received_at: float, payload: bytes) -> bool:
         """Queue a publish frame for the next batch; False when the backlog is full."""
         pending = self._pending
         if len(pending) >= self._max_pending:
             return False
         pending.append((robot_id, received_at, payload))
+        counts = self._robot_pending
+        counts[robot_id] = counts.get(robot_id, 0) + 1
         if len(pending) == 1:
             self._wakeup.set()
         return True
@@ -107,6 +116,13 @@ class CommitBatcher:
             self._metrics.commit_failures.inc()
             log.exception('commit of %d frames failed unexpectedly, will retry', len(frames))
             return None
+        counts = self._robot_pending
+        for robot_id, _at, _payload in frames:  # answered now: acked or refused
+            left = counts[robot_id] - 1
+            if left:
+                counts[robot_id] = left
+            else:
+                del counts[robot_id]
         metrics = self._metrics
         metrics.commit_seconds.observe(time.perf_counter() - started)
         self.committed_batches += 1

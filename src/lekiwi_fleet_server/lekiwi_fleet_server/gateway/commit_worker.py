@@ -136,6 +136,8 @@ class Committer(Protocol):
     async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
                      now: float, want_update: bool) -> CommitOutcome: ...
 
+    async def forget(self, robot_ids: Sequence[str]) -> None: ...
+
     async def mark_all_offline(self, now: float) -> int: ...
 
 
@@ -151,6 +153,12 @@ class ThreadCommitter:
         """Run `CommitWorker.commit` in the writer thread."""
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._worker.commit, frames, presence, now, want_update)
+
+    async def forget(self, robot_ids: Sequence[str]) -> None:
+        """Drop the store's memory of these robots, in the writer thread (after its batch)."""
+        store = self._worker.store
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, store.forget_robots, list(robot_ids))
 
     async def mark_all_offline(self, now: float) -> int:
         """Record every robot shown online as offline (at gateway start)."""

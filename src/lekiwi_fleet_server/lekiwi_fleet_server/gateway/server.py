@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from picows import ws_create_server
 
 from lekiwi_fleet_server.domain.presence import PresenceTracker
 from lekiwi_fleet_server.domain.protocol import CommandResponse, ErrorCode, ProtocolError
+from lekiwi_fleet_server.domain.rate_limit import TokenBucket
 from lekiwi_fleet_server.domain.shards import shard_of
 from lekiwi_fleet_server.domain.tokens import generate_token, hash_token, token_matches
 from lekiwi_fleet_server.gateway.batcher import CommitBatcher
@@ -39,11 +41,49 @@ from lekiwi_fleet_server.store.interface import FleetStore, PresenceChange
 log = logging.getLogger(__name__)
 
 # picows refuses frames above its own limit by closing with 1009 before we see them; we keep
-# that limit above max_frame_bytes so that a moderately oversize frame gets the protocol's
-# oversize_frame error first, and a huge one is cut off without buffering it.
+# that limit above max_frame_bytes so that a moderately oversize frame reaches the session
+# (which answers oversize_frame, then closes), and a huge one is cut off without buffering it.
+# For those, _LibraryRefusals sends the same oversize_frame status frame first.
 _HARD_FRAME_FACTOR = 4
 _HARD_FRAME_MIN = 256 * 1024
+_LOGGER = 'lekiwi.gateway'
+# picows logs under its own prefix, each connection as a child: picows.lekiwi.gateway.<fd>
+_PICOWS_LOGGER = f'picows.{_LOGGER}'
 _READ_BUFFER_BYTES = 4096  # grows on demand; picows' 16 KiB default costs 160 MB at 10k robots
+
+
+_TOO_BIG = re.compile(r'(\d+) > (\d+)')
+
+
+class _LibraryRefusals(logging.Handler):
+    """Answer a frame picows refuses for its size with oversize_frame, as the session would.
+
+    picows parses the frame header, finds the length over its limit and, in one go, logs
+    "WS parser error" on the connection's logger (`picows.lekiwi.gateway.<fd>`), sends close
+    1009 and disconnects, with no hook for the application. The log record comes first and is
+    handled synchronously, so the status frame written here precedes the close frame on the
+    wire. The
+    gateway test of oversize frames pins this (every size, up to 2^40 bytes), so a picows that
+    changes it fails there rather than in the field.
+    """
+
+    def __init__(self, gateway: RobotGateway) -> None:
+        super().__init__(logging.ERROR)
+        self._gw = gateway
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if not str(record.msg).startswith('WS parser error') or not record.args:
+                return
+            args = record.args[0] if isinstance(record.args, tuple) else None
+            if not isinstance(args, tuple) or not args or int(args[0]) != 1009:
+                return
+            fd = int(record.name.rsplit('.', 1)[1])
+            match = _TOO_BIG.search(str(args[1]) if len(args) > 1 else '')
+            size = int(match.group(1)) if match else 0
+        except (ValueError, IndexError, TypeError):
+            return
+        self._gw.refused_by_library(fd, size)
 
 
 class RobotGateway:
@@ -61,6 +101,8 @@ class RobotGateway:
         self.presence = PresenceTracker(settings.presence_timeout_s, settings.ping_interval_s)
         self._sessions: dict[str, RobotSession] = {}
         self._open: set[RobotSession] = set()
+        self._by_fd: dict[int, RobotSession] = {}  # for _LibraryRefusals
+        self._library_refusals = _LibraryRefusals(self)
         # Without committers (the writer processes), commits run in one thread of this process.
         # With several, each commits the robots of its shard (domain/shards.py) in batches of
         # its own, side by side.
@@ -82,6 +124,7 @@ class RobotGateway:
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -91,11 +134,12 @@ class RobotGateway:
         marked = sum(await asyncio.gather(*(c.mark_all_offline(now) for c in self._committers)))
         log.info('gateway start: %d robots marked offline', marked)
         hard_limit = max(self.settings.max_frame_bytes * _HARD_FRAME_FACTOR, _HARD_FRAME_MIN)
+        logging.getLogger(_PICOWS_LOGGER).addHandler(self._library_refusals)
         self._server = await ws_create_server(
             self._listener_for, self.settings.gateway_host, self.settings.gateway_port,
             websocket_handshake_timeout=self.settings.auth_timeout_s,
             max_frame_size=hard_limit, read_buffer_init_size=_READ_BUFFER_BYTES,
-            logger_name='lekiwi.gateway', backlog=4096)
+            logger_name=_LOGGER, backlog=4096)
         self._tasks = [loop.create_task(b.run(), name=f'commit-batcher-{i}')
                        for i, b in enumerate(self.batchers)]
         self._tasks.append(loop.create_task(self._sweep_loop(), name='presence-sweep'))
@@ -123,7 +167,8 @@ class RobotGateway:
                 self.batcher_of(robot_id).submit_presence(change)
         self._sessions.clear()
         for session in list(self._open):
-            session.close(1001, 'server shutting down')
+            # 1012, service restart: the robots' uplinks start their backoff again (quick).
+            session.close(1012, 'server restarting')
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -134,6 +179,7 @@ class RobotGateway:
             log.error('gateway stop: %d messages could not be committed', self.pending)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
+        logging.getLogger(_PICOWS_LOGGER).removeHandler(self._library_refusals)
 
     # -- called by sessions -------------------------------------------------------------------
     def _listener_for(self, request: object) -> RobotSession | None:
@@ -153,13 +199,22 @@ class RobotGateway:
         """Return the wall clock the gateway stamps messages with."""
         return self._now()
 
-    def opened(self, session: RobotSession) -> None:
-        """Track a new (not yet authenticated) connection."""
+    def opened(self, session: RobotSession, fd: int) -> None:
+        """Track a new (not yet authenticated) connection and its socket's descriptor."""
         self._open.add(session)
+        self._by_fd[fd] = session
+
+    def refused_by_library(self, fd: int, size: int) -> None:
+        """Send oversize_frame to the connection picows is closing for a frame's size."""
+        session = self._by_fd.get(fd)
+        if session is not None:
+            session.refused_oversize(size)
 
     def closed(self, session: RobotSession, was_authenticated: bool) -> None:
         """Forget a closed connection; its robot goes offline unless a newer one took over."""
         self._open.discard(session)
+        if self._by_fd.get(session.fd) is session:
+            del self._by_fd[session.fd]
         robot_id = session.robot_id
         if not was_authenticated or robot_id is None:
             return
@@ -196,12 +251,32 @@ class RobotGateway:
             return True
         return False
 
+    def rate_bucket(self) -> TokenBucket:
+        """Return a new publish-rate bucket for a robot's connection."""
+        return TokenBucket(self.settings.robot_rate_per_s, self.settings.robot_rate_burst,
+                           time.monotonic())
+
+    def check_robot_limits(self, session: RobotSession, frame_id: str) -> None:
+        """Refuse the frame with rate_limited when its robot is over its rate or in-flight cap."""
+        robot_id = session.robot_id
+        assert robot_id is not None and session.rate is not None
+        if not session.rate.admit(time.monotonic()):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f'over {self.settings.robot_rate_per_s:g} frames/s; send it again in '
+                f'{max(0.1, session.rate.retry_after_s()):.1f} s', frame_id)
+        if self.batcher_of(robot_id).robot_pending(robot_id) >= self.settings.robot_max_inflight:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f'{self.settings.robot_max_inflight} frames of this robot wait for their commit; '
+                'send it again once they are acked', frame_id)
+
     def count_refused(self, code: ErrorCode) -> None:
         """Count a refused frame by its error code."""
         self._refused[code].inc()
 
-    async def verify_robot(self, robot_id: str, token: str) -> None:
-        """Check a robot's token against its stored hash; raise auth_failed when it fails."""
+    async def verify_robot(self, robot_id: str, token: str) -> str:
+        """Check a robot's token against its stored hash; return the hash, or raise."""
         credentials = await asyncio.get_running_loop().run_in_executor(
             self._readers, self._store.robot_credentials, robot_id)
         stored = credentials.token_sha256 if credentials is not None else self._decoy_hash
@@ -210,6 +285,64 @@ class RobotGateway:
             raise ProtocolError(ErrorCode.AUTH_FAILED, 'unknown robot or wrong token', 'auth')
         if credentials.revoked:
             raise ProtocolError(ErrorCode.AUTH_FAILED, 'robot token revoked', 'auth')
+        return credentials.token_sha256
+
+    # -- admin changes made anywhere (store/changes.py) ---------------------------------------
+    def store_changed(self, kind: str, key: str) -> None:
+        """Take an admin change (from any thread): a robot's credentials or state changed."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_store_change, kind, key)
+
+    def _on_store_change(self, kind: str, key: str) -> None:
+        if kind == 'robot':
+            self.recheck_robots([key])
+        elif kind == 'resync':  # the watcher may have missed changes: check everybody
+            self.recheck_robots(list(self._sessions))
+
+    def recheck_robots(self, robot_ids: Sequence[str]) -> None:
+        """Make the writers reload these robots and close sessions whose token is no longer good.
+
+        The writers forget first: their next batch reads the robot back (revoked, its frames
+        are refused), in order after the batch they are committing now.
+        """
+        loop = asyncio.get_running_loop()
+        by_shard: dict[int, list[str]] = {}
+        for robot_id in robot_ids:
+            by_shard.setdefault(shard_of(robot_id, len(self._committers)), []).append(robot_id)
+        for shard, ids in by_shard.items():
+            self._keep(loop.create_task(self._forget(self._committers[shard], ids)))
+        for robot_id in robot_ids:
+            session = self._sessions.get(robot_id)
+            if session is not None:
+                self._keep(loop.create_task(self._recheck(robot_id, session)))
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        # The loop holds tasks weakly: keep them until they end.
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _forget(committer: Committer, robot_ids: list[str]) -> None:
+        try:
+            await committer.forget(robot_ids)
+        except Exception as exc:  # a writer that died reloads every robot when it restarts
+            log.warning('writer could not forget %d robots: %s', len(robot_ids), exc)
+
+    async def _recheck(self, robot_id: str, session: RobotSession) -> None:
+        try:
+            credentials = await asyncio.get_running_loop().run_in_executor(
+                self._readers, self._store.robot_credentials, robot_id)
+        except Exception as exc:
+            log.error('robot %s: credentials re-check failed (%s); closing its session',
+                      robot_id, exc)
+            credentials = None  # unsure whether it may stay: it reconnects and authenticates
+        if self._sessions.get(robot_id) is not session:
+            return
+        if credentials is None or credentials.revoked:
+            session.refuse(ProtocolError(ErrorCode.AUTH_FAILED, 'robot token revoked'))
+        elif credentials.token_sha256 != session.token_sha256:
+            session.refuse(ProtocolError(ErrorCode.AUTH_FAILED, 'robot token rotated'))
 
     # -- after commit -------------------------------------------------------------------------
     def _on_committed(self, outcome: CommitOutcome) -> None:

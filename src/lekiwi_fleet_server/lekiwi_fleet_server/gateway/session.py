@@ -25,6 +25,7 @@ from lekiwi_fleet_server.domain.protocol import (
     auth_ok_frame,
     error_frame,
 )
+from lekiwi_fleet_server.domain.rate_limit import TokenBucket
 from lekiwi_fleet_server.store.interface import StoreError
 
 if TYPE_CHECKING:
@@ -62,6 +63,10 @@ class RobotSession(WSListener):
         self.transport: WSTransport | None = None
         self.state = SessionState.AWAITING_AUTH
         self.robot_id: str | None = None
+        self.token_sha256: str | None = None
+        self.rate: TokenBucket | None = None  # the robot's publish rate, once authenticated
+        self._stock_boot: str | None = None  # boot id of stock rosbridge publishes (no boot_id)
+        self._stock_seq = 0
         self.protocol: str | None = None
         self.agent_version: str | None = None
         self._max_frame = gateway.settings.max_frame_bytes
@@ -71,6 +76,7 @@ class RobotSession(WSListener):
         self._auth_timer: asyncio.TimerHandle | None = None
         self._auth_task: asyncio.Task[None] | None = None
         self._write_buffer_size: Any = None
+        self.fd = -1  # the socket's descriptor (picows names its logger after it)
 
     # -- picows callbacks ---------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -78,7 +84,9 @@ class RobotSession(WSListener):
         self._write_buffer_size = transport.underlying_transport.get_write_buffer_size
         self._auth_timer = asyncio.get_running_loop().call_later(
             self._gw.settings.auth_timeout_s, self._on_auth_timeout)
-        self._gw.opened(self)
+        sock = transport.underlying_transport.get_extra_info('socket')
+        self.fd = sock.fileno() if sock is not None else -1
+        self._gw.opened(self, self.fd)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
@@ -130,11 +138,7 @@ class RobotSession(WSListener):
                 else:
                     self._other_op(frame)
             elif self.state is SessionState.AWAITING_AUTH:
-                frame = protocol.decode_frame(payload)
-                if protocol.frame_op(frame) != 'auth':
-                    raise ProtocolError(ErrorCode.UNAUTHENTICATED,
-                                        'the first frame must be auth', protocol.frame_id(frame))
-                self._start_auth(protocol.parse_auth(frame))
+                self._first_frame(payload)
             elif self.state is SessionState.AUTHENTICATING:
                 # A stock rosbridge client sends right after auth without waiting for its
                 # answer: hold those frames until the token is checked.
@@ -147,10 +151,40 @@ class RobotSession(WSListener):
                 log.exception('robot %s: frame handling failed', self.robot_id)
             self.refuse(protocol_error_for(exc, protocol.frame_id(frame) if frame else None))
 
+    def _first_frame(self, payload: bytes) -> None:
+        # Whatever is wrong with the first frame (not JSON, an unknown op, any op but auth),
+        # the connection closes with 4401: an unauthenticated peer gets one answer, not a
+        # conversation until the auth timeout.
+        frame: dict[str, Any] | None = None
+        try:
+            frame = protocol.decode_frame(payload)
+            op = protocol.frame_op(frame)
+        except ProtocolError as exc:
+            raise ProtocolError(ErrorCode.UNAUTHENTICATED,
+                                f'the first frame must be auth ({exc.code.value}: '
+                                f'{exc.message})', exc.frame_id) from None
+        if op != 'auth':
+            raise ProtocolError(ErrorCode.UNAUTHENTICATED, 'the first frame must be auth',
+                                protocol.frame_id(frame))
+        self._start_auth(protocol.parse_auth(frame))
+
     def _publish(self, frame: dict[str, Any], payload: bytes) -> None:
         # Validated here, committed by the writer from the payload bytes: bytes cross to the
         # writer process far cheaper than the decoded message would.
+        at_most_once = 'boot_id' not in frame and 'seq' not in frame
+        if at_most_once:
+            # A stock rosbridge publish (roslibpy's Topic.publish): the connection's own boot
+            # id and the next seq make its idempotency key. Such a client keeps no outbox and
+            # does not resend, so each frame is stored at most once (docs/robot-protocol.md).
+            if self._stock_boot is None:
+                self._stock_boot = protocol.connection_boot_id()
+            self._stock_seq += 1
+            frame['boot_id'], frame['seq'] = self._stock_boot, self._stock_seq
+            payload = protocol.encode(frame)
         p = protocol.parse_publish(frame)
+        protocol.check_identity(p, self.robot_id,  # type: ignore[arg-type]
+                                check_boot=not at_most_once)
+        self._gw.check_robot_limits(self, f'{p.boot_id}:{p.seq}')
         if not self._gw.submit(self.robot_id, payload):  # type: ignore[arg-type]
             raise ProtocolError(ErrorCode.SERVER_ERROR,
                                 'the server is behind on commits; send it again later',
@@ -170,6 +204,13 @@ class RobotSession(WSListener):
                                 f'already authenticated as {self.robot_id}', 'auth')
         # Other bookkeeping ops of rosbridge clients (advertise, ...) need no answer.
 
+    def refused_oversize(self, size: int) -> None:
+        """Answer a frame picows refused for its size (it sends close 1009 itself)."""
+        self._fragments = None
+        self._gw.count_refused(ErrorCode.OVERSIZE_FRAME)
+        self.send(error_frame(ProtocolError(
+            ErrorCode.OVERSIZE_FRAME, f'frame of {size} bytes exceeds {self._max_frame}')))
+
     def _oversize(self, size: int) -> None:
         self._fragments = None
         self.refuse(ProtocolError(ErrorCode.OVERSIZE_FRAME,
@@ -184,7 +225,7 @@ class RobotSession(WSListener):
 
     async def _authenticate(self, request: AuthRequest, protocol_version: str) -> None:
         try:
-            await self._gw.verify_robot(request.robot_id, request.token)
+            token_sha256 = await self._gw.verify_robot(request.robot_id, request.token)
         except Exception as exc:
             if self.state is SessionState.CLOSED:
                 return
@@ -199,6 +240,8 @@ class RobotSession(WSListener):
         if self._auth_timer is not None:
             self._auth_timer.cancel()
         self.robot_id, self.protocol = request.robot_id, protocol_version
+        self.token_sha256 = token_sha256  # re-checked when an admin changes the robot
+        self.rate = self._gw.rate_bucket()
         self.agent_version = request.agent_version
         self.state = SessionState.AUTHENTICATED
         self._gw.attach(self)

@@ -60,8 +60,12 @@ _PR_SET_PDEATHSIG = 1
 # What the server process may ask of the writer: the store's writes, and commits of frames.
 WRITER_METHODS = frozenset({
     'commit_frames', 'commit_batch', 'enrol_robot', 'revoke_robot', 'create_operator',
-    'mark_all_offline', 'maintain', 'ping',
+    'mark_all_offline', 'maintain', 'ping', 'rotate_robot_token', 'reenrol_robot',
+    'forget_robots',
 })
+# The writes about one robot, which go to the writer of its shard.
+_ROBOT_METHODS = frozenset({'enrol_robot', 'revoke_robot', 'rotate_robot_token',
+                            'reenrol_robot'})
 
 
 def write_frame(out: IO[bytes], obj: object) -> None:
@@ -387,8 +391,15 @@ class WriterPool:
 
     def call_sync(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run a store write on the writer it belongs to and return its result (SplitStore)."""
-        if method in ('enrol_robot', 'revoke_robot'):
+        if method in _ROBOT_METHODS:
             return self.process_of(args[0]).call_sync(method, *args, **kwargs)
+        if method == 'forget_robots':
+            by_shard: dict[int, list[str]] = {}
+            for robot_id in args[0]:
+                by_shard.setdefault(shard_of(robot_id, self.shards), []).append(robot_id)
+            for f in [self.processes[i].call(method, ids) for i, ids in by_shard.items()]:
+                f.result()
+            return None
         if method == 'commit_batch':
             return self._commit_batch(*args, **kwargs)
         if method in ('mark_all_offline', 'ping'):
@@ -453,6 +464,10 @@ class ProcessCommitter:
         result: CommitOutcome = await asyncio.wrap_future(self._process.call(
             'commit_frames', list(frames), list(presence), now, want_update))
         return result
+
+    async def forget(self, robot_ids: Sequence[str]) -> None:
+        """Have the writer drop its memory of these robots (after the batches sent before)."""
+        await asyncio.wrap_future(self._process.call('forget_robots', list(robot_ids)))
 
     async def mark_all_offline(self, now: float) -> int:
         """Have the writer record every robot shown online as offline."""

@@ -165,6 +165,11 @@ def plan_batch(
         if state is None or not state.aggregate.enrolled:
             plan.rejected.append(RejectedMessage(key, f'robot {item.robot_id!r} is not enrolled'))
             continue
+        if state.aggregate.revoked:
+            # The gateway closes a revoked robot's session, but frames it sent before that
+            # may still be queued: none of them is stored.
+            plan.rejected.append(RejectedMessage(key, f'robot {item.robot_id!r} is revoked'))
+            continue
         try:
             outcome = _apply(state, item, config)
             # The outcome is taken only once its seq is recorded: refused, it changes nothing.

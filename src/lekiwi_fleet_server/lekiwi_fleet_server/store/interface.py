@@ -36,6 +36,10 @@ class UnknownRobot(StoreError):
     """No robot with this id is enrolled."""
 
 
+class RobotRevoked(StoreError):
+    """The robot's token is revoked: only re-enrolment brings it back."""
+
+
 class OperatorAlreadyExists(StoreError):
     """An operator with this token hash exists already."""
 
@@ -262,6 +266,20 @@ class FleetStore(Protocol):
 
     def revoke_robot(self, robot_id: str, *, now: float, actor: str | None = None) -> None:
         """Revoke a robot's token; `actor` goes into the event's metadata."""
+        ...
+
+    def rotate_robot_token(self, robot_id: str, token_sha256: str, *, by: str,
+                           now: float) -> None:
+        """Replace an enrolled, unrevoked robot's token hash; record who did it."""
+        ...
+
+    def reenrol_robot(self, robot_id: str, token_sha256: str, tags: Sequence[str], *,
+                      by: str, now: float) -> RobotSummary:
+        """Enrol a revoked robot again with a new token; record who did it."""
+        ...
+
+    def forget_robots(self, robot_ids: Sequence[str]) -> None:
+        """Drop what a writer remembers of these robots (another process changed them)."""
         ...
 
     def create_operator(

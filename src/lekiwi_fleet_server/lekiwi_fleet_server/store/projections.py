@@ -26,6 +26,7 @@ from lekiwi_fleet_server.db.schema import (
 from lekiwi_fleet_server.domain.events import (
     DomainEvent,
     RobotEnrolled,
+    RobotReEnrolled,
     TeleopSessionEnded,
     TeleopSessionStarted,
 )
@@ -63,7 +64,8 @@ def robot_row(aggregate: RobotAggregate) -> dict[str, Any]:
 
 def occurred_at(event: DomainEvent, recorded_at: float) -> float:
     """Return when the event happened (its own time field), else when it was recorded."""
-    for name in ('at', 'ended_at', 'started_at', 'enrolled_at', 'revoked_at'):
+    for name in ('at', 'ended_at', 'started_at', 'enrolled_at', 'revoked_at', 'rotated_at',
+                 'reenrolled_at'):
         value = getattr(event, name, None)
         if value:
             return float(value)
@@ -75,7 +77,8 @@ def project_robots(conn: Connection, applied: Sequence[Applied],
     """Write the rows of the robots whose streams `applied` touched."""
     touched = sorted({a.event.robot_id for a in applied})
     upsert(conn, robots, [robot_row(aggregates[r]) for r in touched], keys=['robot_id'])
-    enrolled = sorted({a.event.robot_id for a in applied if isinstance(a.event, RobotEnrolled)})
+    enrolled = sorted({a.event.robot_id for a in applied
+                       if isinstance(a.event, RobotEnrolled | RobotReEnrolled)})
     if enrolled:
         conn.execute(sa.delete(robot_tags).where(robot_tags.c.robot_id.in_(enrolled)))
         rows = [{'robot_id': r, 'tag': t} for r in enrolled for t in aggregates[r].tags]

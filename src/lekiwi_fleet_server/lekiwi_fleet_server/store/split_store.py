@@ -64,6 +64,22 @@ class SplitStore:
         """Revoke through the writer."""
         self._call('revoke_robot', robot_id, now=now, actor=actor)
 
+    def rotate_robot_token(self, robot_id: str, token_sha256: str, *, by: str,
+                           now: float) -> None:
+        """Rotate through the writer."""
+        self._call('rotate_robot_token', robot_id, token_sha256, by=by, now=now)
+
+    def reenrol_robot(self, robot_id: str, token_sha256: str, tags: Sequence[str], *,
+                      by: str, now: float) -> RobotSummary:
+        """Re-enrol through the writer."""
+        summary: RobotSummary = self._call('reenrol_robot', robot_id, token_sha256,
+                                           tuple(tags), by=by, now=now)
+        return summary
+
+    def forget_robots(self, robot_ids: Sequence[str]) -> None:
+        """Have the writers drop their memory of these robots."""
+        self._call('forget_robots', list(robot_ids))
+
     def create_operator(self, name: str, role: OperatorRole, token_sha256: str, *,
                         now: float) -> Operator:
         """Create an operator through the writer."""

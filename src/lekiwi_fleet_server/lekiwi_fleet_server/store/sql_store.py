@@ -34,10 +34,17 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from lekiwi_fleet_server.db.engine import make_engine, writer
-from lekiwi_fleet_server.db.schema import credentials, operators, robot_current, robots
+from lekiwi_fleet_server.db.schema import (
+    credentials,
+    event_counter,
+    operators,
+    robot_current,
+    robots,
+)
 from lekiwi_fleet_server.domain.robot_state import CurrentState, RobotAggregate, RobotState
 from lekiwi_fleet_server.migrations import current_revision, head_revision, upgrade
 from lekiwi_fleet_server.store import (
+    changes,
     event_store,
     ingest,
     projections,
@@ -61,6 +68,7 @@ from lekiwi_fleet_server.store.interface import (
     RobotCredentials,
     RobotFilter,
     RobotMessage,
+    RobotRevoked,
     RobotSummary,
     SequenceCoverage,
     StoreError,
@@ -78,6 +86,7 @@ ROBOT_ID = re.compile(r'[A-Za-z0-9._-]{1,64}')
 TAG = re.compile(r'[A-Za-z0-9._:=/-]{1,64}')
 SHA256_HEX = re.compile(r'[0-9a-f]{64}')
 MAX_TAGS = 32
+ADMIN_WRITE_ATTEMPTS = 5
 ROLES = ('viewer', 'operator', 'admin')
 
 
@@ -289,44 +298,127 @@ class SqlFleetStore:
         _check_robot_id(robot_id)
         _check_sha256(token_sha256)
         clean_tags = _check_tags(tags)
-        with self._lock, translate_errors('enrol_robot'):
-            try:
-                with self._writer.begin() as conn:
-                    self._ensure_loaded(conn, [robot_id])
-                    state = self._states.get(robot_id) or RobotState(RobotAggregate(robot_id))
-                    if state.aggregate.enrolled:
-                        raise RobotAlreadyEnrolled(f'robot {robot_id!r} is enrolled already')
-                    plan = self._commit_outcomes(conn, [state.on_enrol(clean_tags, now)],
-                                                 'admin:enrol', now, actor)
-                    conn.execute(sa.insert(credentials).values(
-                        robot_id=robot_id, token_sha256=token_sha256, revoked=False,
-                        updated_at=now))
-            except (ConcurrencyConflict, IntegrityError) as exc:
-                self._forget([robot_id])
+
+        def write(conn: Connection, state: RobotState | None) -> ingest.BatchPlan:
+            state = state or RobotState(RobotAggregate(robot_id))
+            if state.aggregate.enrolled:
+                raise RobotAlreadyEnrolled(
+                    f'robot {robot_id!r} is revoked: re-enrol it' if state.aggregate.revoked
+                    else f'robot {robot_id!r} is enrolled already')
+            plan = self._commit_outcomes(conn, [state.on_enrol(clean_tags, now)], 'admin:enrol',
+                                         now, actor)
+            try:  # the transaction is rolled back by the raise below
+                conn.execute(sa.insert(credentials).values(
+                    robot_id=robot_id, token_sha256=token_sha256, revoked=False, updated_at=now))
+            except IntegrityError as exc:
                 raise RobotAlreadyEnrolled(f'robot {robot_id!r} is enrolled already') from exc
-            self._states.update(plan.states)
-            return queries.summary_from_state(self._states[robot_id], now=now,
-                                              stale_after_s=self._config.stale_after_s)
+            return plan
+
+        self._admin_write('enrol_robot', robot_id, write)
+        return self._summary(robot_id, now)
 
     def revoke_robot(self, robot_id: str, *, now: float, actor: str | None = None) -> None:
         """Revoke a robot's token (the gateway refuses it from now on); idempotent."""
         if not _is_robot_id(robot_id):
             raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
-        with self._lock, translate_errors('revoke_robot'):
-            try:
-                with self._writer.begin() as conn:
-                    self._ensure_loaded(conn, [robot_id])
-                    state = self._states.get(robot_id)
-                    if state is None:
-                        raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
-                    plan = self._commit_outcomes(conn, [state.on_revoke(now)], 'admin:revoke',
-                                                 now, actor)
-                    conn.execute(sa.update(credentials).where(credentials.c.robot_id == robot_id)
-                                 .values(revoked=True, updated_at=now))
-            except BaseException:
+
+        def write(conn: Connection, state: RobotState | None) -> ingest.BatchPlan:
+            if state is None:
+                raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
+            plan = self._commit_outcomes(conn, [state.on_revoke(now)], 'admin:revoke', now,
+                                         actor)
+            conn.execute(sa.update(credentials).where(credentials.c.robot_id == robot_id)
+                         .values(revoked=True, updated_at=now))
+            return plan
+
+        self._admin_write('revoke_robot', robot_id, write)
+
+    def rotate_robot_token(self, robot_id: str, token_sha256: str, *, by: str,
+                           now: float) -> None:
+        """Give an enrolled, unrevoked robot a new token hash (the old one is refused)."""
+        if not _is_robot_id(robot_id):
+            raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
+        _check_sha256(token_sha256)
+
+        def write(conn: Connection, state: RobotState | None) -> ingest.BatchPlan:
+            if state is None:
+                raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
+            if state.aggregate.revoked:
+                raise RobotRevoked(f'robot {robot_id!r} is revoked: re-enrol it')
+            plan = self._commit_outcomes(conn, [state.on_rotate_token(now, by)],
+                                         'admin:rotate-token', now, by)
+            conn.execute(sa.update(credentials).where(credentials.c.robot_id == robot_id)
+                         .values(token_sha256=token_sha256, updated_at=now))
+            return plan
+
+        self._admin_write('rotate_robot_token', robot_id, write)
+
+    def reenrol_robot(self, robot_id: str, token_sha256: str, tags: Sequence[str], *,
+                      by: str, now: float) -> RobotSummary:
+        """Enrol a revoked robot again with a new token hash and tags."""
+        if not _is_robot_id(robot_id):
+            raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
+        _check_sha256(token_sha256)
+        clean_tags = _check_tags(tags)
+
+        def write(conn: Connection, state: RobotState | None) -> ingest.BatchPlan:
+            if state is None:
+                raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
+            if not state.aggregate.revoked:
+                raise RobotAlreadyEnrolled(
+                    f'robot {robot_id!r} is not revoked: rotate its token instead')
+            plan = self._commit_outcomes(conn, [state.on_reenrol(clean_tags, now, by)],
+                                         'admin:reenrol', now, by)
+            conn.execute(sa.update(credentials).where(credentials.c.robot_id == robot_id)
+                         .values(token_sha256=token_sha256, revoked=False, updated_at=now))
+            return plan
+
+        self._admin_write('reenrol_robot', robot_id, write)
+        return self._summary(robot_id, now)
+
+    def _admin_write(self, action: str, robot_id: str,
+                     write: Callable[[Connection, RobotState | None], ingest.BatchPlan]) -> None:
+        """Run an admin write about one robot on its state read back; retry on a conflict.
+
+        Admin writes are rare and may follow a write of another process (the CLI, or the
+        server's writer appending a robot's events while the CLI revokes it): each attempt
+        reads the robot back instead of trusting memory, so a stale stream version never
+        surfaces (it was an HTTP 500 once), and a concurrent append makes it try again.
+        Committed, it is announced to listening servers (store/changes.py).
+        """
+        with self._lock, translate_errors(action):
+            for attempt in range(1, ADMIN_WRITE_ATTEMPTS + 1):
                 self._forget([robot_id])
-                raise
-            self._states.update(plan.states)
+                try:
+                    with self._writer.begin() as conn:
+                        # Take the event counter's lock before reading the robot back: a
+                        # writer appending its events (a robot sending) commits first, so the
+                        # version read is the one to append at (store/event_store.py). Without
+                        # it the CLI lost that race to a busy writer every time. SQLite's
+                        # BEGIN IMMEDIATE serialises writers already (FOR UPDATE is ignored).
+                        conn.execute(sa.select(event_counter).with_for_update())
+                        self._ensure_loaded(conn, [robot_id])
+                        plan = write(conn, self._states.get(robot_id))
+                        changes.announce(conn, 'robot', robot_id)
+                except ConcurrencyConflict:
+                    self._forget([robot_id])
+                    if attempt == ADMIN_WRITE_ATTEMPTS:
+                        raise
+                    continue
+                except BaseException:
+                    self._forget([robot_id])
+                    raise
+                self._states.update(plan.states)
+                return
+
+    def _summary(self, robot_id: str, now: float) -> RobotSummary:
+        return queries.summary_from_state(self._states[robot_id], now=now,
+                                          stale_after_s=self._config.stale_after_s)
+
+    def forget_robots(self, robot_ids: Sequence[str]) -> None:
+        """Drop the remembered state of these robots: the next batch reloads it."""
+        with self._lock:
+            self._forget(list(robot_ids))
 
     def mark_all_offline(self, *, now: float, reason: str = 'server_restart') -> int:
         """Record every robot the read model shows online as offline; return how many."""
@@ -361,6 +453,7 @@ class SqlFleetStore:
                     conn.execute(sa.insert(operators).values(
                         token_sha256=token_sha256, name=name, role=role, created_at=now,
                         revoked=False))
+                    changes.announce(conn, 'operator', name)
             except IntegrityError as exc:
                 raise OperatorAlreadyExists('an operator with this token exists already') from exc
         return Operator(name=name, role=role, token_sha256=token_sha256, created_at=now)

@@ -41,10 +41,10 @@ def robot_connection(api: Api, robot_id: str, token: str) -> ClientConnection:
     return ws
 
 
-def event_frame(seq: int) -> dict[str, Any]:
+def event_frame(seq: int, robot_id: str) -> dict[str, Any]:
     return {'op': 'publish', 'topic': 'fleet/events', 'boot_id': BOOT, 'seq': seq,
             'msg': {'header': {'stamp': {'sec': 1, 'nanosec': 0}, 'frame_id': ''},
-                    'robot_id': 'x', 'boot_id': BOOT, 'sequence': seq, 'severity': 1,
+                    'robot_id': robot_id, 'boot_id': BOOT, 'sequence': seq, 'severity': 1,
                     'event_type': 'bench.note', 'payload_json': '{}'}}
 
 

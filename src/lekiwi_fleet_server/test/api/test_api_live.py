@@ -71,7 +71,7 @@ def test_dashboard_stream_gets_snapshot_then_updates(api: Api) -> None:
         seen: dict[str, Any] = snapshot['robots'][0]
         assert seen['status'] == 'never_seen'
         ws = robot_connection(api, 'kiwi-dash', token)
-        ws.send(json.dumps(event_frame(1)))
+        ws.send(json.dumps(event_frame(1, 'kiwi-dash')))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and seen.get('last_seq') != 1:
             update = json.loads(dash.receive_text())
@@ -118,7 +118,7 @@ def test_roslibpy_client_authenticates_publishes_and_gets_acks(api: Api) -> None
 
         roslibpy.Topic(ros, 'fleet/ack', 'lekiwi_fleet_msgs/msg/Ack').subscribe(on_ack)
         # rosbridge's publish op with the protocol's extra fields (boot_id, seq).
-        ros.send_on_ready(roslibpy.Message(event_frame(1)))
+        ros.send_on_ready(roslibpy.Message(event_frame(1, 'kiwi-ros')))
         assert done.wait(5), 'no ack received'
         assert acks[0] == {'boot_id': BOOT, 'ranges': [[1, 1]]}
         page = api.services.store.robot_timeline('kiwi-ros', 0, 100)

@@ -146,3 +146,32 @@ def test_telemetry_range_is_downsampled(api: Api) -> None:
                   'end=5', f'start={start}&end={start + 60}&bucket_s=0'):
         assert api.client.get(f'/api/v1/robots/kiwi-t/telemetry?{query}',
                               headers=api.viewer).status_code == 422
+
+
+def test_rotate_token_and_reenrol_through_the_api(api: Api) -> None:
+    old = api.enrol('kiwi-rot')
+    robots = '/api/v1/robots'
+    assert api.client.post(f'{robots}/kiwi-rot/rotate-token', headers=api.viewer).status_code \
+        == 403
+    rotated = api.client.post(f'{robots}/kiwi-rot/rotate-token', headers=api.admin)
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()['token']
+    assert rotated.json()['robot_id'] == 'kiwi-rot' and new.startswith('lkw_') and new != old
+    assert api.services.store.robot_credentials('kiwi-rot').token_sha256 == hash_token(new)
+    assert api.client.post(f'{robots}/ghost/rotate-token', headers=api.admin).status_code == 404
+    # Re-enrolment is for revoked robots only; a revoked one cannot be rotated.
+    body = {'robot_id': 'kiwi-rot', 'tags': ['lab'], 'reenrol': True}
+    assert api.client.post(robots, headers=api.admin, json=body).status_code == 409
+    assert api.client.post(f'{robots}/kiwi-rot/revoke', headers=api.admin).status_code == 204
+    assert api.client.post(f'{robots}/kiwi-rot/rotate-token', headers=api.admin).status_code \
+        == 409
+    plain = api.client.post(robots, headers=api.admin, json={'robot_id': 'kiwi-rot'})
+    assert plain.status_code == 409 and 're-enrol' in plain.text
+    again = api.client.post(robots, headers=api.admin, json=body)
+    assert again.status_code == 201, again.text
+    assert not again.json()['robot']['revoked'] and again.json()['robot']['tags'] == ['lab']
+    assert api.client.post(robots, headers=api.admin,
+                           json={'robot_id': 'ghost', 'reenrol': True}).status_code == 404
+    events = api.client.get(f'{robots}/kiwi-rot/events', headers=api.viewer).json()['events']
+    by = {e['type']: e['data'].get('by') for e in events}
+    assert by['RobotTokenRotated'] and by['RobotReEnrolled'] == by['RobotTokenRotated']

@@ -28,7 +28,7 @@ def test_sequences_show_ranges_count_and_gaps(api: Api) -> None:
     try:
         before = time.time()
         for seq in (1, 2, 3, 6, 7, 3):  # 4 and 5 not yet, 3 twice
-            ws.send(json.dumps(event_frame(seq)))
+            ws.send(json.dumps(event_frame(seq, 'kiwi-seq')))
         wait_acked(ws, {1, 2, 3, 6, 7})
         body = api.client.get(url, headers=api.viewer).json()
         (boot,) = body['boots']
@@ -37,7 +37,7 @@ def test_sequences_show_ranges_count_and_gaps(api: Api) -> None:
         assert boot['gaps'] == [[4, 5]]
         assert before <= boot['first_seen_at'] <= boot['updated_at'] <= time.time()
         for seq in (5, 4):
-            ws.send(json.dumps(event_frame(seq)))
+            ws.send(json.dumps(event_frame(seq, 'kiwi-seq')))
         wait_acked(ws, {4, 5})
     finally:
         ws.close()

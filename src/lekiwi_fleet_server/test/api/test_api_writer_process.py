@@ -41,7 +41,7 @@ def test_ingest_admin_writes_and_reads_through_the_writer_process(split_api: Api
         assert json.loads(dash.receive_text())['type'] == 'snapshot'
         ws = robot_connection(api, 'kiwi-split', token)
         for seq in (1, 2, 3):
-            ws.send(json.dumps(event_frame(seq)))
+            ws.send(json.dumps(event_frame(seq, 'kiwi-split')))
         acked: set[int] = set()
         while acked != {1, 2, 3}:
             reply = json.loads(ws.recv(timeout=5))
@@ -97,8 +97,8 @@ def test_two_writer_shards_serve_one_fleet(sharded_api: Api) -> None:
         assert json.loads(dash.receive_text())['type'] == 'snapshot'
         sockets = {r: robot_connection(api, r, tokens[r]) for r in robots}
         for seq in (1, 2, 3):
-            for ws in sockets.values():
-                ws.send(json.dumps(event_frame(seq)))
+            for r, ws in sockets.items():
+                ws.send(json.dumps(event_frame(seq, r)))
         for ws in sockets.values():
             assert acked_seqs(ws, {1, 2, 3}) == {1, 2, 3}
         seen = dict.fromkeys(robots, 0)

@@ -28,6 +28,8 @@ def _samples() -> list[ev.DomainEvent]:
         ev.DeploymentStatusReported('r', at=10.0, deployment_id='d', release_version='1.1',
                                     previous_version='1.0', phase='failed', progress=0.5,
                                     message='disk'),
+        ev.RobotTokenRotated('r', rotated_at=11.0, by='ada'),
+        ev.RobotReEnrolled('r', tags=('lab',), reenrolled_at=12.0, by='cli:root'),
     ]
 
 

@@ -31,6 +31,7 @@ class MemoryStore:
         self.down = False  # while True every call raises StoreUnavailable
         self.commit_delay_s = 0.0
         self.commits = 0
+        self.forgotten: list[str] = []  # robots the gateway told the writer to forget
 
     def _check(self) -> None:
         if self.down:
@@ -74,6 +75,9 @@ class MemoryStore:
             if while_committing is not None:
                 while_committing(result)
             return result
+
+    def forget_robots(self, robot_ids: Sequence[str]) -> None:
+        self.forgotten.extend(robot_ids)
 
     def mark_all_offline(self, *, now: float, reason: str = 'server_restart') -> int:
         self._check()

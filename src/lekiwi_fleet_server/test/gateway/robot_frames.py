@@ -46,8 +46,8 @@ def event(robot_id: str = 'kiwi-001', sequence: int = 1, boot_id: str = BOOT,
             'severity': 1, 'event_type': event_type, 'payload_json': '{"k": 1}'}
 
 
-def deployment_status() -> dict[str, Any]:
-    return {'header': header(), 'robot_id': 'kiwi-001', 'deployment_id': 'd-1',
+def deployment_status(robot_id: str = 'kiwi-001') -> dict[str, Any]:
+    return {'header': header(), 'robot_id': robot_id, 'deployment_id': 'd-1',
             'release_version': '1.1.0', 'previous_version': '1.0.0', 'phase': 2,
             'progress': 0.5, 'message': 'downloading'}
 
@@ -62,9 +62,19 @@ MESSAGES = {
 
 
 def publish(topic: str, seq: int, msg: dict[str, Any] | None = None,
-            boot_id: str = BOOT) -> dict[str, Any]:
-    return {'op': 'publish', 'topic': topic, 'boot_id': boot_id, 'seq': seq,
-            'msg': msg if msg is not None else MESSAGES[topic]()}
+            boot_id: str = BOOT, robot_id: str = 'kiwi-001') -> dict[str, Any]:
+    if msg is None:
+        # A message names the frame's robot and boot (the gateway refuses others).
+        if topic in _NAMES_BOOT:
+            msg = MESSAGES[topic](robot_id=robot_id, boot_id=boot_id)
+        elif topic == 'fleet/deployment_status':
+            msg = deployment_status(robot_id)
+        else:
+            msg = MESSAGES[topic]()
+    return {'op': 'publish', 'topic': topic, 'boot_id': boot_id, 'seq': seq, 'msg': msg}
+
+
+_NAMES_BOOT = frozenset({'fleet/heartbeat', 'fleet/telemetry', 'fleet/events'})
 
 
 def auth(robot_id: str, token: str, protocols: list[str] | None = None) -> dict[str, Any]:

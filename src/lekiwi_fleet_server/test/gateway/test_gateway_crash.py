@@ -111,7 +111,7 @@ async def test_sigkill_mid_ingest_loses_no_acknowledged_message(
     with pytest.raises(websockets.ConnectionClosed):
         while True:
             sent += 1
-            await robot.send(rf.publish('fleet/events', sent))
+            await robot.send(rf.publish('fleet/events', sent, robot_id='kiwi-crash'))
             if sent % 20 == 0:
                 await asyncio.sleep(0.005)
             if len(acked) > 300 and servers[0].proc.poll() is None:
@@ -134,7 +134,7 @@ async def test_sigkill_mid_ingest_loses_no_acknowledged_message(
     again = await Robot.authenticated(servers[1].gateway, 'kiwi-crash', token)
     missing = [s for s in range(1, sent) if s not in acked]
     for seq in missing:
-        await again.send(rf.publish('fleet/events', seq))
+        await again.send(rf.publish('fleet/events', seq, robot_id='kiwi-crash'))
     await again.acked(rf.BOOT, set(missing), timeout=10)
     await again.close()
     final = stored_seqs(pg_url, 'kiwi-crash')

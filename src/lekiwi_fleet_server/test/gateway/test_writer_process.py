@@ -299,14 +299,16 @@ def test_a_pool_sends_each_robot_s_writes_to_its_shard(pool: WriterPool) -> None
     # to the other writer, b's writer would still hold b as not revoked.)
     pool.call_sync('revoke_robot', b, now=2.0)
     beat = RobotMessage(b, rf.BOOT, 2, 'fleet/heartbeat', rf.heartbeat(b, 2), time.time())
-    (summary,) = pool.call_sync('commit_batch', [beat], now=time.time()).changed_robots
-    assert summary.robot_id == b and summary.revoked
+    refused = pool.call_sync('commit_batch', [beat], now=time.time())
+    assert not refused.acknowledged and 'revoked' in refused.rejected[0].reason
+    c = next(f'kiwi-{i}' for i in range(100, 200) if shard_of(f'kiwi-{i}', 2) == 1)
+    pool.call_sync('enrol_robot', c, TOKEN_HASH, (), now=2.5)
     # A batch over both shards is split between them and its results merged.
     result = pool.call_sync('commit_batch', [
         RobotMessage(r, rf.BOOT, 5, 'fleet/events', rf.event(r, 5), time.time())
-        for r in (a, b)], [PresenceChange(a, True, time.time(), 'connected')], now=time.time())
-    assert sorted(k.robot_id for k in result.acknowledged) == sorted([a, b])
-    assert [s.robot_id for s in result.changed_robots] == sorted([a, b])
+        for r in (a, c)], [PresenceChange(a, True, time.time(), 'connected')], now=time.time())
+    assert sorted(k.robot_id for k in result.acknowledged) == sorted([a, c])
+    assert [s.robot_id for s in result.changed_robots] == sorted([a, c])
     positions = [e.position for e in result.new_events]
     assert positions == sorted(positions) and len(positions) == 3  # online, 2 events
     assert pool.call_sync('mark_all_offline', now=3.0) == 1  # a, from shard 0

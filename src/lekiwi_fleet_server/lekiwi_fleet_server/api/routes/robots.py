@@ -1,4 +1,4 @@
-"""Robots: list with filters, detail, enrol and revoke."""
+"""Robots: list with filters, detail, enrol (and re-enrol), revoke, rotate a token."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from lekiwi_fleet_server.api.admin import TAG, enrol_robot
+from lekiwi_fleet_server.api.admin import TAG, enrol_robot, reenrol_robot, rotate_token
 from lekiwi_fleet_server.api.deps import AdminOperator, CurrentOperator, RobotId, Services
 from lekiwi_fleet_server.api.errors import ADMIN, AUTHENTICATED, error_responses
-from lekiwi_fleet_server.api.schemas import EnrolRequest, EnrolResponse, RobotOut
+from lekiwi_fleet_server.api.schemas import EnrolRequest, EnrolResponse, RobotOut, TokenRotated
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
 from lekiwi_fleet_server.store.interface import RobotFilter, RobotStatus, RobotSummary
@@ -59,12 +59,28 @@ def get_robot(robot_id: RobotId, services: Services, _operator: CurrentOperator)
 
 
 @router.post('', response_model=EnrolResponse, status_code=status.HTTP_201_CREATED,
-             responses=error_responses(400, *ADMIN, 409, 413, 422))
+             responses=error_responses(400, *ADMIN, 404, 409, 413, 422))
 def enrol(body: EnrolRequest, services: Services, admin: AdminOperator) -> EnrolResponse:
-    """Enrol a robot; the response holds its token, which is never shown again."""
-    enrolment = enrol_robot(services.store, body.robot_id, body.tags, now=services.now(),
-                            actor=admin.name)
+    """Enrol a robot (or, with `reenrol`, a revoked one again); the token is shown only here."""
+    if body.reenrol:  # UnknownRobot: 404; not revoked: 409
+        enrolment = reenrol_robot(services.store, body.robot_id, body.tags, by=admin.name,
+                                  now=services.now())
+    else:  # enrolled or revoked already: 409
+        enrolment = enrol_robot(services.store, body.robot_id, body.tags, now=services.now(),
+                                actor=admin.name)
+    services.gateway.store_changed('robot', body.robot_id)
     return EnrolResponse(robot=robot_out(services, enrolment.robot), token=enrolment.token)
+
+
+@router.post('/{robot_id}/rotate-token', response_model=TokenRotated,
+             responses=error_responses(*ADMIN, 404, 409, 422))
+def rotate(robot_id: RobotId, services: Services, admin: AdminOperator) -> TokenRotated:
+    """Give a robot a new token (shown only here); its old token is refused at once."""
+    # UnknownRobot: 404; RobotRevoked: 409 (re-enrol it instead).
+    token = rotate_token(services.store, robot_id, by=admin.name, now=services.now())
+    # In this process at once; other servers hear of it through the store (store/changes.py).
+    services.gateway.store_changed('robot', robot_id)
+    return TokenRotated(robot_id=robot_id, token=token)
 
 
 @router.post('/{robot_id}/revoke', status_code=status.HTTP_204_NO_CONTENT,
@@ -76,3 +92,4 @@ def revoke(robot_id: RobotId, services: Services, admin: AdminOperator) -> None:
     services.gateway.call_soon_threadsafe(
         services.gateway.disconnect, robot_id,
         ProtocolError(ErrorCode.AUTH_FAILED, 'robot token revoked'))
+    services.gateway.store_changed('robot', robot_id)  # the writers forget what they held
