@@ -9,6 +9,7 @@ already-installed files (no second copy on disk), then renamed into place in one
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import time
@@ -93,6 +94,9 @@ class BlobFetcher:
         moved = 0
         if have < size or size == 0:
             moved = self._download(digest, part, have)
+        got = part.stat().st_size if part.exists() else 0
+        if got < size:  # cut short: keep the part, the next attempt resumes from here
+            raise TransferError(f'blob {digest[:12]}: interrupted at {got} of {size} bytes')
         if file_sha256(part) != digest:
             part.unlink()
             raise TransferError(f'blob {digest[:12]} does not match its digest')
@@ -122,7 +126,7 @@ class BlobFetcher:
                         out.write(chunk)
                         moved += len(chunk)
                         self._rate.take(len(chunk))
-                except (OSError, urllib.error.URLError) as exc:
+                except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
                     raise TransferError(f'blob {digest[:12]}: {exc}') from None
         return moved
 
