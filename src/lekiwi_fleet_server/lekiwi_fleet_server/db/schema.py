@@ -193,3 +193,27 @@ telemetry = sa.Table(
     sa.Column('extra', sa.JSON, nullable=True),
     postgresql_partition_by='RANGE (sampled_ms)',
 )
+
+# Releases (manifest in the database, each file once by digest on disk under the data dir) and
+# the deployments read model (the fold of each `deployment-<id>` stream, rebuildable by replay).
+releases = sa.Table(
+    'releases', metadata,
+    sa.Column('version', sa.String(64), primary_key=True),
+    sa.Column('manifest_sha256', sa.String(64), nullable=False),
+    sa.Column('manifest', sa.LargeBinary, nullable=False),
+    sa.Column('files', sa.Integer, nullable=False),
+    sa.Column('total_bytes', sa.BigInteger, nullable=False),
+    sa.Column('created_by', sa.String(128), nullable=False),
+    sa.Column('created_at', Time, nullable=False),
+)
+
+deployments = sa.Table(
+    'deployments', metadata,
+    sa.Column('deployment_id', sa.String(64), primary_key=True),
+    sa.Column('release_version', sa.String(64), nullable=False),
+    sa.Column('status', sa.String(16), nullable=False),
+    sa.Column('robots', sa.JSON, nullable=False),
+    sa.Column('stream_version', sa.Integer, nullable=False),
+    sa.Column('created_at', Time, nullable=False),
+    sa.Column('updated_at', Time, nullable=False),
+)
