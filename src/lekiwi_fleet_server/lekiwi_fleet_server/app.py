@@ -17,6 +17,7 @@ from lekiwi_fleet_server.api.routes import (
     commands,
     fleet,
     health,
+    releases,
     robots,
     sequences,
     stream,
@@ -30,6 +31,7 @@ from lekiwi_fleet_server.gateway.server import RobotGateway
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.interface import FleetStore, InvalidQuery, StoreUnavailable
+from lekiwi_fleet_server.store.releases import ReleaseStore
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,15 @@ def open_store(settings: Settings) -> FleetStore:
     from lekiwi_fleet_server.store.factory import open_store as open_sql_store
 
     return open_sql_store(settings)
+
+
+def _open_release_store(settings: Settings) -> ReleaseStore | None:
+    """Open the release store beside the fleet store (None on an in-memory database)."""
+    from lekiwi_fleet_server.releases_cli import open_release_store
+
+    if settings.resolved_database_url.rstrip('/') in ('sqlite:', 'sqlite:///:memory:'):
+        return None  # a second engine would see another, empty in-memory database
+    return open_release_store(settings)  # type: ignore[no-any-return]
 
 
 def uses_writer_process(settings: Settings) -> bool:
@@ -97,7 +108,9 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                                    now=now()))
                 log.info('bootstrap admin %s', 'created' if created else 'present')
             await gateway.start()
-            services = FleetServices(settings, store, gateway, bus, metrics, now)
+            release_store = await run_in_threadpool(_open_release_store, settings)
+            services = FleetServices(settings, store, gateway, bus, metrics, now,
+                                     releases=release_store)
             app.state.services = services
             if on_ready is not None:
                 on_ready(services)
@@ -111,7 +124,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     app = FastAPI(title='LeKiwi Fleet', version=__version__, lifespan=lifespan,
                   description='Fleet server of LeKiwi robots: robots, timelines, telemetry, '
                               'commands. Operators authenticate with bearer tokens.')
-    for module in (health, robots, sequences, timeline, telemetry, fleet, commands, stream):
+    for module in (health, robots, sequences, timeline, telemetry, fleet, commands, stream,
+                   releases):
         app.include_router(module.router)
 
     # The store's errors, mapped once for every route.

@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument('robot_id')
     operator = sub.add_parser('create-operator', help='create an operator, print its token once')
     operator.add_argument('name')
-    operator.add_argument('--role', choices=('admin', 'viewer'), required=True)
+    operator.add_argument('--role', choices=('admin', 'operator', 'viewer'), required=True)
+    release = sub.add_parser('release', help='manage releases')
+    release_sub = release.add_subparsers(dest='release_command', required=True)
+    push = release_sub.add_parser('push', help='store a directory tree as a release')
+    push.add_argument('directory')
+    push.add_argument('--version', required=True)
     return parser
 
 
@@ -78,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     if args.command == 'serve':
         return serve(settings)
+    if args.command == 'release':
+        from lekiwi_fleet_server.releases_cli import release_command
+        return release_command(args, settings)
     return _admin_command(args, settings)
 
 

@@ -50,8 +50,8 @@ def create_operator(store: FleetStore, name: str, role: OperatorRole, *, now: fl
     """Create an operator with a new token; return it and the token (shown once)."""
     if not OPERATOR_NAME.fullmatch(name):
         raise ValueError('operator name must be 1-64 characters of [A-Za-z0-9._@-]')
-    if role not in ('admin', 'viewer'):
-        raise ValueError("role must be 'admin' or 'viewer'")
+    if role not in ('admin', 'operator', 'viewer'):
+        raise ValueError("role must be 'admin', 'operator' or 'viewer'")
     token = generate_token()
     return store.create_operator(name, role, hash_token(token), now=now), token
 

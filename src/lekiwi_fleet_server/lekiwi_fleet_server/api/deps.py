@@ -60,3 +60,13 @@ def require_admin(operator: CurrentOperator) -> Operator:
 
 
 AdminOperator = Annotated[Operator, Depends(require_admin)]
+
+
+def require_operator_role(operator: CurrentOperator) -> Operator:
+    """Let operators and admins through (releases, deployments)."""
+    if operator.role not in ('operator', 'admin'):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, 'operator role required')
+    return operator
+
+
+OperatorRole = Annotated[Operator, Depends(require_operator_role)]

@@ -10,6 +10,7 @@ from lekiwi_fleet_server.gateway.server import RobotGateway
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.interface import FleetStore
+from lekiwi_fleet_server.store.releases import ReleaseStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +21,4 @@ class FleetServices:
     bus: InProcessBus
     metrics: FleetMetrics
     now: Callable[[], float]
+    releases: ReleaseStore | None = None  # None in apps built without a release store

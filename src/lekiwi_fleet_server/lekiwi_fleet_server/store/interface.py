@@ -151,7 +151,7 @@ class RobotCredentials:
     revoked: bool
 
 
-OperatorRole = Literal['viewer', 'admin']
+OperatorRole = Literal['viewer', 'operator', 'admin']
 
 
 @dataclass(frozen=True, slots=True)

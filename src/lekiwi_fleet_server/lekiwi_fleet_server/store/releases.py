@@ -163,10 +163,10 @@ class ReleaseStore:
     """Releases in the database, their files in a BlobStore."""
 
     def __init__(self, engine: Engine, blobs: BlobStore,
-                 limits: ReleaseLimits = ReleaseLimits()) -> None:
+                 limits: ReleaseLimits | None = None) -> None:
         self._engine = engine
         self.blobs = blobs
-        self.limits = limits
+        self.limits = limits or ReleaseLimits()
 
     def push(self, fileobj: IO[bytes], version: str, *, by: str, now: float) -> ReleaseInfo:
         """Store a release tarball; raise ReleaseRejected or ReleaseExists, storing nothing."""

@@ -78,7 +78,7 @@ ROBOT_ID = re.compile(r'[A-Za-z0-9._-]{1,64}')
 TAG = re.compile(r'[A-Za-z0-9._:=/-]{1,64}')
 SHA256_HEX = re.compile(r'[0-9a-f]{64}')
 MAX_TAGS = 32
-ROLES = ('viewer', 'admin')
+ROLES = ('viewer', 'operator', 'admin')
 
 
 @contextmanager
