@@ -40,6 +40,7 @@ setup(
             'fleet_uplink = lekiwi_agent_ros.fleet_uplink:main',
             'webrtc_streamer = lekiwi_agent_ros.webrtc_streamer:main',
             'sim_lekiwi = lekiwi_agent_ros.sim_lekiwi:main',
+            'deploy_executor = lekiwi_agent_ros.deploy.deploy_executor:main',
         ],
     },
 )

@@ -67,8 +67,10 @@ class BlobFetcher:
     """Download blobs by digest from `<base_url>/<sha256>` with a bearer token."""
 
     def __init__(self, base_url: str, token: str, cache: Path, *, rate: RateLimiter,
-                 timeout_s: float = 30.0, cancelled: Callable[[], bool] = lambda: False) -> None:
+                 timeout_s: float = 30.0, cancelled: Callable[[], bool] = lambda: False,
+                 robot_id: str = '') -> None:
         self._base = base_url.rstrip('/')
+        self._robot_id = robot_id
         self._token = token
         self._cache = cache
         self._rate = rate
@@ -106,6 +108,8 @@ class BlobFetcher:
     def _download(self, digest: str, part: Path, have: int) -> int:
         request = urllib.request.Request(f'{self._base}/{digest}')
         request.add_header('Authorization', f'Bearer {self._token}')
+        if self._robot_id:
+            request.add_header('X-Robot-Id', self._robot_id)
         if have:
             request.add_header('Range', f'bytes={have}-')
         try:
