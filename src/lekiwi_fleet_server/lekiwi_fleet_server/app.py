@@ -15,6 +15,7 @@ from lekiwi_fleet_server import __version__
 from lekiwi_fleet_server.api.admin import ensure_bootstrap_admin
 from lekiwi_fleet_server.api.routes import (
     commands,
+    deployments,
     fleet,
     health,
     releases,
@@ -25,6 +26,7 @@ from lekiwi_fleet_server.api.routes import (
     timeline,
 )
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.deployments.engine import DeploymentEngine
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.gateway.commit_worker import Committer
 from lekiwi_fleet_server.gateway.server import RobotGateway
@@ -54,6 +56,25 @@ def _open_release_store(settings: Settings) -> ReleaseStore | None:
     if settings.resolved_database_url.rstrip('/') in ('sqlite:', 'sqlite:///:memory:'):
         return None  # a second engine would see another, empty in-memory database
     return open_release_store(settings)  # type: ignore[no-any-return]
+
+
+def _deployment_engine(settings: Settings, store: FleetStore, releases: ReleaseStore | None,
+                       gateway: RobotGateway, now: Callable[[], float]
+                       ) -> DeploymentEngine | None:
+    """Build the rollout engine beside the release store (none without one)."""
+    if releases is None:
+        return None
+    from lekiwi_fleet_server.store.deployments import DeploymentStore
+    from lekiwi_fleet_server.store.interface import RobotFilter
+
+    def teleop_robots() -> set[str]:
+        found = store.list_robots(RobotFilter(teleop_active=True), now=now())
+        return {r.robot_id for r in found}
+
+    url = settings.public_url or f'http://{settings.api_host}:{settings.api_port}'
+    return DeploymentEngine(DeploymentStore(releases.engine), releases, gateway,
+                            public_url=url, teleop_robots=teleop_robots, now=now,
+                            tick_s=settings.deployment_tick_s)
 
 
 def uses_writer_process(settings: Settings) -> bool:
@@ -94,6 +115,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         committers: list[Committer] | None = None
+        engine: DeploymentEngine | None = None
         if store_factory is None and uses_writer_process(settings):
             store, committers = await run_in_threadpool(_open_split_store, settings)
         else:
@@ -109,13 +131,18 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                 log.info('bootstrap admin %s', 'created' if created else 'present')
             await gateway.start()
             release_store = await run_in_threadpool(_open_release_store, settings)
+            engine = _deployment_engine(settings, store, release_store, gateway, now)
+            if engine is not None:
+                await engine.start()
             services = FleetServices(settings, store, gateway, bus, metrics, now,
-                                     releases=release_store)
+                                     releases=release_store, deployments=engine)
             app.state.services = services
             if on_ready is not None:
                 on_ready(services)
             yield
         finally:
+            if engine is not None:
+                await engine.stop()
             bus.close()
             if gateway.started:
                 await gateway.stop()
@@ -125,7 +152,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                   description='Fleet server of LeKiwi robots: robots, timelines, telemetry, '
                               'commands. Operators authenticate with bearer tokens.')
     for module in (health, robots, sequences, timeline, telemetry, fleet, commands, stream,
-                   releases):
+                   releases, deployments):
         app.include_router(module.router)
 
     # The store's errors, mapped once for every route.

@@ -153,6 +153,7 @@ def build_server(settings: Settings, *, nofile: int = 0, tune: bool = True,
               f'gateway=ws://{settings.gateway_host}:{services.gateway.port}/ '
               f'nofile={nofile}', file=out, flush=True)
 
+    settings = settings.model_copy(update={'api_port': api_port})  # the real one (port 0)
     app = create_app(settings, on_ready=announce)
     config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
                             lifespan='on', ws_max_size=1024 * 1024, loop='asyncio')

@@ -198,15 +198,16 @@ class DeployExecutorNode(Node):
             goal_handle.succeed()
         else:
             goal_handle.abort()
-        return result_of(outcome, time.monotonic() - started)
+        return result_of(outcome, time.monotonic() - started, previous)
 
 
-def result_of(outcome: Outcome, duration_s: float) -> Deploy.Result:
+def result_of(outcome: Outcome, duration_s: float, previous: str) -> Deploy.Result:
     """Return the Deploy result of an outcome."""
     return Deploy.Result(success=outcome.success, final_version=outcome.final_version,
                          rolled_back=outcome.rolled_back, message=outcome.message,
                          status=outcome.status, transferred_bytes=outcome.transferred_bytes,
-                         full_bytes=outcome.full_bytes, duration_s=float(duration_s))
+                         full_bytes=outcome.full_bytes, duration_s=float(duration_s),
+                         previous_version=previous)
 
 
 def main(args: list[str] | None = None) -> int:

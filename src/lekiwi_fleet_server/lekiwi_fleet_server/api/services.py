@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lekiwi_fleet_server.deployments.engine import DeploymentEngine
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.gateway.server import RobotGateway
 from lekiwi_fleet_server.metrics import FleetMetrics
@@ -22,3 +23,4 @@ class FleetServices:
     metrics: FleetMetrics
     now: Callable[[], float]
     releases: ReleaseStore | None = None  # None in apps built without a release store
+    deployments: DeploymentEngine | None = None

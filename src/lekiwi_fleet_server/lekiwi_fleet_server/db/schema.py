@@ -217,3 +217,17 @@ deployments = sa.Table(
     sa.Column('created_at', Time, nullable=False),
     sa.Column('updated_at', Time, nullable=False),
 )
+
+# Deployment streams' events. A log of their own: the robots' projections fold every event of
+# `events` by robot id, and a deployment is an aggregate of another kind; keeping its events
+# apart means replaying one log never touches the other. Same rules: append-only, primary key
+# (deployment_id, version), so a concurrent append conflicts.
+deployment_events = sa.Table(
+    'deployment_events', metadata,
+    sa.Column('deployment_id', sa.String(64), primary_key=True),
+    sa.Column('version', sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column('type', sa.String(64), nullable=False),
+    sa.Column('schema_version', sa.Integer, nullable=False),
+    sa.Column('data', sa.JSON, nullable=False),
+    sa.Column('recorded_at', Time, nullable=False),
+)

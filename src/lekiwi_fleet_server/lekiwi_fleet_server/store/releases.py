@@ -165,6 +165,7 @@ class ReleaseStore:
     def __init__(self, engine: Engine, blobs: BlobStore,
                  limits: ReleaseLimits | None = None) -> None:
         self._engine = engine
+        self.engine = engine  # the deployment store shares it
         self.blobs = blobs
         self.limits = limits or ReleaseLimits()
 

@@ -6,7 +6,8 @@ Create Date: 2026-12-01
 
 `releases`: one row per release version with its manifest (the files themselves live once per
 digest in the blob store under the data dir). `deployments`: the read model of each deployment
-stream (status, robots, the stream version it reflects).
+stream (status, robots, the stream version it reflects); `deployment_events`: the
+deployments' own event log.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ Time = sa.Double
 
 
 def upgrade() -> None:
-    """Create releases and deployments."""
+    """Create releases, deployments and deployment_events."""
     op.create_table(
         'releases',
         sa.Column('version', sa.String(64), primary_key=True),
@@ -44,9 +45,19 @@ def upgrade() -> None:
         sa.Column('created_at', Time, nullable=False),
         sa.Column('updated_at', Time, nullable=False),
     )
+    op.create_table(
+        'deployment_events',
+        sa.Column('deployment_id', sa.String(64), primary_key=True),
+        sa.Column('version', sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column('type', sa.String(64), nullable=False),
+        sa.Column('schema_version', sa.Integer, nullable=False),
+        sa.Column('data', sa.JSON, nullable=False),
+        sa.Column('recorded_at', Time, nullable=False),
+    )
 
 
 def downgrade() -> None:
     """Drop releases and deployments."""
+    op.drop_table('deployment_events')
     op.drop_table('deployments')
     op.drop_table('releases')
