@@ -83,11 +83,14 @@ def test_a_teleoperated_robot_is_deferred_until_the_operator_stops(
         time.sleep(1.0)
         push_release(fleet_server, make_release(tmp_path, '1.0', 'good', PAYLOAD), '1.0')
         deployment_id = deploy(fleet_server, '1.0', [robot.robot_id])
-        wait_until(lambda: any(
-            r['waiting'] == 'teleop' for r in fleet_server.request(
-                'GET', f'/api/v1/deployments/{deployment_id}')['robots']), 60, interval=0.5,
-            message='the robot to be deferred')
-        assert robot.current() == ''
+        try:
+            wait_until(lambda: fleet_server.request(
+                'GET', f'/api/v1/deployments/{deployment_id}')['robots'][0]['deferrals'] >= 1,
+                90, interval=0.5, message='the robot to be deferred')
+        except AssertionError as exc:
+            shown = fleet_server.request('GET', f'/api/v1/deployments/{deployment_id}')
+            raise AssertionError(f'{exc}: {shown} {robot.state()}') from None
+        assert robot.current() == ''  # nothing was installed while someone was driving
         teleop.active = False
         done = wait_deployment(fleet_server, deployment_id, {'completed', 'paused'})
         assert done['status'] == 'completed', done

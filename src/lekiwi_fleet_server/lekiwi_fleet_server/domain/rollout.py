@@ -42,6 +42,7 @@ class RobotProgress:
     full_bytes: int = 0
     duration_s: float = 0.0
     revert: str = ''  # '', 'running', 'reverted', 'revert_failed'
+    deferrals: int = 0  # times the update was deferred (teleop, offline, busy)
 
 
 @dataclass(slots=True)
@@ -86,6 +87,7 @@ class Rollout:
             robot.goal_id, robot.attempts = event.goal_id, robot.attempts + 1
         elif isinstance(event, ev.RobotUpdateDeferred) and robot:
             robot.state, robot.waiting = 'pending', event.reason
+            robot.deferrals += 1
         elif isinstance(event, ev.RobotUpdateSucceeded) and robot:
             robot.state, robot.message = 'succeeded', 'updated'
             robot.previous_version = event.previous_version

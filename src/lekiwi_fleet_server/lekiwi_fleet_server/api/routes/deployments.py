@@ -56,7 +56,8 @@ def deployment_out(rollout: Rollout) -> dict[str, Any]:
                'state': r.state, 'waiting': r.waiting or None, 'attempts': r.attempts,
                'message': r.message, 'previous_version': r.previous_version,
                'transferred_bytes': r.transferred_bytes, 'full_bytes': r.full_bytes,
-               'duration_s': r.duration_s, 'rollback': r.revert or None}
+               'duration_s': r.duration_s, 'rollback': r.revert or None,
+               'deferrals': r.deferrals}
               for r in rollout.robots.values()]
     return {'deployment_id': rollout.deployment_id, 'release_version': rollout.release_version,
             'status': rollout.status, 'reason': rollout.reason,
