@@ -59,11 +59,14 @@ def _open_release_store(settings: Settings) -> ReleaseStore | None:
 
 
 def _deployment_engine(settings: Settings, store: FleetStore, releases: ReleaseStore | None,
-                       gateway: RobotGateway, now: Callable[[], float]
+                       gateway: RobotGateway, bus: InProcessBus, now: Callable[[], float]
                        ) -> DeploymentEngine | None:
     """Build the rollout engine beside the release store (none without one)."""
     if releases is None:
         return None
+    import orjson
+
+    from lekiwi_fleet_server.domain.rollout import Rollout
     from lekiwi_fleet_server.store.deployments import DeploymentStore
     from lekiwi_fleet_server.store.interface import RobotFilter
 
@@ -71,10 +74,15 @@ def _deployment_engine(settings: Settings, store: FleetStore, releases: ReleaseS
         found = store.list_robots(RobotFilter(teleop_active=True), now=now())
         return {r.robot_id for r in found}
 
+    def progress(rollout: Rollout) -> None:  # dashboards see every transition
+        if bus.wants_updates():
+            bus.publish(orjson.dumps({'type': 'deployment', 'at': now(),
+                                      'deployment': rollout.progress()}).decode())
+
     url = settings.public_url or f'http://{settings.api_host}:{settings.api_port}'
     return DeploymentEngine(DeploymentStore(releases.engine), releases, gateway,
                             public_url=url, teleop_robots=teleop_robots, now=now,
-                            tick_s=settings.deployment_tick_s)
+                            tick_s=settings.deployment_tick_s, on_change=progress)
 
 
 def uses_writer_process(settings: Settings) -> bool:
@@ -131,7 +139,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                 log.info('bootstrap admin %s', 'created' if created else 'present')
             await gateway.start()
             release_store = await run_in_threadpool(_open_release_store, settings)
-            engine = _deployment_engine(settings, store, release_store, gateway, now)
+            engine = _deployment_engine(settings, store, release_store, gateway, bus, now)
             if engine is not None:
                 await engine.start()
             services = FleetServices(settings, store, gateway, bus, metrics, now,

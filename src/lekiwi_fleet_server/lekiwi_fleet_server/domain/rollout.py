@@ -138,6 +138,18 @@ class Rollout:
             plan.append(robots[taken:])
         return plan
 
+    def progress(self) -> dict[str, object]:
+        """Return a small summary for dashboards: status and robots per state, per wave."""
+        def counts(names: list[str] | tuple[str, ...]) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for name in names:
+                state = self.robots[name].state
+                out[state] = out.get(state, 0) + 1
+            return out
+        return {'deployment_id': self.deployment_id, 'release_version': self.release_version,
+                'status': self.status, 'reason': self.reason, 'robots': counts(list(self.robots)),
+                'waves': [counts(w) for w in self.waves]}
+
     def running(self) -> list[RobotProgress]:
         """Return robots with a goal in flight (update or revert)."""
         return [r for r in self.robots.values()

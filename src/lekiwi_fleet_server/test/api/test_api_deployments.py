@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from api_harness import Api, robot_connection
+from api_harness import ADMIN_TOKEN, Api, robot_connection
 from websockets.exceptions import ConnectionClosed
 
 
@@ -76,6 +76,20 @@ def wait_status(api: Api, deployment_id: str, want: set[str], timeout_s: float =
 def test_a_good_release_rolls_out_wave_by_wave(api: Api) -> None:
     robots = [FakeRobotAgent(api, f'kiwi-{i}') for i in range(4)]
     push_release(api, '2')
+    with api.client.websocket_connect('/api/v1/stream') as dash:
+        dash.send_text(json.dumps({'op': 'auth', 'token': ADMIN_TOKEN}))
+        assert json.loads(dash.receive_text())['type'] == 'snapshot'
+        _good_rollout(api, robots)
+        statuses = []
+        while 'completed' not in statuses:
+            update = json.loads(dash.receive_text())
+            if update['type'] == 'deployment':
+                statuses.append(update['deployment']['status'])
+        assert update['deployment']['robots'] == {'succeeded': 4}
+        assert len(update['deployment']['waves']) == 3
+
+
+def _good_rollout(api: Api, robots: list[FakeRobotAgent]) -> None:
     created = api.client.post('/api/v1/deployments', headers=api.admin, json={
         'release_version': '2', 'all': True, 'waves': [0.25, 0.5, 1.0]})
     assert created.status_code == 201, created.text
