@@ -23,6 +23,7 @@ from lekiwi_fleet_server.domain import events as ev
 
 TERMINAL = frozenset({'succeeded', 'failed', 'skipped'})
 ACTIVE_STATUSES = frozenset({'running', 'paused', 'rolling_back', 'aborting'})
+BUSY_RETRY_S = 5.0
 
 
 @dataclass(slots=True)
@@ -43,6 +44,7 @@ class RobotProgress:
     duration_s: float = 0.0
     revert: str = ''  # '', 'running', 'reverted', 'revert_failed'
     deferrals: int = 0  # times the update was deferred (teleop, offline, busy)
+    deferred_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -88,6 +90,7 @@ class Rollout:
         elif isinstance(event, ev.RobotUpdateDeferred) and robot:
             robot.state, robot.waiting = 'pending', event.reason
             robot.deferrals += 1
+            robot.deferred_at = event.at
         elif isinstance(event, ev.RobotUpdateSucceeded) and robot:
             robot.state, robot.message = 'succeeded', 'updated'
             robot.previous_version = event.previous_version
@@ -160,7 +163,7 @@ class Rollout:
         """Return the events that should happen next (empty when there is nothing to do)."""
         if self.created is None or not self.active:
             return []
-        out: list[ev.DomainEvent] = self._timeouts(now)
+        out: list[ev.DomainEvent] = self._timeouts(now, online)
         if out:
             return out
         if self.status == 'rolling_back':
@@ -183,11 +186,18 @@ class Rollout:
         return ev.WaveStarted('', deployment_id=self.deployment_id, wave=index,
                               robots=tuple(self.wave_plan()[index]), at=now)
 
-    def _timeouts(self, now: float) -> list[ev.DomainEvent]:
+    def _timeouts(self, now: float, online: Callable[[str], bool]) -> list[ev.DomainEvent]:
         assert self.created is not None
         limit = self.created.robot_timeout_s
         out: list[ev.DomainEvent] = []
         for r in self.robots.values():
+            if r.state == 'running' and not online(r.robot_id):
+                # Gone mid-deploy: its result would be lost with the connection. Ask again
+                # when it is back; its executor answers a goal of the release it already runs
+                # with success, and refuses (busy, retried) while the first one still runs.
+                out.append(ev.RobotUpdateDeferred(r.robot_id, deployment_id=self.deployment_id,
+                                                  reason='offline', at=now))
+                continue
             if now - r.started_at <= limit:
                 continue
             if r.state == 'running':
@@ -225,6 +235,8 @@ class Rollout:
                     out.append(ev.RobotUpdateDeferred(r.robot_id, deployment_id=self.deployment_id,
                                                       reason=reason, at=now))
                 continue
+            if r.waiting == 'busy' and now - r.deferred_at < BUSY_RETRY_S:
+                continue  # its executor still runs an earlier goal: ask again a little later
             if free <= 0:
                 continue
             free -= 1

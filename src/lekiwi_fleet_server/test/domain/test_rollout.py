@@ -180,3 +180,30 @@ def test_replaying_the_stream_at_any_point_resumes_to_the_same_end(cut: int) -> 
     assert resumed.rollout.status == 'completed'
     assert {r.robot_id: r.state for r in resumed.rollout.robots.values()} == {
         r: 'succeeded' for r in resumed.robots}
+
+
+def test_a_robot_that_disappears_mid_deploy_is_asked_again_when_it_returns() -> None:
+    fleet = Fleet(1)
+    fleet.now = 1.0
+    fleet.decide()
+    fleet.decide()
+    assert fleet.rollout.robots['r000'].state == 'running'
+    fleet.offline = {'r000'}
+    deferred = fleet.decide()
+    assert isinstance(deferred[0], ev.RobotUpdateDeferred) and deferred[0].reason == 'offline'
+    fleet.offline = set()
+    again = fleet.decide()
+    assert isinstance(again[0], ev.RobotUpdateStarted) and again[0].attempt == 2
+    assert again[0].goal_id.endswith(':2')
+
+
+def test_a_busy_robot_is_asked_again_after_a_pause() -> None:
+    fleet = Fleet(1)
+    fleet.now = 1.0
+    fleet.decide()
+    fleet.decide()
+    fleet.emit([ev.RobotUpdateDeferred('r000', deployment_id='d1', reason='busy', at=1.0)])
+    fleet.now = 2.0
+    assert fleet.decide() == []
+    fleet.now = 7.0
+    assert isinstance(fleet.decide()[0], ev.RobotUpdateStarted)
