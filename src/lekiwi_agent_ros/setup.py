@@ -41,6 +41,7 @@ setup(
             'webrtc_streamer = lekiwi_agent_ros.webrtc_streamer:main',
             'sim_lekiwi = lekiwi_agent_ros.sim_lekiwi:main',
             'discovery = lekiwi_agent_ros.discovery.discovery_node:main',
+            'deploy_executor = lekiwi_agent_ros.deploy.deploy_executor:main',
         ],
     },
 )

@@ -22,9 +22,11 @@ from lekiwi_fleet_server.api.routes import (
     accounts,
     auth,
     commands,
+    deployments,
     fleet,
     health,
     inventory,
+    releases,
     robots,
     sequences,
     stream,
@@ -32,6 +34,7 @@ from lekiwi_fleet_server.api.routes import (
     timeline,
 )
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.deployments.engine import DeploymentEngine
 from lekiwi_fleet_server.discovery.service import DiscoveryService
 from lekiwi_fleet_server.domain.login_throttle import LoginThrottle
 from lekiwi_fleet_server.gateway.bus import InProcessBus
@@ -42,6 +45,7 @@ from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.accounts import SqlAccountStore
 from lekiwi_fleet_server.store.interface import FleetStore
+from lekiwi_fleet_server.store.releases import ReleaseStore
 
 if TYPE_CHECKING:
     from lekiwi_fleet_server.store.changes import ChangeWatcher
@@ -58,6 +62,42 @@ def open_store(settings: Settings) -> FleetStore:
     from lekiwi_fleet_server.store.factory import open_store as open_sql_store
 
     return open_sql_store(settings)
+
+
+def _open_release_store(settings: Settings) -> ReleaseStore | None:
+    """Open the release store beside the fleet store (None on an in-memory database)."""
+    from lekiwi_fleet_server.releases_cli import open_release_store
+
+    if settings.resolved_database_url.rstrip('/') in ('sqlite:', 'sqlite:///:memory:'):
+        return None  # a second engine would see another, empty in-memory database
+    return open_release_store(settings)  # type: ignore[no-any-return]
+
+
+def _deployment_engine(settings: Settings, store: FleetStore, releases: ReleaseStore | None,
+                       gateway: RobotGateway, bus: InProcessBus, now: Callable[[], float]
+                       ) -> DeploymentEngine | None:
+    """Build the rollout engine beside the release store (none without one)."""
+    if releases is None:
+        return None
+    import orjson
+
+    from lekiwi_fleet_server.domain.rollout import Rollout
+    from lekiwi_fleet_server.store.deployments import DeploymentStore
+    from lekiwi_fleet_server.store.interface import RobotFilter
+
+    def teleop_robots() -> set[str]:
+        found = store.list_robots(RobotFilter(teleop_active=True), now=now())
+        return {r.robot_id for r in found}
+
+    def progress(rollout: Rollout) -> None:  # dashboards see every transition
+        if bus.wants_updates():
+            bus.publish(orjson.dumps({'type': 'deployment', 'at': now(),
+                                      'deployment': rollout.progress()}).decode())
+
+    url = settings.public_url or f'http://{settings.api_host}:{settings.api_port}'
+    return DeploymentEngine(DeploymentStore(releases.engine), releases, gateway,
+                            public_url=url, teleop_robots=teleop_robots, now=now,
+                            tick_s=settings.deployment_tick_s, on_change=progress)
 
 
 def uses_writer_process(settings: Settings) -> bool:
@@ -123,6 +163,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         committers: list[Committer] | None = None
         watcher: ChangeWatcher | None = None
+        engine: DeploymentEngine | None = None
         if store_factory is None and uses_writer_process(settings):
             store, committers = await run_in_threadpool(_open_split_store, settings)
         else:
@@ -154,12 +195,19 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                 watcher = watcher_for(settings.resolved_database_url, gateway.store_changed)
                 if watcher is not None:
                     await run_in_threadpool(watcher.start)
-            services = FleetServices(settings, store, gateway, bus, metrics, now, discovery)
+            release_store = await run_in_threadpool(_open_release_store, settings)
+            engine = _deployment_engine(settings, store, release_store, gateway, bus, now)
+            if engine is not None:
+                await engine.start()
+            services = FleetServices(settings, store, gateway, bus, metrics, now, discovery,
+                                     releases=release_store, deployments=engine)
             app.state.services = services
             if on_ready is not None:
                 on_ready(services)
             yield
         finally:
+            if engine is not None:
+                await engine.stop()
             if discovery is not None:
                 await discovery.stop()
             if legacy_task is not None:
@@ -176,7 +224,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                   description='Fleet server of LeKiwi robots: robots, timelines, telemetry, '
                               'commands. Operators authenticate with bearer tokens.')
     for module in (health, robots, sequences, timeline, telemetry, fleet, commands, stream,
-                   inventory):
+                   inventory, releases, deployments):
         app.include_router(module.router)
     for module in (auth, accounts):  # password logins and accounts (issue 19)
         app.include_router(module.router)

@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     legacy.add_argument('file', help='inventory: robot_id, host, user[, port, tags]')
     legacy.add_argument('--tokens-out', help="append new robots' tokens (robot_id,token) to "
                                              'this file, created 0600; default: not kept')
+    release = sub.add_parser('release', help='manage releases')
+    release_sub = release.add_subparsers(dest='release_command', required=True)
+    push = release_sub.add_parser('push', help='store a directory tree as a release')
+    push.add_argument('directory')
+    push.add_argument('--version', required=True)
     return parser
 
 
@@ -105,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lekiwi_fleet_server.discovery import cli_discover
 
         return cli_discover.run(args, settings)
+    if args.command == 'release':
+        from lekiwi_fleet_server.releases_cli import release_command
+        return release_command(args, settings)
     return _admin_command(args, settings)
 
 
@@ -279,6 +287,7 @@ def build_server(settings: Settings, *, nofile: int = 0, tune: bool = True,
               f'gateway=ws://{settings.gateway_host}:{ready[0].gateway.port}/ '
               f'nofile={nofile}', file=out, flush=True)
 
+    settings = settings.model_copy(update={'api_port': api_port})  # the real one (port 0)
     app = create_app(settings, on_ready=ready.append)
     config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
                             lifespan='on', ws_max_size=1024 * 1024, loop='asyncio',

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     gateway_host: str = '127.0.0.1'
     gateway_port: int = Field(9090, ge=0, le=65535)
 
+    public_url: str | None = Field(
+        None, description="The REST API's URL as robots reach it (release downloads); "
+                          'default: http://<api_host>:<api_port>')
+    deployment_tick_s: float = Field(0.5, gt=0, description='How often rollouts advance')
     auth_timeout_s: float = Field(5.0, gt=0)
     presence_timeout_s: float = Field(3.0, gt=0)
     ping_interval_s: float = Field(1.0, gt=0)

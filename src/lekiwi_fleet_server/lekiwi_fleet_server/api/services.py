@@ -6,11 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lekiwi_fleet_server.deployments.engine import DeploymentEngine
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.gateway.server import RobotGateway
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.interface import FleetStore
+from lekiwi_fleet_server.store.releases import ReleaseStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +24,5 @@ class FleetServices:
     metrics: FleetMetrics
     now: Callable[[], float]
     discovery: Any = None  # discovery.service.DiscoveryService, built by the lifespan
+    releases: ReleaseStore | None = None  # None in apps built without a release store
+    deployments: DeploymentEngine | None = None

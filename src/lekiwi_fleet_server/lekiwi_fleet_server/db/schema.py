@@ -194,7 +194,7 @@ telemetry = sa.Table(
     postgresql_partition_by='RANGE (sampled_ms)',
 )
 
-# Operator accounts with passwords and their browser sessions (migration 0004_accounts). Kept out
+# Operator accounts with passwords and their browser sessions (migration 0005_accounts). Kept out
 # of the event log, like `operators`: password hashes and session secrets must be deletable,
 # which an append-only log never is. Only hashes are stored: a session's id and CSRF token reach
 # the browser and nowhere else.
@@ -216,4 +216,42 @@ web_sessions = sa.Table(
     sa.Column('expires_at', Time, nullable=False),
     sa.Column('ended_at', Time, nullable=True),
     sa.Index('ix_web_sessions_account', 'account'),
+)
+
+# Releases (manifest in the database, each file once by digest on disk under the data dir) and
+# the deployments read model (the fold of each `deployment-<id>` stream, rebuildable by replay).
+releases = sa.Table(
+    'releases', metadata,
+    sa.Column('version', sa.String(64), primary_key=True),
+    sa.Column('manifest_sha256', sa.String(64), nullable=False),
+    sa.Column('manifest', sa.LargeBinary, nullable=False),
+    sa.Column('files', sa.Integer, nullable=False),
+    sa.Column('total_bytes', sa.BigInteger, nullable=False),
+    sa.Column('created_by', sa.String(128), nullable=False),
+    sa.Column('created_at', Time, nullable=False),
+)
+
+deployments = sa.Table(
+    'deployments', metadata,
+    sa.Column('deployment_id', sa.String(64), primary_key=True),
+    sa.Column('release_version', sa.String(64), nullable=False),
+    sa.Column('status', sa.String(16), nullable=False),
+    sa.Column('robots', sa.JSON, nullable=False),
+    sa.Column('stream_version', sa.Integer, nullable=False),
+    sa.Column('created_at', Time, nullable=False),
+    sa.Column('updated_at', Time, nullable=False),
+)
+
+# Deployment streams' events. A log of their own: the robots' projections fold every event of
+# `events` by robot id, and a deployment is an aggregate of another kind; keeping its events
+# apart means replaying one log never touches the other. Same rules: append-only, primary key
+# (deployment_id, version), so a concurrent append conflicts.
+deployment_events = sa.Table(
+    'deployment_events', metadata,
+    sa.Column('deployment_id', sa.String(64), primary_key=True),
+    sa.Column('version', sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column('type', sa.String(64), nullable=False),
+    sa.Column('schema_version', sa.Integer, nullable=False),
+    sa.Column('data', sa.JSON, nullable=False),
+    sa.Column('recorded_at', Time, nullable=False),
 )

@@ -19,6 +19,7 @@ SEVERITIES: tuple[str, ...] = ('debug', 'info', 'warning', 'error', 'critical')
 DEPLOYMENT_PHASES: tuple[str, ...] = (
     'idle', 'downloading', 'verifying', 'installing', 'restarting', 'health_check',
     'succeeded', 'rolling_back', 'rolled_back', 'failed',
+    'pre_check', 'committing', 'waiting_for_teleop', 'canceled',
 )
 
 ALARMS: tuple[str, ...] = ('battery_low', 'temperature_high', 'disk_full')
@@ -235,10 +236,257 @@ class DeploymentStatusReported(DomainEvent):
         return f'deployment {self.deployment_id} {self.release_version}: {self.phase}'
 
 
+# Deployment events: stream `deployment-<id>`; `robot_id` names the robot an event is about,
+# '' for the events about the whole deployment. The rollout state (domain/rollout.py) is
+# their fold, so a server restarted mid-rollout rebuilds it by replay.
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentCreated(DomainEvent):
+    TYPE: ClassVar[str] = 'DeploymentCreated'
+    deployment_id: str = ''
+    release_version: str = ''
+    manifest_sha256: str = ''
+    robots: tuple[str, ...] = ()
+    waves: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)
+    parallelism: int = 100
+    success_gate: float = 0.8
+    rollback_gate: float = 0.2
+    deadline_s: float = 3600.0
+    robot_timeout_s: float = 600.0
+    health_timeout_s: float = 60.0
+    force: bool = False
+    created_by: str = ''
+    at: float = 0.0
+
+    def summary(self) -> str:
+        return (f'deployment {self.deployment_id} of {self.release_version} '
+                f'to {len(self.robots)} robots created')
+
+
+@dataclass(frozen=True, slots=True)
+class WaveStarted(DomainEvent):
+    TYPE: ClassVar[str] = 'WaveStarted'
+    deployment_id: str = ''
+    wave: int = 0
+    robots: tuple[str, ...] = ()
+    at: float = 0.0
+
+    def summary(self) -> str:
+        return f'deployment {self.deployment_id}: wave {self.wave + 1} ({len(self.robots)} robots)'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotUpdateStarted(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotUpdateStarted'
+    deployment_id: str = ''
+    release_version: str = ''
+    goal_id: str = ''
+    attempt: int = 1
+    at: float = 0.0
+
+    def summary(self) -> str:
+        return f'update to {self.release_version} started (deployment {self.deployment_id})'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotUpdateDeferred(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotUpdateDeferred'
+    deployment_id: str = ''
+    reason: str = ''  # 'teleop', 'offline', 'busy'
+    at: float = 0.0
+
+    def summary(self) -> str:
+        return f'update deferred ({self.reason}, deployment {self.deployment_id})'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotUpdateSucceeded(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotUpdateSucceeded'
+    deployment_id: str = ''
+    release_version: str = ''
+    previous_version: str = ''
+    transferred_bytes: int = 0
+    full_bytes: int = 0
+    duration_s: float = 0.0
+    at: float = 0.0
+
+    def summary(self) -> str:
+        return (f'updated to {self.release_version} in {self.duration_s:.1f} s '
+                f'({self.transferred_bytes} of {self.full_bytes} bytes transferred)')
+
+
+@dataclass(frozen=True, slots=True)
+class RobotUpdateFailed(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotUpdateFailed'
+    deployment_id: str = ''
+    release_version: str = ''
+    reason: str = ''
+    rolled_back: bool = False  # the robot rolled itself back to its previous release
+    final_version: str = ''
+    at: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'error'
+
+    def summary(self) -> str:
+        back = f', robot back on {self.final_version}' if self.rolled_back else ''
+        return f'update to {self.release_version} failed: {self.reason}{back}'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotUpdateSkipped(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotUpdateSkipped'
+    deployment_id: str = ''
+    reason: str = ''
+    at: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'warning'
+
+    def summary(self) -> str:
+        return f'update skipped: {self.reason}'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotRollbackStarted(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotRollbackStarted'
+    deployment_id: str = ''
+    to_version: str = ''
+    goal_id: str = ''
+    at: float = 0.0
+
+    def summary(self) -> str:
+        return f'rollback to {self.to_version} started (deployment {self.deployment_id})'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotRolledBack(DomainEvent):
+    TYPE: ClassVar[str] = 'RobotRolledBack'
+    deployment_id: str = ''
+    to_version: str = ''
+    succeeded: bool = True
+    message: str = ''
+    at: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'warning' if self.succeeded else 'error'
+
+    def summary(self) -> str:
+        return (f'rolled back to {self.to_version}' if self.succeeded
+                else f'rollback to {self.to_version} failed: {self.message}')
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentPaused(DomainEvent):
+    TYPE: ClassVar[str] = 'DeploymentPaused'
+    deployment_id: str = ''
+    reason: str = ''
+    at: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'warning'
+
+    def summary(self) -> str:
+        return f'deployment {self.deployment_id} paused: {self.reason}'
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentResumed(DomainEvent):
+    TYPE: ClassVar[str] = 'DeploymentResumed'
+    deployment_id: str = ''
+    by: str = ''
+    at: float = 0.0
+
+    def summary(self) -> str:
+        return f'deployment {self.deployment_id} resumed'
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRollbackStarted(DomainEvent):
+    TYPE: ClassVar[str] = 'DeploymentRollbackStarted'
+    deployment_id: str = ''
+    reason: str = ''
+    at: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'error'
+
+    def summary(self) -> str:
+        return f'deployment {self.deployment_id} rolling back: {self.reason}'
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRolledBack(DomainEvent):
+    TYPE: ClassVar[str] = 'DeploymentRolledBack'
+    deployment_id: str = ''
+    at: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'warning'
+
+    def summary(self) -> str:
+        return f'deployment {self.deployment_id} rolled back'
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentAbortRequested(DomainEvent):
+    TYPE: ClassVar[str] = 'DeploymentAbortRequested'
+    deployment_id: str = ''
+    by: str = ''
+    at: float = 0.0
+
+    def summary(self) -> str:
+        return f'deployment {self.deployment_id} abort requested'
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentAborted(DomainEvent):
+    TYPE: ClassVar[str] = 'DeploymentAborted'
+    deployment_id: str = ''
+    at: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'warning'
+
+    def summary(self) -> str:
+        return f'deployment {self.deployment_id} aborted'
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentCompleted(DomainEvent):
+    TYPE: ClassVar[str] = 'DeploymentCompleted'
+    deployment_id: str = ''
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    at: float = 0.0
+
+    def summary(self) -> str:
+        return (f'deployment {self.deployment_id} completed: {self.succeeded} updated, '
+                f'{self.failed} failed, {self.skipped} skipped')
+
+
+DEPLOYMENT_EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
+    DeploymentCreated, WaveStarted, RobotUpdateStarted, RobotUpdateDeferred, RobotUpdateSucceeded,
+    RobotUpdateFailed, RobotUpdateSkipped, RobotRollbackStarted, RobotRolledBack,
+    DeploymentPaused, DeploymentResumed, DeploymentRollbackStarted, DeploymentRolledBack,
+    DeploymentAbortRequested, DeploymentAborted, DeploymentCompleted,
+)
+
+
 EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     RobotEnrolled, RobotTokenRevoked, RobotCameOnline, RobotWentOffline, TeleopSessionStarted,
     TeleopSessionEnded, RobotVersionChanged, ResourceAlarmRaised, ResourceAlarmCleared,
     RobotEventReported, DeploymentStatusReported, RobotTokenRotated, RobotReEnrolled,
+    *DEPLOYMENT_EVENT_CLASSES,
 )
 
 # The type registry: stored type name -> class. A constant: it never changes at run time.

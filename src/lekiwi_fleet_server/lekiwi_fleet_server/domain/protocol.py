@@ -386,7 +386,7 @@ MESSAGE_VALIDATORS: dict[str, Check] = {
     }),
     'fleet/deployment_status': _object({
         'header': _HEADER, 'robot_id': _STR, 'deployment_id': _STR, 'release_version': _STR,
-        'previous_version': _STR, 'phase': _integer(0, 9), 'progress': _number_or_null,
+        'previous_version': _STR, 'phase': _integer(0, 13), 'progress': _number_or_null,
         'message': _STR,
     }),
 }

@@ -14,8 +14,9 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from picows import ws_create_server
 
@@ -24,6 +25,7 @@ from lekiwi_fleet_server.domain.protocol import CommandResponse, ErrorCode, Prot
 from lekiwi_fleet_server.domain.rate_limit import TokenBucket
 from lekiwi_fleet_server.domain.shards import shard_of
 from lekiwi_fleet_server.domain.tokens import generate_token, hash_token, token_matches
+from lekiwi_fleet_server.gateway.actions import ActionRelay, cancel_frame, goal_frame
 from lekiwi_fleet_server.gateway.batcher import CommitBatcher
 from lekiwi_fleet_server.gateway.bus import UpdateBus
 from lekiwi_fleet_server.gateway.commands import CommandDispatcher
@@ -98,6 +100,7 @@ class RobotGateway:
         self._metrics = metrics
         self._now = now
         self.commands = CommandDispatcher()
+        self.actions = ActionRelay()
         self.presence = PresenceTracker(settings.presence_timeout_s, settings.ping_interval_s)
         self._sessions: dict[str, RobotSession] = {}
         self._open: set[RobotSession] = set()
@@ -390,6 +393,16 @@ class RobotGateway:
         return await self.commands.call(
             robot_id, session.send if session is not None else None, command_type,
             payload_json, timeout_s if timeout_s is not None else self.settings.command_timeout_s)
+
+    def send_action_goal(self, robot_id: str, goal_id: str, args: Mapping[str, Any]) -> bool:
+        """Send a Deploy goal to a connected robot; False when it is not connected."""
+        session = self._sessions.get(robot_id)
+        return session is not None and session.send(goal_frame(goal_id, args))
+
+    def cancel_action_goal(self, robot_id: str, goal_id: str) -> bool:
+        """Ask a connected robot to cancel a goal; False when it is not connected."""
+        session = self._sessions.get(robot_id)
+        return session is not None and session.send(cancel_frame(goal_id))
 
     def call_soon_threadsafe(self, callback: Callable[..., object], *args: object) -> None:
         """Run `callback(*args)` on the gateway's loop (from a worker thread)."""

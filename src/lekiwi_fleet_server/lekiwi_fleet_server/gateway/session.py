@@ -26,6 +26,7 @@ from lekiwi_fleet_server.domain.protocol import (
     error_frame,
 )
 from lekiwi_fleet_server.domain.rate_limit import TokenBucket
+from lekiwi_fleet_server.gateway.actions import parse_result
 from lekiwi_fleet_server.store.interface import StoreError
 
 if TYPE_CHECKING:
@@ -197,6 +198,8 @@ class RobotSession(WSListener):
             if not self._gw.commands.resolve(self.robot_id, response):  # type: ignore[arg-type]
                 log.info('robot %s answered unknown or expired command %s',
                          self.robot_id, response.id)
+        elif op == 'action_result':
+            self._gw.actions.result(parse_result(self.robot_id, frame))  # type: ignore[arg-type]
         elif op == 'subscribe':
             protocol.parse_subscribe(frame)  # acks reach every robot anyway
         elif op == 'auth':

@@ -30,6 +30,26 @@ def _samples() -> list[ev.DomainEvent]:
                                     message='disk'),
         ev.RobotTokenRotated('r', rotated_at=11.0, by='ada'),
         ev.RobotReEnrolled('r', tags=('lab',), reenrolled_at=12.0, by='cli:root'),
+        ev.DeploymentCreated('', deployment_id='d', release_version='2', manifest_sha256='ab',
+                             robots=('a', 'b'), waves=(0.5, 1.0), parallelism=3, at=1.0),
+        ev.WaveStarted('', deployment_id='d', wave=0, robots=('a',), at=1.0),
+        ev.RobotUpdateStarted('a', deployment_id='d', release_version='2', goal_id='g', at=1.0),
+        ev.RobotUpdateDeferred('a', deployment_id='d', reason='teleop', at=1.0),
+        ev.RobotUpdateSucceeded('a', deployment_id='d', release_version='2', previous_version='1',
+                                transferred_bytes=5, full_bytes=9, duration_s=2.0, at=1.0),
+        ev.RobotUpdateFailed('a', deployment_id='d', release_version='2', reason='unhealthy',
+                             rolled_back=True, final_version='1', at=1.0),
+        ev.RobotUpdateSkipped('a', deployment_id='d', reason='offline past deadline', at=1.0),
+        ev.RobotRollbackStarted('a', deployment_id='d', to_version='1', goal_id='g', at=1.0),
+        ev.RobotRolledBack('a', deployment_id='d', to_version='1', succeeded=False,
+                           message='x', at=1.0),
+        ev.DeploymentPaused('', deployment_id='d', reason='gate', at=1.0),
+        ev.DeploymentResumed('', deployment_id='d', by='op', at=1.0),
+        ev.DeploymentRollbackStarted('', deployment_id='d', reason='gate', at=1.0),
+        ev.DeploymentRolledBack('', deployment_id='d', at=1.0),
+        ev.DeploymentAbortRequested('', deployment_id='d', by='op', at=1.0),
+        ev.DeploymentAborted('', deployment_id='d', at=1.0),
+        ev.DeploymentCompleted('', deployment_id='d', succeeded=1, failed=1, skipped=0, at=1.0),
     ]
 
 
@@ -37,7 +57,7 @@ def test_every_class_is_registered_once_in_the_past_tense() -> None:
     assert set(ev.EVENT_TYPES) == {cls.TYPE for cls in ev.EVENT_CLASSES}
     assert len(ev.EVENT_TYPES) == len(ev.EVENT_CLASSES) == len(_samples())
     for name in ev.EVENT_TYPES:
-        assert name.endswith(('ed', 'Online', 'Offline')), name
+        assert name.endswith(('ed', 'Online', 'Offline', 'RolledBack')), name
 
 
 @pytest.mark.parametrize('event', _samples(), ids=lambda e: e.TYPE)

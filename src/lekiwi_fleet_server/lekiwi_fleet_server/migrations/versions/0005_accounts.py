@@ -1,7 +1,7 @@
 """Operator accounts with passwords and their browser sessions.
 
-Revision ID: 0004_accounts
-Revises: 0003_robot_sequences
+Revision ID: 0005_accounts
+Revises: 0004_releases_deployments
 Create Date: 2026-12-01
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0004_accounts'
-down_revision: str | None = '0003_robot_sequences'
+revision: str = '0005_accounts'
+down_revision: str | None = '0004_releases_deployments'
 branch_labels: str | None = None
 depends_on: str | None = None
 

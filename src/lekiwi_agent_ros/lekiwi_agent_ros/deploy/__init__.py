@@ -1,0 +1,1 @@
+"""Deployments on the robot: manifests, differential transfer, the executor and its node."""

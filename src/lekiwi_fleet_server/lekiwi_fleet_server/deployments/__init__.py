@@ -1,0 +1,1 @@
+"""The rollout engine: deployments driven through the robot gateway."""
