@@ -13,8 +13,6 @@ from agent_harness import AgentHarness, agent_harness, wait_for
 from rclpy.action import ActionServer
 from uplink_server import UplinkTestServer
 
-from lekiwi_agent_ros.fleet_uplink import FleetUplinkNode
-from lekiwi_agent_ros.heartbeat import HISTORY_QOS, STATUS_QOS
 from lekiwi_agent_ros.msg_types import (
     Deploy,
     DeploymentStatus,
@@ -25,6 +23,8 @@ from lekiwi_agent_ros.msg_types import (
     TelemetryDelta,
     TeleopStatus,
 )
+from lekiwi_agent_ros.telemetry.heartbeat import HISTORY_QOS, STATUS_QOS
+from lekiwi_agent_ros.uplink.fleet_uplink import FleetUplinkNode
 
 ROBOT = 'kiwi-100'
 TOKEN = 'lkw_node_token'
@@ -275,8 +275,8 @@ def test_invalid_parameters_are_refused(
 def test_telemetry_merged_under_pressure_still_rebuilds_the_exact_state(
     harness: AgentHarness, server: UplinkTestServer, tmp_path: Path
 ) -> None:
-    from lekiwi_agent_ros.delta_codec import DeltaDecoder, TelemetryFrame, same_value
-    from lekiwi_agent_ros.telemetry import TelemetryNode
+    from lekiwi_agent_ros.telemetry.delta_codec import DeltaDecoder, TelemetryFrame, same_value
+    from lekiwi_agent_ros.telemetry.telemetry import TelemetryNode
 
     def frame(msg: dict) -> TelemetryFrame:
         values = [float('nan') if v is None else v for v in msg['field_values']]

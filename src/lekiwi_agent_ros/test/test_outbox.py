@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lekiwi_agent_ros.delta_codec import merge_telemetry_msgs
-from lekiwi_agent_ros.outbox import (
+from lekiwi_agent_ros.telemetry.delta_codec import merge_telemetry_msgs
+from lekiwi_agent_ros.uplink.outbox import (
     Outbox,
     OutboxError,
     OversizeMessageError,
@@ -160,7 +160,7 @@ def test_messages_survive_a_killed_process(tmp_path: Path) -> None:
     path = tmp_path / 'o.db'
     script = (
         'import os, signal, sys\n'
-        'from lekiwi_agent_ros.outbox import Outbox, TopicPolicy\n'
+        'from lekiwi_agent_ros.uplink.outbox import Outbox, TopicPolicy\n'
         f'o = Outbox({str(path)!r}, "boot-kill", {{"e": TopicPolicy(state=False)}})\n'
         'for i in range(50): o.put("e", {"n": i})\n'
         'os.kill(os.getpid(), signal.SIGKILL)\n'

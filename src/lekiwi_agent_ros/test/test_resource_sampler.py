@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from lekiwi_agent_ros.resource_sampler import FIELDS, ResourceSampler, SamplerConfig
+from lekiwi_agent_ros.telemetry.resource_sampler import (
+    FIELDS,
+    ResourceSampler,
+    SamplerConfig,
+)
 
 
 class FakeClock:

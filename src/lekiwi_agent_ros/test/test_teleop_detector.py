@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from lekiwi_agent_ros.teleop_detector import (
+from lekiwi_agent_ros.teleop.teleop_detector import (
     SESSION_ENDED,
     SESSION_STARTED,
     SessionEnded,

@@ -14,7 +14,7 @@ from rclpy.qos import qos_profile_sensor_data
 from ros_harness import RosHarness, ros_harness, wait_for
 
 from lekiwi_agent_ros.msg_types import CompressedImage, FleetEvent, Joy, TeleopStatus, WebRtcStatus
-from lekiwi_agent_ros.teleop_monitor import EVENTS_QOS, STATUS_QOS, TeleopMonitorNode
+from lekiwi_agent_ros.teleop.teleop_monitor import EVENTS_QOS, STATUS_QOS, TeleopMonitorNode
 
 VIDEO_TOPIC = 'camera/front/image_raw/compressed'
 

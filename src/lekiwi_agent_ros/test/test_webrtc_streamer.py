@@ -16,10 +16,11 @@ from rclpy.qos import qos_profile_sensor_data
 from ros_harness import RosHarness, ros_harness, wait_for
 from webrtc_client import OperatorClient, make_jpeg
 
-from lekiwi_agent_ros import teleop_monitor, webrtc_streamer
 from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, TeleopStatus, WebRtcStatus
-from lekiwi_agent_ros.teleop_monitor import STATUS_QOS, TeleopMonitorNode
-from lekiwi_agent_ros.webrtc_streamer import WebRtcStreamerNode
+from lekiwi_agent_ros.teleop import teleop_monitor
+from lekiwi_agent_ros.teleop.teleop_monitor import STATUS_QOS, TeleopMonitorNode
+from lekiwi_agent_ros.webrtc import webrtc_streamer
+from lekiwi_agent_ros.webrtc.webrtc_streamer import WebRtcStreamerNode
 
 TOKEN = 'operator-token-for-tests-0123'
 CAMERA = 'camera/front/image_raw/compressed'

@@ -27,11 +27,11 @@ from rclpy.qos import qos_profile_sensor_data
 
 from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, WebRtcStatus
 from lekiwi_agent_ros.node_runner import run_nodes
-from lekiwi_agent_ros.teleop_monitor import STATUS_QOS
-from lekiwi_agent_ros.webrtc_media import FrameHub
-from lekiwi_agent_ros.webrtc_peers import StreamerSnapshot
-from lekiwi_agent_ros.webrtc_protocol import JoyCommand
-from lekiwi_agent_ros.webrtc_service import StreamerConfig, StreamerService, resolve_token
+from lekiwi_agent_ros.teleop.teleop_monitor import STATUS_QOS
+from lekiwi_agent_ros.webrtc.webrtc_media import FrameHub
+from lekiwi_agent_ros.webrtc.webrtc_peers import StreamerSnapshot
+from lekiwi_agent_ros.webrtc.webrtc_protocol import JoyCommand
+from lekiwi_agent_ros.webrtc.webrtc_service import StreamerConfig, StreamerService, resolve_token
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 6.0

@@ -41,7 +41,6 @@ from rclpy.serialization import deserialize_message
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
-from lekiwi_agent_ros.joy_cdr import JoyDecodeError, decode_joy
 from lekiwi_agent_ros.msg_types import (
     CompressedImage,
     FleetEvent,
@@ -52,7 +51,8 @@ from lekiwi_agent_ros.msg_types import (
 )
 from lekiwi_agent_ros.node_runner import run_nodes
 from lekiwi_agent_ros.polled_input import InputReader, PolledSubscription
-from lekiwi_agent_ros.teleop_detector import (
+from lekiwi_agent_ros.teleop.joy_cdr import JoyDecodeError, decode_joy
+from lekiwi_agent_ros.teleop.teleop_detector import (
     SessionChange,
     TeleopConfig,
     TeleopDetector,

@@ -26,8 +26,8 @@ except ImportError as exc:  # websockets < 13: Ubuntu 24.04's python3-websockets
         'fleet_uplink needs websockets >= 13 (pip install -r requirements/agent.txt)'
     ) from exc
 
-from lekiwi_agent_ros.backoff import Backoff
-from lekiwi_agent_ros.uplink_session import Log, UplinkSession
+from lekiwi_agent_ros.uplink.backoff import Backoff
+from lekiwi_agent_ros.uplink.uplink_session import Log, UplinkSession
 
 
 class UplinkClient:

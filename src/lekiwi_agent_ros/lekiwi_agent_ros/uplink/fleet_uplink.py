@@ -27,9 +27,6 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 import lekiwi_agent_ros
-from lekiwi_agent_ros.backoff import Backoff, BackoffConfig
-from lekiwi_agent_ros.delta_codec import merge_telemetry_msgs
-from lekiwi_agent_ros.heartbeat import HISTORY_QOS, STATUS_QOS
 from lekiwi_agent_ros.msg_types import (
     Deploy,
     DeploymentStatus,
@@ -40,11 +37,14 @@ from lekiwi_agent_ros.msg_types import (
     TelemetryDelta,
     TeleopStatus,
 )
-from lekiwi_agent_ros.outbox import Outbox, OutboxError, TopicPolicy
 from lekiwi_agent_ros.ros_json import RosJsonError, from_json, to_json
-from lekiwi_agent_ros.state_throttle import StateThrottle
-from lekiwi_agent_ros.uplink_client import UplinkClient
-from lekiwi_agent_ros.uplink_session import (
+from lekiwi_agent_ros.telemetry.delta_codec import merge_telemetry_msgs
+from lekiwi_agent_ros.telemetry.heartbeat import HISTORY_QOS, STATUS_QOS
+from lekiwi_agent_ros.uplink.backoff import Backoff, BackoffConfig
+from lekiwi_agent_ros.uplink.outbox import Outbox, OutboxError, TopicPolicy
+from lekiwi_agent_ros.uplink.state_throttle import StateThrottle
+from lekiwi_agent_ros.uplink.uplink_client import UplinkClient
+from lekiwi_agent_ros.uplink.uplink_session import (
     DEPLOY_ACTION,
     GOAL_ABORTED,
     GOAL_SUCCEEDED,

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
-from lekiwi_agent_ros.teleop_signals import (
+from lekiwi_agent_ros.teleop.teleop_signals import (
     EventWindow,
     LevelWindow,
     joy_has_input,
