@@ -320,3 +320,20 @@ def test_telemetry_merged_under_pressure_still_rebuilds_the_exact_state(
     assert received.state.keys() == direct.state.keys()
     for name, value in direct.state.items():
         assert same_value(received.state[name], value), name
+
+
+def test_a_second_uplink_on_the_same_outbox_is_refused_and_the_first_keeps_going(
+    harness: AgentHarness, server: UplinkTestServer, tmp_path: Path
+) -> None:
+    first = start(harness, server, tmp_path)
+    with pytest.raises(ValueError, match='in use by another agent'):
+        start(harness, server, tmp_path, robot_id='kiwi-other')
+    events = harness.helper.create_publisher(FleetEvent, 'fleet/events', HISTORY_QOS)
+    assert wait_for(lambda: events.get_subscription_count() > 0 and server.connected(ROBOT))
+    events.publish(event(1))
+    assert wait_for(lambda: status(first, harness).outbox_pending == 0 and server.messages())
+    assert {c.msg['sequence'] for c in server.messages('fleet/events')} == {1}
+    harness.remove(first)
+    # the outbox now belongs to ROBOT: another robot id is refused, not handed its messages
+    with pytest.raises(ValueError, match=f"holds the messages of robot '{ROBOT}'"):
+        start(harness, server, tmp_path, robot_id='kiwi-other')

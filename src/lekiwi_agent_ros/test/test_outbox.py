@@ -13,6 +13,8 @@ from lekiwi_agent_ros.telemetry.delta_codec import merge_telemetry_msgs
 from lekiwi_agent_ros.uplink.outbox import (
     Outbox,
     OutboxError,
+    OutboxLockedError,
+    OutboxOwnerError,
     OversizeMessageError,
     TopicPolicy,
 )
@@ -232,3 +234,73 @@ def test_concurrent_puts_claims_and_removes_lose_nothing(tmp_path: Path) -> None
         thread.join()
     assert sorted(seq for _b, seq in received) == list(range(1, 4 * per_thread + 1))
     assert os.path.exists(tmp_path / 'o.db-wal')
+
+
+def test_a_second_user_of_one_outbox_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / 'o.db'
+    first = open_outbox(path)
+    first.put('fleet/events', {'n': 1})
+    with pytest.raises(OutboxLockedError, match=rf'in use by another agent \(pid {os.getpid()}\)'):
+        open_outbox(path, boot_id='boot-bbbb')
+    # the refusal touched nothing: the first user carries on, and after it the file opens
+    assert first.put('fleet/events', {'n': 2}).seq == 2
+    first.close()
+    again = open_outbox(path, boot_id='boot-cccc')
+    assert [e.seq for e in again.claim(state=False)] == [1, 2]
+
+
+def test_another_process_is_refused_until_the_holder_dies(tmp_path: Path) -> None:
+    path = tmp_path / 'o.db'
+    script = (
+        'import sys, time\n'
+        'from lekiwi_agent_ros.uplink.outbox import Outbox, TopicPolicy\n'
+        f'o = Outbox({str(path)!r}, "boot-hold", {{"e": TopicPolicy(state=False)}})\n'
+        'o.put("e", {"n": 1})\n'
+        'print("held", flush=True)\n'
+        'time.sleep(120)\n'
+    )
+    holder = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == 'held'
+        with pytest.raises(OutboxLockedError, match=f'pid {holder.pid}'):
+            Outbox(str(path), 'boot-next', {'e': TopicPolicy(state=False)})
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    # a killed holder leaves no stale lock: the kernel released it with the process
+    outbox = Outbox(str(path), 'boot-next', {'e': TopicPolicy(state=False)})
+    assert [e.key for e in outbox.claim(state=False)] == [('boot-hold', 1)]
+
+
+def test_an_outbox_of_another_robot_is_refused_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / 'o.db'
+    mine = open_outbox(path, robot_id='kiwi-a')
+    mine.put('fleet/events', {'n': 1})
+    mine.close()
+    with pytest.raises(OutboxOwnerError, match="robot 'kiwi-a', not 'kiwi-b'"):
+        open_outbox(path, boot_id='boot-bbbb', robot_id='kiwi-b')
+    back = open_outbox(path, boot_id='boot-dddd', robot_id='kiwi-a')
+    assert back.robot_id == 'kiwi-a'
+    assert [e.key for e in back.claim(state=False)] == [('boot-aaaa', 1)]
+
+
+def test_a_version_1_outbox_is_adopted_by_the_robot_that_opens_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / 'o.db'
+    db = sqlite3.connect(path)
+    db.executescript(
+        'CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, boot_id TEXT NOT NULL, '
+        'seq INTEGER NOT NULL, topic TEXT NOT NULL, state INTEGER NOT NULL, msg TEXT NOT NULL, '
+        'created_at REAL NOT NULL, UNIQUE (boot_id, seq));'
+        'CREATE TABLE boots (boot_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);'
+        "INSERT INTO outbox VALUES (1, 'boot-old1', 1, 'fleet/events', 0, '{}', 1.0);"
+        "INSERT INTO boots VALUES ('boot-old1', 1);"
+        'PRAGMA user_version=1;'
+    )
+    db.close()
+    adopted = open_outbox(path, robot_id='kiwi-a')
+    assert len(adopted) == 1
+    adopted.close()
+    with pytest.raises(OutboxOwnerError):
+        open_outbox(path, robot_id='kiwi-b')

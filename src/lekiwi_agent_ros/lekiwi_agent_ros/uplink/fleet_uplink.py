@@ -41,7 +41,13 @@ from lekiwi_agent_ros.ros_json import RosJsonError, from_json, to_json
 from lekiwi_agent_ros.telemetry.delta_codec import merge_telemetry_msgs
 from lekiwi_agent_ros.telemetry.heartbeat import HISTORY_QOS, STATUS_QOS
 from lekiwi_agent_ros.uplink.backoff import Backoff, BackoffConfig
-from lekiwi_agent_ros.uplink.outbox import Outbox, OutboxError, TopicPolicy
+from lekiwi_agent_ros.uplink.outbox import (
+    Outbox,
+    OutboxError,
+    OutboxLockedError,
+    OutboxOwnerError,
+    TopicPolicy,
+)
 from lekiwi_agent_ros.uplink.state_throttle import StateThrottle
 from lekiwi_agent_ros.uplink.uplink_client import UplinkClient
 from lekiwi_agent_ros.uplink.uplink_session import (
@@ -159,14 +165,18 @@ class FleetUplinkNode(Node):
         self._goals_lock = threading.Lock()
         self._teleop_throttle = StateThrottle(self.config.teleop_status_min_interval_s)
 
-        self._outbox = Outbox(
-            self.config.outbox_path,
-            self.boot_id,
-            {topic.name: topic.policy for topic in FLEET_TOPICS},
-            max_messages=self.config.max_outbox_messages,
-            # A publish frame adds its envelope (topic, boot_id, seq) to the message.
-            max_message_bytes=self.config.max_frame_bytes - 256,
-        )
+        try:
+            self._outbox = Outbox(
+                self.config.outbox_path,
+                self.boot_id,
+                {topic.name: topic.policy for topic in FLEET_TOPICS},
+                max_messages=self.config.max_outbox_messages,
+                # A publish frame adds its envelope (topic, boot_id, seq) to the message.
+                max_message_bytes=self.config.max_frame_bytes - 256,
+                robot_id=self.config.robot_id,
+            )
+        except (OutboxLockedError, OutboxOwnerError) as exc:
+            raise ValueError(str(exc)) from exc  # a refused configuration: exit code 2, said why
         if self._outbox.recovered_from:
             self.get_logger().error(
                 f'outbox file was unreadable, kept aside as {self._outbox.recovered_from}'
@@ -388,13 +398,13 @@ class FleetUplinkNode(Node):
     def _on_get_status(
         self, request: GetAgentStatus.Request, response: GetAgentStatus.Response
     ) -> GetAgentStatus.Response:
-        assert self._outbox is not None
         response.robot_id = self.config.robot_id
         response.agent_version = lekiwi_agent_ros.__version__
         response.boot_id = self.boot_id
         response.server_url = self.config.server_url
         response.connected = self._session.ready
-        response.outbox_pending = len(self._outbox)
+        # The outbox is None while the node shuts down: answer 0 pending rather than raise.
+        response.outbox_pending = len(self._outbox) if self._outbox is not None else 0
         response.acknowledged_total = self._session.stats.acked_total
         response.last_heartbeat = self._last_heartbeat
         return response

@@ -10,6 +10,11 @@
   marks them sent, so they are no longer coalesced or merged: the server may already hold them.
 - `remove()` deletes acknowledged messages. Rows left over from an earlier run count as sent and
   are replayed after the next connection.
+- One outbox belongs to one robot id and one process. An exclusive `flock` on `<path>.lock`
+  (released by the kernel when the process dies, so a crash never leaves a stale lock) refuses a
+  second user with `OutboxLockedError`, naming the pid that holds it; the robot id is stored in
+  the file and an outbox of another robot is refused (`OutboxOwnerError`), so an agent never
+  uploads another robot's messages under its own id.
 
 Thread-safe: ROS callbacks put from the executor thread while the WebSocket thread claims and
 removes. Pure apart from its SQLite file; the clock is an argument.
@@ -17,6 +22,7 @@ removes. Pure apart from its SQLite file; the clock is an argument.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -44,8 +50,12 @@ CREATE TABLE IF NOT EXISTS boots (
     boot_id TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS owner (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    robot_id TEXT NOT NULL
+);
 """
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: the owner table (robot id); a version 1 file is adopted by its opener
 
 
 class OutboxError(Exception):
@@ -54,6 +64,14 @@ class OutboxError(Exception):
 
 class OversizeMessageError(OutboxError):
     """A message too large to ever fit in one protocol frame."""
+
+
+class OutboxLockedError(OutboxError):
+    """Another process (or another Outbox in this one) has this outbox open."""
+
+
+class OutboxOwnerError(OutboxError):
+    """The outbox file holds the messages of another robot id."""
 
 
 @dataclass(frozen=True)
@@ -102,10 +120,13 @@ class Outbox:
         max_messages: int = 10000,
         max_message_bytes: int = 65000,
         now: Callable[[], float] = time.time,
+        *,
+        robot_id: str | None = None,
     ) -> None:
         if max_messages < 1:
             raise ValueError(f'max_messages must be >= 1, got {max_messages}')
         self._path = path
+        self._robot_id = robot_id
         self._boot_id = boot_id
         self._policies = dict(policies)
         self._max_messages = max_messages
@@ -114,7 +135,13 @@ class Outbox:
         # One connection shared by two threads; the lock serialises every use of it.
         self._lock = threading.Lock()
         self.recovered_from: str | None = None
-        self._db = self._open()
+        self._lock_fd = self._acquire_file_lock()
+        try:
+            self._db = self._open()
+            self._claim_owner()
+        except BaseException:
+            self._release_file_lock()
+            raise
         self._count = self._db.execute('SELECT COUNT(*) FROM outbox').fetchone()[0]
         row = self._db.execute(
             'SELECT last_seq FROM boots WHERE boot_id = ?', (boot_id,)
@@ -136,9 +163,51 @@ class Outbox:
         """Return the database file's path."""
         return self._path
 
-    def _open(self) -> sqlite3.Connection:
+    def _acquire_file_lock(self) -> int:
         directory = os.path.dirname(os.path.abspath(self._path))
         os.makedirs(directory, exist_ok=True)
+        lock_path = self._path + '.lock'
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # flock, not fcntl/lockf: its lock belongs to this open file, so a second Outbox on
+            # the same path is refused in this process too, and the kernel drops it on a crash.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors='replace').strip() or 'unknown'
+            os.close(fd)
+            raise OutboxLockedError(
+                f'outbox {self._path} is in use by another agent (pid {holder}); '
+                'each agent needs an outbox of its own: set the outbox_path parameter'
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+        return fd
+
+    def _release_file_lock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing the file releases the flock
+            self._lock_fd = -1
+
+    def _claim_owner(self) -> None:
+        row = self._db.execute('SELECT robot_id FROM owner').fetchone()
+        if self._robot_id is None:
+            return
+        if row is None:
+            self._db.execute('INSERT INTO owner (one, robot_id) VALUES (1, ?)', (self._robot_id,))
+        elif row[0] != self._robot_id:
+            self._db.close()
+            raise OutboxOwnerError(
+                f'outbox {self._path} holds the messages of robot {row[0]!r}, not '
+                f'{self._robot_id!r}: they are never uploaded under another id; give this robot '
+                'an outbox_path of its own (or deliver that robot\'s messages first)'
+            )
+
+    @property
+    def robot_id(self) -> str | None:
+        """Return the robot id this outbox belongs to (None: not bound to one)."""
+        return self._robot_id
+
+    def _open(self) -> sqlite3.Connection:
         try:
             return self._connect()
         except sqlite3.DatabaseError as exc:
@@ -233,7 +302,9 @@ class Outbox:
         row = self._db.execute(
             'UPDATE outbox SET msg = ? WHERE id = ? RETURNING seq', (text, row_id)
         ).fetchone()
-        return row[0]
+        if row is None:  # only if the file was changed behind this outbox's lock
+            raise OutboxError(f'outbox row {row_id} vanished: {self._path} changed underneath')
+        return int(row[0])
 
     def claim(self, state: bool, after_id: int = 0, limit: int = 1000) -> list[OutboxEntry]:
         """Return up to `limit` messages of one class with id > after_id, marked as sent."""
@@ -300,9 +371,10 @@ class Outbox:
         return self._count
 
     def close(self) -> None:
-        """Close the database (further use raises)."""
+        """Close the database and release its lock (further use raises)."""
         with self._lock:
             self._db.close()
+            self._release_file_lock()
 
 
 def _dumps(msg: Mapping[str, Any]) -> str:
