@@ -318,3 +318,30 @@ def test_a_slow_poll_sees_the_end_of_a_hold_within_the_hold_poll_period(
 def test_hold_poll_hz_must_be_positive(harness: RosHarness) -> None:
     with pytest.raises(ValueError, match='hold_poll_hz must be > 0'):
         make_monitor(harness, hold_poll_hz=0.0)
+
+
+def test_a_launch_given_node_name_does_not_rename_the_input_reader_too() -> None:
+    """`Node(name='teleop_monitor')` in a launch file passes a global `__node:=` rule."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'lekiwi_agent_ros.teleop.teleop_monitor', '--ros-args',
+         '-r', '__ns:=/namecheck', '-r', '__node:=teleop_monitor'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        with ros_harness() as harness:
+            def names() -> list[str]:
+                return sorted(name for name, namespace
+                              in harness.helper.get_node_names_and_namespaces()
+                              if namespace == '/namecheck')
+
+            assert wait_for(lambda: len(names()) >= 2, timeout=30.0), names()
+            assert names() == ['teleop_monitor', 'teleop_monitor_inputs']
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out
