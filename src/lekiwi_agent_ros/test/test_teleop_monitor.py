@@ -73,17 +73,12 @@ class Joystick:
             msg.axes = [0.0, 0.0, 0.02]
             msg.buttons = [0, 0]
         elif mode == 'bad':
-            kind = self._n % 4
-            if kind == 0:
+            if self._n % 2:
                 msg.axes = [math.nan, math.nan]
-            elif kind == 1:
-                pass  # empty message
-            elif kind == 2:
-                msg.axes = moving
-                msg.header.stamp.sec += 10  # from the future
-            else:
-                msg.axes = moving
-                msg.header.stamp.sec -= 3600  # from the past
+            # else: an empty message
+        elif mode == 'skewed':  # an operator laptop whose clock is 2 s behind
+            msg.axes = moving
+            msg.header.stamp.sec -= 2
         self._pub.publish(msg)
         if mode == 'moving':
             t = time.monotonic()
@@ -173,7 +168,7 @@ def test_zeros_and_bad_input_never_make_a_session(harness: RosHarness) -> None:
     make_monitor(harness, status_period_s=0.2)
     joystick = Joystick(harness)
     time.sleep(1.5)
-    joystick.set_mode('bad')  # NaN axes, empty messages, stamps from the future and the past
+    joystick.set_mode('bad')  # NaN axes and empty messages
     time.sleep(1.5)
     assert len(recorder.statuses) >= 10
     assert not any(m.active for _, m in recorder.statuses)
@@ -267,15 +262,32 @@ def test_streamer_status_drives_peers_video_and_latency(harness: RosHarness) -> 
         pub.publish(msg)
 
     streamer.create_timer(0.1, publish)
-    assert wait_for(lambda: recorder.latest() is not None and recorder.latest().active, 3.0)
+    assert wait_for(lambda: recorder.latest() is not None
+                    and recorder.latest().latency_signal == 1.0, 3.0)
     status = recorder.latest()
     assert (status.webrtc_peers, status.active_video_streams) == (1, 1)
     assert status.control_latency_ms == pytest.approx(30.0)
-    assert status.latency_signal == 1.0
+    # A peer watching video with pings (0.6) but sending no command is present, not driving.
+    assert wait_for(lambda: recorder.latest().score > 0.55, 3.0)  # the windows filled
+    status = recorder.latest()
+    assert status.operator_present and not status.teleop_active
+    assert not any(m.active or m.teleop_active for _, m in recorder.statuses)
     sending.clear()  # the streamer vanishes
-    assert wait_for(lambda: not recorder.latest().active, 3.0)
+    assert wait_for(lambda: not recorder.latest().operator_present, 3.0)
     assert recorder.latest().webrtc_peers == 0
     assert math.isnan(recorder.latest().control_latency_ms)
+    assert recorder.events == []
+
+
+def test_a_joystick_whose_clock_is_2_s_off_is_detected(harness: RosHarness) -> None:
+    recorder = Recorder(harness)
+    make_monitor(harness, status_period_s=0.2)
+    joystick = Joystick(harness)
+    joystick.set_mode('zeros')
+    time.sleep(0.3)
+    joystick.set_mode('skewed')
+    assert wait_for(lambda: recorder.latest() is not None and recorder.latest().teleop_active
+                    and recorder.latest().active, 3.0)
 
 
 def test_shutdown_ends_the_open_session(harness: RosHarness) -> None:

@@ -38,7 +38,8 @@ class Topics:
                                  lambda m: self.teleop.append((time.monotonic(), m)), STATUS_QOS)
         node.create_subscription(WebRtcStatus, 'webrtc/status',
                                  lambda m: self.webrtc.append((time.monotonic(), m)), STATUS_QOS)
-        node.create_subscription(Joy, 'joy', self.joy.append, qos_profile_sensor_data)
+        # Reliable, as drive nodes such as teleop_twist_joy subscribe.
+        node.create_subscription(Joy, 'joy', self.joy.append, 10)
 
     def teleop_now(self) -> TeleopStatus | None:
         return self.teleop[-1][1] if self.teleop else None
@@ -106,6 +107,7 @@ def test_operator_peer_raises_and_drops_the_teleop_score(harness: RosHarness) ->
         assert status.control_latency_ms < 100.0
         assert status.latency_signal == 1.0
         assert fully_engaged(), f'score {status.score}'
+        assert status.teleop_active and status.operator_present
         driving.cancel()
         closed_at = time.monotonic()
         await client.close()

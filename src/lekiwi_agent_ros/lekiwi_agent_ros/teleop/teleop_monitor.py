@@ -78,8 +78,14 @@ _DETECTOR_DESCRIPTIONS = {
     'joystick_window_s': 'Sliding window (s) over which joystick input is counted.',
     'joystick_full_rate_hz': 'Rate (Hz) of joystick messages with input that makes the signal 1.',
     'joystick_deadzone': 'An axis must leave its rest value by more than this to be input.',
-    'joystick_axis_rest': 'Rest value of each axis (e.g. 1.0 for gamepad triggers); missing: 0.',
-    'joystick_max_age_s': 'Joystick messages stamped longer ago than this (s) are stale.',
+    'joystick_axis_rest': 'Rest value of each axis (e.g. 1.0 for gamepad triggers); missing: the '
+                          'first message\'s value (rest poses are learned, see next).',
+    'joystick_rest_learn_s': 'A joystick pose held perfectly still this long (s) becomes its '
+                             'rest pose (an idle pad is not a person).',
+    'command_idle_s': 'teleop_active ends once no command has come for this long (s), '
+                      'whatever video and peers say.',
+    'joystick_max_age_s': 'A joystick stamp further than this (s) from the robot clock is '
+                          'reported once as clock skew (freshness is the receipt time).',
     'stamp_max_future_s': 'Messages stamped further ahead than this (s) are ignored.',
     'video_window_s': 'Sliding window (s) averaging the video signal.',
     'video_full_streams': 'Video streams leaving the robot that make the video signal 1.',
@@ -135,7 +141,8 @@ class TeleopMonitorNode(Node):
             t for t in self.get_parameter('video_topics').value if t]  # type: ignore[union-attr]
         self._ignored = set(self.get_parameter('ignored_video_subscribers').value or ())
         self._video_subs: dict[str, Subscription | PolledSubscription] = {}
-        self._last_key: tuple[bool, int, int] | None = None
+        self._last_key: tuple[bool, bool, int, int] | None = None
+        self._skew_warned = False
         self._eval_period_s = 1.0 / float(self.get_parameter('evaluate_rate_hz').value)
 
         self.add_on_set_parameters_callback(self._check_parameters)
@@ -290,8 +297,20 @@ class TeleopMonitorNode(Node):
     def _observe_joy(self, msg: Joy) -> bool:
         """Feed one joystick message to the detector; say whether it counted as input."""
         stamp = msg.header.stamp
-        return self._detector.observe_joy(msg.axes, msg.buttons,
-                                          self._stamp_age_s(stamp.sec, stamp.nanosec))
+        age = self._stamp_age_s(stamp.sec, stamp.nanosec)
+        self._check_skew(age)
+        return self._detector.observe_joy(msg.axes, msg.buttons, age)
+
+    def _check_skew(self, age_s: float | None) -> None:
+        """Warn once when joystick stamps disagree with this clock (they do not gate input)."""
+        if self._skew_warned or age_s is None:
+            return
+        cfg = self._detector.config
+        if not -cfg.stamp_max_future_s <= age_s <= cfg.joystick_max_age_s:
+            self._skew_warned = True
+            self.get_logger().warning(
+                f'joystick stamps are {age_s:+.3f} s off this clock (a publisher clock not in '
+                'sync?); teleop detection uses the time of receipt, so input still counts')
 
     def _poll_inputs(self) -> None:
         """Take every joystick message and video frame waiting, then evaluate (poll timer)."""
@@ -307,8 +326,9 @@ class TeleopMonitorNode(Node):
                 msg = deserialize_message(raw, Joy)
                 sec, nanosec = msg.header.stamp.sec, msg.header.stamp.nanosec
                 axes, buttons = msg.axes, msg.buttons
-            counted = self._detector.observe_joy(axes, buttons,
-                                                 self._stamp_age_s(sec, nanosec, now_ns))
+            age = self._stamp_age_s(sec, nanosec, now_ns)
+            self._check_skew(age)
+            counted = self._detector.observe_joy(axes, buttons, age)
             evidence = counted or evidence
         for topic, subscription in self._video_subs.items():
             if subscription.take_all():  # type: ignore[union-attr]
@@ -392,7 +412,8 @@ class TeleopMonitorNode(Node):
         reading, change = self._detector.update()
         if change is not None:
             self._publish_event(change)
-        key = (reading.active, reading.webrtc_peers, reading.active_video_streams)
+        key = (reading.active, reading.operator_present, reading.webrtc_peers,
+               reading.active_video_streams)
         if change is not None or key != self._last_key:
             self._publish_status(reading)
         if self._inputs is None and self._detector.quiescent():
@@ -434,7 +455,10 @@ class TeleopMonitorNode(Node):
         msg.active_video_streams = min(reading.active_video_streams, 65535)
         msg.webrtc_peers = min(reading.webrtc_peers, 65535)
         msg.control_latency_ms = reading.control_latency_ms
-        self._last_key = (reading.active, reading.webrtc_peers, reading.active_video_streams)
+        msg.teleop_active = reading.teleop_active
+        msg.operator_present = reading.operator_present
+        self._last_key = (reading.active, reading.operator_present, reading.webrtc_peers,
+                          reading.active_video_streams)
         if reading.active_since is not None:
             sec = math.floor(reading.active_since)
             msg.active_since.sec = sec

@@ -23,7 +23,13 @@ from typing import Any
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
 
 from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, WebRtcStatus
 from lekiwi_agent_ros.node_runner import run_nodes
@@ -33,6 +39,8 @@ from lekiwi_agent_ros.webrtc.webrtc_peers import StreamerSnapshot
 from lekiwi_agent_ros.webrtc.webrtc_protocol import JoyCommand
 from lekiwi_agent_ros.webrtc.webrtc_service import StreamerConfig, StreamerService, resolve_token
 
+JOY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 6.0
 
@@ -81,7 +89,9 @@ class WebRtcStreamerNode(Node):
             cors_allow_origin=str(p('cors_allow_origin')),
         ).validated()
         self._hub = FrameHub(time.monotonic)
-        self._joy_pub = self.create_publisher(Joy, str(p('joy_topic')), qos_profile_sensor_data)
+        # Reliable: a reliable publisher also serves best-effort readers, and drive nodes such
+        # as teleop_twist_joy subscribe reliably (a best-effort publisher reaches none of them).
+        self._joy_pub = self.create_publisher(Joy, str(p('joy_topic')), JOY_QOS)
         self._status_pub = self.create_publisher(WebRtcStatus, 'webrtc/status', STATUS_QOS)
         self._service = StreamerService(config, self._hub, self._publish_joy,
                                         self._publish_status)
