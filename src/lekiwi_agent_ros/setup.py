@@ -40,6 +40,7 @@ setup(
             'fleet_uplink = lekiwi_agent_ros.uplink.fleet_uplink:main',
             'webrtc_streamer = lekiwi_agent_ros.webrtc.webrtc_streamer:main',
             'sim_lekiwi = lekiwi_agent_ros.sim_lekiwi:main',
+            'lekiwi_zmq_bridge = lekiwi_agent_ros.zmq_bridge.lekiwi_zmq_bridge:main',
         ],
     },
 )

@@ -44,9 +44,11 @@ from rclpy.timer import Timer
 from lekiwi_agent_ros.msg_types import (
     CompressedImage,
     FleetEvent,
+    Header,
     Image,
     Joy,
     TeleopStatus,
+    UInt16,
     WebRtcStatus,
 )
 from lekiwi_agent_ros.node_runner import run_nodes
@@ -67,6 +69,15 @@ EVENTS_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
 # Polled joystick messages wait here between polls: room for 100 Hz at a 5 Hz poll.
 POLLED_JOY_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT,
                             durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+# Command activity of other channels (lekiwi_zmq_bridge: one Header per 0.1 s with a change)
+# and operator counts (reliable, transient-local: a late monitor still learns the count).
+COMMANDS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+COUNT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                       history=HistoryPolicy.KEEP_LAST)
+OPERATOR_COUNT_TOPICS = {'zmq_bridge/operators': 'zmq',
+                         'zmq_bridge/observation_consumers': 'zmq_observers'}
 VIDEO_TYPES = {'sensor_msgs/msg/Image': Image,
                'sensor_msgs/msg/CompressedImage': CompressedImage}
 
@@ -167,6 +178,11 @@ class TeleopMonitorNode(Node):
             self.create_subscription(Joy, joy_topic, self._on_joy, qos_profile_sensor_data)
         self.create_subscription(WebRtcStatus, 'webrtc/status', self._on_webrtc_status,
                                  STATUS_QOS)
+        self.create_subscription(Header, 'teleop/commands', self._on_command, COMMANDS_QOS)
+        for topic, source in OPERATOR_COUNT_TOPICS.items():
+            self.create_subscription(UInt16, topic,
+                                     lambda msg, s=source: self._on_operators(s, msg),
+                                     COUNT_QOS)
         # Polling: the poll timer evaluates; callbacks: a timer for when messages stop.
         self._eval_timer = self.create_timer(
             1.0 / poll_hz if poll_hz > 0 else self._eval_period_s,
@@ -349,6 +365,18 @@ class TeleopMonitorNode(Node):
         if not self._eval_timer.is_canceled():
             # Restart the timer's period: it fires only once messages stop coming.
             self._eval_timer.reset()
+
+    def _on_command(self, _msg: Header) -> None:
+        """Count one command of another channel (its receipt time, as for the joystick)."""
+        self._detector.observe_command()
+        self._stir()
+        self._evaluate()
+
+    def _on_operators(self, source: str, msg: UInt16) -> None:
+        """Take the operators connected through another channel (ZeroMQ)."""
+        self._detector.set_operators(source, int(msg.data))
+        self._stir()
+        self._evaluate()
 
     def _on_video_frame(self, topic: str) -> None:
         """Note a live frame on a video topic."""
