@@ -337,3 +337,43 @@ def test_a_second_uplink_on_the_same_outbox_is_refused_and_the_first_keeps_going
     # the outbox now belongs to ROBOT: another robot id is refused, not handed its messages
     with pytest.raises(ValueError, match=f"holds the messages of robot '{ROBOT}'"):
         start(harness, server, tmp_path, robot_id='kiwi-other')
+
+
+def test_durable_events_published_while_the_uplink_is_down_arrive_once(
+    harness: AgentHarness, server: UplinkTestServer, tmp_path: Path
+) -> None:
+    from lekiwi_agent_ros.uplink.fleet_uplink import DURABLE_EVENTS_QOS
+
+    first = start(harness, server, tmp_path)
+    # An application on the documented contract: reliable, transient-local, deep enough.
+    events = harness.helper.create_publisher(FleetEvent, 'fleet/events', DURABLE_EVENTS_QOS)
+    assert wait_for(lambda: events.get_subscription_count() >= 2 and server.connected(ROBOT))
+    for n in range(5):
+        events.publish(event(n))
+    assert wait_for(lambda: len(server.messages('fleet/events')) == 5
+                    and status(first, harness).outbox_pending == 0)
+    harness.remove(first)  # the agent restarts
+    assert wait_for(lambda: events.get_subscription_count() == 0)
+    for n in range(5, 15):  # published while nobody subscribes
+        events.publish(event(n))
+    second = start(harness, server, tmp_path)
+    assert wait_for(lambda: len(server.messages('fleet/events')) >= 15, timeout=15.0)
+    assert wait_for(lambda: status(second, harness).outbox_pending == 0)
+    time.sleep(0.5)  # a duplicate would arrive by now
+    numbers = [c.msg['sequence'] for c in server.messages('fleet/events')]
+    # Every event once: those of the downtime from the publisher's history, and the five it
+    # held from before the restart (re-delivered to the new subscriber) not a second time.
+    assert sorted(numbers) == list(range(15))
+
+
+def test_a_volatile_publisher_still_reaches_the_uplink_once(
+    harness: AgentHarness, server: UplinkTestServer, tmp_path: Path
+) -> None:
+    start(harness, server, tmp_path)
+    events = harness.helper.create_publisher(FleetEvent, 'fleet/events', HISTORY_QOS)
+    assert wait_for(lambda: events.get_subscription_count() == 1 and server.connected(ROBOT))
+    for n in range(3):
+        events.publish(event(n))
+    assert wait_for(lambda: len(server.messages('fleet/events')) == 3)
+    time.sleep(0.3)
+    assert [c.msg['sequence'] for c in server.messages('fleet/events')] == [0, 1, 2]

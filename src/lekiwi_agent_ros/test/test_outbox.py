@@ -304,3 +304,22 @@ def test_a_version_1_outbox_is_adopted_by_the_robot_that_opens_it(tmp_path: Path
     adopted.close()
     with pytest.raises(OutboxOwnerError):
         open_outbox(path, robot_id='kiwi-b')
+
+
+def test_a_dedup_key_seen_before_stores_nothing_even_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / 'o.db'
+    clock = [1000.0]
+    outbox = Outbox(str(path), 'boot-aaaa', POLICIES, now=lambda: clock[0], dedup_window_s=60.0)
+    assert outbox.put('fleet/events', {'n': 1}, dedup_key='k1').outcome == 'appended'
+    again = outbox.put('fleet/events', {'n': 1}, dedup_key='k1')
+    assert (again.outcome, again.seq) == ('duplicate', 0) and len(outbox) == 1
+    assert outbox.put('fleet/events', {'n': 2}, dedup_key='k2').seq == 2
+    with pytest.raises(OutboxError, match='state topic takes no dedup_key'):
+        outbox.put('fleet/heartbeat', {}, dedup_key='k3')
+    outbox.close()
+    reopened = Outbox(str(path), 'boot-bbbb', POLICIES, now=lambda: clock[0],
+                      dedup_window_s=60.0)
+    assert reopened.put('fleet/events', {'n': 1}, dedup_key='k1').outcome == 'duplicate'
+    assert [e.seq for e in reopened.claim(state=False)] == [1, 2]
+    clock[0] += 120.0  # past the window: the key is forgotten
+    assert reopened.put('fleet/events', {'n': 1}, dedup_key='k1').outcome == 'appended'

@@ -64,8 +64,11 @@ from lekiwi_agent_ros.teleop.teleop_detector import (
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL,
                         history=HistoryPolicy.KEEP_LAST)
+# Session events follow the durable contract of fleet/events (README): transient-local, so an
+# uplink that restarts (one_process:=false) still receives the sessions of its downtime.
 EVENTS_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                        history=HistoryPolicy.KEEP_LAST)
 # Polled joystick messages wait here between polls: room for 100 Hz at a 5 Hz poll.
 POLLED_JOY_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT,
                             durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)

@@ -10,6 +10,8 @@ runs (the deployment issue's seam), and is refused clearly otherwise. Service
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -24,7 +26,7 @@ from action_msgs.msg import GoalStatus
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionClient
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 import lekiwi_agent_ros
 from lekiwi_agent_ros.msg_types import (
@@ -87,6 +89,18 @@ FLEET_TOPICS = (
     FleetTopic('fleet/events', FleetEvent, HISTORY_QOS, TopicPolicy(state=False)),
     FleetTopic('fleet/deployment_status', DeploymentStatus, HISTORY_QOS, TopicPolicy(state=False)),
 )
+
+
+# The durable path for applications (README, "Events while the agent is down"): publish
+# fleet/events RELIABLE + TRANSIENT_LOCAL with a KEEP_LAST depth covering what you may emit
+# while the agent restarts. This second subscription takes that history when the uplink
+# (re)starts; the volatile one above still serves volatile publishers (a transient-local
+# reader does not match them). A durable publisher matches both, and every event comes back
+# after each restart: the outbox keeps each distinct message once (a digest, `dedup_key`).
+DURABLE_EVENTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                                reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DEDUPED_TOPICS = frozenset({'fleet/events'})
 
 
 @dataclass(frozen=True)
@@ -205,6 +219,9 @@ class FleetUplinkNode(Node):
             self.create_subscription(
                 topic.msg_type, topic.name, self._forwarder(topic.name), topic.qos
             )
+        self.create_subscription(
+            FleetEvent, 'fleet/events', self._forwarder('fleet/events'), DURABLE_EVENTS_QOS
+        )
         self.create_service(GetAgentStatus, 'fleet_uplink/get_status', self._on_get_status)
         if self.config.teleop_status_min_interval_s > 0.0:
             self.create_timer(self.config.teleop_status_min_interval_s, self._flush_teleop)
@@ -310,11 +327,17 @@ class FleetUplinkNode(Node):
     def _store(self, topic: str, data: dict[str, Any]) -> None:
         if self._outbox is None or self._client is None:
             return  # shutting down
+        key = None
+        if topic in DEDUPED_TOPICS:
+            text = json.dumps(data, sort_keys=True, separators=(',', ':'), allow_nan=False)
+            key = f'{topic}:{hashlib.sha256(text.encode()).hexdigest()}'
         try:
-            result = self._outbox.put(topic, data)
-        except OutboxError as exc:
+            result = self._outbox.put(topic, data, dedup_key=key)
+        except (OutboxError, ValueError) as exc:
             self.get_logger().error(f'{topic} message not queued: {exc}')
             return
+        if result.outcome == 'duplicate':
+            return  # re-delivered from a durable publisher's history: stored once already
         if result.over_limit and result.outcome != 'merged':
             self.get_logger().warning(
                 f'outbox over {self.config.max_outbox_messages} messages '

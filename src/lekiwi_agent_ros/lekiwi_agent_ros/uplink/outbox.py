@@ -6,6 +6,10 @@
   the older's place and its seq, so sequences have no gaps.
 - History topics (events, deployment status, telemetry) are never dropped. Over `max_messages`,
   a topic with a merge policy (telemetry) folds a new message into its newest unsent one.
+- A history message may carry a `dedup_key` (the uplink uses a digest of the whole message):
+  a key stored before (kept `dedup_window_s`) makes the put a no-op, decided in the same
+  transaction as the insert. A transient-local publisher re-delivers its history to every new
+  subscriber, so a restarted agent sees events again that it stored before: they are kept once.
 - `claim()` hands out messages in id order (= seq order within a boot; older boots first) and
   marks them sent, so they are no longer coalesced or merged: the server may already hold them.
 - `remove()` deletes acknowledged messages. Rows left over from an earlier run count as sent and
@@ -49,6 +53,10 @@ CREATE INDEX IF NOT EXISTS outbox_by_class ON outbox (state, id);
 CREATE TABLE IF NOT EXISTS boots (
     boot_id TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS owner (
     one INTEGER PRIMARY KEY CHECK (one = 1),
@@ -105,7 +113,7 @@ class PutResult:
 
     boot_id: str
     seq: int
-    outcome: str  # 'appended' | 'coalesced' | 'merged'
+    outcome: str  # 'appended' | 'coalesced' | 'merged' | 'duplicate' (seq 0: nothing stored)
     over_limit: bool = False
 
 
@@ -122,11 +130,14 @@ class Outbox:
         now: Callable[[], float] = time.time,
         *,
         robot_id: str | None = None,
+        dedup_window_s: float = 86400.0,
     ) -> None:
         if max_messages < 1:
             raise ValueError(f'max_messages must be >= 1, got {max_messages}')
         self._path = path
         self._robot_id = robot_id
+        self._dedup_window_s = dedup_window_s
+        self._dedup_puts = 0
         self._boot_id = boot_id
         self._policies = dict(policies)
         self._max_messages = max_messages
@@ -236,7 +247,7 @@ class Outbox:
             raise
         return db
 
-    def put(self, topic: str, msg: Mapping[str, Any]) -> PutResult:
+    def put(self, topic: str, msg: Mapping[str, Any], dedup_key: str | None = None) -> PutResult:
         """Store `msg` for `topic` and return its (boot_id, seq) and what happened to it."""
         policy = self._policies.get(topic)
         if policy is None:
@@ -249,14 +260,17 @@ class Outbox:
             raise OversizeMessageError(
                 f'{topic}: {len(text.encode())} bytes, more than {self._max_message_bytes}'
             )
+        if dedup_key is not None and policy.state:
+            raise OutboxError(f'{topic}: a state topic takes no dedup_key')
         with self._lock:
             try:
-                return self._put_locked(topic, policy, msg, text)
+                return self._put_locked(topic, policy, msg, text, dedup_key)
             except sqlite3.Error as exc:
                 raise OutboxError(f'{topic}: could not store the message: {exc}') from exc
 
     def _put_locked(
-        self, topic: str, policy: TopicPolicy, msg: Mapping[str, Any], text: str
+        self, topic: str, policy: TopicPolicy, msg: Mapping[str, Any], text: str,
+        dedup_key: str | None = None,
     ) -> PutResult:
         over = self._count >= self._max_messages
         if policy.state and topic in self._unsent_state:
@@ -275,6 +289,9 @@ class Outbox:
         seq = self._last_seq + 1
         self._db.execute('BEGIN IMMEDIATE')
         try:
+            if dedup_key is not None and not self._first_sighting(dedup_key):
+                self._rollback()
+                return PutResult(self._boot_id, 0, 'duplicate', over)
             cursor = self._db.execute(
                 'INSERT INTO outbox (boot_id, seq, topic, state, msg, created_at) '
                 'VALUES (?, ?, ?, ?, ?, ?)',
@@ -287,7 +304,7 @@ class Outbox:
             )
             self._db.execute('COMMIT')
         except BaseException:
-            self._db.execute('ROLLBACK')
+            self._rollback()
             raise
         self._last_seq = seq
         self._count += 1
@@ -297,6 +314,28 @@ class Outbox:
         elif policy.merge is not None:
             self._unsent_tail[topic] = (row_id, dict(msg))
         return PutResult(self._boot_id, seq, 'appended', over)
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already (keeps the real error)."""
+        # On SQLITE_FULL or IOERR SQLite may roll back by itself; a ROLLBACK then fails with
+        # "no transaction is active" and would hide the error that matters (disk full).
+        if self._db.in_transaction:
+            try:
+                self._db.execute('ROLLBACK')
+            except sqlite3.Error:
+                pass
+
+    def _first_sighting(self, key: str) -> bool:
+        """Record `key` (inside the put's transaction); say whether it is new."""
+        now = self._now()
+        self._dedup_puts += 1
+        if self._dedup_puts % 500 == 1:  # forget keys older than the window, now and then
+            self._db.execute('DELETE FROM seen WHERE at < ?', (now - self._dedup_window_s,))
+        # A key older than the window counts as new even before the sweep removes it.
+        cursor = self._db.execute(
+            'INSERT INTO seen (key, at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET '
+            'at = excluded.at WHERE seen.at < ?', (key, now, now - self._dedup_window_s))
+        return cursor.rowcount == 1
 
     def _update(self, row_id: int, text: str) -> int:
         row = self._db.execute(
@@ -361,7 +400,7 @@ class Outbox:
                         self._mark_sent([row[0]])
                 self._db.execute('COMMIT')
             except BaseException:
-                self._db.execute('ROLLBACK')
+                self._rollback()
                 raise
             self._count -= removed
         return removed
