@@ -4,10 +4,11 @@ A stand-in LeKiwi host and a stand-in LeKiwiClient (this process; lerobot's host
 robot's motors) speak the host's wire format over real ZeroMQ sockets on loopback: 30 Hz
 commands (JSON actions, the velocity changing every one, so the bridge sees a person driving)
 and 30 Hz observations of ~50 KB (JSON with a base64 JPEG-sized payload), each stamped with
-its send time. Phase 1 connects client and host directly; phase 2 puts the real node
-(`python -m lekiwi_agent_ros.zmq_bridge.lekiwi_zmq_bridge`, its own process, with the teleop
-monitor's subscriptions absent) between them. Added latency = relay percentile - direct
-percentile, per direction. CPU is the bridge process's share of one core during phase 2.
+its send time. Two pairs run at the same time, so both meet the same machine load: one pair
+connected directly, the other through the real node (`python -m
+lekiwi_agent_ros.zmq_bridge.lekiwi_zmq_bridge`, its own process, nobody subscribed to its
+frames). Added latency = relayed percentile - direct percentile, per direction. CPU is the
+bridge process's share of one core over the run.
 
     python tests/bench/zmq_relay.py             # 15 s per phase
     python tests/bench/zmq_relay.py --seconds 30
@@ -88,46 +89,54 @@ def main() -> int:
     parser.add_argument('--seconds', type=float, default=15.0)
     args = parser.parse_args()
     context = zmq.Context()
-    host_cmd = conflated(context, zmq.PULL)
-    host_obs = conflated(context, zmq.PUSH)
-    host_cmd_port = host_cmd.bind_to_random_port('tcp://127.0.0.1')
-    host_obs_port = host_obs.bind_to_random_port('tcp://127.0.0.1')
+
+    def host() -> tuple[zmq.Socket, zmq.Socket, int, int]:
+        cmd, obs = conflated(context, zmq.PULL), conflated(context, zmq.PUSH)
+        return (cmd, obs, cmd.bind_to_random_port('tcp://127.0.0.1'),
+                obs.bind_to_random_port('tcp://127.0.0.1'))
 
     def client(cmd_port: int, obs_port: int) -> tuple[zmq.Socket, zmq.Socket]:
         cmd, obs = conflated(context, zmq.PUSH), conflated(context, zmq.PULL)
         cmd.connect(f'tcp://127.0.0.1:{cmd_port}')
         obs.connect(f'tcp://127.0.0.1:{obs_port}')
-        time.sleep(0.5)
         return cmd, obs
 
-    cmd, obs = client(host_cmd_port, host_obs_port)
-    direct = run_phase(args.seconds, host_cmd, host_obs, cmd, obs)
-    cmd.close()
-    obs.close()
-
+    relayed_host = host()
+    direct_host = host()
     relay_cmd_port, relay_obs_port = 25555 + os.getpid() % 1000, 26555 + os.getpid() % 1000
     env = dict(os.environ, PYTHONPATH=f'{AGENT_SRC}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
     bridge = subprocess.Popen(
         [sys.executable, '-m', 'lekiwi_agent_ros.zmq_bridge.lekiwi_zmq_bridge', '--ros-args',
          '-r', f'__ns:=/zmq_bench_{os.getpid()}', '-p', 'bind_address:=127.0.0.1',
          '-p', f'command_port:={relay_cmd_port}', '-p', f'observation_port:={relay_obs_port}',
-         '-p', f'host_command_port:={host_cmd_port}',
-         '-p', f'host_observation_port:={host_obs_port}'],
+         '-p', f'host_command_port:={relayed_host[2]}',
+         '-p', f'host_observation_port:={relayed_host[3]}'],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    results: dict[str, tuple[list[float], list[float]]] = {}
     try:
         time.sleep(4.0)  # the bridge's interpreter, rclpy and DDS start
         if bridge.poll() is not None:
             print(bridge.stdout.read() if bridge.stdout else '')
             return 1
         process = psutil.Process(bridge.pid)
-        cmd, obs = client(relay_cmd_port, relay_obs_port)
+        relayed_client = client(relay_cmd_port, relay_obs_port)
+        direct_client = client(direct_host[2], direct_host[3])
+        time.sleep(0.5)
         cpu0, t0 = sum(process.cpu_times()[:2]), time.monotonic()
-        relayed = run_phase(args.seconds, host_cmd, host_obs, cmd, obs)
+        pairs = {'relayed': (relayed_host, relayed_client), 'direct': (direct_host, direct_client)}
+        threads = [threading.Thread(target=lambda k=k, h=h, c=c: results.__setitem__(
+            k, run_phase(args.seconds, h[0], h[1], c[0], c[1])))
+            for k, (h, c) in pairs.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         cpu = (sum(process.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0) * 100.0
         rss_mb = process.memory_info().rss / 2**20
     finally:
         bridge.terminate()
         bridge.wait(timeout=15)
+    direct, relayed = results['direct'], results['relayed']
     names = ('commands', 'observations')
     added = {}
     for name, base, through in zip(names, direct, relayed, strict=True):
@@ -140,7 +149,8 @@ def main() -> int:
               f'ms; added p50 {p50:.3f} ms p99 {p99:.3f} ms; mean '
               f'{statistics.fmean(through) if through else float("nan"):.3f} ms')
     print(f'bridge process: {cpu:.2f} % of one core, RSS {rss_mb:.1f} MB, '
-          f'{args.seconds:.0f} s at 30 Hz commands + 30 Hz ~50 KB observations')
+          f'{args.seconds:.0f} s at 30 Hz commands + 30 Hz ~50 KB observations (and a direct '
+          'pair alongside)')
     print(f'command_added_p50_ms={added["commands"][0]:.3f} '
           f'command_added_p99_ms={added["commands"][1]:.3f} '
           f'observation_added_p50_ms={added["observations"][0]:.3f} '
