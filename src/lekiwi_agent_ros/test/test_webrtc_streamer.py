@@ -218,3 +218,18 @@ def test_main_runs_until_shutdown(module, tmp_path) -> None:
     rclpy.shutdown()
     thread.join(20.0)
     assert codes == [0]
+
+
+def test_without_its_token_file_the_streamer_stays_off_and_says_why(tmp_path, capfd) -> None:
+    missing = tmp_path / 'operator-token'
+    args = ['node', '--ros-args', '-r', f'__ns:=/tmain{uuid.uuid4().hex[:8]}',
+            '-p', 'port:=0', '-p', f'operator_token_file:={missing}']
+    thread, codes = run_main(webrtc_streamer.main, args)
+    assert wait_for(lambda: rclpy.ok(), 5.0)
+    time.sleep(1.0)
+    assert thread.is_alive() and codes == []  # running, not exited with code 2
+    rclpy.shutdown()
+    thread.join(20.0)
+    assert codes == [0]
+    err = capfd.readouterr().err
+    assert f'WebRTC streamer off: no operator token file at {missing}' in err

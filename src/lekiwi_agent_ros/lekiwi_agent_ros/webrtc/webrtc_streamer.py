@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import sys
 import threading
 import time
@@ -74,6 +75,21 @@ class WebRtcStreamerNode(Node):
         camera_type = str(p('camera_type'))
         if camera_type not in ('compressed', 'raw'):
             raise ValueError(f"camera_type must be 'compressed' or 'raw', got {camera_type!r}")
+        token_file = str(p('operator_token_file'))
+        self.streaming = True
+        if token_file and not str(p('operator_token')) and not os.path.exists(token_file):
+            # The default launch names /etc/lekiwi/operator-token: a robot set up without
+            # operators keeps its agent running, and the streamer says how to turn it on.
+            self.streaming = False
+            self.port = 0
+            self.declare_parameter('bound_port', 0, ParameterDescriptor(
+                description='Port the signalling endpoint listens on (0: streamer off).',
+                read_only=True))
+            self.get_logger().error(
+                f'WebRTC streamer off: no operator token file at {token_file}. To stream, '
+                'write a bearer token of at least 16 characters there (e.g. `openssl rand '
+                f'-hex 24 > {token_file}`) and restart, or launch with webrtc:=false')
+            return
         config = StreamerConfig(
             token=resolve_token(str(p('operator_token')), str(p('operator_token_file'))),
             bind_address=str(p('bind_address')),
