@@ -8,8 +8,9 @@
   destroyed in the order they were built, and the executor keeps serving the nodes still alive
   for a moment after each one: a node that publishes on its way out (teleop_monitor ends an open
   session) is heard by the uplink, which is built last and stores the message in its outbox.
-- A configuration a node refuses (ValueError) or a port it cannot bind (OSError) is logged and
-  ends the process with exit code 2.
+- A configuration a node refuses (ValueError), a port it cannot bind (OSError) or a Python
+  dependency missing or too old (ImportError, with the instruction of dependencies.py) is
+  logged and ends the process with exit code 2.
 - Once running, an exception escaping one callback is logged with its traceback and the loop
   goes on: in the one-process agent a bug in one node's service or timer must not stop the
   heartbeat, the teleop monitor and the uplink with it.
@@ -90,6 +91,11 @@ def run_nodes(factory: NodeFactory, args: Sequence[str] | None, name: str) -> in
         logger.info('stopping')
     except (ValueError, OSError) as exc:  # a refused parameter or an unusable port: say which
         logger.fatal(str(exc))
+        code = EXIT_REFUSED
+    except ImportError as exc:  # a dependency missing or too old: say how to install it
+        from lekiwi_agent_ros.dependencies import explain
+
+        logger.fatal(explain(exc))
         code = EXIT_REFUSED
     finally:
         try:

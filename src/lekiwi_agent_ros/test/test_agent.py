@@ -267,3 +267,24 @@ def test_a_second_agent_on_the_default_outbox_exits_saying_why(
         first.send_signal(signal.SIGINT)
         out, _ = first.communicate(timeout=30)
     assert first.returncode == 0, out
+
+
+def test_a_websockets_too_old_stops_the_agent_with_the_instruction(tmp_path: Path) -> None:
+    # What Ubuntu 24.04's python3-websockets 10.4 looks like to the agent: no asyncio client.
+    old = tmp_path / 'site' / 'websockets'
+    old.mkdir(parents=True)
+    (old / '__init__.py').write_text("__version__ = '10.4'\n")
+    (old / 'exceptions.py').write_text(
+        'class WebSocketException(Exception): pass\n'
+        'class ConnectionClosed(WebSocketException): pass\n')
+    env = dict(os.environ)
+    env['PYTHONPATH'] = f'{tmp_path / "site"}{os.pathsep}{env.get("PYTHONPATH", "")}'
+    result = subprocess.run(
+        [sys.executable, '-m', 'lekiwi_agent_ros.agent', '--ros-args', '-r', '__ns:=/agentold',
+         '-p', f'outbox_path:={tmp_path / "o.sqlite3"}'],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "missing or too old Python module 'websockets'" in out, out
+    assert 'pip install -r requirements/agent.txt' in out and 'Traceback' not in out, out

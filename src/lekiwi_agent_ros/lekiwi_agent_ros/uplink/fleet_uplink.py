@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from action_msgs.msg import GoalStatus
 from rcl_interfaces.msg import ParameterDescriptor
@@ -51,7 +51,6 @@ from lekiwi_agent_ros.uplink.outbox import (
     TopicPolicy,
 )
 from lekiwi_agent_ros.uplink.state_throttle import StateThrottle
-from lekiwi_agent_ros.uplink.uplink_client import UplinkClient
 from lekiwi_agent_ros.uplink.uplink_session import (
     DEPLOY_ACTION,
     GOAL_ABORTED,
@@ -65,6 +64,9 @@ from lekiwi_agent_ros.uplink.uplink_session import (
     action_result_frame,
     failed_result,
 )
+
+if TYPE_CHECKING:
+    from lekiwi_agent_ros.uplink.uplink_client import UplinkClient
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,10 @@ class FleetUplinkNode(Node):
             raise
 
     def _setup(self, boot_id: str | None) -> None:
+        # Imported here, so a websockets too old for it stops the node with an instruction
+        # (node_runner, dependencies.py) rather than an ImportError at module import.
+        from lekiwi_agent_ros.uplink.uplink_client import UplinkClient
+
         self.config = self._read_parameters()
         problems = self.config.problems()
         if problems:

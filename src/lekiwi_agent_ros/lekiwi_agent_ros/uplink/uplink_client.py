@@ -23,7 +23,8 @@ try:
     from websockets.asyncio.client import ClientConnection, connect
 except ImportError as exc:  # websockets < 13: Ubuntu 24.04's python3-websockets is 10.4
     raise ImportError(
-        'fleet_uplink needs websockets >= 13 (pip install -r requirements/agent.txt)'
+        'fleet_uplink needs websockets >= 13 (pip install -r requirements/agent.txt)',
+        name='websockets',
     ) from exc
 
 from lekiwi_agent_ros.uplink.backoff import Backoff

@@ -35,10 +35,20 @@ from rclpy.qos import (
 from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, WebRtcStatus
 from lekiwi_agent_ros.node_runner import run_nodes
 from lekiwi_agent_ros.teleop.teleop_monitor import STATUS_QOS
-from lekiwi_agent_ros.webrtc.webrtc_media import FrameHub
 from lekiwi_agent_ros.webrtc.webrtc_peers import StreamerSnapshot
 from lekiwi_agent_ros.webrtc.webrtc_protocol import JoyCommand
-from lekiwi_agent_ros.webrtc.webrtc_service import StreamerConfig, StreamerService, resolve_token
+
+try:  # aiortc and av: main() turns their absence into an instruction (dependencies.py)
+    from lekiwi_agent_ros.webrtc.webrtc_media import FrameHub
+    from lekiwi_agent_ros.webrtc.webrtc_service import (
+        StreamerConfig,
+        StreamerService,
+        resolve_token,
+    )
+except ImportError as _missing:
+    _IMPORT_ERROR: ImportError | None = _missing
+else:
+    _IMPORT_ERROR = None
 
 JOY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
@@ -233,7 +243,12 @@ class WebRtcStreamerNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the streamer in its own process."""
-    return run_nodes(lambda: [WebRtcStreamerNode()], args, 'webrtc_streamer')
+    def build() -> list[WebRtcStreamerNode]:
+        if _IMPORT_ERROR is not None:
+            raise _IMPORT_ERROR
+        return [WebRtcStreamerNode()]
+
+    return run_nodes(build, args, 'webrtc_streamer')
 
 
 if __name__ == '__main__':
