@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from agent_harness import AgentHarness, agent_harness, wait_for
+from conftest import fill
 from rclpy.action import ActionServer
 from uplink_server import UplinkTestServer
 
@@ -377,3 +378,22 @@ def test_a_volatile_publisher_still_reaches_the_uplink_once(
     assert wait_for(lambda: len(server.messages('fleet/events')) == 3)
     time.sleep(0.3)
     assert [c.msg['sequence'] for c in server.messages('fleet/events')] == [0, 1, 2]
+
+
+def test_a_full_disk_holds_messages_and_delivers_them_when_space_returns(
+    harness: AgentHarness, server: UplinkTestServer, tmp_path: Path, small_filesystem: Path
+) -> None:
+    node = start(harness, server, tmp_path, outbox_path=str(small_filesystem / 'o.sqlite3'))
+    events = harness.helper.create_publisher(FleetEvent, 'fleet/events', HISTORY_QOS)
+    assert wait_for(lambda: events.get_subscription_count() > 0 and server.connected(ROBOT))
+    filler = small_filesystem / 'filler'
+    fill(filler)
+    for n in range(40):
+        events.publish(event(n))
+        time.sleep(0.01)
+    assert wait_for(lambda: node.storage_problem is not None, timeout=10.0)
+    assert 'full' in node.storage_problem
+    filler.unlink()  # space returns
+    assert wait_for(lambda: len(server.messages('fleet/events')) == 40, timeout=15.0)
+    assert [c.msg['sequence'] for c in server.messages('fleet/events')] == list(range(40))
+    assert wait_for(lambda: node.storage_problem is None)

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import fill
 
 from lekiwi_agent_ros.telemetry.delta_codec import merge_telemetry_msgs
 from lekiwi_agent_ros.uplink.outbox import (
@@ -323,3 +324,28 @@ def test_a_dedup_key_seen_before_stores_nothing_even_after_a_restart(tmp_path: P
     assert [e.seq for e in reopened.claim(state=False)] == [1, 2]
     clock[0] += 120.0  # past the window: the key is forgotten
     assert reopened.put('fleet/events', {'n': 1}, dedup_key='k1').outcome == 'appended'
+
+
+def test_a_full_disk_reports_the_real_error_keeps_what_was_stored_and_recovers(
+        small_filesystem: Path) -> None:
+    outbox = Outbox(str(small_filesystem / 'o.db'), 'boot-full', POLICIES)
+    stored = 0
+    error = None
+    filler = small_filesystem / 'filler'
+    fill(filler)  # what else fills a robot's disk (logs, bags)
+    for n in range(2000):
+        try:
+            outbox.put('fleet/events', {'n': n, 'pad': 'x' * 200})
+            stored += 1
+        except OutboxError as exc:
+            error = str(exc)
+            break
+    assert error is not None, 'the disk never filled'
+    assert 'full' in error and 'no transaction is active' not in error, error
+    # Nothing stored before is lost, and the count stays true.
+    assert len(outbox) == stored
+    assert [e.seq for e in outbox.claim(state=False)] == list(range(1, stored + 1))
+    filler.unlink()  # space returns
+    assert outbox.put('fleet/events', {'n': 'after'}).seq == stored + 1
+    assert len(outbox) == stored + 1
+    outbox.close()

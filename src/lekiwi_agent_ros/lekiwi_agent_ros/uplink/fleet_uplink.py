@@ -48,6 +48,7 @@ from lekiwi_agent_ros.uplink.outbox import (
     OutboxError,
     OutboxLockedError,
     OutboxOwnerError,
+    OutboxStorageError,
     TopicPolicy,
 )
 from lekiwi_agent_ros.uplink.state_throttle import StateThrottle
@@ -103,6 +104,10 @@ DURABLE_EVENTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
                                 reliability=ReliabilityPolicy.RELIABLE,
                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
 DEDUPED_TOPICS = frozenset({'fleet/events'})
+# Messages the outbox could not store (disk full) wait here, in order, and are retried each
+# second; past this many the oldest history message goes, loudly (the process has no better
+# place: the disk is what is full).
+MAX_HELD_MESSAGES = 10000
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,9 @@ class FleetUplinkNode(Node):
         self._goals: dict[str, Any] = {}  # goal id -> ClientGoalHandle
         self._goals_lock = threading.Lock()
         self._teleop_throttle = StateThrottle(self.config.teleop_status_min_interval_s)
+        self._held: list[tuple[str, dict[str, Any], str | None]] = []
+        self._held_dropped = 0
+        self.storage_problem: str | None = None  # the outbox's last write error, while it lasts
 
         try:
             self._outbox = Outbox(
@@ -231,6 +239,7 @@ class FleetUplinkNode(Node):
         self.create_service(GetAgentStatus, 'fleet_uplink/get_status', self._on_get_status)
         if self.config.teleop_status_min_interval_s > 0.0:
             self.create_timer(self.config.teleop_status_min_interval_s, self._flush_teleop)
+        self.create_timer(1.0, self._retry_held)
         self._client = UplinkClient(
             self.config.server_url,
             session,
@@ -337,13 +346,30 @@ class FleetUplinkNode(Node):
         if topic in DEDUPED_TOPICS:
             text = json.dumps(data, sort_keys=True, separators=(',', ':'), allow_nan=False)
             key = f'{topic}:{hashlib.sha256(text.encode()).hexdigest()}'
+        if self._held:  # the disk was full: keep the order behind the held messages
+            self._hold(topic, data, key)
+            self._retry_held()
+            return
+        self._put(topic, data, key)
+
+    def _put(self, topic: str, data: dict[str, Any], key: str | None) -> bool:
+        """Store one message; False when the outbox could not write it (then it is held)."""
+        assert self._outbox is not None and self._client is not None
         try:
             result = self._outbox.put(topic, data, dedup_key=key)
+        except OutboxStorageError as exc:
+            if self.storage_problem is None:
+                self.get_logger().error(
+                    f'outbox cannot write ({exc}); messages are held in memory and retried '
+                    'every second until it can')
+            self.storage_problem = str(exc)
+            self._hold(topic, data, key)
+            return False
         except (OutboxError, ValueError) as exc:
             self.get_logger().error(f'{topic} message not queued: {exc}')
-            return
+            return True
         if result.outcome == 'duplicate':
-            return  # re-delivered from a durable publisher's history: stored once already
+            return True  # re-delivered from a durable publisher's history: stored once already
         if result.over_limit and result.outcome != 'merged':
             self.get_logger().warning(
                 f'outbox over {self.config.max_outbox_messages} messages '
@@ -351,6 +377,32 @@ class FleetUplinkNode(Node):
                 throttle_duration_sec=10.0,
             )
         self._client.wake()
+        return True
+
+    def _hold(self, topic: str, data: dict[str, Any], key: str | None) -> None:
+        if any(t.policy.state for t in FLEET_TOPICS if t.name == topic):
+            # A state message supersedes the held one of its topic.
+            self._held = [h for h in self._held if h[0] != topic]
+        self._held.append((topic, data, key))
+        if len(self._held) > MAX_HELD_MESSAGES:
+            self._held.pop(0)
+            self._held_dropped += 1
+            self.get_logger().error(
+                f'outbox still cannot write: {self._held_dropped} messages dropped so far',
+                throttle_duration_sec=10.0)
+
+    def _retry_held(self) -> None:
+        """Store held messages in order while the outbox takes them (each second)."""
+        if not self._held or self._outbox is None:
+            return
+        held, self._held = self._held, []
+        for index, (topic, data, key) in enumerate(held):
+            if not self._put(topic, data, key):
+                # _put held this one again at the end: put the rest back behind it, in order.
+                self._held = [self._held[-1], *held[index + 1:], *self._held[:-1]]
+                return
+        self.get_logger().info(f'outbox writable again: {len(held)} held messages stored')
+        self.storage_problem = None
 
     # ---- commands and goals from the server (called in the WebSocket thread) ----
     def handle_command(self, command: Command) -> CommandOutcome:

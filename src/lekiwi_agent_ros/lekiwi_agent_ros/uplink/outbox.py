@@ -74,6 +74,10 @@ class OversizeMessageError(OutboxError):
     """A message too large to ever fit in one protocol frame."""
 
 
+class OutboxStorageError(OutboxError):
+    """SQLite could not write (disk full, I/O error): the message was not stored; retry later."""
+
+
 class OutboxLockedError(OutboxError):
     """Another process (or another Outbox in this one) has this outbox open."""
 
@@ -138,6 +142,7 @@ class Outbox:
         self._robot_id = robot_id
         self._dedup_window_s = dedup_window_s
         self._dedup_puts = 0
+        self._sync_full = False
         self._boot_id = boot_id
         self._policies = dict(policies)
         self._max_messages = max_messages
@@ -234,8 +239,14 @@ class Outbox:
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
             db.execute('PRAGMA journal_mode=WAL')
-            # WAL + NORMAL survives a killed process (not a power cut) without an fsync per put.
+            # WAL + NORMAL survives a killed process, not a power cut: state messages (the
+            # newest heartbeat replaces the last anyway) are written so; a history message's
+            # commit switches to FULL, an fsync of the WAL, before put() returns (_sync).
             db.execute('PRAGMA synchronous=NORMAL')
+            # A small WAL (checkpoint at 256 pages, truncated to 1 MiB after it): a robot whose
+            # disk fills must not find the outbox's own journal holding the last megabytes.
+            db.execute('PRAGMA wal_autocheckpoint=256')
+            db.execute('PRAGMA journal_size_limit=1048576')
             version = db.execute('PRAGMA user_version').fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f'outbox schema {version} is newer than this agent')
@@ -266,7 +277,8 @@ class Outbox:
             try:
                 return self._put_locked(topic, policy, msg, text, dedup_key)
             except sqlite3.Error as exc:
-                raise OutboxError(f'{topic}: could not store the message: {exc}') from exc
+                self._shrink_journal()
+                raise OutboxStorageError(f'{topic}: could not store the message: {exc}') from exc
 
     def _put_locked(
         self, topic: str, policy: TopicPolicy, msg: Mapping[str, Any], text: str,
@@ -275,6 +287,7 @@ class Outbox:
         over = self._count >= self._max_messages
         if policy.state and topic in self._unsent_state:
             row_id = self._unsent_state[topic]
+            self._sync(full=False)
             seq = self._update(row_id, text)
             self.coalesced_total += 1
             return PutResult(self._boot_id, seq, 'coalesced', over)
@@ -282,11 +295,13 @@ class Outbox:
             row_id, older = self._unsent_tail[topic]
             merged = policy.merge(older, msg)
             if merged is not None:
+                self._sync(full=True)
                 seq = self._update(row_id, _dumps(merged))
                 self._unsent_tail[topic] = (row_id, merged)
                 self.merged_total += 1
                 return PutResult(self._boot_id, seq, 'merged', over)
         seq = self._last_seq + 1
+        self._sync(full=not policy.state)
         self._db.execute('BEGIN IMMEDIATE')
         try:
             if dedup_key is not None and not self._first_sighting(dedup_key):
@@ -314,6 +329,19 @@ class Outbox:
         elif policy.merge is not None:
             self._unsent_tail[topic] = (row_id, dict(msg))
         return PutResult(self._boot_id, seq, 'appended', over)
+
+    def _shrink_journal(self) -> None:
+        """After a failed write, move the WAL into the database and truncate it, if it can."""
+        try:
+            self._db.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone()
+        except sqlite3.Error:
+            pass  # no room even for that: the next retry tries again
+
+    def _sync(self, full: bool) -> None:
+        """Set synchronous=FULL for history commits, NORMAL for state ones (cheap, cached)."""
+        if full != self._sync_full:
+            self._db.execute(f'PRAGMA synchronous={"FULL" if full else "NORMAL"}')
+            self._sync_full = full
 
     def _rollback(self) -> None:
         """Roll back the open transaction, if SQLite has not already (keeps the real error)."""
