@@ -100,7 +100,9 @@ def test_bytes_through_the_relay_are_identical_both_ways(host: StandInLeKiwiHost
         for payload in observations:
             host.send(payload)
             assert client.receive() == payload
-        assert seen_commands == payloads and seen_observations == observations
+        # the relay thread hands each frame to its callback just after forwarding it
+        assert wait_for(lambda: seen_commands == payloads
+                        and seen_observations == observations, 5.0)
         assert relay.commands_forwarded == len(payloads)
         client.close()
         assert wait_for(lambda: relay.operators.connected == 0
