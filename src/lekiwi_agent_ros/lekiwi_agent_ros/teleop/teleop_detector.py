@@ -269,6 +269,11 @@ class TeleopDetector:
         """Say whether a session is open."""
         return self._active
 
+    @property
+    def operators(self) -> dict[str, int]:
+        """Return the operators connected through other channels, by channel."""
+        return dict(self._operators)
+
     def reconfigure(self, config: TeleopConfig) -> None:
         """Apply a new validated configuration, keeping the evidence and any open session."""
         self._config = config.validated()

@@ -41,6 +41,8 @@ from rclpy.serialization import deserialize_message
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
+from lekiwi_agent_ros.diagnostics import Status, teleop_statuses
+from lekiwi_agent_ros.diagnostics_ros import DiagnosticsPublisher
 from lekiwi_agent_ros.msg_types import (
     CompressedImage,
     FleetEvent,
@@ -192,6 +194,8 @@ class TeleopMonitorNode(Node):
             self._poll_inputs if poll_hz > 0 else self._evaluate)
         self._status_timer = self.create_timer(self._status_period_s, self._publish_due_status)
         self.create_timer(float(self.get_parameter('graph_period_s').value), self._poll_graph)
+        self._last_reading: TeleopReading | None = None
+        self._diagnostics = DiagnosticsPublisher(self, self._diagnostic_statuses)
         self._poll_graph()
         self._evaluate()
 
@@ -472,8 +476,16 @@ class TeleopMonitorNode(Node):
         self._publish_status(reading)
         self._follow_hold()
 
+    def _diagnostic_statuses(self) -> list[Status]:
+        reading = self._last_reading
+        if reading is None:
+            return []
+        return teleop_statuses(self.get_name(), self._robot_id, reading,
+                               self._detector.operators)
+
     def _publish_status(self, reading: TeleopReading) -> None:
         """Publish one TeleopStatus."""
+        self._last_reading = reading
         msg = TeleopStatus()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.active = reading.active

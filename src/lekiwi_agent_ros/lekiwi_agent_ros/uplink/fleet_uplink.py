@@ -29,6 +29,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 import lekiwi_agent_ros
+from lekiwi_agent_ros.diagnostics import Status, uplink_statuses
+from lekiwi_agent_ros.diagnostics_ros import DiagnosticsPublisher
 from lekiwi_agent_ros.msg_types import (
     Deploy,
     DeploymentStatus,
@@ -240,6 +242,7 @@ class FleetUplinkNode(Node):
         if self.config.teleop_status_min_interval_s > 0.0:
             self.create_timer(self.config.teleop_status_min_interval_s, self._flush_teleop)
         self.create_timer(1.0, self._retry_held)
+        self._diagnostics = DiagnosticsPublisher(self, self._diagnostic_statuses)
         self._client = UplinkClient(
             self.config.server_url,
             session,
@@ -489,6 +492,15 @@ class FleetUplinkNode(Node):
         response.acknowledged_total = self._session.stats.acked_total
         response.last_heartbeat = self._last_heartbeat
         return response
+
+    def _diagnostic_statuses(self) -> list[Status]:
+        return uplink_statuses(
+            self.get_name(), self.config.robot_id, connected=self._session.ready,
+            server_url=self.config.server_url,
+            outbox_pending=len(self._outbox) if self._outbox is not None else 0,
+            acknowledged_total=self._session.stats.acked_total,
+            storage_problem=self.storage_problem, held=len(self._held),
+            max_outbox_messages=self.config.max_outbox_messages)
 
     def _close(self) -> None:
         if self._client is not None:
