@@ -45,6 +45,10 @@ def generate_launch_description() -> LaunchDescription:
                               description='Host the agent nodes in one process'),
         DeclareLaunchArgument('webrtc', default_value='true',
                               description='Start the WebRTC streamer'),
+        DeclareLaunchArgument('zmq_bridge', default_value='false',
+                              description='Relay a stock LeRobot LeKiwi host (ZeroMQ) and publish '
+                                          'its operators and commands (move the host to ports '
+                                          '15555/15556 first)'),
         DeclareLaunchArgument('operator_token_file', default_value='/etc/lekiwi/operator-token',
                               description='File holding the bearer token operators present to '
                                           "the WebRTC streamer's signalling endpoint"),
@@ -68,10 +72,16 @@ def generate_launch_description() -> LaunchDescription:
             'operator_token_file': LaunchConfiguration('operator_token_file')}],
         condition=IfCondition(LaunchConfiguration('webrtc')))
 
+    zmq_bridge = Node(
+        package='lekiwi_agent_ros', executable='lekiwi_zmq_bridge', name='lekiwi_zmq_bridge',
+        output='screen', parameters=[params_file, overrides],
+        condition=IfCondition(LaunchConfiguration('zmq_bridge')))
+
     robot = GroupAction([
         PushRosNamespace(LaunchConfiguration('namespace')),
         one_process_agent,
         *separate_nodes,
         streamer,
+        zmq_bridge,
     ])
     return LaunchDescription([*arguments, robot])

@@ -67,7 +67,7 @@ class DeployRobot:
         self.token_file = root / 'token'
         self.token_file.write_text(server.enrol(robot_id))
         self.uplink = processes.start(f'uplink-{robot_id}', [
-            sys.executable, '-m', 'lekiwi_agent_ros.fleet_uplink', '--ros-args',
+            sys.executable, '-m', 'lekiwi_agent_ros.uplink.fleet_uplink', '--ros-args',
             '-r', f'__ns:={self.ns}', '-p', f'robot_id:={robot_id}',
             '-p', f'server_url:={server.gateway_url}', '-p', f'token_file:={self.token_file}',
             '-p', f'outbox_path:={root / "outbox.sqlite3"}'], ros_env(domain))

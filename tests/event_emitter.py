@@ -1,6 +1,8 @@
 """Publish FleetEvents on fleet/events at a steady rate, numbered in their payload.
 
-Usage: python tests/event_emitter.py ROBOT_ID RATE_HZ
+Usage: python tests/event_emitter.py ROBOT_ID RATE_HZ [durable]
+With `durable` it publishes on the documented contract of fleet/events (reliable,
+transient-local, KEEP_LAST 1000): events published while the agent is down still arrive.
 Waits for a subscriber, then prints `emitted N at T` every second, so a test knows what was
 published when, and `matched total=K ... at T` whenever a subscription matches.
 """
@@ -21,10 +23,12 @@ from lekiwi_fleet_msgs.msg import FleetEvent
 
 def main() -> int:
     robot_id, rate = sys.argv[1], float(sys.argv[2])
+    durable = sys.argv[3:4] == ['durable']
     rclpy.init()
     node = rclpy.create_node('event_emitter')
-    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.VOLATILE)
+    qos = QoSProfile(depth=1000 if durable else 100, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL if durable
+                     else DurabilityPolicy.VOLATILE)
     def on_matched(info) -> None:
         # Every new subscription (the agent, or the agent started again) counts in total_count.
         print(f'matched total={info.total_count} current={info.current_count} '

@@ -29,7 +29,7 @@ def test_heartbeat_node_reaches_a_separate_subscriber_process(processes, ros_dom
                                       'fleet/heartbeat', 'lekiwi_fleet_msgs/msg/RobotHeartbeat',
                                       '--transient-local'], env)
     wait_until(lambda: probe.find_line('probe ready'), 30, message='the probe')
-    processes.start('heartbeat', [sys.executable, '-m', 'lekiwi_agent_ros.heartbeat',
+    processes.start('heartbeat', [sys.executable, '-m', 'lekiwi_agent_ros.telemetry.heartbeat',
                                   '--ros-args', '-p', 'robot_id:=kiwi-hb', '-p', 'rate_hz:=5.0'],
                     env)
 

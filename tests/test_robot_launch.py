@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -79,21 +80,55 @@ def test_ros2_launch_starts_the_agent_and_the_robot_appears(fleet_server, tmp_pa
         launch_arguments={'robot_id': 'kiwi-ros2-launch', 'server_url': fleet_server.gateway_url,
                           'token_file': str(token_file), 'params_file': str(PARAMS_FILE),
                           'webrtc': 'false'}.items())])
-    service = LaunchService()
-    service.include_launch_description(description)
+    # LaunchService's loop is the current event loop of this thread (launch 3.x asks
+    # asyncio.get_event_loop() whether shutdown() is called from inside it), and shutdown() is
+    # called and awaited inside that loop: from outside, launch 3.7's shutdown() hangs.
+    children_before = _child_pids()
     loop = asyncio.new_event_loop()
-    task = loop.create_task(service.run_async())
-    try:
-        async def robot_online() -> dict:
-            while True:
-                robot = fleet_server.robot('kiwi-ros2-launch')
-                if robot and robot.get('heartbeat_sequence'):
-                    return robot
-                await asyncio.sleep(0.2)
+    asyncio.set_event_loop(loop)
+    service = LaunchService(argv=[])
+    service.include_launch_description(description)
 
-        robot = loop.run_until_complete(asyncio.wait_for(robot_online(), 60))
+    async def robot_online() -> dict:
+        while True:
+            robot = fleet_server.robot('kiwi-ros2-launch')
+            if robot and robot.get('heartbeat_sequence'):
+                return robot
+            await asyncio.sleep(0.2)
+
+    async def scenario() -> dict:
+        run = asyncio.ensure_future(service.run_async())
+        try:
+            return await asyncio.wait_for(robot_online(), 60)
+        finally:
+            stopping = service.shutdown()
+            if inspect.isawaitable(stopping):
+                await stopping
+            try:
+                await asyncio.wait_for(run, 30)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                run.cancel()
+
+    try:
+        robot = loop.run_until_complete(scenario())
         assert robot['status'] == 'online'
     finally:
-        service.shutdown()
-        loop.run_until_complete(task)
         loop.close()
+        asyncio.set_event_loop(None)
+        _kill_children_started_since(children_before)  # nothing left behind, even on failure
+
+
+def _child_pids() -> set[int]:
+    import psutil
+
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def _kill_children_started_since(before: set[int]) -> None:
+    """Kill every descendant of this process that the test started (launch's own included)."""
+    import psutil
+
+    left = [c for c in psutil.Process().children(recursive=True) if c.pid not in before]
+    for child in left:
+        child.kill()
+    psutil.wait_procs(left, timeout=10)

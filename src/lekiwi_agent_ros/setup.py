@@ -34,14 +34,15 @@ setup(
     entry_points={
         'console_scripts': [
             'agent = lekiwi_agent_ros.agent:main',
-            'heartbeat = lekiwi_agent_ros.heartbeat:main',
-            'telemetry = lekiwi_agent_ros.telemetry:main',
-            'teleop_monitor = lekiwi_agent_ros.teleop_monitor:main',
-            'fleet_uplink = lekiwi_agent_ros.fleet_uplink:main',
-            'webrtc_streamer = lekiwi_agent_ros.webrtc_streamer:main',
+            'heartbeat = lekiwi_agent_ros.telemetry.heartbeat:main',
+            'telemetry = lekiwi_agent_ros.telemetry.telemetry:main',
+            'teleop_monitor = lekiwi_agent_ros.teleop.teleop_monitor:main',
+            'fleet_uplink = lekiwi_agent_ros.uplink.fleet_uplink:main',
+            'webrtc_streamer = lekiwi_agent_ros.webrtc.webrtc_streamer:main',
             'sim_lekiwi = lekiwi_agent_ros.sim_lekiwi:main',
             'discovery = lekiwi_agent_ros.discovery.discovery_node:main',
             'deploy_executor = lekiwi_agent_ros.deploy.deploy_executor:main',
+            'lekiwi_zmq_bridge = lekiwi_agent_ros.zmq_bridge.lekiwi_zmq_bridge:main',
         ],
     },
 )

@@ -96,8 +96,10 @@ PROBE = textwrap.dedent(
     stages.append(('asyncio, ssl, sqlite3, websockets', rss()))
     import rclpy, rclpy.node  # noqa
     stages.append(('rclpy and its libraries (numpy deferred)', rss()))
-    from lekiwi_agent_ros import (  # noqa
-        agent, fleet_uplink, heartbeat, node_runner, telemetry, teleop_monitor)
+    from lekiwi_agent_ros import agent, node_runner  # noqa
+    from lekiwi_agent_ros.telemetry import heartbeat, telemetry  # noqa
+    from lekiwi_agent_ros.teleop import teleop_monitor  # noqa
+    from lekiwi_agent_ros.uplink import fleet_uplink  # noqa
     stages.append(('agent modules and message classes', rss()))
     rclpy.init(args=['--ros-args', '-r', '__ns:=/' + sys.argv[1]])
     node = rclpy.node.Node('probe_first_node')

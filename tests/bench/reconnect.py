@@ -36,10 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / 'src' / 'lekiwi_agent_ros'), str(ROOT / 'src' / 'lekiwi_fleet_server')]
 
-from lekiwi_agent_ros.backoff import Backoff, BackoffConfig  # noqa: E402
-from lekiwi_agent_ros.outbox import Outbox, TopicPolicy  # noqa: E402
-from lekiwi_agent_ros.uplink_client import UplinkClient  # noqa: E402
-from lekiwi_agent_ros.uplink_session import (  # noqa: E402
+from lekiwi_agent_ros.uplink.backoff import Backoff, BackoffConfig  # noqa: E402
+from lekiwi_agent_ros.uplink.outbox import Outbox, TopicPolicy  # noqa: E402
+from lekiwi_agent_ros.uplink.uplink_client import UplinkClient  # noqa: E402
+from lekiwi_agent_ros.uplink.uplink_session import (  # noqa: E402
     ActionGoal,
     Command,
     CommandOutcome,

@@ -47,8 +47,8 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 
 from lekiwi_agent_ros.msg_types import CompressedImage, Joy, TeleopStatus  # noqa: E402
-from lekiwi_agent_ros.teleop_detector import TeleopConfig  # noqa: E402
-from lekiwi_agent_ros.teleop_monitor import STATUS_QOS  # noqa: E402
+from lekiwi_agent_ros.teleop.teleop_detector import TeleopConfig  # noqa: E402
+from lekiwi_agent_ros.teleop.teleop_monitor import STATUS_QOS  # noqa: E402
 
 CAMERA_TOPIC = 'camera/front/image_raw/compressed'
 FRAME_BYTES = 50_000
@@ -191,7 +191,7 @@ def main() -> int:
     namespace = '/bench_' + uuid.uuid4().hex[:8]
     env = dict(os.environ, PYTHONPATH=f'{AGENT_SRC}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
     monitor = subprocess.Popen(
-        [sys.executable, '-m', 'lekiwi_agent_ros.teleop_monitor', '--ros-args',
+        [sys.executable, '-m', 'lekiwi_agent_ros.teleop.teleop_monitor', '--ros-args',
          '-r', f'__ns:={namespace}', '--log-level', 'warn',
          *[arg for param in args.param for arg in ('-p', param)]], env=env)
     if args.param:

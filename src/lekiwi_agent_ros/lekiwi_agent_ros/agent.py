@@ -33,10 +33,10 @@ def agent_nodes(boot_id: str | None = None, discovery: bool = False,
 
     from rclpy.logging import get_logger
 
-    from lekiwi_agent_ros.fleet_uplink import FleetUplinkNode
-    from lekiwi_agent_ros.heartbeat import HeartbeatNode
-    from lekiwi_agent_ros.resource_sampler import ResourceSampler
-    from lekiwi_agent_ros.telemetry import TelemetryNode
+    from lekiwi_agent_ros.telemetry.heartbeat import HeartbeatNode
+    from lekiwi_agent_ros.telemetry.resource_sampler import ResourceSampler
+    from lekiwi_agent_ros.telemetry.telemetry import TelemetryNode
+    from lekiwi_agent_ros.uplink.fleet_uplink import FleetUplinkNode
 
     boot_id = boot_id or secrets.token_hex(8)
     sampler = ResourceSampler(time.monotonic)
@@ -64,7 +64,7 @@ def agent_nodes(boot_id: str | None = None, discovery: bool = False,
 def teleop_monitor_class() -> Any:
     """Return TeleopMonitorNode, or None when this install lacks it."""
     try:
-        from lekiwi_agent_ros.teleop_monitor import TeleopMonitorNode
+        from lekiwi_agent_ros.teleop.teleop_monitor import TeleopMonitorNode
     except ImportError:
         return None
     return TeleopMonitorNode

@@ -38,6 +38,7 @@ from lekiwi_fleet_msgs.srv import GetAgentStatus, RequestTelemetrySnapshot
 
 if TYPE_CHECKING:  # at run time these load lazily, through __getattr__ below
     from sensor_msgs.msg import BatteryState, CompressedImage, Image, Joy
+    from std_msgs.msg import Header, UInt16
 
 __all__ = [
     'BatteryState',
@@ -47,6 +48,7 @@ __all__ = [
     'FleetCommand',
     'FleetEvent',
     'GetAgentStatus',
+    'Header',
     'Image',
     'Joy',
     'RequestTelemetrySnapshot',
@@ -54,6 +56,7 @@ __all__ = [
     'RobotHeartbeat',
     'TelemetryDelta',
     'TeleopStatus',
+    'UInt16',
     'WebRtcStatus',
     'defer_module',
     'install_lean_imports',
@@ -66,9 +69,11 @@ _LAZY_CLASSES = {
     'CompressedImage': 'sensor_msgs.msg',
     'Image': 'sensor_msgs.msg',
     'Joy': 'sensor_msgs.msg',
+    'Header': 'std_msgs.msg',
+    'UInt16': 'std_msgs.msg',
 }
 # Packages whose __init__ is skipped; their classes load from their own submodules.
-_LEAN_PACKAGES = ('sensor_msgs.msg',)
+_LEAN_PACKAGES = ('sensor_msgs.msg', 'std_msgs.msg')
 # Modules deferred by install_lean_imports(); each loads fully on first attribute use.
 _DEFERRED_MODULES = ('numpy', 'yaml')
 _CAMEL_BOUNDARY = re.compile(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])')

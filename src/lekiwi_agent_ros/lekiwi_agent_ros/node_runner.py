@@ -8,8 +8,12 @@
   destroyed in the order they were built, and the executor keeps serving the nodes still alive
   for a moment after each one: a node that publishes on its way out (teleop_monitor ends an open
   session) is heard by the uplink, which is built last and stores the message in its outbox.
-- A configuration a node refuses (ValueError) or a port it cannot bind (OSError) is logged and
-  ends the process with exit code 2.
+- A configuration a node refuses (ValueError), a port it cannot bind (OSError) or a Python
+  dependency missing or too old (ImportError, with the instruction of dependencies.py) is
+  logged and ends the process with exit code 2.
+- Once running, an exception escaping one callback is logged with its traceback and the loop
+  goes on: in the one-process agent a bug in one node's service or timer must not stop the
+  heartbeat, the teleop monitor and the uplink with it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,12 +77,25 @@ def run_nodes(factory: NodeFactory, args: Sequence[str] | None, name: str) -> in
         for node in nodes:
             executor.add_node(node)
         while rclpy.ok() and stop.signal_name is None:
-            executor.spin_once(timeout_sec=1.0)
+            try:
+                executor.spin_once(timeout_sec=1.0)
+            except (KeyboardInterrupt, ExternalShutdownException):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one callback's bug must not stop the rest
+                logger.error(
+                    f'a callback failed, the other callbacks keep running: {exc!r}\n'
+                    f'{traceback.format_exc()}'
+                )
         logger.info(f'stopping on {stop.signal_name or "shutdown"}')
     except (KeyboardInterrupt, ExternalShutdownException):
         logger.info('stopping')
     except (ValueError, OSError) as exc:  # a refused parameter or an unusable port: say which
         logger.fatal(str(exc))
+        code = EXIT_REFUSED
+    except ImportError as exc:  # a dependency missing or too old: say how to install it
+        from lekiwi_agent_ros.dependencies import explain
+
+        logger.fatal(explain(exc))
         code = EXIT_REFUSED
     finally:
         try:

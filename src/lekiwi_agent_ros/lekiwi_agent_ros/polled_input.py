@@ -53,9 +53,13 @@ class InputReader:
 
     def __init__(self, owner: Node) -> None:
         """Create `<owner>_inputs`: no parameter services or rosout, nothing to spin."""
-        self.node = Node(f'{owner.get_name()}_inputs', namespace=owner.get_namespace(),
+        name = f'{owner.get_name()}_inputs'
+        # A global `__node:=` rule (what launch's `Node(name=...)` passes) would rename this
+        # node too, and two nodes would share one name: a node-local rule wins over it in rcl.
+        # Other global rules (namespace, topic remaps) still apply to the reader's topics.
+        self.node = Node(name, namespace=owner.get_namespace(),
                          context=owner.context, start_parameter_services=False,
-                         enable_rosout=False)
+                         enable_rosout=False, cli_args=['--ros-args', '-r', f'__node:={name}'])
 
     @property
     def name(self) -> str:

@@ -210,3 +210,81 @@ def test_run_nodes_reports_a_refused_configuration() -> None:
         raise ValueError('rate_hz must be > 0, got 0')
 
     assert node_runner.run_nodes(refuse, [], 'refusing') == 2
+
+
+def test_a_failing_callback_does_not_stop_the_other_nodes() -> None:
+    import rclpy
+    from rclpy.node import Node
+
+    ticks: list[float] = []
+
+    def build() -> list:
+        node = Node('callback_failure_probe', namespace='/agentcallback')
+
+        def fail() -> None:
+            raise RuntimeError('a bug in one callback')
+
+        node.create_timer(0.1, fail)
+        node.create_timer(0.1, lambda: ticks.append(time.monotonic()))
+        return [node]
+
+    timer = threading.Timer(2.0, rclpy.try_shutdown)
+    timer.start()
+    try:
+        code = node_runner.run_nodes(build, [], 'callback_failure')
+    finally:
+        timer.cancel()
+    assert code == 0
+    # Every failure went by the runner and the healthy timer kept ticking through them.
+    assert len(ticks) >= 5
+
+
+def test_a_second_agent_on_the_default_outbox_exits_saying_why(
+    server: UplinkTestServer, tmp_path: Path
+) -> None:
+    env = dict(os.environ, ROS_HOME=str(tmp_path / 'ros_home'))  # the default outbox lives here
+
+    def agent_process(namespace: str, robot_id: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, '-m', 'lekiwi_agent_ros.agent', '--ros-args',
+             '-r', f'__ns:=/{namespace}', '-p', f'robot_id:={robot_id}',
+             '-p', f'server_url:={server.url}', '-p', f'token:={TOKEN}'],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )  # fmt: skip
+
+    first = agent_process('agentfirst', ROBOT)
+    try:
+        assert server.wait_for(lambda: len(server.messages('fleet/heartbeat')) >= 1, 30.0)
+        second = agent_process('agentsecond', 'kiwi-second')
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode == 2, out
+        assert 'in use by another agent' in out and 'outbox_path' in out, out
+        before = len(server.messages('fleet/heartbeat'))
+        assert server.wait_for(lambda: len(server.messages('fleet/heartbeat')) > before + 1, 20.0)
+        assert first.poll() is None
+        assert {m.msg['robot_id'] for m in server.messages('fleet/heartbeat')} == {ROBOT}
+    finally:
+        first.send_signal(signal.SIGINT)
+        out, _ = first.communicate(timeout=30)
+    assert first.returncode == 0, out
+
+
+def test_a_websockets_too_old_stops_the_agent_with_the_instruction(tmp_path: Path) -> None:
+    # What Ubuntu 24.04's python3-websockets 10.4 looks like to the agent: no asyncio client.
+    old = tmp_path / 'site' / 'websockets'
+    old.mkdir(parents=True)
+    (old / '__init__.py').write_text("__version__ = '10.4'\n")
+    (old / 'exceptions.py').write_text(
+        'class WebSocketException(Exception): pass\n'
+        'class ConnectionClosed(WebSocketException): pass\n')
+    env = dict(os.environ)
+    env['PYTHONPATH'] = f'{tmp_path / "site"}{os.pathsep}{env.get("PYTHONPATH", "")}'
+    result = subprocess.run(
+        [sys.executable, '-m', 'lekiwi_agent_ros.agent', '--ros-args', '-r', '__ns:=/agentold',
+         '-p', f'outbox_path:={tmp_path / "o.sqlite3"}'],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "missing or too old Python module 'websockets'" in out, out
+    assert 'pip install -r requirements/agent.txt' in out and 'Traceback' not in out, out

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from lekiwi_agent_ros.backoff import Backoff, BackoffConfig
+from lekiwi_agent_ros.uplink.backoff import Backoff, BackoffConfig
 
 
 class Clock:

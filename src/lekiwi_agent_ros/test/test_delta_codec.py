@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lekiwi_agent_ros.delta_codec import (
+from lekiwi_agent_ros.telemetry.delta_codec import (
     DeltaDecoder,
     DeltaEncoder,
     TelemetryFrame,

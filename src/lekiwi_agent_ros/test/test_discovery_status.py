@@ -17,8 +17,8 @@ from ros_harness import RosHarness
 from lekiwi_agent_ros.discovery.discovery_node import DiscoveryNode, announced_addresses
 from lekiwi_agent_ros.discovery.status import SERVICE_TYPE, AgentStatus, respond
 from lekiwi_agent_ros.discovery.status_endpoint import StatusEndpoint
-from lekiwi_agent_ros.heartbeat import STATUS_QOS
 from lekiwi_agent_ros.msg_types import RobotHeartbeat
+from lekiwi_agent_ros.telemetry.heartbeat import STATUS_QOS
 
 STATUS = AgentStatus('kiwi-7', '0.3.0', 'rel-2', 'b00700000000agen', 3, 8765)
 

@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 from agent_harness import AgentHarness, agent_harness, wait_for
+from conftest import fill
 from rclpy.action import ActionServer
 from uplink_server import UplinkTestServer
 
-from lekiwi_agent_ros.fleet_uplink import FleetUplinkNode
-from lekiwi_agent_ros.heartbeat import HISTORY_QOS, STATUS_QOS
 from lekiwi_agent_ros.msg_types import (
     Deploy,
     DeploymentStatus,
@@ -25,6 +24,8 @@ from lekiwi_agent_ros.msg_types import (
     TelemetryDelta,
     TeleopStatus,
 )
+from lekiwi_agent_ros.telemetry.heartbeat import HISTORY_QOS, STATUS_QOS
+from lekiwi_agent_ros.uplink.fleet_uplink import FleetUplinkNode
 
 ROBOT = 'kiwi-100'
 TOKEN = 'lkw_node_token'
@@ -275,8 +276,8 @@ def test_invalid_parameters_are_refused(
 def test_telemetry_merged_under_pressure_still_rebuilds_the_exact_state(
     harness: AgentHarness, server: UplinkTestServer, tmp_path: Path
 ) -> None:
-    from lekiwi_agent_ros.delta_codec import DeltaDecoder, TelemetryFrame, same_value
-    from lekiwi_agent_ros.telemetry import TelemetryNode
+    from lekiwi_agent_ros.telemetry.delta_codec import DeltaDecoder, TelemetryFrame, same_value
+    from lekiwi_agent_ros.telemetry.telemetry import TelemetryNode
 
     def frame(msg: dict) -> TelemetryFrame:
         values = [float('nan') if v is None else v for v in msg['field_values']]
@@ -320,3 +321,79 @@ def test_telemetry_merged_under_pressure_still_rebuilds_the_exact_state(
     assert received.state.keys() == direct.state.keys()
     for name, value in direct.state.items():
         assert same_value(received.state[name], value), name
+
+
+def test_a_second_uplink_on_the_same_outbox_is_refused_and_the_first_keeps_going(
+    harness: AgentHarness, server: UplinkTestServer, tmp_path: Path
+) -> None:
+    first = start(harness, server, tmp_path)
+    with pytest.raises(ValueError, match='in use by another agent'):
+        start(harness, server, tmp_path, robot_id='kiwi-other')
+    events = harness.helper.create_publisher(FleetEvent, 'fleet/events', HISTORY_QOS)
+    assert wait_for(lambda: events.get_subscription_count() > 0 and server.connected(ROBOT))
+    events.publish(event(1))
+    assert wait_for(lambda: status(first, harness).outbox_pending == 0 and server.messages())
+    assert {c.msg['sequence'] for c in server.messages('fleet/events')} == {1}
+    harness.remove(first)
+    # the outbox now belongs to ROBOT: another robot id is refused, not handed its messages
+    with pytest.raises(ValueError, match=f"holds the messages of robot '{ROBOT}'"):
+        start(harness, server, tmp_path, robot_id='kiwi-other')
+
+
+def test_durable_events_published_while_the_uplink_is_down_arrive_once(
+    harness: AgentHarness, server: UplinkTestServer, tmp_path: Path
+) -> None:
+    from lekiwi_agent_ros.uplink.fleet_uplink import DURABLE_EVENTS_QOS
+
+    first = start(harness, server, tmp_path)
+    # An application on the documented contract: reliable, transient-local, deep enough.
+    events = harness.helper.create_publisher(FleetEvent, 'fleet/events', DURABLE_EVENTS_QOS)
+    assert wait_for(lambda: events.get_subscription_count() >= 2 and server.connected(ROBOT))
+    for n in range(5):
+        events.publish(event(n))
+    assert wait_for(lambda: len(server.messages('fleet/events')) == 5
+                    and status(first, harness).outbox_pending == 0)
+    harness.remove(first)  # the agent restarts
+    assert wait_for(lambda: events.get_subscription_count() == 0)
+    for n in range(5, 15):  # published while nobody subscribes
+        events.publish(event(n))
+    second = start(harness, server, tmp_path)
+    assert wait_for(lambda: len(server.messages('fleet/events')) >= 15, timeout=15.0)
+    assert wait_for(lambda: status(second, harness).outbox_pending == 0)
+    time.sleep(0.5)  # a duplicate would arrive by now
+    numbers = [c.msg['sequence'] for c in server.messages('fleet/events')]
+    # Every event once: those of the downtime from the publisher's history, and the five it
+    # held from before the restart (re-delivered to the new subscriber) not a second time.
+    assert sorted(numbers) == list(range(15))
+
+
+def test_a_volatile_publisher_still_reaches_the_uplink_once(
+    harness: AgentHarness, server: UplinkTestServer, tmp_path: Path
+) -> None:
+    start(harness, server, tmp_path)
+    events = harness.helper.create_publisher(FleetEvent, 'fleet/events', HISTORY_QOS)
+    assert wait_for(lambda: events.get_subscription_count() == 1 and server.connected(ROBOT))
+    for n in range(3):
+        events.publish(event(n))
+    assert wait_for(lambda: len(server.messages('fleet/events')) == 3)
+    time.sleep(0.3)
+    assert [c.msg['sequence'] for c in server.messages('fleet/events')] == [0, 1, 2]
+
+
+def test_a_full_disk_holds_messages_and_delivers_them_when_space_returns(
+    harness: AgentHarness, server: UplinkTestServer, tmp_path: Path, small_filesystem: Path
+) -> None:
+    node = start(harness, server, tmp_path, outbox_path=str(small_filesystem / 'o.sqlite3'))
+    events = harness.helper.create_publisher(FleetEvent, 'fleet/events', HISTORY_QOS)
+    assert wait_for(lambda: events.get_subscription_count() > 0 and server.connected(ROBOT))
+    filler = small_filesystem / 'filler'
+    fill(filler)
+    for n in range(40):
+        events.publish(event(n))
+        time.sleep(0.01)
+    assert wait_for(lambda: node.storage_problem is not None, timeout=10.0)
+    assert 'full' in node.storage_problem
+    filler.unlink()  # space returns
+    assert wait_for(lambda: len(server.messages('fleet/events')) == 40, timeout=15.0)
+    assert [c.msg['sequence'] for c in server.messages('fleet/events')] == list(range(40))
+    assert wait_for(lambda: node.storage_problem is None)

@@ -13,17 +13,17 @@ import pytest
 from agent_harness import AgentHarness, agent_harness, wait_for
 from rclpy.qos import qos_profile_sensor_data
 
-from lekiwi_agent_ros.heartbeat import (
-    STATUS_QOS,
-    HeartbeatNode,
-    derive_state,
-    resource_usage,
-)
 from lekiwi_agent_ros.msg_types import (
     BatteryState,
     DeploymentStatus,
     RobotHeartbeat,
     TeleopStatus,
+)
+from lekiwi_agent_ros.telemetry.heartbeat import (
+    STATUS_QOS,
+    HeartbeatNode,
+    derive_state,
+    resource_usage,
 )
 
 IDLE = RobotHeartbeat.STATE_IDLE
@@ -128,7 +128,7 @@ SUBSCRIBER = textwrap.dedent(
     """
     import sys, rclpy
     from rclpy.node import Node
-    from lekiwi_agent_ros.heartbeat import STATUS_QOS
+    from lekiwi_agent_ros.telemetry.heartbeat import STATUS_QOS
     from lekiwi_fleet_msgs.msg import RobotHeartbeat
     rclpy.init()
     node = Node('heartbeat_listener', namespace=sys.argv[1])
@@ -165,7 +165,7 @@ def test_main_runs_and_stops_on_sigint(tmp_path: object) -> None:
 
     env = dict(os.environ)
     process = subprocess.Popen(
-        [sys.executable, '-m', 'lekiwi_agent_ros.heartbeat', '--ros-args', '-r',
+        [sys.executable, '-m', 'lekiwi_agent_ros.telemetry.heartbeat', '--ros-args', '-r',
          '__ns:=/mainprobe', '-p', 'rate_hz:=5.0'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
@@ -174,7 +174,8 @@ def test_main_runs_and_stops_on_sigint(tmp_path: object) -> None:
     out, _ = process.communicate(timeout=15)
     assert process.returncode == 0, out
     bad = subprocess.run(
-        [sys.executable, '-m', 'lekiwi_agent_ros.heartbeat', '--ros-args', '-p', 'rate_hz:=-1.0'],
+        [sys.executable, '-m', 'lekiwi_agent_ros.telemetry.heartbeat', '--ros-args',
+         '-p', 'rate_hz:=-1.0'],
         capture_output=True, text=True, env=env, timeout=30,
     )
     assert bad.returncode == 2 and 'rate_hz must be > 0' in bad.stderr + bad.stdout

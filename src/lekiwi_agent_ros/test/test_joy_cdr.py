@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rclpy.serialization import serialize_message
 
-from lekiwi_agent_ros.joy_cdr import JoyDecodeError, decode_joy
 from lekiwi_agent_ros.msg_types import Joy
+from lekiwi_agent_ros.teleop.joy_cdr import JoyDecodeError, decode_joy
 
 floats32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
 

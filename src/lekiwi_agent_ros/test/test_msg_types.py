@@ -16,7 +16,8 @@ PROBE = textwrap.dedent(
     import sys
     from lekiwi_agent_ros import msg_types
     deferred = msg_types.install_lean_imports()
-    expected = ['numpy', 'yaml', 'rosidl_generator_py.generate_py', 'sensor_msgs.msg']
+    expected = ['numpy', 'yaml', 'rosidl_generator_py.generate_py', 'sensor_msgs.msg',
+                'std_msgs.msg']
     assert deferred == expected, deferred
     import rclpy
     from rclpy.node import Node

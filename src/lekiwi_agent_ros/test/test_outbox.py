@@ -8,11 +8,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import fill
 
-from lekiwi_agent_ros.delta_codec import merge_telemetry_msgs
-from lekiwi_agent_ros.outbox import (
+from lekiwi_agent_ros.telemetry.delta_codec import merge_telemetry_msgs
+from lekiwi_agent_ros.uplink.outbox import (
     Outbox,
     OutboxError,
+    OutboxLockedError,
+    OutboxOwnerError,
     OversizeMessageError,
     TopicPolicy,
 )
@@ -160,7 +163,7 @@ def test_messages_survive_a_killed_process(tmp_path: Path) -> None:
     path = tmp_path / 'o.db'
     script = (
         'import os, signal, sys\n'
-        'from lekiwi_agent_ros.outbox import Outbox, TopicPolicy\n'
+        'from lekiwi_agent_ros.uplink.outbox import Outbox, TopicPolicy\n'
         f'o = Outbox({str(path)!r}, "boot-kill", {{"e": TopicPolicy(state=False)}})\n'
         'for i in range(50): o.put("e", {"n": i})\n'
         'os.kill(os.getpid(), signal.SIGKILL)\n'
@@ -232,3 +235,117 @@ def test_concurrent_puts_claims_and_removes_lose_nothing(tmp_path: Path) -> None
         thread.join()
     assert sorted(seq for _b, seq in received) == list(range(1, 4 * per_thread + 1))
     assert os.path.exists(tmp_path / 'o.db-wal')
+
+
+def test_a_second_user_of_one_outbox_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / 'o.db'
+    first = open_outbox(path)
+    first.put('fleet/events', {'n': 1})
+    with pytest.raises(OutboxLockedError, match=rf'in use by another agent \(pid {os.getpid()}\)'):
+        open_outbox(path, boot_id='boot-bbbb')
+    # the refusal touched nothing: the first user carries on, and after it the file opens
+    assert first.put('fleet/events', {'n': 2}).seq == 2
+    first.close()
+    again = open_outbox(path, boot_id='boot-cccc')
+    assert [e.seq for e in again.claim(state=False)] == [1, 2]
+
+
+def test_another_process_is_refused_until_the_holder_dies(tmp_path: Path) -> None:
+    path = tmp_path / 'o.db'
+    script = (
+        'import sys, time\n'
+        'from lekiwi_agent_ros.uplink.outbox import Outbox, TopicPolicy\n'
+        f'o = Outbox({str(path)!r}, "boot-hold", {{"e": TopicPolicy(state=False)}})\n'
+        'o.put("e", {"n": 1})\n'
+        'print("held", flush=True)\n'
+        'time.sleep(120)\n'
+    )
+    holder = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == 'held'
+        with pytest.raises(OutboxLockedError, match=f'pid {holder.pid}'):
+            Outbox(str(path), 'boot-next', {'e': TopicPolicy(state=False)})
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    # a killed holder leaves no stale lock: the kernel released it with the process
+    outbox = Outbox(str(path), 'boot-next', {'e': TopicPolicy(state=False)})
+    assert [e.key for e in outbox.claim(state=False)] == [('boot-hold', 1)]
+
+
+def test_an_outbox_of_another_robot_is_refused_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / 'o.db'
+    mine = open_outbox(path, robot_id='kiwi-a')
+    mine.put('fleet/events', {'n': 1})
+    mine.close()
+    with pytest.raises(OutboxOwnerError, match="robot 'kiwi-a', not 'kiwi-b'"):
+        open_outbox(path, boot_id='boot-bbbb', robot_id='kiwi-b')
+    back = open_outbox(path, boot_id='boot-dddd', robot_id='kiwi-a')
+    assert back.robot_id == 'kiwi-a'
+    assert [e.key for e in back.claim(state=False)] == [('boot-aaaa', 1)]
+
+
+def test_a_version_1_outbox_is_adopted_by_the_robot_that_opens_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / 'o.db'
+    db = sqlite3.connect(path)
+    db.executescript(
+        'CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, boot_id TEXT NOT NULL, '
+        'seq INTEGER NOT NULL, topic TEXT NOT NULL, state INTEGER NOT NULL, msg TEXT NOT NULL, '
+        'created_at REAL NOT NULL, UNIQUE (boot_id, seq));'
+        'CREATE TABLE boots (boot_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);'
+        "INSERT INTO outbox VALUES (1, 'boot-old1', 1, 'fleet/events', 0, '{}', 1.0);"
+        "INSERT INTO boots VALUES ('boot-old1', 1);"
+        'PRAGMA user_version=1;'
+    )
+    db.close()
+    adopted = open_outbox(path, robot_id='kiwi-a')
+    assert len(adopted) == 1
+    adopted.close()
+    with pytest.raises(OutboxOwnerError):
+        open_outbox(path, robot_id='kiwi-b')
+
+
+def test_a_dedup_key_seen_before_stores_nothing_even_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / 'o.db'
+    clock = [1000.0]
+    outbox = Outbox(str(path), 'boot-aaaa', POLICIES, now=lambda: clock[0], dedup_window_s=60.0)
+    assert outbox.put('fleet/events', {'n': 1}, dedup_key='k1').outcome == 'appended'
+    again = outbox.put('fleet/events', {'n': 1}, dedup_key='k1')
+    assert (again.outcome, again.seq) == ('duplicate', 0) and len(outbox) == 1
+    assert outbox.put('fleet/events', {'n': 2}, dedup_key='k2').seq == 2
+    with pytest.raises(OutboxError, match='state topic takes no dedup_key'):
+        outbox.put('fleet/heartbeat', {}, dedup_key='k3')
+    outbox.close()
+    reopened = Outbox(str(path), 'boot-bbbb', POLICIES, now=lambda: clock[0],
+                      dedup_window_s=60.0)
+    assert reopened.put('fleet/events', {'n': 1}, dedup_key='k1').outcome == 'duplicate'
+    assert [e.seq for e in reopened.claim(state=False)] == [1, 2]
+    clock[0] += 120.0  # past the window: the key is forgotten
+    assert reopened.put('fleet/events', {'n': 1}, dedup_key='k1').outcome == 'appended'
+
+
+def test_a_full_disk_reports_the_real_error_keeps_what_was_stored_and_recovers(
+        small_filesystem: Path) -> None:
+    outbox = Outbox(str(small_filesystem / 'o.db'), 'boot-full', POLICIES)
+    stored = 0
+    error = None
+    filler = small_filesystem / 'filler'
+    fill(filler)  # what else fills a robot's disk (logs, bags)
+    for n in range(2000):
+        try:
+            outbox.put('fleet/events', {'n': n, 'pad': 'x' * 200})
+            stored += 1
+        except OutboxError as exc:
+            error = str(exc)
+            break
+    assert error is not None, 'the disk never filled'
+    assert 'full' in error and 'no transaction is active' not in error, error
+    # Nothing stored before is lost, and the count stays true.
+    assert len(outbox) == stored
+    assert [e.seq for e in outbox.claim(state=False)] == list(range(1, stored + 1))
+    filler.unlink()  # space returns
+    assert outbox.put('fleet/events', {'n': 'after'}).seq == stored + 1
+    assert len(outbox) == stored + 1
+    outbox.close()

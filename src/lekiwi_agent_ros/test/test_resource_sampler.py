@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from lekiwi_agent_ros.resource_sampler import FIELDS, ResourceSampler, SamplerConfig
+from lekiwi_agent_ros.telemetry.resource_sampler import (
+    FIELDS,
+    ResourceSampler,
+    SamplerConfig,
+)
 
 
 class FakeClock:
@@ -165,11 +169,15 @@ def test_a_second_call_soon_after_reuses_the_sample(machine: FakeMachine) -> Non
 def test_real_proc_sample_costs_well_under_a_millisecond() -> None:
     sampler = ResourceSampler(time.monotonic, SamplerConfig(reuse_within_s=0.0))
     sampler.sample()
-    rounds = 200
-    start = time.perf_counter()
-    for _ in range(rounds):
-        values = sampler.sample()
-    per_sample = (time.perf_counter() - start) / rounds
+    # This process's CPU time, best of five batches: other work on a loaded machine (the test
+    # command runs beside other builds) only ever adds wall time, not what a sample costs.
+    batches = []
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(40):
+            values = sampler.sample()
+        batches.append((time.process_time() - start) / 40)
+    per_sample = min(batches)
     assert per_sample < 0.0005, f'{per_sample * 1e6:.0f} us per sample'
     assert values['memory_total_bytes'] > 0 and values['uptime_s'] > 0
     assert 0.0 <= values['cpu_percent'] <= 100.0 or math.isnan(values['cpu_percent'])

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lekiwi_agent_ros.signalling_http import (
+from lekiwi_agent_ros.webrtc.signalling_http import (
     HttpError,
     HttpRequest,
     HttpResponse,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lekiwi_agent_ros.state_throttle import StateThrottle, signature
+from lekiwi_agent_ros.uplink.state_throttle import StateThrottle, signature
 
 
 def status(active: bool, score: float, peers: int = 0) -> dict:

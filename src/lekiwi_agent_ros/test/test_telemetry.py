@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from agent_harness import AgentHarness, agent_harness, wait_for
 
-from lekiwi_agent_ros.delta_codec import DeltaDecoder, TelemetryFrame
-from lekiwi_agent_ros.heartbeat import HISTORY_QOS
 from lekiwi_agent_ros.msg_types import FleetCommand, RequestTelemetrySnapshot, TelemetryDelta
-from lekiwi_agent_ros.resource_sampler import FIELDS
-from lekiwi_agent_ros.telemetry import TelemetryNode
+from lekiwi_agent_ros.telemetry.delta_codec import DeltaDecoder, TelemetryFrame
+from lekiwi_agent_ros.telemetry.heartbeat import HISTORY_QOS
+from lekiwi_agent_ros.telemetry.resource_sampler import FIELDS
+from lekiwi_agent_ros.telemetry.telemetry import TelemetryNode
 
 
 def frame(msg: TelemetryDelta) -> TelemetryFrame:

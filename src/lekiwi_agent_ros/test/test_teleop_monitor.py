@@ -14,7 +14,7 @@ from rclpy.qos import qos_profile_sensor_data
 from ros_harness import RosHarness, ros_harness, wait_for
 
 from lekiwi_agent_ros.msg_types import CompressedImage, FleetEvent, Joy, TeleopStatus, WebRtcStatus
-from lekiwi_agent_ros.teleop_monitor import EVENTS_QOS, STATUS_QOS, TeleopMonitorNode
+from lekiwi_agent_ros.teleop.teleop_monitor import EVENTS_QOS, STATUS_QOS, TeleopMonitorNode
 
 VIDEO_TOPIC = 'camera/front/image_raw/compressed'
 
@@ -73,17 +73,12 @@ class Joystick:
             msg.axes = [0.0, 0.0, 0.02]
             msg.buttons = [0, 0]
         elif mode == 'bad':
-            kind = self._n % 4
-            if kind == 0:
+            if self._n % 2:
                 msg.axes = [math.nan, math.nan]
-            elif kind == 1:
-                pass  # empty message
-            elif kind == 2:
-                msg.axes = moving
-                msg.header.stamp.sec += 10  # from the future
-            else:
-                msg.axes = moving
-                msg.header.stamp.sec -= 3600  # from the past
+            # else: an empty message
+        elif mode == 'skewed':  # an operator laptop whose clock is 2 s behind
+            msg.axes = moving
+            msg.header.stamp.sec -= 2
         self._pub.publish(msg)
         if mode == 'moving':
             t = time.monotonic()
@@ -173,7 +168,7 @@ def test_zeros_and_bad_input_never_make_a_session(harness: RosHarness) -> None:
     make_monitor(harness, status_period_s=0.2)
     joystick = Joystick(harness)
     time.sleep(1.5)
-    joystick.set_mode('bad')  # NaN axes, empty messages, stamps from the future and the past
+    joystick.set_mode('bad')  # NaN axes and empty messages
     time.sleep(1.5)
     assert len(recorder.statuses) >= 10
     assert not any(m.active for _, m in recorder.statuses)
@@ -267,15 +262,32 @@ def test_streamer_status_drives_peers_video_and_latency(harness: RosHarness) -> 
         pub.publish(msg)
 
     streamer.create_timer(0.1, publish)
-    assert wait_for(lambda: recorder.latest() is not None and recorder.latest().active, 3.0)
+    assert wait_for(lambda: recorder.latest() is not None
+                    and recorder.latest().latency_signal == 1.0, 3.0)
     status = recorder.latest()
     assert (status.webrtc_peers, status.active_video_streams) == (1, 1)
     assert status.control_latency_ms == pytest.approx(30.0)
-    assert status.latency_signal == 1.0
+    # A peer watching video with pings (0.6) but sending no command is present, not driving.
+    assert wait_for(lambda: recorder.latest().score > 0.55, 3.0)  # the windows filled
+    status = recorder.latest()
+    assert status.operator_present and not status.teleop_active
+    assert not any(m.active or m.teleop_active for _, m in recorder.statuses)
     sending.clear()  # the streamer vanishes
-    assert wait_for(lambda: not recorder.latest().active, 3.0)
+    assert wait_for(lambda: not recorder.latest().operator_present, 3.0)
     assert recorder.latest().webrtc_peers == 0
     assert math.isnan(recorder.latest().control_latency_ms)
+    assert recorder.events == []
+
+
+def test_a_joystick_whose_clock_is_2_s_off_is_detected(harness: RosHarness) -> None:
+    recorder = Recorder(harness)
+    make_monitor(harness, status_period_s=0.2)
+    joystick = Joystick(harness)
+    joystick.set_mode('zeros')
+    time.sleep(0.3)
+    joystick.set_mode('skewed')
+    assert wait_for(lambda: recorder.latest() is not None and recorder.latest().teleop_active
+                    and recorder.latest().active, 3.0)
 
 
 def test_shutdown_ends_the_open_session(harness: RosHarness) -> None:
@@ -318,3 +330,30 @@ def test_a_slow_poll_sees_the_end_of_a_hold_within_the_hold_poll_period(
 def test_hold_poll_hz_must_be_positive(harness: RosHarness) -> None:
     with pytest.raises(ValueError, match='hold_poll_hz must be > 0'):
         make_monitor(harness, hold_poll_hz=0.0)
+
+
+def test_a_launch_given_node_name_does_not_rename_the_input_reader_too() -> None:
+    """`Node(name='teleop_monitor')` in a launch file passes a global `__node:=` rule."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'lekiwi_agent_ros.teleop.teleop_monitor', '--ros-args',
+         '-r', '__ns:=/namecheck', '-r', '__node:=teleop_monitor'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        with ros_harness() as harness:
+            def names() -> list[str]:
+                return sorted(name for name, namespace
+                              in harness.helper.get_node_names_and_namespaces()
+                              if namespace == '/namecheck')
+
+            assert wait_for(lambda: len(names()) >= 2, timeout=30.0), names()
+            assert names() == ['teleop_monitor', 'teleop_monitor_inputs']
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lekiwi_agent_ros.teleop_signals import (
+from lekiwi_agent_ros.teleop.teleop_signals import (
     EventWindow,
     LevelWindow,
     joy_has_input,

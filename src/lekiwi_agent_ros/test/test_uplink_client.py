@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from uplink_server import UplinkTestServer
 
-from lekiwi_agent_ros.backoff import Backoff, BackoffConfig
-from lekiwi_agent_ros.outbox import Outbox, TopicPolicy
 from lekiwi_agent_ros.ros_json import to_json
-from lekiwi_agent_ros.uplink_client import UplinkClient
-from lekiwi_agent_ros.uplink_session import (
+from lekiwi_agent_ros.uplink.backoff import Backoff, BackoffConfig
+from lekiwi_agent_ros.uplink.outbox import Outbox, TopicPolicy
+from lekiwi_agent_ros.uplink.uplink_client import UplinkClient
+from lekiwi_agent_ros.uplink.uplink_session import (
     ActionGoal,
     Command,
     CommandOutcome,

@@ -8,9 +8,9 @@ import jsonschema
 import pytest
 from protocol_schema import validate_robot_frame, validator
 
-from lekiwi_agent_ros.outbox import Outbox, TopicPolicy
 from lekiwi_agent_ros.ros_json import to_json
-from lekiwi_agent_ros.uplink_session import (
+from lekiwi_agent_ros.uplink.outbox import Outbox, TopicPolicy
+from lekiwi_agent_ros.uplink.uplink_session import (
     ActionGoal,
     Command,
     CommandOutcome,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from webrtc_client import make_jpeg
 
-from lekiwi_agent_ros.webrtc_media import CameraFrame, CameraTrack, FrameDecoder, FrameHub
+from lekiwi_agent_ros.webrtc.webrtc_media import CameraFrame, CameraTrack, FrameDecoder, FrameHub
 
 
 def raw_frame(encoding: str, width: int, height: int, step: int, data: bytes) -> CameraFrame:

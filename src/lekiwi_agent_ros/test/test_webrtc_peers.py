@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lekiwi_agent_ros.webrtc_peers import PeerRegistry
+from lekiwi_agent_ros.webrtc.webrtc_peers import PeerRegistry
 
 
 class Clock:

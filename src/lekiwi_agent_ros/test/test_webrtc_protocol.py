@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from lekiwi_agent_ros.webrtc_protocol import (
+from lekiwi_agent_ros.webrtc.webrtc_protocol import (
     MAX_AXES,
     MAX_MESSAGE_BYTES,
     JoyCommand,

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from webrtc_client import OperatorClient, make_jpeg
 
-from lekiwi_agent_ros.webrtc_media import FrameHub
-from lekiwi_agent_ros.webrtc_peers import StreamerSnapshot
-from lekiwi_agent_ros.webrtc_protocol import JoyCommand
-from lekiwi_agent_ros.webrtc_service import (
+from lekiwi_agent_ros.webrtc.webrtc_media import FrameHub
+from lekiwi_agent_ros.webrtc.webrtc_peers import StreamerSnapshot
+from lekiwi_agent_ros.webrtc.webrtc_protocol import JoyCommand
+from lekiwi_agent_ros.webrtc.webrtc_service import (
     StreamerConfig,
     StreamerService,
     resolve_token,

@@ -16,10 +16,11 @@ from rclpy.qos import qos_profile_sensor_data
 from ros_harness import RosHarness, ros_harness, wait_for
 from webrtc_client import OperatorClient, make_jpeg
 
-from lekiwi_agent_ros import teleop_monitor, webrtc_streamer
 from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, TeleopStatus, WebRtcStatus
-from lekiwi_agent_ros.teleop_monitor import STATUS_QOS, TeleopMonitorNode
-from lekiwi_agent_ros.webrtc_streamer import WebRtcStreamerNode
+from lekiwi_agent_ros.teleop import teleop_monitor
+from lekiwi_agent_ros.teleop.teleop_monitor import STATUS_QOS, TeleopMonitorNode
+from lekiwi_agent_ros.webrtc import webrtc_streamer
+from lekiwi_agent_ros.webrtc.webrtc_streamer import WebRtcStreamerNode
 
 TOKEN = 'operator-token-for-tests-0123'
 CAMERA = 'camera/front/image_raw/compressed'
@@ -37,7 +38,8 @@ class Topics:
                                  lambda m: self.teleop.append((time.monotonic(), m)), STATUS_QOS)
         node.create_subscription(WebRtcStatus, 'webrtc/status',
                                  lambda m: self.webrtc.append((time.monotonic(), m)), STATUS_QOS)
-        node.create_subscription(Joy, 'joy', self.joy.append, qos_profile_sensor_data)
+        # Reliable, as drive nodes such as teleop_twist_joy subscribe.
+        node.create_subscription(Joy, 'joy', self.joy.append, 10)
 
     def teleop_now(self) -> TeleopStatus | None:
         return self.teleop[-1][1] if self.teleop else None
@@ -105,6 +107,7 @@ def test_operator_peer_raises_and_drops_the_teleop_score(harness: RosHarness) ->
         assert status.control_latency_ms < 100.0
         assert status.latency_signal == 1.0
         assert fully_engaged(), f'score {status.score}'
+        assert status.teleop_active and status.operator_present
         driving.cancel()
         closed_at = time.monotonic()
         await client.close()
@@ -215,3 +218,18 @@ def test_main_runs_until_shutdown(module, tmp_path) -> None:
     rclpy.shutdown()
     thread.join(20.0)
     assert codes == [0]
+
+
+def test_without_its_token_file_the_streamer_stays_off_and_says_why(tmp_path, capfd) -> None:
+    missing = tmp_path / 'operator-token'
+    args = ['node', '--ros-args', '-r', f'__ns:=/tmain{uuid.uuid4().hex[:8]}',
+            '-p', 'port:=0', '-p', f'operator_token_file:={missing}']
+    thread, codes = run_main(webrtc_streamer.main, args)
+    assert wait_for(lambda: rclpy.ok(), 5.0)
+    time.sleep(1.0)
+    assert thread.is_alive() and codes == []  # running, not exited with code 2
+    rclpy.shutdown()
+    thread.join(20.0)
+    assert codes == [0]
+    err = capfd.readouterr().err
+    assert f'WebRTC streamer off: no operator token file at {missing}' in err

@@ -18,8 +18,8 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
 from lekiwi_agent_ros.discovery.status import AgentStatus
-from lekiwi_agent_ros.heartbeat import STATUS_QOS
 from lekiwi_agent_ros.msg_types import RobotHeartbeat
+from lekiwi_agent_ros.telemetry.heartbeat import STATUS_QOS
 
 
 @dataclass(frozen=True)

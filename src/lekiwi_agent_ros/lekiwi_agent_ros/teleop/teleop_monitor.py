@@ -41,18 +41,22 @@ from rclpy.serialization import deserialize_message
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
-from lekiwi_agent_ros.joy_cdr import JoyDecodeError, decode_joy
+from lekiwi_agent_ros.diagnostics import Status, teleop_statuses
+from lekiwi_agent_ros.diagnostics_ros import DiagnosticsPublisher
 from lekiwi_agent_ros.msg_types import (
     CompressedImage,
     FleetEvent,
+    Header,
     Image,
     Joy,
     TeleopStatus,
+    UInt16,
     WebRtcStatus,
 )
 from lekiwi_agent_ros.node_runner import run_nodes
 from lekiwi_agent_ros.polled_input import InputReader, PolledSubscription
-from lekiwi_agent_ros.teleop_detector import (
+from lekiwi_agent_ros.teleop.joy_cdr import JoyDecodeError, decode_joy
+from lekiwi_agent_ros.teleop.teleop_detector import (
     SessionChange,
     TeleopConfig,
     TeleopDetector,
@@ -62,11 +66,23 @@ from lekiwi_agent_ros.teleop_detector import (
 STATUS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL,
                         history=HistoryPolicy.KEEP_LAST)
+# Session events follow the durable contract of fleet/events (README): transient-local, so an
+# uplink that restarts (one_process:=false) still receives the sessions of its downtime.
 EVENTS_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                        history=HistoryPolicy.KEEP_LAST)
 # Polled joystick messages wait here between polls: room for 100 Hz at a 5 Hz poll.
 POLLED_JOY_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT,
                             durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+# Command activity of other channels (lekiwi_zmq_bridge: one Header per 0.1 s with a change)
+# and operator counts (reliable, transient-local: a late monitor still learns the count).
+COMMANDS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+COUNT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                       history=HistoryPolicy.KEEP_LAST)
+OPERATOR_COUNT_TOPICS = {'zmq_bridge/operators': 'zmq',
+                         'zmq_bridge/observation_consumers': 'zmq_observers'}
 VIDEO_TYPES = {'sensor_msgs/msg/Image': Image,
                'sensor_msgs/msg/CompressedImage': CompressedImage}
 
@@ -78,8 +94,14 @@ _DETECTOR_DESCRIPTIONS = {
     'joystick_window_s': 'Sliding window (s) over which joystick input is counted.',
     'joystick_full_rate_hz': 'Rate (Hz) of joystick messages with input that makes the signal 1.',
     'joystick_deadzone': 'An axis must leave its rest value by more than this to be input.',
-    'joystick_axis_rest': 'Rest value of each axis (e.g. 1.0 for gamepad triggers); missing: 0.',
-    'joystick_max_age_s': 'Joystick messages stamped longer ago than this (s) are stale.',
+    'joystick_axis_rest': 'Rest value of each axis (e.g. 1.0 for gamepad triggers); missing: the '
+                          'first message\'s value (rest poses are learned, see next).',
+    'joystick_rest_learn_s': 'A joystick pose held perfectly still this long (s) becomes its '
+                             'rest pose (an idle pad is not a person).',
+    'command_idle_s': 'teleop_active ends once no command has come for this long (s), '
+                      'whatever video and peers say.',
+    'joystick_max_age_s': 'A joystick stamp further than this (s) from the robot clock is '
+                          'reported once as clock skew (freshness is the receipt time).',
     'stamp_max_future_s': 'Messages stamped further ahead than this (s) are ignored.',
     'video_window_s': 'Sliding window (s) averaging the video signal.',
     'video_full_streams': 'Video streams leaving the robot that make the video signal 1.',
@@ -135,7 +157,8 @@ class TeleopMonitorNode(Node):
             t for t in self.get_parameter('video_topics').value if t]  # type: ignore[union-attr]
         self._ignored = set(self.get_parameter('ignored_video_subscribers').value or ())
         self._video_subs: dict[str, Subscription | PolledSubscription] = {}
-        self._last_key: tuple[bool, int, int] | None = None
+        self._last_key: tuple[bool, bool, int, int] | None = None
+        self._skew_warned = False
         self._eval_period_s = 1.0 / float(self.get_parameter('evaluate_rate_hz').value)
 
         self.add_on_set_parameters_callback(self._check_parameters)
@@ -160,12 +183,19 @@ class TeleopMonitorNode(Node):
             self.create_subscription(Joy, joy_topic, self._on_joy, qos_profile_sensor_data)
         self.create_subscription(WebRtcStatus, 'webrtc/status', self._on_webrtc_status,
                                  STATUS_QOS)
+        self.create_subscription(Header, 'teleop/commands', self._on_command, COMMANDS_QOS)
+        for topic, source in OPERATOR_COUNT_TOPICS.items():
+            self.create_subscription(UInt16, topic,
+                                     lambda msg, s=source: self._on_operators(s, msg),
+                                     COUNT_QOS)
         # Polling: the poll timer evaluates; callbacks: a timer for when messages stop.
         self._eval_timer = self.create_timer(
             1.0 / poll_hz if poll_hz > 0 else self._eval_period_s,
             self._poll_inputs if poll_hz > 0 else self._evaluate)
         self._status_timer = self.create_timer(self._status_period_s, self._publish_due_status)
         self.create_timer(float(self.get_parameter('graph_period_s').value), self._poll_graph)
+        self._last_reading: TeleopReading | None = None
+        self._diagnostics = DiagnosticsPublisher(self, self._diagnostic_statuses)
         self._poll_graph()
         self._evaluate()
 
@@ -290,8 +320,20 @@ class TeleopMonitorNode(Node):
     def _observe_joy(self, msg: Joy) -> bool:
         """Feed one joystick message to the detector; say whether it counted as input."""
         stamp = msg.header.stamp
-        return self._detector.observe_joy(msg.axes, msg.buttons,
-                                          self._stamp_age_s(stamp.sec, stamp.nanosec))
+        age = self._stamp_age_s(stamp.sec, stamp.nanosec)
+        self._check_skew(age)
+        return self._detector.observe_joy(msg.axes, msg.buttons, age)
+
+    def _check_skew(self, age_s: float | None) -> None:
+        """Warn once when joystick stamps disagree with this clock (they do not gate input)."""
+        if self._skew_warned or age_s is None:
+            return
+        cfg = self._detector.config
+        if not -cfg.stamp_max_future_s <= age_s <= cfg.joystick_max_age_s:
+            self._skew_warned = True
+            self.get_logger().warning(
+                f'joystick stamps are {age_s:+.3f} s off this clock (a publisher clock not in '
+                'sync?); teleop detection uses the time of receipt, so input still counts')
 
     def _poll_inputs(self) -> None:
         """Take every joystick message and video frame waiting, then evaluate (poll timer)."""
@@ -307,8 +349,9 @@ class TeleopMonitorNode(Node):
                 msg = deserialize_message(raw, Joy)
                 sec, nanosec = msg.header.stamp.sec, msg.header.stamp.nanosec
                 axes, buttons = msg.axes, msg.buttons
-            counted = self._detector.observe_joy(axes, buttons,
-                                                 self._stamp_age_s(sec, nanosec, now_ns))
+            age = self._stamp_age_s(sec, nanosec, now_ns)
+            self._check_skew(age)
+            counted = self._detector.observe_joy(axes, buttons, age)
             evidence = counted or evidence
         for topic, subscription in self._video_subs.items():
             if subscription.take_all():  # type: ignore[union-attr]
@@ -329,6 +372,18 @@ class TeleopMonitorNode(Node):
         if not self._eval_timer.is_canceled():
             # Restart the timer's period: it fires only once messages stop coming.
             self._eval_timer.reset()
+
+    def _on_command(self, _msg: Header) -> None:
+        """Count one command of another channel (its receipt time, as for the joystick)."""
+        self._detector.observe_command()
+        self._stir()
+        self._evaluate()
+
+    def _on_operators(self, source: str, msg: UInt16) -> None:
+        """Take the operators connected through another channel (ZeroMQ)."""
+        self._detector.set_operators(source, int(msg.data))
+        self._stir()
+        self._evaluate()
 
     def _on_video_frame(self, topic: str) -> None:
         """Note a live frame on a video topic."""
@@ -392,7 +447,8 @@ class TeleopMonitorNode(Node):
         reading, change = self._detector.update()
         if change is not None:
             self._publish_event(change)
-        key = (reading.active, reading.webrtc_peers, reading.active_video_streams)
+        key = (reading.active, reading.operator_present, reading.webrtc_peers,
+               reading.active_video_streams)
         if change is not None or key != self._last_key:
             self._publish_status(reading)
         if self._inputs is None and self._detector.quiescent():
@@ -420,8 +476,16 @@ class TeleopMonitorNode(Node):
         self._publish_status(reading)
         self._follow_hold()
 
+    def _diagnostic_statuses(self) -> list[Status]:
+        reading = self._last_reading
+        if reading is None:
+            return []
+        return teleop_statuses(self.get_name(), self._robot_id, reading,
+                               self._detector.operators)
+
     def _publish_status(self, reading: TeleopReading) -> None:
         """Publish one TeleopStatus."""
+        self._last_reading = reading
         msg = TeleopStatus()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.active = reading.active
@@ -434,7 +498,10 @@ class TeleopMonitorNode(Node):
         msg.active_video_streams = min(reading.active_video_streams, 65535)
         msg.webrtc_peers = min(reading.webrtc_peers, 65535)
         msg.control_latency_ms = reading.control_latency_ms
-        self._last_key = (reading.active, reading.webrtc_peers, reading.active_video_streams)
+        msg.teleop_active = reading.teleop_active
+        msg.operator_present = reading.operator_present
+        self._last_key = (reading.active, reading.operator_present, reading.webrtc_peers,
+                          reading.active_video_streams)
         if reading.active_since is not None:
             sec = math.floor(reading.active_since)
             msg.active_since.sec = sec

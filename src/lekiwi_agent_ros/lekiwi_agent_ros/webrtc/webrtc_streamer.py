@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import sys
 import threading
 import time
@@ -23,16 +24,34 @@ from typing import Any
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
 
 from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, WebRtcStatus
 from lekiwi_agent_ros.node_runner import run_nodes
-from lekiwi_agent_ros.teleop_monitor import STATUS_QOS
-from lekiwi_agent_ros.webrtc_media import FrameHub
-from lekiwi_agent_ros.webrtc_peers import StreamerSnapshot
-from lekiwi_agent_ros.webrtc_protocol import JoyCommand
-from lekiwi_agent_ros.webrtc_service import StreamerConfig, StreamerService, resolve_token
+from lekiwi_agent_ros.teleop.teleop_monitor import STATUS_QOS
+from lekiwi_agent_ros.webrtc.webrtc_peers import StreamerSnapshot
+from lekiwi_agent_ros.webrtc.webrtc_protocol import JoyCommand
 
+try:  # aiortc and av: main() turns their absence into an instruction (dependencies.py)
+    from lekiwi_agent_ros.webrtc.webrtc_media import FrameHub
+    from lekiwi_agent_ros.webrtc.webrtc_service import (
+        StreamerConfig,
+        StreamerService,
+        resolve_token,
+    )
+except ImportError as _missing:
+    _IMPORT_ERROR: ImportError | None = _missing
+else:
+    _IMPORT_ERROR = None
+
+JOY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 6.0
 
@@ -66,6 +85,21 @@ class WebRtcStreamerNode(Node):
         camera_type = str(p('camera_type'))
         if camera_type not in ('compressed', 'raw'):
             raise ValueError(f"camera_type must be 'compressed' or 'raw', got {camera_type!r}")
+        token_file = str(p('operator_token_file'))
+        self.streaming = True
+        if token_file and not str(p('operator_token')) and not os.path.exists(token_file):
+            # The default launch names /etc/lekiwi/operator-token: a robot set up without
+            # operators keeps its agent running, and the streamer says how to turn it on.
+            self.streaming = False
+            self.port = 0
+            self.declare_parameter('bound_port', 0, ParameterDescriptor(
+                description='Port the signalling endpoint listens on (0: streamer off).',
+                read_only=True))
+            self.get_logger().error(
+                f'WebRTC streamer off: no operator token file at {token_file}. To stream, '
+                'write a bearer token of at least 16 characters there (e.g. `openssl rand '
+                f'-hex 24 > {token_file}`) and restart, or launch with webrtc:=false')
+            return
         config = StreamerConfig(
             token=resolve_token(str(p('operator_token')), str(p('operator_token_file'))),
             bind_address=str(p('bind_address')),
@@ -81,7 +115,9 @@ class WebRtcStreamerNode(Node):
             cors_allow_origin=str(p('cors_allow_origin')),
         ).validated()
         self._hub = FrameHub(time.monotonic)
-        self._joy_pub = self.create_publisher(Joy, str(p('joy_topic')), qos_profile_sensor_data)
+        # Reliable: a reliable publisher also serves best-effort readers, and drive nodes such
+        # as teleop_twist_joy subscribe reliably (a best-effort publisher reaches none of them).
+        self._joy_pub = self.create_publisher(Joy, str(p('joy_topic')), JOY_QOS)
         self._status_pub = self.create_publisher(WebRtcStatus, 'webrtc/status', STATUS_QOS)
         self._service = StreamerService(config, self._hub, self._publish_joy,
                                         self._publish_status)
@@ -207,7 +243,12 @@ class WebRtcStreamerNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the streamer in its own process."""
-    return run_nodes(lambda: [WebRtcStreamerNode()], args, 'webrtc_streamer')
+    def build() -> list[WebRtcStreamerNode]:
+        if _IMPORT_ERROR is not None:
+            raise _IMPORT_ERROR
+        return [WebRtcStreamerNode()]
+
+    return run_nodes(build, args, 'webrtc_streamer')
 
 
 if __name__ == '__main__':

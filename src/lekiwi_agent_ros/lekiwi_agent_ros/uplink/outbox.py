@@ -6,10 +6,19 @@
   the older's place and its seq, so sequences have no gaps.
 - History topics (events, deployment status, telemetry) are never dropped. Over `max_messages`,
   a topic with a merge policy (telemetry) folds a new message into its newest unsent one.
+- A history message may carry a `dedup_key` (the uplink uses a digest of the whole message):
+  a key stored before (kept `dedup_window_s`) makes the put a no-op, decided in the same
+  transaction as the insert. A transient-local publisher re-delivers its history to every new
+  subscriber, so a restarted agent sees events again that it stored before: they are kept once.
 - `claim()` hands out messages in id order (= seq order within a boot; older boots first) and
   marks them sent, so they are no longer coalesced or merged: the server may already hold them.
 - `remove()` deletes acknowledged messages. Rows left over from an earlier run count as sent and
   are replayed after the next connection.
+- One outbox belongs to one robot id and one process. An exclusive `flock` on `<path>.lock`
+  (released by the kernel when the process dies, so a crash never leaves a stale lock) refuses a
+  second user with `OutboxLockedError`, naming the pid that holds it; the robot id is stored in
+  the file and an outbox of another robot is refused (`OutboxOwnerError`), so an agent never
+  uploads another robot's messages under its own id.
 
 Thread-safe: ROS callbacks put from the executor thread while the WebSocket thread claims and
 removes. Pure apart from its SQLite file; the clock is an argument.
@@ -17,6 +26,7 @@ removes. Pure apart from its SQLite file; the clock is an argument.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -44,8 +54,16 @@ CREATE TABLE IF NOT EXISTS boots (
     boot_id TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS seen (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS owner (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    robot_id TEXT NOT NULL
+);
 """
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: the owner table (robot id); a version 1 file is adopted by its opener
 
 
 class OutboxError(Exception):
@@ -54,6 +72,18 @@ class OutboxError(Exception):
 
 class OversizeMessageError(OutboxError):
     """A message too large to ever fit in one protocol frame."""
+
+
+class OutboxStorageError(OutboxError):
+    """SQLite could not write (disk full, I/O error): the message was not stored; retry later."""
+
+
+class OutboxLockedError(OutboxError):
+    """Another process (or another Outbox in this one) has this outbox open."""
+
+
+class OutboxOwnerError(OutboxError):
+    """The outbox file holds the messages of another robot id."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +117,7 @@ class PutResult:
 
     boot_id: str
     seq: int
-    outcome: str  # 'appended' | 'coalesced' | 'merged'
+    outcome: str  # 'appended' | 'coalesced' | 'merged' | 'duplicate' (seq 0: nothing stored)
     over_limit: bool = False
 
 
@@ -102,10 +132,17 @@ class Outbox:
         max_messages: int = 10000,
         max_message_bytes: int = 65000,
         now: Callable[[], float] = time.time,
+        *,
+        robot_id: str | None = None,
+        dedup_window_s: float = 86400.0,
     ) -> None:
         if max_messages < 1:
             raise ValueError(f'max_messages must be >= 1, got {max_messages}')
         self._path = path
+        self._robot_id = robot_id
+        self._dedup_window_s = dedup_window_s
+        self._dedup_puts = 0
+        self._sync_full = False
         self._boot_id = boot_id
         self._policies = dict(policies)
         self._max_messages = max_messages
@@ -114,7 +151,13 @@ class Outbox:
         # One connection shared by two threads; the lock serialises every use of it.
         self._lock = threading.Lock()
         self.recovered_from: str | None = None
-        self._db = self._open()
+        self._lock_fd = self._acquire_file_lock()
+        try:
+            self._db = self._open()
+            self._claim_owner()
+        except BaseException:
+            self._release_file_lock()
+            raise
         self._count = self._db.execute('SELECT COUNT(*) FROM outbox').fetchone()[0]
         row = self._db.execute(
             'SELECT last_seq FROM boots WHERE boot_id = ?', (boot_id,)
@@ -136,9 +179,51 @@ class Outbox:
         """Return the database file's path."""
         return self._path
 
-    def _open(self) -> sqlite3.Connection:
+    def _acquire_file_lock(self) -> int:
         directory = os.path.dirname(os.path.abspath(self._path))
         os.makedirs(directory, exist_ok=True)
+        lock_path = self._path + '.lock'
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # flock, not fcntl/lockf: its lock belongs to this open file, so a second Outbox on
+            # the same path is refused in this process too, and the kernel drops it on a crash.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors='replace').strip() or 'unknown'
+            os.close(fd)
+            raise OutboxLockedError(
+                f'outbox {self._path} is in use by another agent (pid {holder}); '
+                'each agent needs an outbox of its own: set the outbox_path parameter'
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+        return fd
+
+    def _release_file_lock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing the file releases the flock
+            self._lock_fd = -1
+
+    def _claim_owner(self) -> None:
+        row = self._db.execute('SELECT robot_id FROM owner').fetchone()
+        if self._robot_id is None:
+            return
+        if row is None:
+            self._db.execute('INSERT INTO owner (one, robot_id) VALUES (1, ?)', (self._robot_id,))
+        elif row[0] != self._robot_id:
+            self._db.close()
+            raise OutboxOwnerError(
+                f'outbox {self._path} holds the messages of robot {row[0]!r}, not '
+                f'{self._robot_id!r}: they are never uploaded under another id; give this robot '
+                'an outbox_path of its own (or deliver that robot\'s messages first)'
+            )
+
+    @property
+    def robot_id(self) -> str | None:
+        """Return the robot id this outbox belongs to (None: not bound to one)."""
+        return self._robot_id
+
+    def _open(self) -> sqlite3.Connection:
         try:
             return self._connect()
         except sqlite3.DatabaseError as exc:
@@ -154,8 +239,14 @@ class Outbox:
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
             db.execute('PRAGMA journal_mode=WAL')
-            # WAL + NORMAL survives a killed process (not a power cut) without an fsync per put.
+            # WAL + NORMAL survives a killed process, not a power cut: state messages (the
+            # newest heartbeat replaces the last anyway) are written so; a history message's
+            # commit switches to FULL, an fsync of the WAL, before put() returns (_sync).
             db.execute('PRAGMA synchronous=NORMAL')
+            # A small WAL (checkpoint at 256 pages, truncated to 1 MiB after it): a robot whose
+            # disk fills must not find the outbox's own journal holding the last megabytes.
+            db.execute('PRAGMA wal_autocheckpoint=256')
+            db.execute('PRAGMA journal_size_limit=1048576')
             version = db.execute('PRAGMA user_version').fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f'outbox schema {version} is newer than this agent')
@@ -167,7 +258,7 @@ class Outbox:
             raise
         return db
 
-    def put(self, topic: str, msg: Mapping[str, Any]) -> PutResult:
+    def put(self, topic: str, msg: Mapping[str, Any], dedup_key: str | None = None) -> PutResult:
         """Store `msg` for `topic` and return its (boot_id, seq) and what happened to it."""
         policy = self._policies.get(topic)
         if policy is None:
@@ -180,18 +271,23 @@ class Outbox:
             raise OversizeMessageError(
                 f'{topic}: {len(text.encode())} bytes, more than {self._max_message_bytes}'
             )
+        if dedup_key is not None and policy.state:
+            raise OutboxError(f'{topic}: a state topic takes no dedup_key')
         with self._lock:
             try:
-                return self._put_locked(topic, policy, msg, text)
+                return self._put_locked(topic, policy, msg, text, dedup_key)
             except sqlite3.Error as exc:
-                raise OutboxError(f'{topic}: could not store the message: {exc}') from exc
+                self._shrink_journal()
+                raise OutboxStorageError(f'{topic}: could not store the message: {exc}') from exc
 
     def _put_locked(
-        self, topic: str, policy: TopicPolicy, msg: Mapping[str, Any], text: str
+        self, topic: str, policy: TopicPolicy, msg: Mapping[str, Any], text: str,
+        dedup_key: str | None = None,
     ) -> PutResult:
         over = self._count >= self._max_messages
         if policy.state and topic in self._unsent_state:
             row_id = self._unsent_state[topic]
+            self._sync(full=False)
             seq = self._update(row_id, text)
             self.coalesced_total += 1
             return PutResult(self._boot_id, seq, 'coalesced', over)
@@ -199,13 +295,18 @@ class Outbox:
             row_id, older = self._unsent_tail[topic]
             merged = policy.merge(older, msg)
             if merged is not None:
+                self._sync(full=True)
                 seq = self._update(row_id, _dumps(merged))
                 self._unsent_tail[topic] = (row_id, merged)
                 self.merged_total += 1
                 return PutResult(self._boot_id, seq, 'merged', over)
         seq = self._last_seq + 1
+        self._sync(full=not policy.state)
         self._db.execute('BEGIN IMMEDIATE')
         try:
+            if dedup_key is not None and not self._first_sighting(dedup_key):
+                self._rollback()
+                return PutResult(self._boot_id, 0, 'duplicate', over)
             cursor = self._db.execute(
                 'INSERT INTO outbox (boot_id, seq, topic, state, msg, created_at) '
                 'VALUES (?, ?, ?, ?, ?, ?)',
@@ -218,7 +319,7 @@ class Outbox:
             )
             self._db.execute('COMMIT')
         except BaseException:
-            self._db.execute('ROLLBACK')
+            self._rollback()
             raise
         self._last_seq = seq
         self._count += 1
@@ -229,11 +330,48 @@ class Outbox:
             self._unsent_tail[topic] = (row_id, dict(msg))
         return PutResult(self._boot_id, seq, 'appended', over)
 
+    def _shrink_journal(self) -> None:
+        """After a failed write, move the WAL into the database and truncate it, if it can."""
+        try:
+            self._db.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone()
+        except sqlite3.Error:
+            pass  # no room even for that: the next retry tries again
+
+    def _sync(self, full: bool) -> None:
+        """Set synchronous=FULL for history commits, NORMAL for state ones (cheap, cached)."""
+        if full != self._sync_full:
+            self._db.execute(f'PRAGMA synchronous={"FULL" if full else "NORMAL"}')
+            self._sync_full = full
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already (keeps the real error)."""
+        # On SQLITE_FULL or IOERR SQLite may roll back by itself; a ROLLBACK then fails with
+        # "no transaction is active" and would hide the error that matters (disk full).
+        if self._db.in_transaction:
+            try:
+                self._db.execute('ROLLBACK')
+            except sqlite3.Error:
+                pass
+
+    def _first_sighting(self, key: str) -> bool:
+        """Record `key` (inside the put's transaction); say whether it is new."""
+        now = self._now()
+        self._dedup_puts += 1
+        if self._dedup_puts % 500 == 1:  # forget keys older than the window, now and then
+            self._db.execute('DELETE FROM seen WHERE at < ?', (now - self._dedup_window_s,))
+        # A key older than the window counts as new even before the sweep removes it.
+        cursor = self._db.execute(
+            'INSERT INTO seen (key, at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET '
+            'at = excluded.at WHERE seen.at < ?', (key, now, now - self._dedup_window_s))
+        return cursor.rowcount == 1
+
     def _update(self, row_id: int, text: str) -> int:
         row = self._db.execute(
             'UPDATE outbox SET msg = ? WHERE id = ? RETURNING seq', (text, row_id)
         ).fetchone()
-        return row[0]
+        if row is None:  # only if the file was changed behind this outbox's lock
+            raise OutboxError(f'outbox row {row_id} vanished: {self._path} changed underneath')
+        return int(row[0])
 
     def claim(self, state: bool, after_id: int = 0, limit: int = 1000) -> list[OutboxEntry]:
         """Return up to `limit` messages of one class with id > after_id, marked as sent."""
@@ -290,7 +428,7 @@ class Outbox:
                         self._mark_sent([row[0]])
                 self._db.execute('COMMIT')
             except BaseException:
-                self._db.execute('ROLLBACK')
+                self._rollback()
                 raise
             self._count -= removed
         return removed
@@ -300,9 +438,10 @@ class Outbox:
         return self._count
 
     def close(self) -> None:
-        """Close the database (further use raises)."""
+        """Close the database and release its lock (further use raises)."""
         with self._lock:
             self._db.close()
+            self._release_file_lock()
 
 
 def _dumps(msg: Mapping[str, Any]) -> str:

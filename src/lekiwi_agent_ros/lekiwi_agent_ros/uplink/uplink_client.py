@@ -23,11 +23,12 @@ try:
     from websockets.asyncio.client import ClientConnection, connect
 except ImportError as exc:  # websockets < 13: Ubuntu 24.04's python3-websockets is 10.4
     raise ImportError(
-        'fleet_uplink needs websockets >= 13 (pip install -r requirements/agent.txt)'
+        'fleet_uplink needs websockets >= 13 (pip install -r requirements/agent.txt)',
+        name='websockets',
     ) from exc
 
-from lekiwi_agent_ros.backoff import Backoff
-from lekiwi_agent_ros.uplink_session import Log, UplinkSession
+from lekiwi_agent_ros.uplink.backoff import Backoff
+from lekiwi_agent_ros.uplink.uplink_session import Log, UplinkSession
 
 # The close code of a server going down for a restart (RFC 6455 registry): come back soon.
 SERVICE_RESTART = 1012

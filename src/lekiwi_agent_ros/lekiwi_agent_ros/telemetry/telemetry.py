@@ -19,15 +19,19 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 
-from lekiwi_agent_ros.delta_codec import DeltaEncoder, TelemetryFrame
-from lekiwi_agent_ros.heartbeat import HISTORY_QOS
 from lekiwi_agent_ros.msg_types import (
     BatteryState,
     FleetCommand,
     RequestTelemetrySnapshot,
     TelemetryDelta,
 )
-from lekiwi_agent_ros.resource_sampler import FIELDS, ResourceSampler, SamplerConfig
+from lekiwi_agent_ros.telemetry.delta_codec import DeltaEncoder, TelemetryFrame
+from lekiwi_agent_ros.telemetry.heartbeat import HISTORY_QOS
+from lekiwi_agent_ros.telemetry.resource_sampler import (
+    FIELDS,
+    ResourceSampler,
+    SamplerConfig,
+)
 
 # Changes smaller than these are not worth a delta (units as in ResourceUsage).
 DEFAULT_THRESHOLDS: dict[str, float] = {

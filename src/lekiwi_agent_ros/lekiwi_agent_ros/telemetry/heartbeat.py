@@ -32,7 +32,7 @@ from lekiwi_agent_ros.msg_types import (
     RobotHeartbeat,
     TeleopStatus,
 )
-from lekiwi_agent_ros.resource_sampler import ResourceSampler, SamplerConfig
+from lekiwi_agent_ros.telemetry.resource_sampler import ResourceSampler, SamplerConfig
 
 # Fleet status topics: reliable and transient-local, so a late subscriber gets the latest.
 STATUS_QOS = QoSProfile(

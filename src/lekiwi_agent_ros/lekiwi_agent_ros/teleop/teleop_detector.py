@@ -1,15 +1,24 @@
 """TeleopDetector: four live signals -> a teleop score, hysteresis and sessions (pure core).
 
 Signals, each 0..1 over a sliding window:
-- joystick: fresh messages with real input (off rest beyond a deadzone, or a button down),
-  counted over `joystick_window_s` against `joystick_full_rate_hz`;
+- joystick (command activity): joystick messages off their learned rest pose (see `JoyRest`:
+  an idle pad whose triggers rest at +1.0 is not input) and commands of other channels
+  (`observe_command`: ZeroMQ actions that changed), counted over `joystick_window_s` against
+  `joystick_full_rate_hz`. Freshness is the time of receipt: a publisher's clock that is off
+  by seconds does not hide a person (the node warns once about the skew);
 - video: video streams leaving the robot (WebRTC tracks sent plus outside subscribers of live
   video topics), time-averaged over `video_window_s`;
 - webrtc: connected operator peers, time-averaged over `webrtc_window_s`;
 - latency: a fresh command round trip under `latency_threshold_ms`.
-The score is their weighted sum. The detector turns active once the score has stayed at or above
-`on_threshold` for `on_hold_s`, and inactive once it has stayed below `off_threshold` for
-`off_hold_s`. Time comes from the injected monotonic `now`; `wall_now` (Unix seconds) only
+The score is their weighted sum. Two answers come from it:
+- `teleop_active` (also `active`): someone is driving. Command activity is necessary: it turns
+  on once the score has stayed at or above `on_threshold` for `on_hold_s` with commands in the
+  joystick window, and off once the score has stayed below `off_threshold`, or no command has
+  come for `command_idle_s`, for `off_hold_s`. A passive viewer (video, a peer and pings but no
+  commands, 0.6) is therefore never driving. Sessions follow `teleop_active`.
+- `operator_present`: someone is connected or watching (a WebRTC peer, a video stream, an
+  operator of another channel such as ZeroMQ, or recent commands).
+Time comes from the injected monotonic `now`; `wall_now` (Unix seconds) only
 dates sessions, so a wall clock step cannot stretch or cut a window.
 """
 
@@ -20,10 +29,10 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
-from lekiwi_agent_ros.teleop_signals import (
+from lekiwi_agent_ros.teleop.teleop_signals import (
     EventWindow,
+    JoyRest,
     LevelWindow,
-    joy_has_input,
     latency_level,
     stamp_is_fresh,
 )
@@ -45,6 +54,8 @@ class TeleopConfig:
     joystick_full_rate_hz: float = 8.0
     joystick_deadzone: float = 0.1
     joystick_axis_rest: tuple[float, ...] = ()
+    joystick_rest_learn_s: float = 10.0
+    command_idle_s: float = 2.0
     joystick_max_age_s: float = 0.5
     stamp_max_future_s: float = 0.2
     video_window_s: float = 1.0
@@ -84,7 +95,8 @@ class TeleopConfig:
             found.append(f'weights must sum to 1, they sum to {total:.6g}')
         for name in ('joystick_window_s', 'video_window_s', 'webrtc_window_s',
                      'joystick_full_rate_hz', 'joystick_max_age_s', 'video_frame_timeout_s',
-                     'webrtc_status_timeout_s', 'latency_threshold_ms', 'latency_max_age_s'):
+                     'webrtc_status_timeout_s', 'latency_threshold_ms', 'latency_max_age_s',
+                     'joystick_rest_learn_s', 'command_idle_s'):
             if getattr(self, name) <= 0.0:
                 found.append(f'{name} must be > 0, got {getattr(self, name)}')
         for name in ('stamp_max_future_s', 'on_hold_s', 'off_hold_s'):
@@ -164,6 +176,12 @@ class TeleopReading:
     webrtc_peers: int
     control_latency_ms: float  # NaN when no fresh round trip is known
     active_since: float | None  # Unix seconds the current session started; None when inactive
+    operator_present: bool = False  # someone is connected or watching
+
+    @property
+    def teleop_active(self) -> bool:
+        """Say whether someone is driving (the same as `active`)."""
+        return self.active
 
 
 @dataclass(frozen=True)
@@ -228,6 +246,10 @@ class TeleopDetector:
         self._new_session_id = new_session_id
         t0 = now()
         self._joy = EventWindow(config.joystick_window_s)
+        self._rest = JoyRest(config.joystick_deadzone, config.joystick_rest_learn_s,
+                             config.joystick_axis_rest)
+        self._last_command = -math.inf
+        self._operators: dict[str, int] = {}
         self._video = LevelWindow(config.video_window_s, 0.0, t0)
         self._webrtc = LevelWindow(config.webrtc_window_s, 0.0, t0)
         self._frames: dict[str, float] = {}
@@ -247,24 +269,44 @@ class TeleopDetector:
         """Say whether a session is open."""
         return self._active
 
+    @property
+    def operators(self) -> dict[str, int]:
+        """Return the operators connected through other channels, by channel."""
+        return dict(self._operators)
+
     def reconfigure(self, config: TeleopConfig) -> None:
         """Apply a new validated configuration, keeping the evidence and any open session."""
         self._config = config.validated()
         self._joy.set_window(config.joystick_window_s)
+        self._rest.configure(config.joystick_deadzone, config.joystick_rest_learn_s,
+                             config.joystick_axis_rest)
         self._video.set_window(config.video_window_s)
         self._webrtc.set_window(config.webrtc_window_s)
 
     def observe_joy(
         self, axes: Sequence[float], buttons: Sequence[int], stamp_age_s: float | None
     ) -> bool:
-        """Take one joystick message (stamp age in s, None if unstamped); say if it counted."""
-        cfg = self._config
-        if not stamp_is_fresh(stamp_age_s, cfg.joystick_max_age_s, cfg.stamp_max_future_s):
+        """Take one joystick message as it is received; say whether it counted as input.
+
+        `stamp_age_s` is not used for freshness: the message arrived now, whatever the
+        publisher's clock says (the node reports a skewed stamp).
+        """
+        del stamp_age_s
+        now = self._now()
+        if not self._rest.has_input(axes, buttons, now):
             return False
-        if not joy_has_input(axes, buttons, cfg.joystick_deadzone, cfg.joystick_axis_rest):
-            return False
-        self._joy.add(self._now())
+        self.observe_command(now)
         return True
+
+    def observe_command(self, at: float | None = None) -> None:
+        """Note one operator command of any channel (a ZeroMQ action that changed, say)."""
+        now = self._now() if at is None else at
+        self._joy.add(now)
+        self._last_command = max(self._last_command, now)
+
+    def set_operators(self, source: str, count: int) -> None:
+        """Set how many operators are connected through a channel other than WebRTC."""
+        self._operators[source] = max(0, int(count))
 
     def observe_video_frame(self, topic: str) -> None:
         """Note that a frame arrived on a video topic (the topic is alive)."""
@@ -316,7 +358,11 @@ class TeleopDetector:
         score = (cfg.weight_joystick * joy_signal + cfg.weight_video * video_signal
                  + cfg.weight_webrtc * webrtc_signal + cfg.weight_latency * latency_signal)
         score = min(1.0, max(0.0, score))
-        change = self._step(now, score)
+        recent = now - self._last_command <= cfg.command_idle_s
+        change = self._step(now, score, joy_count > 0, recent)
+        peers, streams = self._peers(now), self._streams(now)
+        present = (self._active or recent or peers > 0 or streams > 0 or video_signal > 0.0
+                   or webrtc_signal > 0.0 or any(self._operators.values()))
         reading = TeleopReading(
             active=self._active,
             score=score,
@@ -325,10 +371,11 @@ class TeleopDetector:
             webrtc_signal=webrtc_signal,
             latency_signal=latency_signal,
             joystick_rate_hz=joy_count / cfg.joystick_window_s,
-            active_video_streams=self._streams(now),
-            webrtc_peers=self._peers(now),
+            active_video_streams=streams,
+            webrtc_peers=peers,
             control_latency_ms=rtt,
             active_since=self._session[2] if self._session else None,
+            operator_present=present,
         )
         return reading, change
 
@@ -347,7 +394,9 @@ class TeleopDetector:
                 and self._joy.count(now) == 0
                 and self._video.level == 0.0 and self._video.mean(now) == 0.0
                 and self._webrtc.level == 0.0 and self._webrtc.mean(now) == 0.0
-                and math.isnan(self._fresh_rtt(now)))
+                and math.isnan(self._fresh_rtt(now))
+                and now - self._last_command > self._config.command_idle_s
+                and not any(self._operators.values()))
 
     def end_session(self, reason: str = 'shutdown') -> SessionEnded | None:
         """Close the open session now (at shutdown); return its end, or None if inactive."""
@@ -360,11 +409,12 @@ class TeleopDetector:
         self._crossed_at = None
         return SessionEnded(session_id, started_wall, started_wall + duration, duration, reason)
 
-    def _step(self, now: float, score: float) -> SessionChange | None:
-        """Advance the hysteresis by one evaluation."""
+    def _step(self, now: float, score: float, commanding: bool,
+              recent: bool) -> SessionChange | None:
+        """Advance the hysteresis by one evaluation (commands in the window / recently)."""
         cfg = self._config
         if not self._active:
-            if score < cfg.on_threshold:
+            if score < cfg.on_threshold or not commanding:
                 self._crossed_at = None
                 return None
             if self._crossed_at is None:
@@ -379,7 +429,7 @@ class TeleopDetector:
             self._crossed_at = None
             self._session = (session_id, started_mono, started_wall)
             return SessionStarted(session_id, started_wall, score)
-        if score >= cfg.off_threshold:
+        if score >= cfg.off_threshold and recent:
             self._crossed_at = None
             return None
         if self._crossed_at is None:

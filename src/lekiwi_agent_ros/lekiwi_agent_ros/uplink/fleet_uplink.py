@@ -10,6 +10,8 @@ runs (the deployment issue's seam), and is refused clearly otherwise. Service
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -18,18 +20,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from action_msgs.msg import GoalStatus
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionClient
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 import lekiwi_agent_ros
-from lekiwi_agent_ros.backoff import Backoff, BackoffConfig
-from lekiwi_agent_ros.delta_codec import merge_telemetry_msgs
-from lekiwi_agent_ros.heartbeat import HISTORY_QOS, STATUS_QOS
+from lekiwi_agent_ros.diagnostics import Status, uplink_statuses
+from lekiwi_agent_ros.diagnostics_ros import DiagnosticsPublisher
 from lekiwi_agent_ros.msg_types import (
     Deploy,
     DeploymentStatus,
@@ -40,11 +41,20 @@ from lekiwi_agent_ros.msg_types import (
     TelemetryDelta,
     TeleopStatus,
 )
-from lekiwi_agent_ros.outbox import Outbox, OutboxError, TopicPolicy
 from lekiwi_agent_ros.ros_json import RosJsonError, from_json, to_json
-from lekiwi_agent_ros.state_throttle import StateThrottle
-from lekiwi_agent_ros.uplink_client import UplinkClient
-from lekiwi_agent_ros.uplink_session import (
+from lekiwi_agent_ros.telemetry.delta_codec import merge_telemetry_msgs
+from lekiwi_agent_ros.telemetry.heartbeat import HISTORY_QOS, STATUS_QOS
+from lekiwi_agent_ros.uplink.backoff import Backoff, BackoffConfig
+from lekiwi_agent_ros.uplink.outbox import (
+    Outbox,
+    OutboxError,
+    OutboxLockedError,
+    OutboxOwnerError,
+    OutboxStorageError,
+    TopicPolicy,
+)
+from lekiwi_agent_ros.uplink.state_throttle import StateThrottle
+from lekiwi_agent_ros.uplink.uplink_session import (
     DEPLOY_ACTION,
     GOAL_ABORTED,
     GOAL_SUCCEEDED,
@@ -57,6 +67,9 @@ from lekiwi_agent_ros.uplink_session import (
     action_result_frame,
     failed_result,
 )
+
+if TYPE_CHECKING:
+    from lekiwi_agent_ros.uplink.uplink_client import UplinkClient
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,22 @@ FLEET_TOPICS = (
     FleetTopic('fleet/events', FleetEvent, HISTORY_QOS, TopicPolicy(state=False)),
     FleetTopic('fleet/deployment_status', DeploymentStatus, HISTORY_QOS, TopicPolicy(state=False)),
 )
+
+
+# The durable path for applications (README, "Events while the agent is down"): publish
+# fleet/events RELIABLE + TRANSIENT_LOCAL with a KEEP_LAST depth covering what you may emit
+# while the agent restarts. This second subscription takes that history when the uplink
+# (re)starts; the volatile one above still serves volatile publishers (a transient-local
+# reader does not match them). A durable publisher matches both, and every event comes back
+# after each restart: the outbox keeps each distinct message once (a digest, `dedup_key`).
+DURABLE_EVENTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                                reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DEDUPED_TOPICS = frozenset({'fleet/events'})
+# Messages the outbox could not store (disk full) wait here, in order, and are retried each
+# second; past this many the oldest history message goes, loudly (the process has no better
+# place: the disk is what is full).
+MAX_HELD_MESSAGES = 10000
 
 
 @dataclass(frozen=True)
@@ -149,6 +178,10 @@ class FleetUplinkNode(Node):
             raise
 
     def _setup(self, boot_id: str | None) -> None:
+        # Imported here, so a websockets too old for it stops the node with an instruction
+        # (node_runner, dependencies.py) rather than an ImportError at module import.
+        from lekiwi_agent_ros.uplink.uplink_client import UplinkClient
+
         self.config = self._read_parameters()
         problems = self.config.problems()
         if problems:
@@ -158,15 +191,22 @@ class FleetUplinkNode(Node):
         self._goals: dict[str, Any] = {}  # goal id -> ClientGoalHandle
         self._goals_lock = threading.Lock()
         self._teleop_throttle = StateThrottle(self.config.teleop_status_min_interval_s)
+        self._held: list[tuple[str, dict[str, Any], str | None]] = []
+        self._held_dropped = 0
+        self.storage_problem: str | None = None  # the outbox's last write error, while it lasts
 
-        self._outbox = Outbox(
-            self.config.outbox_path,
-            self.boot_id,
-            {topic.name: topic.policy for topic in FLEET_TOPICS},
-            max_messages=self.config.max_outbox_messages,
-            # A publish frame adds its envelope (topic, boot_id, seq) to the message.
-            max_message_bytes=self.config.max_frame_bytes - 256,
-        )
+        try:
+            self._outbox = Outbox(
+                self.config.outbox_path,
+                self.boot_id,
+                {topic.name: topic.policy for topic in FLEET_TOPICS},
+                max_messages=self.config.max_outbox_messages,
+                # A publish frame adds its envelope (topic, boot_id, seq) to the message.
+                max_message_bytes=self.config.max_frame_bytes - 256,
+                robot_id=self.config.robot_id,
+            )
+        except (OutboxLockedError, OutboxOwnerError) as exc:
+            raise ValueError(str(exc)) from exc  # a refused configuration: exit code 2, said why
         if self._outbox.recovered_from:
             self.get_logger().error(
                 f'outbox file was unreadable, kept aside as {self._outbox.recovered_from}'
@@ -195,9 +235,14 @@ class FleetUplinkNode(Node):
             self.create_subscription(
                 topic.msg_type, topic.name, self._forwarder(topic.name), topic.qos
             )
+        self.create_subscription(
+            FleetEvent, 'fleet/events', self._forwarder('fleet/events'), DURABLE_EVENTS_QOS
+        )
         self.create_service(GetAgentStatus, 'fleet_uplink/get_status', self._on_get_status)
         if self.config.teleop_status_min_interval_s > 0.0:
             self.create_timer(self.config.teleop_status_min_interval_s, self._flush_teleop)
+        self.create_timer(1.0, self._retry_held)
+        self._diagnostics = DiagnosticsPublisher(self, self._diagnostic_statuses)
         self._client = UplinkClient(
             self.config.server_url,
             session,
@@ -300,15 +345,40 @@ class FleetUplinkNode(Node):
     def _store(self, topic: str, data: dict[str, Any]) -> None:
         if self._outbox is None or self._client is None:
             return  # shutting down
+        key = None
+        if topic in DEDUPED_TOPICS:
+            # The key is of the message as its publisher sent it, before the boot id below is
+            # stamped: a durable publisher's re-delivery after an uplink restart matches it.
+            text = json.dumps(data, sort_keys=True, separators=(',', ':'), allow_nan=False)
+            key = f'{topic}:{hashlib.sha256(text.encode()).hexdigest()}'
         if 'boot_id' in data:
             # The server refuses a message naming another boot than its frame's; nodes run as
             # processes of their own (one_process:=false) each drew a boot id of their own.
             data['boot_id'] = self.boot_id
-        try:
-            result = self._outbox.put(topic, data)
-        except OutboxError as exc:
-            self.get_logger().error(f'{topic} message not queued: {exc}')
+        if self._held:  # the disk was full: keep the order behind the held messages
+            self._hold(topic, data, key)
+            self._retry_held()
             return
+        self._put(topic, data, key)
+
+    def _put(self, topic: str, data: dict[str, Any], key: str | None) -> bool:
+        """Store one message; False when the outbox could not write it (then it is held)."""
+        assert self._outbox is not None and self._client is not None
+        try:
+            result = self._outbox.put(topic, data, dedup_key=key)
+        except OutboxStorageError as exc:
+            if self.storage_problem is None:
+                self.get_logger().error(
+                    f'outbox cannot write ({exc}); messages are held in memory and retried '
+                    'every second until it can')
+            self.storage_problem = str(exc)
+            self._hold(topic, data, key)
+            return False
+        except (OutboxError, ValueError) as exc:
+            self.get_logger().error(f'{topic} message not queued: {exc}')
+            return True
+        if result.outcome == 'duplicate':
+            return True  # re-delivered from a durable publisher's history: stored once already
         if result.over_limit and result.outcome != 'merged':
             self.get_logger().warning(
                 f'outbox over {self.config.max_outbox_messages} messages '
@@ -316,6 +386,32 @@ class FleetUplinkNode(Node):
                 throttle_duration_sec=10.0,
             )
         self._client.wake()
+        return True
+
+    def _hold(self, topic: str, data: dict[str, Any], key: str | None) -> None:
+        if any(t.policy.state for t in FLEET_TOPICS if t.name == topic):
+            # A state message supersedes the held one of its topic.
+            self._held = [h for h in self._held if h[0] != topic]
+        self._held.append((topic, data, key))
+        if len(self._held) > MAX_HELD_MESSAGES:
+            self._held.pop(0)
+            self._held_dropped += 1
+            self.get_logger().error(
+                f'outbox still cannot write: {self._held_dropped} messages dropped so far',
+                throttle_duration_sec=10.0)
+
+    def _retry_held(self) -> None:
+        """Store held messages in order while the outbox takes them (each second)."""
+        if not self._held or self._outbox is None:
+            return
+        held, self._held = self._held, []
+        for index, (topic, data, key) in enumerate(held):
+            if not self._put(topic, data, key):
+                # _put held this one again at the end: put the rest back behind it, in order.
+                self._held = [self._held[-1], *held[index + 1:], *self._held[:-1]]
+                return
+        self.get_logger().info(f'outbox writable again: {len(held)} held messages stored')
+        self.storage_problem = None
 
     # ---- commands and goals from the server (called in the WebSocket thread) ----
     def handle_command(self, command: Command) -> CommandOutcome:
@@ -392,16 +488,25 @@ class FleetUplinkNode(Node):
     def _on_get_status(
         self, request: GetAgentStatus.Request, response: GetAgentStatus.Response
     ) -> GetAgentStatus.Response:
-        assert self._outbox is not None
         response.robot_id = self.config.robot_id
         response.agent_version = lekiwi_agent_ros.__version__
         response.boot_id = self.boot_id
         response.server_url = self.config.server_url
         response.connected = self._session.ready
-        response.outbox_pending = len(self._outbox)
+        # The outbox is None while the node shuts down: answer 0 pending rather than raise.
+        response.outbox_pending = len(self._outbox) if self._outbox is not None else 0
         response.acknowledged_total = self._session.stats.acked_total
         response.last_heartbeat = self._last_heartbeat
         return response
+
+    def _diagnostic_statuses(self) -> list[Status]:
+        return uplink_statuses(
+            self.get_name(), self.config.robot_id, connected=self._session.ready,
+            server_url=self.config.server_url,
+            outbox_pending=len(self._outbox) if self._outbox is not None else 0,
+            acknowledged_total=self._session.stats.acked_total,
+            storage_problem=self.storage_problem, held=len(self._held),
+            max_outbox_messages=self.config.max_outbox_messages)
 
     def _close(self) -> None:
         if self._client is not None:

@@ -31,10 +31,10 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from lekiwi_agent_ros.signalling_http import HttpError, HttpRequest, HttpResponse, HttpServer
-from lekiwi_agent_ros.webrtc_media import CameraTrack, FrameHub
-from lekiwi_agent_ros.webrtc_peers import PeerRegistry, StreamerSnapshot
-from lekiwi_agent_ros.webrtc_protocol import (
+from lekiwi_agent_ros.webrtc.signalling_http import HttpError, HttpRequest, HttpResponse, HttpServer
+from lekiwi_agent_ros.webrtc.webrtc_media import CameraTrack, FrameHub
+from lekiwi_agent_ros.webrtc.webrtc_peers import PeerRegistry, StreamerSnapshot
+from lekiwi_agent_ros.webrtc.webrtc_protocol import (
     JoyCommand,
     OperatorPing,
     Pong,

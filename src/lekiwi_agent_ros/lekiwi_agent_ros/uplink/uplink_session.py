@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lekiwi_agent_ros.outbox import Outbox, OutboxEntry
+from lekiwi_agent_ros.uplink.outbox import Outbox, OutboxEntry
 
 PROTOCOL = 'lekiwi-fleet/1'
 ACK_TOPIC = 'fleet/ack'

@@ -129,3 +129,65 @@ def stamp_is_fresh(age_s: float | None, max_age_s: float, max_future_s: float) -
     if not math.isfinite(age_s):
         return False
     return -max_future_s <= age_s <= max_age_s
+
+
+class JoyRest:
+    """Each joystick axis's and button's rest value, learned rather than assumed to be 0.
+
+    A gamepad whose triggers rest at +1.0 and that republishes at 20 Hz is at rest, not
+    driven. Before anything is learned an axis rests at its configured value, else at the
+    first message's value where that is exactly -1.0 or +1.0 (how `joy` reports a released
+    trigger), else at 0.0 (a centred stick: a first command of 0.6 is input). Buttons rest
+    released. The rest pose is learned again whenever the whole pose (every axis within the
+    deadzone, every button the same) holds still for `learn_s`: an idle pad never moves, a
+    person driving does. The price, written down: a stick held perfectly still at one
+    deflection for `learn_s` becomes its rest, so the next movement is what counts.
+    """
+
+    def __init__(self, deadzone: float, learn_s: float, axis_rest: Sequence[float] = ()) -> None:
+        """Start with no pose seen."""
+        self._deadzone = deadzone
+        self._learn_s = learn_s
+        self._configured = tuple(axis_rest)
+        self._axes_rest: list[float] | None = None
+        self._buttons_rest: list[int] = []
+        self._still_axes: list[float] = []
+        self._still_buttons: list[int] = []
+        self._still_since = 0.0
+
+    def configure(self, deadzone: float, learn_s: float, axis_rest: Sequence[float]) -> None:
+        """Change the tuning; a new configured rest applies from the next pose reset."""
+        self._deadzone, self._learn_s, self._configured = deadzone, learn_s, tuple(axis_rest)
+
+    @property
+    def axes_rest(self) -> tuple[float, ...]:
+        """Return the rest value of each axis (empty before the first message)."""
+        return tuple(self._axes_rest or ())
+
+    def has_input(self, axes: Sequence[float], buttons: Sequence[int], now: float) -> bool:
+        """Take one message at `now`; say whether it is off the rest pose (a hand on it)."""
+        axes, buttons = list(axes), list(buttons)
+        rest = self._axes_rest
+        if rest is None or len(rest) != len(axes) or len(self._buttons_rest) != len(buttons):
+            # First message, or another device (see the class docstring).
+            self._axes_rest = [self._configured[i] if i < len(self._configured)
+                               else (v if v in (-1.0, 1.0) else 0.0)
+                               for i, v in enumerate(axes)]
+            self._buttons_rest = [0] * len(buttons)
+            self._still_axes, self._still_buttons, self._still_since = axes, buttons, now
+        elif not self._same(axes, buttons, self._still_axes, self._still_buttons):
+            self._still_axes, self._still_buttons, self._still_since = axes, buttons, now
+        elif now - self._still_since >= self._learn_s:
+            self._axes_rest, self._buttons_rest = list(self._still_axes), self._still_buttons
+        assert self._axes_rest is not None
+        return not self._same(axes, buttons, self._axes_rest, self._buttons_rest)
+
+    def _same(self, axes: Sequence[float], buttons: Sequence[int],
+              ref_axes: Sequence[float], ref_buttons: Sequence[int]) -> bool:
+        if list(buttons) != list(ref_buttons):
+            return False
+        for value, ref in zip(axes, ref_axes, strict=False):
+            # A broken driver's NaN is no evidence either way.
+            if math.isfinite(value) and math.isfinite(ref) and abs(value - ref) > self._deadzone:
+                return False
+        return True

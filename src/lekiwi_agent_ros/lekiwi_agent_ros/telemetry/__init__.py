@@ -1,0 +1,1 @@
+"""Heartbeat and telemetry: resource sampling, delta compression and their nodes."""

@@ -1,0 +1,1 @@
+"""Teleoperation detection: signals, the scoring core and the monitor node."""

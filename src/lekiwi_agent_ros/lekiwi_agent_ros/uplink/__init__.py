@@ -1,0 +1,1 @@
+"""The fleet uplink: outbox, rosbridge v2 session, WebSocket client and the node."""

@@ -1,0 +1,1 @@
+"""WebRTC streaming: signalling over HTTP, peers, media and the streamer node."""

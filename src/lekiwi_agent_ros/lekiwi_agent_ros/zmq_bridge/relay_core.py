@@ -1,0 +1,142 @@
+"""What the ZeroMQ relay learns from the frames it forwards (pure: no zmq, no ROS, time passed in).
+
+LeRobot's LeKiwi host (`lekiwi_host.py`) takes actions as JSON objects of floats on a PULL
+socket (`{"arm_shoulder_pan.pos": 3.2, ..., "x.vel": 0.1, "y.vel": 0.0, "theta.vel": 0.0}`)
+and sends observations as JSON objects on a PUSH socket: the same state keys plus one base64
+JPEG string per camera (`"front"`, `"wrist"`). The relay forwards every frame unchanged; this
+module only reads them:
+- `CommandTracker`: an action counts as command activity when a value moved since the last
+  action (beyond a per-key epsilon: a resting leader arm's encoder noise is not a person). A
+  client that republishes one constant action at 30 Hz is not driving.
+- `ConnectionCounter`: peers connected to a bound socket, from its socket-monitor events.
+- `parse_observation`: the state values and camera frames of one observation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CommandConfig:
+    """Per-key epsilons: position keys (`*.pos`, degrees or -100..100) and the rest (m/s, deg/s)."""
+
+    position_epsilon: float = 1.0
+    velocity_epsilon: float = 0.01
+
+
+class CommandTracker:
+    """Tell changing actions (a person) from a constant stream (an idle client)."""
+
+    def __init__(self, config: CommandConfig) -> None:
+        """Start with no action seen."""
+        self._config = config
+        self._last_bytes: bytes | None = None
+        self._last: dict[str, float] = {}
+        self.actions_total = 0
+        self.changes_total = 0
+        self.malformed_total = 0
+
+    def observe(self, frame: bytes) -> bool:
+        """Take one action frame as relayed; say whether it changed a value (activity)."""
+        self.actions_total += 1
+        if frame == self._last_bytes:
+            return False  # the cheap, common case: a client repeating itself
+        self._last_bytes = frame
+        values = _numbers(frame)
+        if values is None:
+            self.malformed_total += 1
+            return False
+        previous, self._last = self._last, values
+        if not previous:
+            return False  # the first action tells nothing about movement yet
+        for key, value in values.items():
+            before = previous.get(key)
+            epsilon = (self._config.position_epsilon if key.endswith('.pos')
+                       else self._config.velocity_epsilon)
+            if before is None or abs(value - before) > epsilon:
+                self.changes_total += 1
+                return True
+        return False
+
+
+def _numbers(frame: bytes) -> dict[str, float] | None:
+    """Return the finite numeric values of a JSON object frame, or None when it is not one."""
+    try:
+        decoded = json.loads(frame)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    return {str(k): float(v) for k, v in decoded.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+@dataclass
+class ConnectionCounter:
+    """Count peers of a bound ZeroMQ socket from its monitor events (accepted / disconnected)."""
+
+    connected: int = 0
+    peers_seen: int = 0
+
+    def accepted(self) -> None:
+        """A peer connected."""
+        self.connected += 1
+        self.peers_seen += 1
+
+    def disconnected(self) -> None:
+        """A peer went away."""
+        self.connected = max(0, self.connected - 1)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One observation: numeric state values and JPEG frames by camera name."""
+
+    state: dict[str, float] = field(default_factory=dict)
+    frames: dict[str, bytes] = field(default_factory=dict)
+
+
+def parse_observation(frame: bytes) -> Observation | None:
+    """Parse one observation frame of the LeKiwi host; None when it is not a JSON object."""
+    try:
+        decoded = json.loads(frame)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    state: dict[str, float] = {}
+    frames: dict[str, bytes] = {}
+    for key, value in decoded.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if math.isfinite(value):
+                state[str(key)] = float(value)
+        elif isinstance(value, str) and len(value) > 64:
+            try:
+                frames[str(key)] = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+    return Observation(state, frames)
+
+
+BATTERY_KEYS = {
+    'voltage': ('battery.voltage', 'battery_voltage', 'voltage'),
+    'percentage': ('battery.percentage', 'battery_percentage', 'battery'),
+    'current': ('battery.current', 'battery_current'),
+}
+
+
+def battery_values(state: Mapping[str, float]) -> dict[str, float]:
+    """Return the battery values an observation carries (a stock LeKiwi host sends none)."""
+    found: dict[str, float] = {}
+    for name, keys in BATTERY_KEYS.items():
+        for key in keys:
+            if key in state:
+                found[name] = state[key]
+                break
+    return found
