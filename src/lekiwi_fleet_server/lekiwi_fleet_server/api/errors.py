@@ -51,6 +51,7 @@ ERRORS: Mapping[type[Exception], tuple[int, str]] = {
 HTTP_CODES: Mapping[int, str] = {
     400: 'malformed_body', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found',
     405: 'method_not_allowed', 409: 'conflict', 413: 'payload_too_large',
+    416: 'range_not_satisfiable', 429: 'too_many_requests',
     422: 'invalid_request', 503: 'store_unavailable', 504: 'command_timeout',
 }
 
@@ -58,6 +59,8 @@ DESCRIPTIONS: Mapping[int, str] = {
     400: 'The body is not JSON', 401: 'No, unknown or revoked bearer token',
     403: 'The operator is not an admin', 404: 'No such robot',
     409: 'Conflicts with the current state', 413: 'The body is too large',
+    416: 'The requested byte range is not in the blob',
+    429: 'Too many failed logins: retry after the Retry-After seconds',
     422: 'A parameter or the body is invalid',
     503: 'The store is unavailable', 504: 'The robot did not answer in time',
 }

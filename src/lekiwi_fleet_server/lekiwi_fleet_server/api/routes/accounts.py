@@ -6,10 +6,13 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
 from lekiwi_fleet_server.api.deps import Accounts, AdminOperator
+from lekiwi_fleet_server.api.errors import error_responses
 from lekiwi_fleet_server.domain.roles import Role
 from lekiwi_fleet_server.store.accounts import Account, AccountExists, UnknownAccount
 
-router = APIRouter(prefix='/api/v1/accounts', tags=['accounts'])
+# Every error status the routes below can answer, each with the one error body.
+router = APIRouter(prefix='/api/v1/accounts', tags=['accounts'],
+                   responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
 
 
 class AccountOut(BaseModel):

@@ -14,8 +14,11 @@ from pydantic import BaseModel, Field
 
 from lekiwi_fleet_server.api.accounts import LoginFailed, LoginThrottled
 from lekiwi_fleet_server.api.deps import SESSION_COOKIE, Accounts, CurrentOperator
+from lekiwi_fleet_server.api.errors import error_responses
 
-router = APIRouter(prefix='/api/v1/auth', tags=['auth'])
+# Every error status the routes below can answer, each with the one error body.
+router = APIRouter(prefix='/api/v1/auth', tags=['auth'],
+                   responses=error_responses(400, 401, 403, 413, 422, 429, 503))
 
 CSRF_COOKIE = 'lekiwi_csrf'
 
@@ -39,9 +42,7 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == 'https'
 
 
-@router.post('/login', response_model=LoginOut,
-             responses={401: {'description': 'wrong name or password'},
-                        429: {'description': 'too many failed logins; see Retry-After'}})
+@router.post('/login', response_model=LoginOut)  # 401: wrong name or password; 429: throttled
 def login(body: LoginRequest, request: Request, response: Response,
           accounts: Accounts) -> LoginOut:
     """Log in with a password; sets the session cookie and the CSRF cookie."""

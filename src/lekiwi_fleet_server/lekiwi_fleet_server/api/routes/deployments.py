@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server.api.deps import CurrentOperator, OperatorRole, Services
+from lekiwi_fleet_server.api.errors import error_responses
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.deployments.engine import (
     DeploymentEngine,
@@ -19,7 +20,9 @@ from lekiwi_fleet_server.deployments.engine import (
 from lekiwi_fleet_server.domain.rollout import Rollout
 from lekiwi_fleet_server.store.interface import RobotFilter
 
-router = APIRouter(prefix='/api/v1/deployments', tags=['deployments'])
+# Every error status the routes below can answer, each with the one error body.
+router = APIRouter(prefix='/api/v1/deployments', tags=['deployments'],
+                   responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
 
 
 class DeploymentCreate(BaseModel):

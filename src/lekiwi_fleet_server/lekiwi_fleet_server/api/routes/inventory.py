@@ -10,13 +10,16 @@ from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server.api.admin import enrol_robot
 from lekiwi_fleet_server.api.deps import AdminOperator, CurrentOperator, Services
+from lekiwi_fleet_server.api.errors import error_responses
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.discovery.inventory import Source
 from lekiwi_fleet_server.discovery.service import DiscoveryService, presence_view
 from lekiwi_fleet_server.discovery.targets import TargetError
 from lekiwi_fleet_server.store.interface import RobotAlreadyEnrolled
 
-router = APIRouter(prefix='/api/v1/inventory', tags=['inventory'])
+# Every error status the routes below can answer, each with the one error body.
+router = APIRouter(prefix='/api/v1/inventory', tags=['inventory'],
+                   responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
 
 PresenceFilter = Literal['online', 'stale', 'offline', 'flapping', 'unknown']
 

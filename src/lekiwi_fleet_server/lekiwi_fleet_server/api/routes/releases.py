@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server.api.deps import CurrentOperator, OperatorRole, Services, _bearer
+from lekiwi_fleet_server.api.errors import error_responses
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.domain.releases import ReleaseRejected
 from lekiwi_fleet_server.domain.rollout import ACTIVE_STATUSES
@@ -29,7 +30,9 @@ from lekiwi_fleet_server.store.releases import (
     UnknownRelease,
 )
 
-router = APIRouter(prefix='/api/v1', tags=['releases'])
+# Every error status the routes below can answer, each with the one error body.
+router = APIRouter(prefix='/api/v1', tags=['releases'],
+                   responses=error_responses(400, 401, 403, 404, 409, 413, 416, 422, 503))
 
 
 class ReleaseOut(BaseModel):
