@@ -122,8 +122,8 @@ def _recovery_command(args: argparse.Namespace, settings: Settings) -> int:
     from lekiwi_fleet_server.backup import BackupError, backup, restore
     from lekiwi_fleet_server.db.engine import make_engine
     from lekiwi_fleet_server.store import recovery
-    from lekiwi_fleet_server.store.sql_store import translate_errors
     from lekiwi_fleet_server.store.interface import StoreError
+    from lekiwi_fleet_server.store.sql_store import translate_errors
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -111,11 +112,18 @@ def digest(conn: Connection, table: sa.Table) -> TableDigest:
     rows = 0
     query = sa.select(table).order_by(*table.primary_key.columns)
     for row in conn.execute(query.execution_options(yield_per=_SCAN_ROWS)):
-        # repr of the row's values: floats in full precision, JSON as the decoded values.
-        hasher.update(repr(tuple(row)).encode())
+        # repr of the row's values: floats in full precision, JSON with its keys sorted (the
+        # order in which a live batch and a replay built a dict may differ).
+        hasher.update(repr(tuple(_canonical(v) for v in row)).encode())
         hasher.update(b'\n')
         rows += 1
     return TableDigest(rows, hasher.hexdigest())
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, dict | list):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return value
 
 
 def verify(engine: Engine, progress: Progress | None = None) -> VerifyReport:
