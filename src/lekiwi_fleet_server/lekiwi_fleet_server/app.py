@@ -24,6 +24,7 @@ from lekiwi_fleet_server.api.routes import (
     timeline,
 )
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.fleet_collector import FleetStateCollector
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.gateway.commit_worker import Committer
 from lekiwi_fleet_server.gateway.server import RobotGateway
@@ -88,6 +89,11 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         else:
             store = await run_in_threadpool(store_factory or open_store, settings)
         metrics = FleetMetrics()
+        metrics.add_collector(FleetStateCollector(settings, store, now))
+        for committer in committers or ():
+            process = getattr(committer, 'process', None)  # a writer process's queue depth
+            if process is not None:
+                metrics.track_writer_pending(process.shard_index, lambda p=process: p.pending)
         bus = InProcessBus(settings.bus_queue_updates)
         gateway = RobotGateway(settings, store, bus, metrics, committers=committers, now=now)
         try:

@@ -61,10 +61,11 @@ def _url(settings: Settings) -> URL:
 
 def _libpq_env(url: URL) -> dict[str, str]:
     env = dict(os.environ)
-    for key, value in (('PGHOST', url.host), ('PGPORT', url.port), ('PGUSER', url.username),
-                       ('PGPASSWORD', url.password), ('PGDATABASE', url.database)):
-        if value is not None:
-            env[key] = str(value)
+    parts: dict[str, object] = {'PGHOST': url.host, 'PGPORT': url.port, 'PGUSER': url.username,
+                                'PGPASSWORD': url.password, 'PGDATABASE': url.database}
+    for key, part in parts.items():
+        if part is not None:
+            env[key] = str(part)
     for name, value in url.query.items():  # sslmode=require and friends
         if name in ('sslmode', 'sslrootcert', 'sslcert', 'sslkey'):
             env['PG' + name.upper()] = str(value)

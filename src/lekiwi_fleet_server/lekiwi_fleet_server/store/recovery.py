@@ -171,7 +171,6 @@ def _check_sequences(conn: Connection, report: VerifyReport) -> None:
         try:
             seqs = SeqRanges.from_json(ranges)
         except ValueError as exc:
-            seqs = SeqRanges()
             _note(report, 'sequence', f'{robot_id} boot {boot_id}: unreadable ranges ({exc})')
             continue
         coverage[(robot_id, boot_id)] = seqs
@@ -183,8 +182,8 @@ def _check_sequences(conn: Connection, report: VerifyReport) -> None:
     keyed = (sa.select(events.c.robot_id, events.c.boot_id, events.c.seq)
              .where(events.c.seq.is_not(None)).distinct())
     for robot_id, boot_id, seq in conn.execute(keyed.execution_options(yield_per=_SCAN_ROWS)):
-        seqs = coverage.get((robot_id, boot_id))
-        if seqs is None or seq not in seqs:
+        held = coverage.get((robot_id, boot_id))
+        if held is None or seq not in held:
             _note(report, 'uncovered', f'{robot_id} boot {boot_id} seq {seq}')
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -67,8 +68,12 @@ async def stream(websocket: WebSocket, services: Services) -> None:
         robots = await run_in_threadpool(services.store.list_robots, RobotFilter(),
                                          now=services.now())
         await websocket.send_text(encode_update('snapshot', services.now(), robots, []))
+        lag = services.metrics.stream_lag_seconds
         while (update := await subscription.get()) is not None:
             await websocket.send_text(update)
+            age = update_age(update, services.now())
+            if age is not None:
+                lag.observe(age)
         if subscription.dropped:
             await websocket.close(CLOSE_TOO_SLOW, 'too slow: updates dropped')
     except (WebSocketDisconnect, RuntimeError):
@@ -85,3 +90,13 @@ async def _until_closed(websocket: WebSocket) -> None:
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while (await websocket.receive())['type'] != 'websocket.disconnect':
             pass
+
+
+_AT = re.compile(r'"at":(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)')
+
+
+def update_age(update: str, now: float) -> float | None:
+    """Return how long ago an encoded update's batch started committing (its `at`)."""
+    # encode_update writes `at` second: a search of the first bytes, not a parse of the update.
+    match = _AT.search(update, 0, 80)
+    return max(0.0, now - float(match.group(1))) if match else None

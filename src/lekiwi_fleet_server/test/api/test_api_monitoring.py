@@ -1,0 +1,104 @@
+"""What monitoring sees: a robot going offline on the dashboard stream within 1 s of its
+detection, and the fleet, writer, stream and disk metrics on /metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from api_harness import ADMIN_TOKEN, Api, event_frame, robot_connection
+
+from lekiwi_fleet_server.api.routes.stream import update_age
+
+
+def _sample(text: str, name: str, labels: str = '') -> float:
+    match = re.search(rf'^{re.escape(name + labels)} (\S+)$', text, re.MULTILINE)
+    assert match, f'{name}{labels} not in /metrics'
+    return float(match.group(1))
+
+
+def test_robot_offline_reaches_the_dashboard_within_a_second(api: Api) -> None:
+    token = api.enrol('kiwi-mon')
+    with api.client.websocket_connect('/api/v1/stream') as dash:
+        dash.send_text(json.dumps({'op': 'auth', 'token': ADMIN_TOKEN}))
+        assert json.loads(dash.receive_text())['type'] == 'snapshot'
+        ws = robot_connection(api, 'kiwi-mon', token)
+        ws.send(json.dumps(event_frame(1)))
+        status: dict[str, Any] = {}
+        deadline = time.monotonic() + 10
+        while status.get('status') != 'online':
+            assert time.monotonic() < deadline, 'never online'
+            for row in json.loads(dash.receive_text())['robots']:
+                status.update(row)
+        metrics = api.client.get('/metrics').text
+        assert _sample(metrics, 'lekiwi_robot_online', '{robot_id="kiwi-mon"}') == 1
+        assert _sample(metrics, 'lekiwi_robots', '{status="online"}') == 1
+        # The gateway detects a closed socket at once: from the close to the dashboard's row.
+        ws.close()
+        closed = time.monotonic()
+        while status.get('status') != 'offline':
+            assert time.monotonic() - closed < 5, 'never offline'
+            for row in json.loads(dash.receive_text())['robots']:
+                if row['robot_id'] == 'kiwi-mon':
+                    status.update(row)
+        elapsed = time.monotonic() - closed
+    assert elapsed < 1.0, f'offline shown {elapsed:.3f} s after the robot went away'
+    metrics = api.client.get('/metrics').text
+    assert _sample(metrics, 'lekiwi_robot_online', '{robot_id="kiwi-mon"}') == 0
+    assert _sample(metrics, 'lekiwi_robots', '{status="offline"}') == 1
+    assert _sample(metrics, 'lekiwi_fleet_state_up') == 1
+    assert _sample(metrics, 'lekiwi_stream_lag_seconds_count') >= 2
+    assert _sample(metrics, 'lekiwi_writer_batches_total', '{shard="0"}') >= 2
+    assert _sample(metrics, 'lekiwi_writer_events_total',
+                   '{shard="0",type="RobotWentOffline"}') == 1
+    assert _sample(metrics, 'lekiwi_filesystem_avail_bytes', '{volume="data_dir"}') > 0
+
+
+def test_update_age_reads_the_batch_time() -> None:
+    assert update_age('{"type":"update","at":100.25,"robots":[]}', 101.0) == 0.75
+    assert update_age('{"type":"update","at":1.7e9,"robots":[]}', 1.7e9 + 2) == 2.0
+    assert update_age('{"type":"snapshot"}', 5.0) is None
+
+
+def test_fleet_collector_counts_robots_and_survives_a_store_outage(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from lekiwi_fleet_server.fleet_collector import FleetStateCollector
+    from lekiwi_fleet_server.settings import Settings
+    from lekiwi_fleet_server.store.interface import RobotSummary, StoreUnavailable
+
+    robots = [RobotSummary('a', (), 'online', 0.0, False, last_heartbeat_at=99.0,
+                           state='teleop', teleop_active=True),
+              RobotSummary('b', (), 'stale', 0.0, False, state='idle'),
+              RobotSummary('c', (), 'offline', 0.0, False),
+              RobotSummary('gone', (), 'offline', 0.0, True)]
+
+    class Store:
+        down = False
+
+        def list_robots(self, _filter: object, *, now: float) -> list[RobotSummary]:
+            if self.down:
+                raise StoreUnavailable('database is down')
+            return robots
+
+    (tmp_path / 'fleet.db').write_bytes(b'x' * 10)
+    store = Store()
+    registry = CollectorRegistry()
+    registry.register(FleetStateCollector(Settings(data_dir=tmp_path), store,  # type: ignore
+                                          lambda: 100.0))
+    value = registry.get_sample_value
+    assert value('lekiwi_robots', {'status': 'online'}) == 1
+    assert value('lekiwi_robots', {'status': 'offline'}) == 1  # the revoked one not counted
+    assert value('lekiwi_robots_by_state', {'state': 'teleop'}) == 1
+    assert value('lekiwi_teleop_active_robots') == 1
+    assert value('lekiwi_robot_online', {'robot_id': 'b'}) == 1
+    assert value('lekiwi_robot_online', {'robot_id': 'c'}) == 0
+    assert value('lekiwi_robot_last_heartbeat_timestamp_seconds', {'robot_id': 'a'}) == 99.0
+    assert value('lekiwi_database_file_bytes') == 10
+    assert value('lekiwi_filesystem_avail_bytes', {'volume': 'blob_dir'}) > 0  # not made yet
+    store.down = True
+    assert value('lekiwi_fleet_state_up') == 0 and value('lekiwi_robots') is None
+    assert value('lekiwi_filesystem_size_bytes', {'volume': 'data_dir'}) > 0
