@@ -15,6 +15,8 @@ if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 
      || { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }) \
     || echo "test: docker-compose could not be installed; its check will be skipped"
 fi
+# Debian's prometheus package gives promtool: the monitoring tests check the rules with it.
+scripts/ensure_prometheus.sh >/dev/null || echo "test: promtool could not be installed; the monitoring checks will be skipped"
 export LEKIWI_TEST_DATABASE_URL
 # shellcheck disable=SC1091
 source scripts/env.sh

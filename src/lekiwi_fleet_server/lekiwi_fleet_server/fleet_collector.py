@@ -79,6 +79,8 @@ class FleetStateCollector(Collector):
         seen = GaugeMetricFamily('lekiwi_robot_last_heartbeat_timestamp_seconds',
                                  "Unix time of the robot's newest heartbeat", labels=['robot_id'])
         for robot in active:
+            if robot.status == 'never_seen':
+                continue  # enrolled, never connected: not "offline" to an alert
             online.add_metric([robot.robot_id], 1 if robot.status in ('online', 'stale') else 0)
             if robot.last_heartbeat_at is not None:
                 seen.add_metric([robot.robot_id], robot.last_heartbeat_at)

@@ -74,6 +74,7 @@ def test_fleet_collector_counts_robots_and_survives_a_store_outage(tmp_path: Pat
                            state='teleop', teleop_active=True),
               RobotSummary('b', (), 'stale', 0.0, False, state='idle'),
               RobotSummary('c', (), 'offline', 0.0, False),
+              RobotSummary('new', (), 'never_seen', 0.0, False),
               RobotSummary('gone', (), 'offline', 0.0, True)]
 
     class Store:
@@ -96,6 +97,8 @@ def test_fleet_collector_counts_robots_and_survives_a_store_outage(tmp_path: Pat
     assert value('lekiwi_teleop_active_robots') == 1
     assert value('lekiwi_robot_online', {'robot_id': 'b'}) == 1
     assert value('lekiwi_robot_online', {'robot_id': 'c'}) == 0
+    assert value('lekiwi_robot_online', {'robot_id': 'new'}) is None
+    assert value('lekiwi_robots', {'status': 'never_seen'}) == 1
     assert value('lekiwi_robot_last_heartbeat_timestamp_seconds', {'robot_id': 'a'}) == 99.0
     assert value('lekiwi_database_file_bytes') == 10
     assert value('lekiwi_filesystem_avail_bytes', {'volume': 'blob_dir'}) > 0  # not made yet
