@@ -19,10 +19,14 @@ from prometheus_client.registry import Collector
 
 from lekiwi_fleet_server.domain.robot_state import HEARTBEAT_STATES
 from lekiwi_fleet_server.settings import Settings
-from lekiwi_fleet_server.store.interface import FleetStore, RobotFilter, StoreError
+from lekiwi_fleet_server.store.interface import FleetStore, RobotFilter, RobotSummary, StoreError
 
 log = logging.getLogger(__name__)
 STATUSES = ('online', 'stale', 'offline', 'never_seen')
+# ResourceUsage fields exported per robot: three series a robot, what the robot dashboard shows.
+RESOURCES = (('battery_percent', 'Battery charge, percent'),
+             ('cpu_percent', 'Busy time of all cores, percent'),
+             ('temperature_c', 'Hottest thermal zone, degrees Celsius'))
 
 
 class FleetStateCollector(Collector):
@@ -86,6 +90,7 @@ class FleetStateCollector(Collector):
                 seen.add_metric([robot.robot_id], robot.last_heartbeat_at)
         yield online
         yield seen
+        yield from _resources(live)
         yield from self._disk()
 
     def _disk(self) -> Iterator[Metric]:
@@ -110,3 +115,14 @@ class FleetStateCollector(Collector):
                                    'Size of the embedded SQLite database file')
             db.add_metric([], self._sqlite_file.stat().st_size)
             yield db
+
+
+def _resources(live: list[RobotSummary]) -> Iterator[Metric]:
+    for name, meaning in RESOURCES:
+        family = GaugeMetricFamily(f'lekiwi_robot_{name}', f'{meaning} (newest heartbeat)',
+                                   labels=['robot_id'])
+        for robot in live:
+            value = robot.resources.get(name)
+            if isinstance(value, int | float):
+                family.add_metric([robot.robot_id], float(value))
+        yield family

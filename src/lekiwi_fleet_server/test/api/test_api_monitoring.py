@@ -71,7 +71,8 @@ def test_fleet_collector_counts_robots_and_survives_a_store_outage(tmp_path: Pat
     from lekiwi_fleet_server.store.interface import RobotSummary, StoreUnavailable
 
     robots = [RobotSummary('a', (), 'online', 0.0, False, last_heartbeat_at=99.0,
-                           state='teleop', teleop_active=True),
+                           state='teleop', teleop_active=True,
+                           resources={'battery_percent': 42.5, 'cpu_percent': None}),
               RobotSummary('b', (), 'stale', 0.0, False, state='idle'),
               RobotSummary('c', (), 'offline', 0.0, False),
               RobotSummary('new', (), 'never_seen', 0.0, False),
@@ -101,6 +102,8 @@ def test_fleet_collector_counts_robots_and_survives_a_store_outage(tmp_path: Pat
     assert value('lekiwi_robots', {'status': 'never_seen'}) == 1
     assert value('lekiwi_robot_last_heartbeat_timestamp_seconds', {'robot_id': 'a'}) == 99.0
     assert value('lekiwi_database_file_bytes') == 10
+    assert value('lekiwi_robot_battery_percent', {'robot_id': 'a'}) == 42.5
+    assert value('lekiwi_robot_cpu_percent', {'robot_id': 'a'}) is None
     assert value('lekiwi_filesystem_avail_bytes', {'volume': 'blob_dir'}) > 0  # not made yet
     store.down = True
     assert value('lekiwi_fleet_state_up') == 0 and value('lekiwi_robots') is None

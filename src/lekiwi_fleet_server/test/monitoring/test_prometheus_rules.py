@@ -10,8 +10,12 @@ from monitoring_files import (
     RULE_FILES,
     RULE_TESTS,
     load_yaml,
+    metric_names_in,
+    recording_names,
     rules,
     run_promtool,
+    server_metric_names,
+    unknown_names,
 )
 
 # What the issue asks an alert for (the outbox depth of robots is not reported by robots yet).
@@ -66,3 +70,18 @@ def test_a_broken_threshold_fails_the_rule_tests(tmp_path: Path) -> None:
     alerts.write_text(text.replace('for: 10m', 'for: 20m', 1))
     done = run_promtool('test', 'rules', str(copy / 'tests' / 'lekiwi-alerts.test.yml'))
     assert done.returncode != 0 and 'LekiwiRobotOffline' in done.stdout + done.stderr
+
+
+def test_rules_read_only_series_that_exist() -> None:
+    known = server_metric_names() | recording_names()
+    for rule in rules():
+        name = rule.get('record') or rule.get('alert')
+        assert unknown_names(rule['expr'], known) == set(), name
+
+
+def test_metric_names_in_finds_series_not_functions() -> None:
+    expr = ('histogram_quantile(0.99, sum by (le) (rate(lekiwi_x_bucket{le="1"}[5m]))) '
+            '/ on(shard) group_left lekiwi:y and time() - z_total > 5e3')
+    assert metric_names_in(expr) == {'lekiwi_x_bucket', 'lekiwi:y', 'z_total'}
+    assert unknown_names('lekiwi_gateway_nope + up + node_load1', {'a'}) == {
+        'lekiwi_gateway_nope'}
