@@ -91,7 +91,22 @@ class FleetStateCollector(Collector):
         yield online
         yield seen
         yield from _resources(live)
+        yield self._undelivered({r.robot_id for r in active})
         yield from self._disk()
+
+    def _undelivered(self, robot_ids: set[str]) -> Metric:
+        family = GaugeMetricFamily(
+            'lekiwi_robot_undelivered_messages',
+            "Messages of the robot's current boot not committed yet though a newer one was "
+            '(its outbox backlog as the server sees it)', labels=['robot_id'])
+        try:
+            backlog = self._store.undelivered_messages()
+        except StoreError as exc:
+            log.warning('metrics: cannot read the robots\' backlog: %s', exc)
+            return family
+        for robot_id in sorted(robot_ids & set(backlog)):
+            family.add_metric([robot_id], backlog[robot_id])
+        return family
 
     def _disk(self) -> Iterator[Metric]:
         avail = GaugeMetricFamily('lekiwi_filesystem_avail_bytes',

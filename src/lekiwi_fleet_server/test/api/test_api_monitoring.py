@@ -86,6 +86,11 @@ def test_fleet_collector_counts_robots_and_survives_a_store_outage(tmp_path: Pat
                 raise StoreUnavailable('database is down')
             return robots
 
+        def undelivered_messages(self) -> dict[str, int]:
+            if self.down:
+                raise StoreUnavailable('database is down')
+            return {'a': 7, 'gone': 3}
+
     (tmp_path / 'fleet.db').write_bytes(b'x' * 10)
     store = Store()
     registry = CollectorRegistry()
@@ -104,6 +109,8 @@ def test_fleet_collector_counts_robots_and_survives_a_store_outage(tmp_path: Pat
     assert value('lekiwi_database_file_bytes') == 10
     assert value('lekiwi_robot_battery_percent', {'robot_id': 'a'}) == 42.5
     assert value('lekiwi_robot_cpu_percent', {'robot_id': 'a'}) is None
+    assert value('lekiwi_robot_undelivered_messages', {'robot_id': 'a'}) == 7
+    assert value('lekiwi_robot_undelivered_messages', {'robot_id': 'gone'}) is None  # revoked
     assert value('lekiwi_filesystem_avail_bytes', {'volume': 'blob_dir'}) > 0  # not made yet
     store.down = True
     assert value('lekiwi_fleet_state_up') == 0 and value('lekiwi_robots') is None

@@ -72,6 +72,9 @@ def server_metric_names() -> set[str]:
                                  resources={'battery_percent': 1.0, 'cpu_percent': 1.0,
                                             'temperature_c': 1.0})]
 
+        def undelivered_messages(self) -> dict[str, int]:
+            return {'r': 1}
+
     metrics = FleetMetrics()
     metrics.add_collector(FleetStateCollector(Settings(data_dir=Path('/')), OneRobot(),  # type: ignore[arg-type]
                                               lambda: 0.0))

@@ -18,9 +18,10 @@ from monitoring_files import (
     unknown_names,
 )
 
-# What the issue asks an alert for (the outbox depth of robots is not reported by robots yet).
+# What the issue asks an alert for.
 REQUIRED_ALERTS = {
-    'LekiwiRobotOffline', 'LekiwiFleetOfflineShare', 'LekiwiAckLatencyHigh',
+    'LekiwiRobotOffline', 'LekiwiRobotOutboxGrowing', 'LekiwiFleetOfflineShare',
+    'LekiwiAckLatencyHigh',
     'LekiwiWriterBacklogGrowing', 'LekiwiDeploymentRolledBack', 'LekiwiServerDiskNearlyFull',
     'LekiwiDatabaseDiskNearlyFull',
 }
