@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -71,6 +72,18 @@ def _open_split_store(settings: Settings) -> tuple[FleetStore, list[Committer]]:
     return SplitStore(reader, writers.call_sync, on_close=writers.close), committers
 
 
+def _track_writer_queues(metrics: FleetMetrics, committers: list[Committer]) -> None:
+    """Export each writer process's unanswered requests (its queue depth)."""
+    for committer in committers:
+        process = getattr(committer, 'process', None)  # a ProcessCommitter's writer
+        if process is not None:
+            metrics.track_writer_pending(process.shard_index, _reader_of(process))
+
+
+def _reader_of(process: Any) -> Callable[[], float]:
+    return lambda: float(process.pending)
+
+
 def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                on_ready: OnReady | None = None, now: Callable[[], float] = time.time
                ) -> FastAPI:
@@ -90,10 +103,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             store = await run_in_threadpool(store_factory or open_store, settings)
         metrics = FleetMetrics()
         metrics.add_collector(FleetStateCollector(settings, store, now))
-        for committer in committers or ():
-            process = getattr(committer, 'process', None)  # a writer process's queue depth
-            if process is not None:
-                metrics.track_writer_pending(process.shard_index, lambda p=process: p.pending)
+        _track_writer_queues(metrics, committers or [])
         bus = InProcessBus(settings.bus_queue_updates)
         gateway = RobotGateway(settings, store, bus, metrics, committers=committers, now=now)
         try:

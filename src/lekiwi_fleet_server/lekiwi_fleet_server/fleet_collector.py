@@ -59,7 +59,7 @@ class FleetStateCollector(Collector):
         up.add_metric([], 1)
         yield up
         active = [r for r in robots if not r.revoked]
-        by_status = Counter(r.status for r in active)
+        by_status: Counter[str] = Counter(str(r.status) for r in active)
         status = GaugeMetricFamily('lekiwi_robots', 'Enrolled robots (not revoked) by status',
                                    labels=['status'])
         for name in STATUSES:
