@@ -3,8 +3,12 @@ detection, and the fleet, writer, stream and disk metrics on /metrics."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
+import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -115,3 +119,63 @@ def test_fleet_collector_counts_robots_and_survives_a_store_outage(tmp_path: Pat
     store.down = True
     assert value('lekiwi_fleet_state_up') == 0 and value('lekiwi_robots') is None
     assert value('lekiwi_filesystem_size_bytes', {'volume': 'data_dir'}) > 0
+
+
+def _silent_robot(port: int, robot_id: str, token: str) -> socket.socket:
+    """Connect and authenticate on a raw socket that then never answers a ping."""
+    sock = socket.create_connection(('127.0.0.1', port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f'GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n'
+                  f'Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n'
+                  'Sec-WebSocket-Version: 13\r\n\r\n').encode())
+    head = b''
+    while b'\r\n\r\n' not in head:
+        head += sock.recv(1)
+    assert b' 101 ' in head.split(b'\r\n', 1)[0], head
+    payload = json.dumps({'op': 'auth', 'robot_id': robot_id, 'token': token,
+                          'protocol': ['lekiwi-fleet/1']}).encode()
+    mask = os.urandom(4)
+    assert len(payload) < 65536
+    sock.sendall(bytes([0x81, 0x80 | 126]) + struct.pack('!H', len(payload)) + mask
+                 + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    first = sock.recv(2)
+    answer = sock.recv(first[1] & 0x7F)
+    assert b'authenticated' in answer, answer
+    return sock
+
+
+def test_silent_robot_offline_reaches_the_dashboard_within_a_second_of_detection(
+        tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from lekiwi_fleet_server.app import create_app
+    from lekiwi_fleet_server.settings import Settings
+
+    timeout_s = 0.5
+    settings = Settings(data_dir=tmp_path, gateway_port=0, bootstrap_admin_token=ADMIN_TOKEN,
+                        commit_interval_ms=20, writer_process=False, ping_interval_s=0.2,
+                        presence_timeout_s=timeout_s, log_level='warning')
+    with TestClient(create_app(settings)) as client:
+        admin = {'Authorization': f'Bearer {ADMIN_TOKEN}'}
+        token = client.post('/api/v1/robots', headers=admin,
+                            json={'robot_id': 'kiwi-quiet', 'tags': []}).json()['token']
+        port = client.app.state.services.gateway.port  # type: ignore[attr-defined]
+        with client.websocket_connect('/api/v1/stream') as dash:
+            dash.send_text(json.dumps({'op': 'auth', 'token': ADMIN_TOKEN}))
+            assert json.loads(dash.receive_text())['type'] == 'snapshot'
+            robot = _silent_robot(port, 'kiwi-quiet', token)
+            heard = time.monotonic()  # the last the gateway hears of it: its auth frame
+            status: dict[str, Any] = {}
+            while status.get('status') != 'offline':
+                assert time.monotonic() - heard < 10, 'never offline'
+                for row in json.loads(dash.receive_text())['robots']:
+                    if row['robot_id'] == 'kiwi-quiet':
+                        status.update(row)
+            shown = time.monotonic()
+            robot.close()
+        # Detected silent once presence_timeout_s has passed without a frame or a pong.
+        assert status['status'] == 'offline'
+        assert shown - heard >= timeout_s * 0.9
+        assert shown - (heard + timeout_s) < 1.0, f'{shown - heard - timeout_s:.3f} s late'
+        robots = client.get('/api/v1/robots/kiwi-quiet', headers=admin).json()
+        assert robots['status'] == 'offline'
