@@ -8,6 +8,7 @@ server without writer processes records into the server's registry instead.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -47,8 +48,12 @@ class WriterMetrics:
         self._batches.inc()
         self._messages.inc(messages)
         self._seconds.observe(seconds)
+        if not events:
+            return
+        # One labelled increment per event type, not per event: a batch may hold thousands.
+        for kind, count in collections.Counter(e.type for e in events).items():
+            self._events.labels(self._shard, kind).inc(count)
         for event in events:
-            self._events.labels(self._shard, event.type).inc()
             if event.type == DEPLOYMENT_EVENT:
                 self._deployments.labels(self._shard, str(event.data.get('phase', ''))).inc()
 
