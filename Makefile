@@ -1,5 +1,5 @@
 # LeKiwi Fleet: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test build lint bench-gateway bench-store bench-agent bench-teleop bench-dashboard bench-discovery clean
+.PHONY: demo test build lint bench-gateway bench-store bench-agent bench-teleop bench-dashboard bench-discovery bench-recovery clean
 
 demo:  ## Fleet server on the embedded database plus one simulated LeKiwi robot
 	scripts/demo.sh
@@ -30,6 +30,9 @@ bench-dashboard:
 
 bench-discovery:
 	bash -c 'source scripts/env.sh && python tests/bench/discovery.py'
+
+bench-recovery:
+	bash -c 'source scripts/env.sh && python tests/bench/recovery.py'
 
 clean:
 	rm -rf build install log

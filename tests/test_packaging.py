@@ -82,7 +82,8 @@ def test_agent_image_launches_the_robot_launch_file():
                     reason="Debian's docker-compose is not installed: compose file not validated")
 def test_compose_file_validates_and_demands_its_secrets():
     compose = ['docker-compose', '-f', str(ROOT / 'docker/compose.yaml'), 'config']
-    secrets = {'POSTGRES_PASSWORD': 'pw-for-validation', 'LEKIWI_BOOTSTRAP_ADMIN_TOKEN': 'tok'}
+    secrets = {'POSTGRES_PASSWORD': 'pw-for-validation', 'LEKIWI_BOOTSTRAP_ADMIN_TOKEN': 'tok',
+               'GRAFANA_ADMIN_PASSWORD': 'gf-for-validation'}
     env = {k: v for k, v in os.environ.items() if k not in secrets}
     ok = subprocess.run(compose, env={**env, **secrets}, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr

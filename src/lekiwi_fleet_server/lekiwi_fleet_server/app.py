@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -37,6 +37,7 @@ from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.deployments.engine import DeploymentEngine
 from lekiwi_fleet_server.discovery.service import DiscoveryService
 from lekiwi_fleet_server.domain.login_throttle import LoginThrottle
+from lekiwi_fleet_server.fleet_collector import FleetStateCollector
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.gateway.commit_worker import Committer
 from lekiwi_fleet_server.gateway.server import RobotGateway
@@ -149,6 +150,18 @@ def _start_legacy(settings: Settings, gateway: RobotGateway, store: FleetStore,
     return asyncio.create_task(source.run(), name='legacy-poller')
 
 
+def _track_writer_queues(metrics: FleetMetrics, committers: list[Committer]) -> None:
+    """Export each writer process's unanswered requests (its queue depth)."""
+    for committer in committers:
+        process = getattr(committer, 'process', None)  # a ProcessCommitter's writer
+        if process is not None:
+            metrics.track_writer_pending(process.shard_index, _reader_of(process))
+
+
+def _reader_of(process: Any) -> Callable[[], float]:
+    return lambda: float(process.pending)
+
+
 def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                on_ready: OnReady | None = None, now: Callable[[], float] = time.time
                ) -> FastAPI:
@@ -169,6 +182,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         else:
             store = await run_in_threadpool(store_factory or open_store, settings)
         metrics = FleetMetrics()
+        metrics.add_collector(FleetStateCollector(settings, store, now))
+        _track_writer_queues(metrics, committers or [])
         bus = InProcessBus(settings.bus_queue_updates)
         gateway = RobotGateway(settings, store, bus, metrics, committers=committers, now=now)
         account_store = SqlAccountStore.open(settings.resolved_database_url)

@@ -1,5 +1,6 @@
 """`lekiwi-fleet-server serve | migrate | enrol | revoke | rotate-token | create-operator |
-create-account | discover | import-legacy`.
+create-account | discover | import-legacy | release push | rebuild-projections | verify |
+backup | restore`.
 
 Settings come from the environment (`LEKIWI_*`); a few flags override them. Tokens are printed
 once, on their own line, and never again: only their hashes are stored.
@@ -19,6 +20,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import uvicorn
@@ -80,7 +82,19 @@ def _parser() -> argparse.ArgumentParser:
     push = release_sub.add_parser('push', help='store a directory tree as a release')
     push.add_argument('directory')
     push.add_argument('--version', required=True)
+    _recovery_commands(sub)
     return parser
+
+
+def _recovery_commands(sub: Any) -> None:
+    sub.add_parser('rebuild-projections',
+                   help='replay the event log into emptied read models (stop the server first)')
+    sub.add_parser('verify', help='check the read models against a replay (changes nothing), '
+                                  'stream versions and sequence coverage; exit 1 on a finding')
+    backup = sub.add_parser('backup', help='back the database and blob store up into DIR')
+    backup.add_argument('directory', type=Path)
+    restore = sub.add_parser('restore', help='restore a backup into an empty database')
+    restore.add_argument('directory', type=Path)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -113,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == 'release':
         from lekiwi_fleet_server.releases_cli import release_command
         return release_command(args, settings)
+    if args.command in RECOVERY_COMMANDS:
+        return _recovery_command(args, settings)
     return _admin_command(args, settings)
 
 
@@ -138,6 +154,63 @@ def _account_command(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     return 0
+
+
+RECOVERY_COMMANDS = ('rebuild-projections', 'verify', 'backup', 'restore')
+
+
+class _Progress:
+    """Print replay progress to stderr at most twice a second, and at the end."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._started = time.monotonic()
+        self._next = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now >= self._next or done >= total:
+            self._next = now + 0.5
+            share = 100.0 * done / total if total else 100.0
+            rate = done / max(now - self._started, 1e-9)
+            print(f'{self._what}: {done}/{total} events ({share:.0f} %, {rate:,.0f}/s)',
+                  file=sys.stderr, flush=True)
+
+
+def _recovery_command(args: argparse.Namespace, settings: Settings) -> int:
+    from lekiwi_fleet_server.backup import BackupError, backup, restore
+    from lekiwi_fleet_server.db.engine import make_engine
+    from lekiwi_fleet_server.store import recovery
+    from lekiwi_fleet_server.store.interface import StoreError
+    from lekiwi_fleet_server.store.sql_store import translate_errors
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    started = time.monotonic()
+    try:
+        if args.command == 'backup':
+            backup(settings, args.directory, say)
+            return 0
+        if args.command == 'restore':
+            restore(settings, args.directory, say)
+            return 0
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            with translate_errors(args.command):
+                if args.command == 'rebuild-projections':
+                    replayed = recovery.rebuild_projections(engine, _Progress('rebuild'))
+                    print(f'rebuilt projections from {replayed} events in '
+                          f'{time.monotonic() - started:.1f} s')
+                    return 0
+                report = recovery.verify(engine, _Progress('verify'))
+        finally:
+            engine.dispose()
+    except (BackupError, StoreError, ValueError) as exc:
+        print(f'lekiwi-fleet-server {args.command}: {exc}', file=sys.stderr)
+        return 1
+    print('\n'.join(report.lines()))
+    return 0 if report.ok else 1
 
 
 def _admin_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5,
                     1.0, 2.5)
@@ -49,6 +50,22 @@ class FleetMetrics:
                                  'Messages waiting for commit', registry=r)
         self.dashboard_subscribers = Gauge('lekiwi_stream_subscribers',
                                            'Dashboard stream subscribers', registry=r)
+
+        self.stream_lag_seconds = Histogram(
+            'lekiwi_stream_lag_seconds',
+            "From a batch's commit start to its dashboard update written to a dashboard",
+            registry=r, buckets=_LATENCY_BUCKETS)
+        self._writer_pending = Gauge('lekiwi_writer_requests_pending',
+                                     'Requests sent to a writer process and not answered yet',
+                                     ['shard'], registry=r)
+
+    def track_writer_pending(self, shard: int, pending: Callable[[], float]) -> None:
+        """Read a writer process's unanswered requests whenever metrics are scraped."""
+        self._writer_pending.labels(str(shard)).set_function(pending)
+
+    def add_collector(self, collector: Collector) -> None:
+        """Register a collector read at scrape time (the fleet's state)."""
+        self.registry.register(collector)
 
     def track_queue_depth(self, depth: Callable[[], float]) -> None:
         """Read the queue depth from the batcher whenever metrics are scraped."""

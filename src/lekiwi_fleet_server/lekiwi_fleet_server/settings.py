@@ -141,6 +141,50 @@ class Settings(BaseSettings):
     legacy_version_command: str = Field('', max_length=1000,
                                         description='Command printing the software version')
 
+    # -- the store's thresholds (store/config.py, domain/robot_state.py's AlarmThresholds) --
+    stale_after_s: float = Field(
+        5.0, gt=0, description="An online robot without a heartbeat this long shows as 'stale'")
+    snapshot_every: int = Field(100, ge=1,
+                                description="Events of a robot's stream between two snapshots "
+                                            'of its aggregate (shorter start-up replay)')
+    telemetry_retention_s: float = Field(
+        7 * 86_400.0, gt=0, description='Telemetry history older than this is dropped (whole '
+                                        'partitions on PostgreSQL)')
+    telemetry_partition_s: float = Field(
+        86_400.0, ge=60, description='Width of a telemetry partition (PostgreSQL); fixed when '
+                                     'the first partition is made')
+    telemetry_partitions_ahead: int = Field(
+        2, ge=0, description='Telemetry partitions made ahead of the current one')
+    telemetry_max_future_s: float = Field(
+        300.0, ge=0, description="A telemetry stamp this far ahead of the server's clock is "
+                                 'replaced by the receive time')
+    telemetry_max_buckets: int = Field(10_000, ge=1,
+                                       description='Most buckets one telemetry query returns')
+    db_pool_size: int = Field(5, ge=1, description='Connections per engine pool (PostgreSQL)')
+    max_seq_ranges: int = Field(
+        1024, ge=1, description="Separate ranges a boot's committed seqs may form before a "
+                                'message opening one more is refused')
+    sequence_cache_pairs: int = Field(
+        50_000, ge=1, description='(robot, boot) pairs whose committed seqs a writer caches')
+    alarm_battery_low_percent: float = Field(15.0, ge=0, le=100,
+                                             description='Battery alarm raised below this')
+    alarm_battery_clear_percent: float = Field(20.0, ge=0, le=100,
+                                               description='Battery alarm cleared above this')
+    alarm_temperature_high_c: float = Field(80.0, description='Temperature alarm raised above')
+    alarm_temperature_clear_c: float = Field(75.0, description='Temperature alarm cleared below')
+    alarm_disk_full_fraction: float = Field(0.95, gt=0, le=1,
+                                            description='Disk alarm raised above this share used')
+    alarm_disk_clear_fraction: float = Field(0.90, gt=0, le=1,
+                                             description='Disk alarm cleared below this share')
+    # -- operations --
+    blob_dir: Path | None = Field(
+        None, description='Release blob store; default: <data_dir>/blobs (backed up with the '
+                          'database when present)')
+    writer_metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description='Each writer process serves Prometheus metrics on this port + its shard '
+                    'index (0: a free port each); unset: writers serve none')
+
     @model_validator(mode='after')
     def _check(self) -> Settings:
         if self.presence_timeout_s <= IDLE_INTERVALS * self.ping_interval_s:
@@ -148,7 +192,17 @@ class Settings(BaseSettings):
             # declared silent, or a robot that only answers pings would be dropped.
             raise ValueError(f'presence_timeout_s must be longer than {IDLE_INTERVALS} x '
                              'ping_interval_s')
+        # The store checks its own combinations (retention >= one partition, alarm clear
+        # levels beyond raise levels): build its config once so a bad one fails here, at start.
+        from lekiwi_fleet_server.store.config import store_config
+
+        store_config(self)
         return self
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        """Return the release blob store's directory: `blob_dir`, else <data_dir>/blobs."""
+        return self.blob_dir if self.blob_dir is not None else self.data_dir / 'blobs'
 
     @property
     def resolved_writer_shards(self) -> int:

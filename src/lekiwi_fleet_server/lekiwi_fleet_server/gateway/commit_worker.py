@@ -13,6 +13,7 @@ nothing is returned, so nothing is acknowledged, unless the transaction committe
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -25,6 +26,7 @@ from lekiwi_fleet_server.domain import protocol
 from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
 from lekiwi_fleet_server.gateway.bus import encode_update
 from lekiwi_fleet_server.gateway.summary_deltas import SummaryDeltas
+from lekiwi_fleet_server.gateway.writer_metrics import WriterMetrics
 from lekiwi_fleet_server.store.interface import (
     BatchResult,
     FleetStore,
@@ -55,8 +57,9 @@ class CommitOutcome:
 class CommitWorker:
     """Decode, validate and commit batches of raw publish frames through one store."""
 
-    def __init__(self, store: FleetStore) -> None:
+    def __init__(self, store: FleetStore, metrics: WriterMetrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics
         # What the dashboard updates of this writer's robots have carried so far.
         self._deltas = SummaryDeltas()
 
@@ -87,9 +90,18 @@ class CommitWorker:
         # outcome whose commit then fails is never returned.
         undecodable = list(outcome.refusals)
         deltas = self._deltas
-        result = self._store.commit_batch(
-            messages, presence, now=now, while_committing=lambda result: _answer(
-                outcome, undecodable, result, now, deltas if want_update else None))
+        started = time.perf_counter()
+        try:
+            result = self._store.commit_batch(
+                messages, presence, now=now, while_committing=lambda result: _answer(
+                    outcome, undecodable, result, now, deltas if want_update else None))
+        except Exception as exc:
+            if self._metrics is not None:
+                self._metrics.failed(exc)
+            raise
+        if self._metrics is not None:
+            self._metrics.committed(len(messages), time.perf_counter() - started,
+                                    result.new_events)
         # Committed: the deltas' memory follows what this update carries (or, without one,
         # forgets the changed robots: a subscriber arriving now may hold an older snapshot).
         if want_update:
@@ -144,8 +156,9 @@ class Committer(Protocol):
 class ThreadCommitter:
     """Commit in one writer thread of this process (the store sees a single writer)."""
 
-    def __init__(self, store: FleetStore, executor: Executor) -> None:
-        self._worker = CommitWorker(store)
+    def __init__(self, store: FleetStore, executor: Executor,
+                 metrics: WriterMetrics | None = None) -> None:
+        self._worker = CommitWorker(store, metrics)
         self._executor = executor
 
     async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],

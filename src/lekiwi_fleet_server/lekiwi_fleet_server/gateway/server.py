@@ -36,6 +36,7 @@ from lekiwi_fleet_server.gateway.commit_worker import (
     refusal_error,
 )
 from lekiwi_fleet_server.gateway.session import RobotSession
+from lekiwi_fleet_server.gateway.writer_metrics import WriterMetrics
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.interface import FleetStore, PresenceChange
@@ -110,7 +111,8 @@ class RobotGateway:
         # With several, each commits the robots of its shard (domain/shards.py) in batches of
         # its own, side by side.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix='fleet-writer')
-        self._committers = list(committers or [ThreadCommitter(store, self._writer)])
+        self._committers = list(committers or [ThreadCommitter(
+            store, self._writer, WriterMetrics(metrics.registry, shard=0))])
         self._readers = ThreadPoolExecutor(4, thread_name_prefix='fleet-auth')
         interval_s = settings.commit_interval_ms / 1000.0
         self.batchers = [CommitBatcher(

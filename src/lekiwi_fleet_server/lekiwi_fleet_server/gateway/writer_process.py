@@ -43,6 +43,7 @@ from typing import IO, Any
 
 from lekiwi_fleet_server.domain.shards import shard_of
 from lekiwi_fleet_server.gateway.commit_worker import CommitOutcome, CommitWorker, RawFrame
+from lekiwi_fleet_server.gateway.writer_metrics import serve_writer_metrics
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.interface import (
     BatchResult,
@@ -181,9 +182,17 @@ def run_writer(inp: IO[bytes], out: IO[bytes]) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    write_frame(out, (request_id, True, os.getpid()))
     try:
-        serve(inp, out, WriterService(CommitWorker(store)))
+        metrics, metrics_port = serve_writer_metrics(settings.api_host,
+                                                     settings.writer_metrics_port, shard_index)
+    except OSError as exc:
+        store.close()
+        write_frame(out, (request_id, False, StoreError(
+            f'writer {shard_index}: cannot serve metrics: {exc}')))
+        return 1
+    write_frame(out, (request_id, True, (os.getpid(), metrics_port)))
+    try:
+        serve(inp, out, WriterService(CommitWorker(store, metrics)))
     finally:
         store.close()
     return 0
@@ -208,6 +217,7 @@ class WriterProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._closing = False
         self.restarts = 0
+        self.metrics_port: int | None = None  # where the writer serves its metrics, if it does
         self._reader: threading.Thread | None = None
         self._sender: threading.Thread | None = None
 
@@ -216,6 +226,11 @@ class WriterProcess:
         """Return the pid of the running writer, None while there is none."""
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def pending(self) -> int:
+        """Return how many requests the writer has not answered yet (its queue depth)."""
+        return len(self._pending)
 
     def start(self) -> None:
         """Start the writer and wait until its store is open (raise what opening raised)."""
@@ -263,6 +278,7 @@ class WriterProcess:
         if not ok:
             proc.wait()
             raise value
+        _pid, self.metrics_port = value
         self._proc = proc
         log.info('writer process %d (shard %d) started', proc.pid, self.shard_index)
 
@@ -457,6 +473,11 @@ class ProcessCommitter:
 
     def __init__(self, process: WriterProcess) -> None:
         self._process = process
+
+    @property
+    def process(self) -> WriterProcess:
+        """The writer process this commits through."""
+        return self._process
 
     async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
                      now: float, want_update: bool) -> CommitOutcome:

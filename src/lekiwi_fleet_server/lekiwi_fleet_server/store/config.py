@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lekiwi_fleet_server.domain.robot_state import AlarmThresholds
 from lekiwi_fleet_server.domain.shards import check_shard, shard_of
+
+if TYPE_CHECKING:  # settings.py imports this module in its validator
+    from lekiwi_fleet_server.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +65,25 @@ class StoreConfig:
     def owns(self, robot_id: str) -> bool:
         """Tell whether this store's shard owns the robot."""
         return shard_of(robot_id, self.shard_count) == self.shard_index
+
+
+def store_config(settings: Settings, *, shard_index: int = 0, shard_count: int = 1
+                 ) -> StoreConfig:
+    """Return the StoreConfig of the settings (raise ValueError for a bad combination)."""
+    alarms = AlarmThresholds(
+        battery_low_percent=settings.alarm_battery_low_percent,
+        battery_clear_percent=settings.alarm_battery_clear_percent,
+        temperature_high_c=settings.alarm_temperature_high_c,
+        temperature_clear_c=settings.alarm_temperature_clear_c,
+        disk_full_fraction=settings.alarm_disk_full_fraction,
+        disk_clear_fraction=settings.alarm_disk_clear_fraction)
+    return StoreConfig(
+        stale_after_s=settings.stale_after_s, snapshot_every=settings.snapshot_every,
+        alarms=alarms, telemetry_retention_s=settings.telemetry_retention_s,
+        telemetry_partition_s=settings.telemetry_partition_s,
+        telemetry_partitions_ahead=settings.telemetry_partitions_ahead,
+        telemetry_max_future_s=settings.telemetry_max_future_s,
+        telemetry_max_buckets=settings.telemetry_max_buckets, pool_size=settings.db_pool_size,
+        max_seq_ranges=settings.max_seq_ranges,
+        sequence_cache_pairs=settings.sequence_cache_pairs,
+        shard_index=shard_index, shard_count=shard_count)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lekiwi_fleet_server.settings import Settings
-from lekiwi_fleet_server.store.config import StoreConfig
+from lekiwi_fleet_server.store.config import store_config
 from lekiwi_fleet_server.store.sql_store import SqlFleetStore
 
 
@@ -17,7 +17,7 @@ def open_store(settings: Settings, *, preload: bool = True, shard_index: int = 0
     """
     if not settings.database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    config = StoreConfig(shard_index=shard_index, shard_count=shard_count)
+    config = store_config(settings, shard_index=shard_index, shard_count=shard_count)
     return SqlFleetStore.open(settings.resolved_database_url, config,
                               migrate=settings.migrate_on_start and preload and shard_index == 0,
                               preload=preload)

@@ -314,6 +314,11 @@ class FleetStore(Protocol):
         """
         ...
 
+    def undelivered_messages(self) -> dict[str, int]:
+        """Return, per robot, the seqs below its newest committed one (current boot) that have
+        not been committed yet: the backlog still in the robot's outbox or in flight."""
+        ...
+
     def telemetry_range(
         self,
         robot_id: str,

@@ -9,7 +9,7 @@ writer already holds, so projecting it costs one upsert per batch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ from lekiwi_fleet_server.store.upsert import insert, upsert
 
 PROJECTIONS: tuple[str, ...] = ('robots', 'teleop_sessions', 'timeline')
 REPLAY_CHUNK = 1000
+Progress = Callable[[int], None]  # called with the events replayed so far, after each chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +151,11 @@ def applied_from(recorded: Sequence[RecordedEvent]) -> list[Applied]:
                                   dict(r.data))) for r in recorded]
 
 
-def rebuild(conn: Connection, names: Sequence[str] = PROJECTIONS) -> int:
+def rebuild(conn: Connection, names: Sequence[str] = PROJECTIONS,
+            progress: Progress | None = None) -> int:
     """Empty the projections `names` and replay the whole log into them; return events replayed."""
     _reset(conn, names)
-    return _replay(conn, names, after=0, aggregates={})
+    return _replay(conn, names, after=0, aggregates={}, progress=progress)
 
 
 def catch_up(conn: Connection, aggregates: Mapping[str, RobotAggregate]) -> int:
@@ -185,7 +187,7 @@ def _reset(conn: Connection, names: Sequence[str]) -> None:
 
 
 def _replay(conn: Connection, names: Sequence[str], *, after: int,
-            aggregates: Mapping[str, RobotAggregate]) -> int:
+            aggregates: Mapping[str, RobotAggregate], progress: Progress | None = None) -> int:
     folded = dict(aggregates)
     count = 0
     while True:
@@ -199,3 +201,5 @@ def _replay(conn: Connection, names: Sequence[str], *, after: int,
         project(conn, applied, folded, names)
         count += len(chunk)
         after = chunk[-1].position
+        if progress is not None:
+            progress(count)

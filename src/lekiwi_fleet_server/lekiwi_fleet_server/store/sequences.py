@@ -232,3 +232,21 @@ class SequenceCache:
     def clear(self) -> None:
         """Drop every pair."""
         self._records.clear()
+
+
+def undelivered(conn: Connection) -> dict[str, int]:
+    """Return, per robot, the seqs of its current boot below its newest one not committed yet.
+
+    An uplink numbers without gaps and sends state messages before its backlog, so the newest
+    committed seq minus how many the boot has committed is the backlog still on its way: in
+    the robot's outbox, or in flight (robot_current and robot_sequences are written in the
+    same transaction, so the two agree).
+    """
+    from lekiwi_fleet_server.db.schema import robot_current
+
+    query = (sa.select(robot_current.c.robot_id,
+                       robot_current.c.last_seq - robot_sequences.c.received)
+             .join(robot_sequences, sa.and_(robot_sequences.c.robot_id == robot_current.c.robot_id,
+                                            robot_sequences.c.boot_id == robot_current.c.boot_id))
+             .where(robot_current.c.last_seq.is_not(None)))
+    return {robot_id: max(0, int(missing)) for robot_id, missing in conn.execute(query)}

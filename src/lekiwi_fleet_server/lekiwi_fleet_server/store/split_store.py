@@ -133,6 +133,10 @@ class SplitStore:
         """Return a robot's committed sequence numbers per boot."""
         return self._reader.robot_sequences(robot_id)
 
+    def undelivered_messages(self) -> dict[str, int]:
+        """Return per robot the messages of its current boot not arrived yet."""
+        return self._reader.undelivered_messages()
+
     def telemetry_range(self, robot_id: str, start: float, end: float, bucket_s: float,
                         fields: Sequence[str] | None = None) -> list[TelemetryPoint]:
         """Return downsampled telemetry."""

@@ -548,6 +548,11 @@ class SqlFleetStore:
         with translate_errors('robot_sequences'), self._engine.connect() as conn:
             return sequences.coverage(conn, robot_id)
 
+    def undelivered_messages(self) -> dict[str, int]:
+        """Return, per robot, how many messages of its current boot have not arrived yet."""
+        with translate_errors('undelivered_messages'), self._engine.connect() as conn:
+            return sequences.undelivered(conn)
+
     def fleet_summary(self, *, now: float) -> FleetSummary:
         """Return counts by status and version at `now`."""
         with translate_errors('fleet_summary'), self._engine.connect() as conn:

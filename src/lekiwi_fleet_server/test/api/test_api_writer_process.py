@@ -108,6 +108,8 @@ def test_two_writer_shards_serve_one_fleet(sharded_api: Api) -> None:
                     seen[row['robot_id']] = row.get('last_seq', seen[row['robot_id']]) or 0
     # Each shard's writer committed its own robot's batches.
     assert all(b.committed_batches > 0 for b in writers)
+    metrics = api.client.get('/metrics').text
+    assert all(f'lekiwi_writer_requests_pending{{shard="{i}"}}' in metrics for i in (0, 1))
     listed = api.client.get('/api/v1/robots', headers=api.admin).json()
     assert {r['robot_id']: r['status'] for r in listed} == dict.fromkeys(robots, 'online')
     for ws in sockets.values():

@@ -146,3 +146,27 @@ async def test_thread_committer_runs_in_its_executor() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return 'asyncio'
+
+
+def test_writer_metrics_count_batches_events_deployments_and_errors() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from lekiwi_fleet_server.gateway.writer_metrics import WriterMetrics
+
+    registry = CollectorRegistry()
+    metrics = WriterMetrics(registry, shard=1)
+    store = MemoryStore()
+    worker = CommitWorker(store, metrics)
+    worker.commit([raw('a', 1), raw('a', 2)], [], T0 + 5, want_update=False)
+    value = registry.get_sample_value
+    assert value('lekiwi_writer_batches_total', {'shard': '1'}) == 1
+    assert value('lekiwi_writer_messages_total', {'shard': '1'}) == 2
+    assert value('lekiwi_writer_commit_seconds_count', {'shard': '1'}) == 1
+
+    class Down(MemoryStore):
+        def commit_batch(self, *args: Any, **kwargs: Any) -> BatchResult:
+            raise StoreUnavailable('down')
+
+    with pytest.raises(StoreUnavailable):
+        CommitWorker(Down(), metrics).commit([raw('a', 3)], [], T0 + 6, want_update=False)
+    assert value('lekiwi_writer_errors_total', {'shard': '1', 'error': 'StoreUnavailable'}) == 1

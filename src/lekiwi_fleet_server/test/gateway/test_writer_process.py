@@ -117,7 +117,7 @@ def test_run_writer_opens_the_store_serves_and_closes(tmp_path: Path) -> None:
     responses = io.BytesIO()
     assert run_writer(requests, responses) == 0
     responses.seek(0)
-    assert read_frame(responses) == (0, True, os.getpid())
+    assert read_frame(responses) == (0, True, (os.getpid(), None))  # no metrics port
     request_id, ok, summary = read_frame(responses)
     assert (request_id, ok, summary.robot_id) == (1, True, 'kiwi')
     assert (tmp_path / 'fleet.db').exists()
@@ -333,3 +333,23 @@ def test_shard_results_merge_in_order() -> None:
     assert [s.robot_id for s in merged.changed_robots] == ['c', 'z']
     assert [e.position for e in merged.new_events] == [2, 3, 5]
     assert len(merged.rejected) == 1 and merge_results([one]) is one
+
+
+def test_a_writer_process_serves_its_metrics(settings: Settings) -> None:
+    import httpx
+
+    process = WriterProcess(settings.model_copy(update={'writer_metrics_port': 0}))
+    process.start()
+    try:
+        assert process.metrics_port
+        process.call_sync('enrol_robot', 'kiwi', TOKEN_HASH, (), now=1.0)
+        outcome = process.call_sync('commit_frames', [frame('kiwi', 1), frame('kiwi', 2)], [],
+                                    time.time(), False)
+        assert outcome.acknowledged == 2 and process.pending == 0
+        text = httpx.get(f'http://127.0.0.1:{process.metrics_port}/metrics', timeout=5).text
+    finally:
+        process.close()
+    assert 'lekiwi_writer_batches_total{shard="0"} 1.0' in text
+    assert 'lekiwi_writer_messages_total{shard="0"} 2.0' in text
+    assert 'lekiwi_writer_commit_seconds_count{shard="0"} 1.0' in text
+    assert 'lekiwi_writer_events_total{shard="0",type="RobotEventReported"} 2.0' in text

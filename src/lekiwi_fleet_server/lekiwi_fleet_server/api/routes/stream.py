@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -92,8 +93,12 @@ async def stream(websocket: WebSocket, services: Services, inventory: bool = Fal
         await websocket.send_text(encode_update('snapshot', services.now(), robots, []))
         if inventory and services.discovery is not None:
             await websocket.send_text(services.discovery.snapshot())
+        lag = services.metrics.stream_lag_seconds
         while (update := await subscription.get()) is not None:
             await websocket.send_text(update)
+            age = update_age(update, services.now())
+            if age is not None:
+                lag.observe(age)
         if subscription.dropped:
             await websocket.close(CLOSE_TOO_SLOW, 'too slow: updates dropped')
     except (WebSocketDisconnect, RuntimeError):
@@ -128,3 +133,13 @@ async def _until_closed(websocket: WebSocket) -> None:
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while (await websocket.receive())['type'] != 'websocket.disconnect':
             pass
+
+
+_AT = re.compile(r'"at":(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)')
+
+
+def update_age(update: str, now: float) -> float | None:
+    """Return how long ago an encoded update's batch started committing (its `at`)."""
+    # encode_update writes `at` second: a search of the first bytes, not a parse of the update.
+    match = _AT.search(update, 0, 80)
+    return max(0.0, now - float(match.group(1))) if match else None
