@@ -75,8 +75,8 @@ def _open_release_store(settings: Settings) -> ReleaseStore | None:
 
 
 def _deployment_engine(settings: Settings, store: FleetStore, releases: ReleaseStore | None,
-                       gateway: RobotGateway, bus: InProcessBus, now: Callable[[], float]
-                       ) -> DeploymentEngine | None:
+                       gateway: RobotGateway, bus: InProcessBus, now: Callable[[], float],
+                       metrics: FleetMetrics | None = None) -> DeploymentEngine | None:
     """Build the rollout engine beside the release store (none without one)."""
     if releases is None:
         return None
@@ -95,10 +95,21 @@ def _deployment_engine(settings: Settings, store: FleetStore, releases: ReleaseS
             bus.publish(orjson.dumps({'type': 'deployment', 'at': now(),
                                       'deployment': rollout.progress()}).decode())
 
+    def transition(rollout: Rollout, _before: str) -> None:
+        if metrics is not None:
+            metrics.deployment_transitions.labels(rollout.status).inc()
+
     url = settings.public_url or f'http://{settings.api_host}:{settings.api_port}'
-    return DeploymentEngine(DeploymentStore(releases.engine), releases, gateway,
-                            public_url=url, teleop_robots=teleop_robots, now=now,
-                            tick_s=settings.deployment_tick_s, on_change=progress)
+    engine = DeploymentEngine(DeploymentStore(releases.engine), releases, gateway,
+                              public_url=url, teleop_robots=teleop_robots, now=now,
+                              tick_s=settings.deployment_tick_s, on_change=progress,
+                              on_transition=transition)
+    if metrics is not None:
+        from lekiwi_fleet_server.deployments.collector import DeploymentCollector
+
+        metrics.add_collector(DeploymentCollector(engine.store.count_by_status,
+                                                  engine.active_rollouts))
+    return engine
 
 
 def uses_writer_process(settings: Settings) -> bool:
@@ -211,7 +222,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                 if watcher is not None:
                     await run_in_threadpool(watcher.start)
             release_store = await run_in_threadpool(_open_release_store, settings)
-            engine = _deployment_engine(settings, store, release_store, gateway, bus, now)
+            engine = _deployment_engine(settings, store, release_store, gateway, bus, now,
+                                        metrics)
             if engine is not None:
                 await engine.start()
             services = FleetServices(settings, store, gateway, bus, metrics, now, discovery,

@@ -10,6 +10,8 @@ from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5,
                     1.0, 2.5)
+_DEPLOYMENT_STATUSES = ('running', 'paused', 'rolling_back', 'rolled_back', 'aborting',
+                        'aborted', 'completed')  # domain/rollout.py's, without importing it
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
 
 
@@ -58,6 +60,14 @@ class FleetMetrics:
         self._writer_pending = Gauge('lekiwi_writer_requests_pending',
                                      'Requests sent to a writer process and not answered yet',
                                      ['shard'], registry=r)
+
+        # Every status present from the start at 0: increase() sees the first change.
+        self.deployment_transitions = Counter(
+            'lekiwi_deployment_transitions',
+            'Deployment status changes the rollout engine stored, by the new status', ['to'],
+            registry=r)
+        for status in _DEPLOYMENT_STATUSES:
+            self.deployment_transitions.labels(status)
 
     def track_writer_pending(self, shard: int, pending: Callable[[], float]) -> None:
         """Read a writer process's unanswered requests whenever metrics are scraped."""

@@ -64,7 +64,8 @@ class DeploymentEngine:
     def __init__(self, store: DeploymentStore, releases: ReleaseStore, gateway: Any, *,
                  public_url: str, teleop_robots: Callable[[], set[str]],
                  now: Callable[[], float], tick_s: float = 0.5,
-                 on_change: Callable[[Rollout], None] = lambda r: None) -> None:
+                 on_change: Callable[[Rollout], None] = lambda r: None,
+                 on_transition: Callable[[Rollout, str], None] = lambda r, s: None) -> None:
         self._store = store
         self.store = store
         self._releases = releases
@@ -74,6 +75,7 @@ class DeploymentEngine:
         self._now = now
         self._tick_s = tick_s
         self._on_change = on_change
+        self._on_transition = on_transition  # (rollout, its status before): metrics count them
         self._active: dict[str, Rollout] = {}
         self._lock = asyncio.Lock()  # one writer of the streams in this process
         self._task: asyncio.Task[None] | None = None
@@ -143,6 +145,7 @@ class DeploymentEngine:
                 at=self._now())
             await run_in_threadpool(self._store.append, rollout, [created], now=self._now())
             self._active[deployment_id] = rollout
+            self._on_transition(rollout, 'new')
         self._wake.set()
         return rollout
 
@@ -174,6 +177,12 @@ class DeploymentEngine:
         self._wake.set()
         return rollout
 
+    def active_rollouts(self) -> list[Rollout]:
+        """Return the deployments in progress (the folds of their stored streams)."""
+        # Read from the /metrics thread while the loop changes them: list() copies the values
+        # in one C call under the GIL, and a rollout's robots are fixed at its creation.
+        return list(self._active.values())
+
     # -- the tick -----------------------------------------------------------------------------
     async def tick(self) -> None:
         """Advance every active deployment by what its state machine decides."""
@@ -193,11 +202,14 @@ class DeploymentEngine:
                     del self._active[deployment_id]
 
     async def _append(self, rollout: Rollout, events: Sequence[ev.DomainEvent]) -> None:
+        before = rollout.status
         try:
             await run_in_threadpool(self._store.append, rollout, list(events), now=self._now())
         except ConcurrencyConflict:
             log.warning('deployment %s changed under us; reloaded', rollout.deployment_id)
             raise
+        if rollout.status != before:  # stored: count it (a conflict above counted nothing)
+            self._on_transition(rollout, before)
         self._on_change(rollout)
 
     def _goal_args(self, rollout: Rollout, version: str, sha: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from lekiwi_fleet_server.domain import events as ev
 
 TERMINAL = frozenset({'succeeded', 'failed', 'skipped'})
 ACTIVE_STATUSES = frozenset({'running', 'paused', 'rolling_back', 'aborting'})
+ENDED_STATUSES = frozenset({'completed', 'rolled_back', 'aborted'})
 BUSY_RETRY_S = 5.0
 
 

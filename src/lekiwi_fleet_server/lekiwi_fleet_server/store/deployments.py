@@ -89,6 +89,13 @@ class DeploymentStore:
                 deployments.c.created_at.desc()).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
 
+    def count_by_status(self) -> dict[str, int]:
+        """Return how many deployments the read model holds in each status."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(deployments.c.status, sa.func.count())
+                                .group_by(deployments.c.status)).all()
+        return {str(status): int(count) for status, count in rows}
+
     def active_ids(self) -> list[str]:
         """Return the ids of deployments still in progress (to resume after a restart)."""
         with self._engine.connect() as conn:

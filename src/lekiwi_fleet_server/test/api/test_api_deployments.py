@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import threading
 import time
@@ -73,6 +74,15 @@ def wait_status(api: Api, deployment_id: str, want: set[str], timeout_s: float =
         time.sleep(0.1)
 
 
+def metric(api: Api, name: str, **labels: str) -> float | None:
+    """Return one sample of /metrics (labels in the exposition's order), None when absent."""
+    inner = ','.join(f'{k}="{v}"' for k, v in labels.items())
+    key = f'{name}{{{inner}}}' if labels else name
+    match = re.search(rf'^{re.escape(key)} (\S+)$', api.client.get('/metrics').text,
+                      re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
 def test_a_good_release_rolls_out_wave_by_wave(api: Api) -> None:
     robots = [FakeRobotAgent(api, f'kiwi-{i}') for i in range(4)]
     push_release(api, '2')
@@ -127,6 +137,14 @@ def test_a_failing_first_wave_rolls_back_and_stops(api: Api) -> None:
     assert 'failed' in done['reason']
     assert not robots[2].goals  # the second wave never started
     assert in_use.status_code in (204, 409)
+    # Prometheus sees the rollback (LekiwiRolloutRolledBack) and the deployment's end.
+    assert metric(api, 'lekiwi_deployment_transitions_total', to='rolling_back') == 1
+    assert metric(api, 'lekiwi_deployment_transitions_total', to='rolled_back') == 1
+    assert metric(api, 'lekiwi_deployment_transitions_total', to='paused') == 0
+    assert metric(api, 'lekiwi_deployments', status='rolled_back') == 1
+    assert metric(api, 'lekiwi_deployments', status='running') == 0
+    assert metric(api, 'lekiwi_deployments_state_up') == 1
+    assert created['deployment_id'] not in api.client.get('/metrics').text  # ended: no series
 
 
 def test_pause_resume_abort_and_bad_requests(api: Api) -> None:
@@ -149,6 +167,13 @@ def test_pause_resume_abort_and_bad_requests(api: Api) -> None:
     deployment_id = created['deployment_id']
     paused = api.client.post(f'/api/v1/deployments/{deployment_id}/pause', headers=api.admin)
     assert paused.json()['status'] == 'paused'
+    # What LekiwiRolloutPaused reads: the paused deployment by name, its robot by state.
+    ids = {'deployment_id': deployment_id, 'release_version': '2'}
+    assert metric(api, 'lekiwi_deployment_status', **ids, status='paused') == 1
+    assert metric(api, 'lekiwi_deployments', status='paused') == 1
+    assert sum(metric(api, 'lekiwi_deployment_robots', **ids, state=s) or 0
+               for s in ('pending', 'running', 'succeeded', 'failed', 'skipped')) == 1
+    assert metric(api, 'lekiwi_deployment_transitions_total', to='paused') == 1
     assert api.client.post(f'/api/v1/deployments/{deployment_id}/pause',
                            headers=api.admin).status_code == 409
     assert api.client.post(f'/api/v1/deployments/{deployment_id}/resume',
@@ -157,3 +182,7 @@ def test_pause_resume_abort_and_bad_requests(api: Api) -> None:
                            headers=api.admin).json()['status'] == 'aborting'
     robot.go.set()
     wait_status(api, deployment_id, {'aborted'})
+    assert metric(api, 'lekiwi_deployment_transitions_total', to='running') == 2  # new, resumed
+    assert metric(api, 'lekiwi_deployment_transitions_total', to='aborted') == 1
+    assert metric(api, 'lekiwi_deployments', status='paused') == 0
+    assert metric(api, 'lekiwi_deployment_status', **ids, status='paused') is None

@@ -30,7 +30,7 @@ def test_robot_offline_reaches_the_dashboard_within_a_second(api: Api) -> None:
         dash.send_text(json.dumps({'op': 'auth', 'token': ADMIN_TOKEN}))
         assert json.loads(dash.receive_text())['type'] == 'snapshot'
         ws = robot_connection(api, 'kiwi-mon', token)
-        ws.send(json.dumps(event_frame(1)))
+        ws.send(json.dumps(event_frame(1, 'kiwi-mon')))
         status: dict[str, Any] = {}
         deadline = time.monotonic() + 10
         while status.get('status') != 'online':
@@ -154,7 +154,8 @@ def test_silent_robot_offline_reaches_the_dashboard_within_a_second_of_detection
     timeout_s = 0.5
     settings = Settings(data_dir=tmp_path, gateway_port=0, bootstrap_admin_token=ADMIN_TOKEN,
                         commit_interval_ms=20, writer_process=False, ping_interval_s=0.2,
-                        presence_timeout_s=timeout_s, log_level='warning')
+                        presence_timeout_s=timeout_s, presence_stale_s=timeout_s / 2,
+                        log_level='warning')  # discovery needs stale before offline
     with TestClient(create_app(settings)) as client:
         admin = {'Authorization': f'Bearer {ADMIN_TOKEN}'}
         token = client.post('/api/v1/robots', headers=admin,

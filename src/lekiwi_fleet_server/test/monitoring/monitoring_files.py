@@ -60,6 +60,9 @@ def server_metric_names() -> set[str]:
     """Return every series name the fleet server and its writers expose."""
     from prometheus_client import CollectorRegistry
 
+    from lekiwi_fleet_server.deployments.collector import DeploymentCollector
+    from lekiwi_fleet_server.domain import events as ev
+    from lekiwi_fleet_server.domain.rollout import Rollout
     from lekiwi_fleet_server.fleet_collector import FleetStateCollector
     from lekiwi_fleet_server.gateway.writer_metrics import WriterMetrics
     from lekiwi_fleet_server.metrics import FleetMetrics
@@ -78,6 +81,12 @@ def server_metric_names() -> set[str]:
     metrics = FleetMetrics()
     metrics.add_collector(FleetStateCollector(Settings(data_dir=Path('/')), OneRobot(),  # type: ignore[arg-type]
                                               lambda: 0.0))
+    rollout = Rollout.replay([ev.DeploymentCreated(
+        '', deployment_id='dep-1', release_version='2', manifest_sha256='0' * 64,
+        robots=('r',), waves=(1.0,), parallelism=1, success_gate=0.8, rollback_gate=0.2,
+        deadline_s=60.0, robot_timeout_s=60.0, health_timeout_s=60.0, force=False,
+        created_by='ops', at=0.0)])
+    metrics.add_collector(DeploymentCollector(lambda: {'running': 1}, lambda: [rollout]))
     writer = WriterMetrics(CollectorRegistry(), shard=0)
     names: set[str] = set()
     for registry in (metrics.registry, writer.registry):

@@ -23,7 +23,7 @@ REQUIRED_ALERTS = {
     'LekiwiRobotOffline', 'LekiwiRobotOutboxGrowing', 'LekiwiFleetOfflineShare',
     'LekiwiAckLatencyHigh',
     'LekiwiWriterBacklogGrowing', 'LekiwiDeploymentRolledBack', 'LekiwiServerDiskNearlyFull',
-    'LekiwiDatabaseDiskNearlyFull',
+    'LekiwiDatabaseDiskNearlyFull', 'LekiwiRolloutPaused', 'LekiwiRolloutRolledBack',
 }
 
 

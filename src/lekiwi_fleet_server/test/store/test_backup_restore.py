@@ -1,9 +1,13 @@
 """`backup` / `restore`: a populated fleet, backed up, restored into an empty database and blob
-store, answers the API with the same robots, timeline and teleop sessions."""
+store, answers the API with the same robots, timeline, teleop sessions, releases (their manifests
+and blobs) and deployments."""
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +49,51 @@ def empty_target(database_url: str, tmp_path: Path) -> Iterator[str]:
         admin.dispose()
 
 
+# A scenario robot's token is its name (store_messages.token_hash): robots read releases.
+ROBOT_HEADERS = {'Authorization': 'Bearer alpha', 'X-Robot-Id': 'alpha'}
+
+
+def _tarball(version: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w') as tar:
+        for name in ('launch/robot.launch.py', f'share/notes-{version}.txt'):
+            data = f'{name} of release {version}'.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _populate_releases_and_deployments(database_url: str, data_dir: Path) -> None:
+    """Push two releases and run a deployment of one to its end, through the API."""
+    settings = Settings(database_url=database_url, data_dir=data_dir, gateway_port=0,
+                        writer_process=False, log_level='warning', deployment_tick_s=0.05)
+    with TestClient(create_app(settings)) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        _op, token = create_operator(services.store, 'release-admin', 'admin', now=0.0)
+        admin = {'Authorization': f'Bearer {token}'}
+        for version in ('1', '2'):
+            pushed = client.post(f'/api/v1/releases?version={version}',
+                                 content=_tarball(version), headers=admin)
+            assert pushed.status_code == 201, pushed.text
+        # Its robots are offline: it waits for them; aborted, it ends (and stays as it is).
+        created = client.post('/api/v1/deployments', headers=admin, json={
+            'release_version': '2', 'robots': ['alpha', 'bravo'], 'waves': [1.0]})
+        assert created.status_code == 201, created.text
+        deployment_id = created.json()['deployment_id']
+        deadline = time.monotonic() + 30
+        while {r['waiting'] for r in client.get(f'/api/v1/deployments/{deployment_id}',
+                                                headers=admin).json()['robots']} != {'offline'}:
+            assert time.monotonic() < deadline, 'the robots were never found offline'
+            time.sleep(0.05)
+        aborted = client.post(f'/api/v1/deployments/{deployment_id}/abort', headers=admin)
+        assert aborted.status_code == 200, aborted.text
+        while client.get(f'/api/v1/deployments/{deployment_id}',
+                         headers=admin).json()['status'] != 'aborted':
+            assert time.monotonic() < deadline, 'the deployment never ended'
+            time.sleep(0.05)
+
+
 def _api_view(database_url: str, data_dir: Path) -> dict[str, Any]:
     """Start the app on a database and return what the API says of the fleet."""
     settings = Settings(database_url=database_url, data_dir=data_dir, gateway_port=0,
@@ -55,12 +104,30 @@ def _api_view(database_url: str, data_dir: Path) -> dict[str, Any]:
                                      now=0.0)
         headers = {'Authorization': f'Bearer {token}'}
 
-        def get(path: str) -> Any:
-            response = client.get(path, headers=headers)
+        def get(path: str, as_robot: bool = False) -> Any:
+            response = client.get(path, headers=ROBOT_HEADERS if as_robot else headers)
             assert response.status_code == 200, response.text
             return response.json()
 
+        releases = get('/api/v1/releases')
+        manifests = {r['version']: get(f'/api/v1/releases/{r["version"]}/manifest', True)
+                     for r in releases}
+        blobs = {}
+        for manifest in manifests.values():
+            for entry in manifest['entries']:
+                if entry['type'] == 'file':
+                    response = client.get(f'/api/v1/blobs/{entry["sha256"]}',
+                                          headers=ROBOT_HEADERS)
+                    assert response.status_code == 200, response.text
+                    blobs[entry['sha256']] = response.content
+        deployments = get('/api/v1/deployments')
         return {
+            'releases': releases,
+            'manifests': manifests,
+            'release_blobs': blobs,
+            'deployments': deployments,
+            'deployment': {d['deployment_id']: get(f'/api/v1/deployments/{d["deployment_id"]}')
+                           for d in deployments},
             'robots': get('/api/v1/robots'),
             'timeline': get('/api/v1/timeline?limit=1000')['entries'],
             'events': {r: get(f'/api/v1/robots/{r}/events?limit=1000') for r in ROBOTS},
@@ -81,8 +148,15 @@ def test_backup_then_restore_into_an_empty_database(
     blob = source_dir / 'blobs' / BLOB[0]
     blob.parent.mkdir(parents=True)
     blob.write_bytes(BLOB[1])
+    _populate_releases_and_deployments(database_url, source_dir)
     before = _api_view(database_url, source_dir)
     assert len(before['robots']) == len(ROBOTS) and len(before['timeline']) > 20
+    assert [r['version'] for r in before['releases']] == ['1', '2']
+    assert len(before['release_blobs']) == 4  # two files a release, all different
+    (deployment,) = before['deployment'].values()
+    assert deployment['status'] == 'aborted' and deployment['release_version'] == '2'
+    assert {r['robot_id']: r['waiting'] for r in deployment['robots']} == {
+        'alpha': 'offline', 'bravo': 'offline'}
 
     monkeypatch.setenv('LEKIWI_DATABASE_URL', database_url)
     monkeypatch.setenv('LEKIWI_DATA_DIR', str(source_dir))
@@ -90,7 +164,7 @@ def test_backup_then_restore_into_an_empty_database(
     assert main(['backup', str(backup_dir)]) == 0
     assert 'backup done' in capsys.readouterr().err
     manifest = read_manifest(backup_dir)
-    assert manifest.events > 0 and manifest.blob_files == 1
+    assert manifest.events > 0 and manifest.blob_files == 1 + len(before['release_blobs'])
     assert main(['backup', str(backup_dir)]) == 1  # never over an existing backup
 
     monkeypatch.setenv('LEKIWI_DATABASE_URL', empty_target)
