@@ -6,7 +6,7 @@ import math
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from lekiwi_fleet_server.api.admin import ROBOT_ID, TAG
 from lekiwi_fleet_server.store.interface import RobotStatus
@@ -43,7 +43,7 @@ Tag = Annotated[str, Field(pattern=f'^{TAG.pattern}$')]
 class EnrolRequest(BaseModel):
     robot_id: str = Field(pattern=f'^{ROBOT_ID.pattern}$')
     tags: list[Tag] = Field(default_factory=list, max_length=32)
-    reenrol: bool = Field(False, description='Enrol a revoked robot again (a new token); '
+    reenrol: StrictBool = Field(False, description='Enrol a revoked robot again (a new token); '
                                              'recorded as RobotReEnrolled with who did it')
 
 

@@ -72,6 +72,10 @@ class DialledSession:
         self._ws = ws
         self._on_pong = on_pong
         self.closed_by_gateway: str | None = None
+        # What the gateway's re-check of live sessions reads: the server dialled this robot,
+        # so no token authenticated it (enrolment alone admits it) and no picows socket holds it.
+        self.token_sha256: str | None = None
+        self.fd: int | None = None
 
     def send(self, data: bytes) -> bool:
         """Drop acks: a stock rosbridge_server has no use for them."""

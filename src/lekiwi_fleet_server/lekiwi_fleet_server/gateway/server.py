@@ -204,10 +204,15 @@ class RobotGateway:
         """Return the wall clock the gateway stamps messages with."""
         return self._now()
 
-    def opened(self, session: RobotSession, fd: int) -> None:
-        """Track a new (not yet authenticated) connection and its socket's descriptor."""
+    def opened(self, session: RobotSession, fd: int | None = None) -> None:
+        """Track a new (not yet authenticated) connection and its socket's descriptor.
+
+        A connection the server dialled itself (discovery's rosbridge ingest) has no picows
+        socket, so no descriptor.
+        """
         self._open.add(session)
-        self._by_fd[fd] = session
+        if fd is not None:
+            self._by_fd[fd] = session
 
     def refused_by_library(self, fd: int, size: int) -> None:
         """Send oversize_frame to the connection picows is closing for a frame's size."""
@@ -218,8 +223,9 @@ class RobotGateway:
     def closed(self, session: RobotSession, was_authenticated: bool) -> None:
         """Forget a closed connection; its robot goes offline unless a newer one took over."""
         self._open.discard(session)
-        if self._by_fd.get(session.fd) is session:
-            del self._by_fd[session.fd]
+        fd = getattr(session, 'fd', None)
+        if fd is not None and self._by_fd.get(fd) is session:
+            del self._by_fd[fd]
         robot_id = session.robot_id
         if not was_authenticated or robot_id is None:
             return
@@ -346,7 +352,8 @@ class RobotGateway:
             return
         if credentials is None or credentials.revoked:
             session.refuse(ProtocolError(ErrorCode.AUTH_FAILED, 'robot token revoked'))
-        elif credentials.token_sha256 != session.token_sha256:
+        elif session.token_sha256 is not None and credentials.token_sha256 != session.token_sha256:
+            # (A session the server dialled holds no token: enrolment alone admits it.)
             session.refuse(ProtocolError(ErrorCode.AUTH_FAILED, 'robot token rotated'))
 
     # -- after commit -------------------------------------------------------------------------

@@ -34,4 +34,5 @@ def mount_graphql(app: FastAPI, settings: Settings) -> None:
                           max_cost=settings.graphql_max_cost)
     router = GraphQLRouter(schema, path=PATH, graphql_ide=None, allow_queries_via_get=False,
                            context_getter=graphql_context)
-    app.include_router(router, tags=['graphql'])
+    # Not in the REST OpenAPI: GraphQL has a schema of its own (docs/graphql-schema.graphql).
+    app.include_router(router, tags=['graphql'], include_in_schema=False)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel, Field
+from typing import Annotated
 
+from fastapi import APIRouter, HTTPException, Path, status
+from pydantic import BaseModel, Field, StrictBool
+
+from lekiwi_fleet_server.api.admin import OPERATOR_NAME
 from lekiwi_fleet_server.api.deps import Accounts, AdminOperator
 from lekiwi_fleet_server.api.errors import error_responses
 from lekiwi_fleet_server.domain.roles import Role
@@ -23,14 +26,14 @@ class AccountOut(BaseModel):
 
 
 class AccountCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(pattern=f'^{OPERATOR_NAME.pattern}$')
     role: Role
     password: str = Field(min_length=8, max_length=1024)
 
 
 class AccountChange(BaseModel):
     role: Role | None = None
-    disabled: bool | None = None
+    disabled: StrictBool | None = None  # not 0/1: the schema says boolean
     password: str | None = Field(None, min_length=8, max_length=1024)
 
 
@@ -58,7 +61,8 @@ def create_account(body: AccountCreate, accounts: Accounts,
 
 
 @router.patch('/{name}', response_model=AccountOut)
-def change_account(name: str, body: AccountChange, accounts: Accounts,
+def change_account(name: Annotated[str, Path(pattern=f'^{OPERATOR_NAME.pattern}$')],
+                   body: AccountChange, accounts: Accounts,
                    _admin: AdminOperator) -> AccountOut:
     """Change an account's role, disable or enable it, or set its password (sessions end)."""
     try:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, HTTPException, Path, status
+from pydantic import BaseModel, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server.api.deps import CurrentOperator, OperatorRole, Services
@@ -21,6 +21,8 @@ from lekiwi_fleet_server.domain.rollout import Rollout
 from lekiwi_fleet_server.store.interface import RobotFilter
 
 # Every error status the routes below can answer, each with the one error body.
+DeploymentId = Annotated[str, Path(pattern=r'^[A-Za-z0-9._-]{1,64}$')]
+
 router = APIRouter(prefix='/api/v1/deployments', tags=['deployments'],
                    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
 
@@ -29,7 +31,7 @@ class DeploymentCreate(BaseModel):
     release_version: str = Field(max_length=64)
     robots: list[str] | None = Field(None, description='Robot ids; or use tag, or all')
     tag: str | None = None
-    all: bool = False
+    all: StrictBool = False
     waves: list[float] = Field([0.05, 0.25, 0.5, 1.0], min_length=1, max_length=20)
     parallelism: int = Field(100, ge=1, le=10_000)
     success_gate: float = Field(0.8, ge=0, le=1)
@@ -37,7 +39,7 @@ class DeploymentCreate(BaseModel):
     deadline_s: float = Field(3600.0, gt=0)
     robot_timeout_s: float = Field(600.0, gt=0)
     health_timeout_s: float = Field(60.0, gt=0)
-    force: bool = Field(False, description='Deploy even to robots being teleoperated')
+    force: StrictBool = Field(False, description='Deploy even to robots being teleoperated')
 
 
 def _engine(services: FleetServices) -> DeploymentEngine:
@@ -110,7 +112,7 @@ def list_deployments(services: Services, _who: CurrentOperator) -> list[dict[str
 
 
 @router.get('/{deployment_id}')
-def show_deployment(deployment_id: str, services: Services,
+def show_deployment(deployment_id: DeploymentId, services: Services,
                     _who: CurrentOperator) -> dict[str, Any]:
     """Show a deployment with its waves and robots."""
     try:
@@ -120,7 +122,7 @@ def show_deployment(deployment_id: str, services: Services,
 
 
 @router.post('/{deployment_id}/{action}')
-async def deployment_action(deployment_id: str,
+async def deployment_action(deployment_id: DeploymentId,
                             action: Literal['pause', 'resume', 'abort', 'rollback'],
                             services: Services, operator: OperatorRole) -> dict[str, Any]:
     """Pause, resume, abort or roll back a deployment (409 when its state does not allow it)."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server.api.admin import enrol_robot
-from lekiwi_fleet_server.api.deps import AdminOperator, CurrentOperator, Services
+from lekiwi_fleet_server.api.deps import AdminOperator, CurrentOperator, RobotId, Services
 from lekiwi_fleet_server.api.errors import error_responses
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.discovery.inventory import Source
@@ -82,7 +82,8 @@ async def list_scans(services: Services, _operator: CurrentOperator) -> list[dic
 
 
 @router.get('/scans/{scan_id}')
-async def get_scan(scan_id: str, services: Services, _operator: CurrentOperator
+async def get_scan(scan_id: Annotated[str, Path(pattern=r'^[0-9a-f]{1,64}$')],
+                   services: Services, _operator: CurrentOperator
                    ) -> dict[str, Any]:
     """Return one scan's progress and result."""
     job = discovery_of(services).get_scan(scan_id)
@@ -92,7 +93,7 @@ async def get_scan(scan_id: str, services: Services, _operator: CurrentOperator
 
 
 @router.post('/{robot_id}/enrol', status_code=status.HTTP_201_CREATED)
-async def enrol_from_inventory(robot_id: str, body: InventoryEnrolRequest, services: Services,
+async def enrol_from_inventory(robot_id: RobotId, body: InventoryEnrolRequest, services: Services,
                                _admin: AdminOperator) -> dict[str, Any]:
     """Enrol a robot the inventory lists as discovered; the token is shown once."""
     discovery = discovery_of(services)

@@ -10,7 +10,17 @@ from __future__ import annotations
 import tempfile
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
@@ -19,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from lekiwi_fleet_server.api.deps import CurrentOperator, OperatorRole, Services, _bearer
 from lekiwi_fleet_server.api.errors import error_responses
 from lekiwi_fleet_server.api.services import FleetServices
-from lekiwi_fleet_server.domain.releases import ReleaseRejected
+from lekiwi_fleet_server.domain.releases import VERSION_PATTERN, ReleaseRejected
 from lekiwi_fleet_server.domain.rollout import ACTIVE_STATUSES
 from lekiwi_fleet_server.domain.tokens import token_matches
 from lekiwi_fleet_server.store.releases import (
@@ -31,6 +41,9 @@ from lekiwi_fleet_server.store.releases import (
 )
 
 # Every error status the routes below can answer, each with the one error body.
+# Path parameters as their patterns say, so anything else is a 422 before the store sees it.
+Version = Annotated[str, Path(pattern=VERSION_PATTERN.pattern)]
+
 router = APIRouter(prefix='/api/v1', tags=['releases'],
                    responses=error_responses(400, 401, 403, 404, 409, 413, 416, 422, 503))
 
@@ -76,7 +89,8 @@ CurrentRobot = Annotated[str, Depends(current_robot)]
 
 @router.post('/releases', response_model=ReleaseOut, status_code=201)
 async def upload_release(request: Request, services: Services, operator: OperatorRole,
-                         version: Annotated[str, Query(max_length=64)]) -> ReleaseOut:
+                         version: Annotated[str, Query(pattern=VERSION_PATTERN.pattern)]
+                         ) -> ReleaseOut:
     """Store a release from a tarball body (tar, tar.gz, tar.bz2 or tar.xz)."""
     store = _releases(services)
     limit = store.limits.max_total_bytes * 2 + 1024 * 1024  # compressed or not, plus headers
@@ -105,7 +119,7 @@ def list_releases(services: Services, _who: CurrentOperator) -> list[ReleaseOut]
 
 
 @router.get('/releases/{version}', response_model=ReleaseOut)
-def show_release(version: str, services: Services, _who: CurrentOperator) -> ReleaseOut:
+def show_release(version: Version, services: Services, _who: CurrentOperator) -> ReleaseOut:
     """Show one release."""
     info = _releases(services).get(version)
     if info is None:
@@ -114,7 +128,7 @@ def show_release(version: str, services: Services, _who: CurrentOperator) -> Rel
 
 
 @router.delete('/releases/{version}', status_code=204)
-def delete_release(version: str, services: Services, _who: OperatorRole) -> Response:
+def delete_release(version: Version, services: Services, _who: OperatorRole) -> Response:
     """Delete a release (refused with 409 while an active deployment uses it)."""
     try:
         _releases(services).delete(version, ACTIVE_STATUSES)
@@ -126,7 +140,7 @@ def delete_release(version: str, services: Services, _who: OperatorRole) -> Resp
 
 
 @router.get('/releases/{version}/manifest')
-def release_manifest(version: str, services: Services, _robot: CurrentRobot) -> Response:
+def release_manifest(version: Version, services: Services, _robot: CurrentRobot) -> Response:
     """Return a release's manifest JSON (robots)."""
     try:
         data = _releases(services).manifest(version)
@@ -136,7 +150,8 @@ def release_manifest(version: str, services: Services, _robot: CurrentRobot) -> 
 
 
 @router.get('/blobs/{digest}')
-def blob(digest: str, services: Services, _robot: CurrentRobot) -> FileResponse:
+def blob(digest: Annotated[str, Path(pattern=r'^[0-9a-f]{64}$')], services: Services,
+         _robot: CurrentRobot) -> FileResponse:
     """Return one blob by its sha256 (robots; Range requests resume a download)."""
     store = _releases(services)
     try:
