@@ -144,7 +144,7 @@ def test_robot_changes_subscription_gets_a_snapshot_then_live_updates(api: Api) 
         assert [r['robot_id'] for r in snapshot['robots']] == ['kiwi-1']
         robot = robot_connection(api, 'kiwi-1', token)
         try:
-            robot.send(json.dumps(event_frame(1)))
+            robot.send(json.dumps(event_frame(1, 'kiwi-1')))
             update = ws.receive_json()['payload']['data']['robotChanges']
             assert update['kind'] == 'update'
             assert {r['robot_id'] for r in update['robots']} == {'kiwi-1'}
