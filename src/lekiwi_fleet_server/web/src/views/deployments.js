@@ -95,8 +95,8 @@ function StartForm({ state, onStarted }) {
       <label>Release <select name="release" value=${release} required
           onChange=${(e) => setRelease(e.target.value)}>
         ${releases.length === 0 && html`<option value="">no release pushed yet</option>`}
-        ${releases.map((r) => html`<option value=${r.version}>${r.version}
-          (${r.files} files, ${time(r.created_at)})</option>`)}
+        ${releases.map((r) => html`<option value=${r.version}>${
+          `${r.version} (${r.files} files, ${time(r.created_at)})`}</option>`)}
       </select></label>
       <fieldset class="targets">
         <legend>Targets</legend>
