@@ -61,5 +61,4 @@ export const api = {
   // action: pause, resume, abort or rollback
   deploymentAction: (id, action) =>
     request('POST', `/api/v1/deployments/${encodeURIComponent(id)}/${action}`),
-  inventory: (params) => request('GET', `/api/v1/inventory${q(params || {})}`),
 };

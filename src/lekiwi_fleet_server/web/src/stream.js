@@ -4,7 +4,8 @@
 // exponential backoff and jitter, and resynchronised by the snapshot the new connection sends.
 // Pages listen for event types with `onEvent(type, fn)`, and for updates of other kinds than
 // robot batches (a 'deployment' update: one rollout's status and robots per state and wave)
-// with `onUpdate(type, fn)`.
+// with `onUpdate(type, fn)`. The same class follows /api/v1/stream/inventory (state null): its
+// 'inventory_snapshot', then 'inventory' changes.
 
 export const CLOSE_UNAUTHORIZED = 4401;
 
@@ -95,6 +96,10 @@ export class FleetStream {
     } else if (update.type === 'update') {
       this.state.applyRows(update.robots || []);
     } else {
+      if (update.type === 'inventory_snapshot') { // the start of the inventory stream
+        this.attempt = 0;
+        this.setStatus('live');
+      }
       const handlers = this.updateHandlers.get(update.type);
       if (handlers) for (const fn of handlers) fn(update);
       return;

@@ -1,30 +1,37 @@
-// The discovery inventory: every robot found, however found (mDNS, scans, uplinks, ROS), with
-// its enrolment, the sources that saw it and its presence; and a robot's part of it for the
-// robot page. Read from the inventory REST API, again every 5 s.
+// The discovery inventory: every robot found, however found (uplink, mDNS, scans, rosbridge),
+// with its enrolment, the sources that saw it and its presence; and a robot's part of it for the
+// robot page. Live from /api/v1/stream/inventory: a snapshot, then each change.
 import { html } from 'htm/preact';
 import { useEffect, useState } from 'preact/hooks';
-import { api } from '../api.js';
 import { age, time } from '../format.js';
+import { FleetStream } from '../stream.js';
 
-export function useInventory(params, intervalMs = 5000) {
+const INVENTORY_URL = () =>
+  `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/v1/stream/inventory`;
+
+// Entries by key, kept current by the inventory stream while the component is shown.
+export function useInventory() {
   const [entries, setEntries] = useState(null);
-  const [error, setError] = useState(null);
-  const key = JSON.stringify(params);
+  const [status, setStatus] = useState('connecting');
   useEffect(() => {
-    let cancelled = false;
-    const load = async () => {
-      try {
-        const found = await api.inventory(params);
-        if (!cancelled) { setEntries(found); setError(null); }
-      } catch (err) {
-        if (!cancelled) setError(err.message);
+    let held = new Map();
+    const stream = new FleetStream(null, { url: INVENTORY_URL(), onStatus: setStatus });
+    stream.onUpdate('inventory_snapshot', (u) => {
+      held = new Map(u.entries.map((e) => [e.key, e]));
+      setEntries(held);
+    });
+    stream.onUpdate('inventory', (u) => {
+      held = new Map(held);
+      for (const { key, entry } of u.entries) {
+        if (entry === null) held.delete(key);
+        else held.set(key, entry);
       }
-    };
-    load();
-    const id = setInterval(load, intervalMs);
-    return () => { cancelled = true; clearInterval(id); };
-  }, [key]);
-  return [entries, error];
+      setEntries(held);
+    });
+    stream.start();
+    return () => stream.stop();
+  }, []);
+  return [entries, status];
 }
 
 function Sources({ sources }) {
@@ -35,11 +42,12 @@ function Sources({ sources }) {
 
 export function InventoryPage() {
   const [enrolled, setEnrolled] = useState('');
-  const params = enrolled === '' ? {} : { enrolled };
-  const [entries, error] = useInventory(params);
+  const [entries, status] = useInventory();
+  const shown = [...(entries || new Map()).values()].filter((e) =>
+    enrolled === '' || String(e.enrolled) === enrolled);
   const now = Date.now() / 1000;
   return html`
-    <div class="inventory-page" id="inventory-page">
+    <div class="inventory-page" id="inventory-page" data-status=${status}>
       <h2>Inventory</h2>
       <section class="filters">
         <select value=${enrolled} onChange=${(e) => setEnrolled(e.target.value)}
@@ -47,17 +55,17 @@ export function InventoryPage() {
           <option value="">discovered and enrolled</option>
           <option value="true">enrolled</option><option value="false">not enrolled</option>
         </select>
-        <span class="count">${entries ? entries.length : '…'} found</span>
+        ${status !== 'live' && html`<span class="error">inventory stream: ${status}</span>`}
+        <span class="count">${entries ? shown.length : '…'} found</span>
       </section>
-      ${error && html`<p class="error">${error}</p>`}
       <table class="list" id="inventory">
         <tr><th>Robot</th><th>Enrolled</th><th>Address</th><th>Sources</th><th>Presence</th>
           <th>Software</th><th>First seen</th><th>Last seen</th></tr>
-        ${(entries || []).map((e) => html`<tr data-key=${e.key}
-            data-enrolled=${e.enrolled ? 'yes' : 'no'}>
+        ${shown.map((e) => html`<tr data-key=${e.key} data-enrolled=${e.enrolled ? 'yes' : 'no'}
+            data-presence=${e.presence?.state || 'unknown'}>
           <td>${e.robot_id ? html`<a href=${`#/robots/${encodeURIComponent(e.robot_id)}`}>
             ${e.robot_id}</a>` : html`<i>${e.key}</i>`}</td>
-          <td>${e.enrolled ? 'yes' : 'no'}</td><td>${e.address || '—'}</td>
+          <td>${e.status}</td><td>${e.address || '—'}</td>
           <td><${Sources} sources=${e.sources} /></td>
           <td>${e.presence ? html`${e.presence.state}
             <small title=${e.presence.reason}> since ${age(now - e.presence.since)}</small>`
@@ -65,19 +73,20 @@ export function InventoryPage() {
           <td>${e.software_version || '—'}</td><td>${time(e.first_seen)}</td>
           <td>${age(e.last_seen ? now - e.last_seen : null)}</td></tr>`)}
       </table>
+      ${entries && shown.length === 0 && html`<p>Nothing found.</p>`}
     </div>`;
 }
 
 // The robot page's "Discovery sources": which sources found it, where and when.
 export function DiscoverySources({ robotId }) {
-  const [entries, error] = useInventory({}, 10000);
-  const entry = (entries || []).find((e) => e.robot_id === robotId);
+  const [entries] = useInventory();
+  const entry = entries && [...entries.values()].find((e) => e.robot_id === robotId);
   const now = Date.now() / 1000;
   return html`
     <section>
       <h3>Discovery sources</h3>
-      ${error && html`<p class="error">${error}</p>`}
-      ${entries && !entry && html`<p>Not in the discovery inventory.</p>`}
+      ${entries && !entry && html`<p>Not in the discovery inventory (not seen by any source
+        now).</p>`}
       ${entry && html`<table class="list" id="discovery-sources">
         <tr><th>Source</th><th>Address</th><th>Last seen</th></tr>
         ${Object.entries(entry.sources || {}).map(([name, s]) => html`<tr data-source=${name}>
