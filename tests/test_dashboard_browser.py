@@ -5,8 +5,9 @@ An operator logs in, sees a simulated LeKiwi come online and its teleop indicato
 charts, and sees the connection banner while the server restarts and the page resynchronise by
 itself afterwards. Then, with a release pushed through the API, the operator starts a deployment
 from the deployments page and pauses it; a resume made elsewhere (the REST API) shows in the page
-live. The deployment targets a spare robot that is enrolled but never connects, so it stays
-running (waiting for it) until paused, whatever the simulated robot would make of the release.
+live; a viewer sees it without the controls. The deployment targets a spare robot that is
+enrolled but never connects, so it stays running (waiting for it) until paused, whatever the
+simulated robot would make of the release.
 Screenshots go to tests/artifacts/dashboard/.
 """
 
@@ -156,3 +157,18 @@ def test_operator_watches_a_robot_come_online_and_drive_live(
         page.screenshot(path=str(shots / '8-inventory.png'))
         page.click(f'#inventory tr[data-key="{ROBOT}"] a')
         page.wait_for_selector('#discovery-sources tr[data-source=uplink]')
+
+        # A viewer sees the deployment but neither the start form nor the controls.
+        server.request('POST', '/api/v1/accounts',
+                       {'name': 'vera', 'role': 'viewer', 'password': PASSWORD})
+        page.click('#logout')
+        page.fill('input[name=name]', 'vera')
+        page.fill('input[name=password]', PASSWORD)
+        page.click('button[type=submit]')
+        page.wait_for_selector('#live-status[data-status=live]')
+        page.click('#nav-deployments')
+        page.wait_for_selector(f'#deployments tr[data-deployment-id="{deployment_id}"]')
+        assert page.query_selector('#start-deployment') is None
+        page.click(f'#deployments tr[data-deployment-id="{deployment_id}"] a')
+        page.wait_for_selector('#deployment-page[data-status=running]')
+        assert page.query_selector('#deployment-controls') is None

@@ -79,6 +79,9 @@ function StartForm({ state, onStarted }) {
       return;
     }
     body.waves = fractions;
+    if (target === 'all' && !window.confirm(`Deploy ${release} to every robot of the fleet?`)) {
+      return;
+    }
     setBusy(true);
     try {
       onStarted(await api.startDeployment(body));
