@@ -74,11 +74,11 @@ def test_first_dashboard_during_an_unwatched_batch_gets_its_rows_and_events(
             robot.send(json.dumps({'op': 'auth', 'robot_id': 'kiwi-h', 'token': token,
                                    'protocol': ['lekiwi-fleet/1']}))
             assert json.loads(robot.recv(timeout=5))['msg'] == 'authenticated'
-            robot.send(json.dumps(event_frame(1)))
+            robot.send(json.dumps(event_frame(1, 'kiwi-h')))
             _wait_for(lambda: last_seq() == 1)
             # The next batch is held at its start: nobody listens, so it builds no deltas.
             store.armed.set()
-            robot.send(json.dumps(event_frame(2)))
+            robot.send(json.dumps(event_frame(2, 'kiwi-h')))
             assert store.entered.wait(10)
             with connect(f'{server.url.replace("http", "ws")}/api/v1/stream',
                          open_timeout=5) as dash:
