@@ -3,7 +3,7 @@
 // transition) trigger a re-read of what they change; controls show for operators and admins
 // only (the server checks the role again).
 import { html } from 'htm/preact';
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { duration, time } from '../format.js';
 
@@ -16,11 +16,12 @@ const ACTIONS = {
   paused: ['resume', 'abort', 'rollback'],
   aborting: ['rollback'],
 };
+const MAX_ROWS = 500;
 const LABELS = { pause: 'Pause', resume: 'Resume', abort: 'Abort', rollback: 'Roll back' };
 
-// Call `load` now, again (coalesced, 300 ms) whenever the stream sends a matching update, and
-// after the stream reconnected.
-function useLive(stream, load, matches, deps) {
+// Call `load` now, again (coalesced, 300 ms unless `delayMs` says otherwise) whenever the stream
+// sends a matching update, and after the stream reconnected.
+function useLive(stream, load, matches, deps, delayMs = () => 300) {
   useEffect(() => {
     let cancelled = false;
     let pending = null;
@@ -28,7 +29,7 @@ function useLive(stream, load, matches, deps) {
     run();
     const off = stream.onUpdate('deployment', (update) => {
       if (matches(update.deployment) && pending === null) {
-        pending = setTimeout(() => { pending = null; run(); }, 300);
+        pending = setTimeout(() => { pending = null; run(); }, delayMs());
       }
     });
     // A new snapshot means the stream reconnected: updates may have been missed, read again.
@@ -167,14 +168,19 @@ export function DeploymentPage({ stream, me, deploymentId }) {
   const [d, setD] = useState(null);
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(null);
+  const [stateFilter, setStateFilter] = useState('');
+  const size = useRef(0);
   useLive(stream, async (cancelled) => {
     try {
       const found = await api.deployment(deploymentId);
+      size.current = found.robots.length;
       if (!cancelled()) { setD(found); setError(null); }
     } catch (err) {
       if (!cancelled()) setError(err.message);
     }
-  }, (p) => p.deployment_id === deploymentId, [stream, deploymentId]);
+  }, (p) => p.deployment_id === deploymentId, [stream, deploymentId],
+  // A deployment of thousands of robots is a large read: at most one every 2 s.
+  () => (size.current > 1000 ? 2000 : 300));
 
   const act = async (action) => {
     if (action !== 'pause' && action !== 'resume'
@@ -195,6 +201,8 @@ export function DeploymentPage({ stream, me, deploymentId }) {
   const byState = {};
   for (const r of d.robots) byState[r.state] = (byState[r.state] || 0) + 1;
   const rolledBack = d.robots.filter((r) => r.rollback);
+  const listed = d.robots.filter((r) => !stateFilter || r.state === stateFilter);
+  const shown = listed.slice(0, MAX_ROWS); // the page stays light at 10,000 robots
   return html`
     <div class="deployment-page" id="deployment-page" data-deployment-id=${d.deployment_id}
          data-status=${d.status}>
@@ -225,11 +233,17 @@ export function DeploymentPage({ stream, me, deploymentId }) {
           <td>${w.robots.length}</td><td><${Progress} wave=${w} /></td><td>${w.succeeded}</td>
           <td>${w.failed}</td><td>${w.running}</td><td>${w.pending}</td></tr>`)}
       </table>
-      <h3>Robots</h3>
+      <h3>Robots <select value=${stateFilter} id="robot-state-filter"
+          onChange=${(e) => setStateFilter(e.target.value)}>
+        <option value="">any state</option>
+        ${Object.keys(byState).sort().map((s) => html`<option value=${s}>${s}</option>`)}
+      </select>
+      ${listed.length > shown.length && html` <small>the first ${shown.length} of
+        ${listed.length}</small>`}</h3>
       <table class="list" id="deployment-robots">
         <tr><th>Robot</th><th>Wave</th><th>State</th><th>Attempts</th><th>Transferred</th>
           <th>Took</th><th>Rollback</th><th>Message</th></tr>
-        ${d.robots.map((r) => html`<tr data-robot-id=${r.robot_id} data-state=${r.state}>
+        ${shown.map((r) => html`<tr data-robot-id=${r.robot_id} data-state=${r.state}>
           <td><a href=${`#/robots/${encodeURIComponent(r.robot_id)}`}>${r.robot_id}</a></td>
           <td>${r.wave ?? '—'}</td>
           <td>${r.state}${r.waiting ? html` <small>(waiting: ${r.waiting})</small>` : ''}</td>
