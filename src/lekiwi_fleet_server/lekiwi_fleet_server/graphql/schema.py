@@ -1,9 +1,10 @@
 """The GraphQL schema: robots (filters, cursor pagination), robot, events, timeline, teleop
-sessions, fleet summary; a subscription to robot changes over the dashboard's update bus.
+sessions, fleet summary, deployments and releases (deployments.py), the discovery inventory
+(inventory.py); a subscription to robot changes over the dashboard's update bus.
 
 Every root field passes the role check REST and the stream use (`role_allows`, viewer and up);
 the context carries who asks (see router.py). Store calls block, so resolvers run them in the
-thread pool. Deployments, releases and the discovery inventory join when those land.
+thread pool.
 """
 
 import base64
@@ -15,39 +16,27 @@ import orjson
 import strawberry
 from starlette.concurrency import run_in_threadpool
 from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, QueryDepthLimiter
-from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from lekiwi_fleet_server.api.admin import ROBOT_ID
 from lekiwi_fleet_server.api.services import FleetServices
-from lekiwi_fleet_server.domain.roles import role_allows
 from lekiwi_fleet_server.graphql import types as t
-from lekiwi_fleet_server.graphql.cost import MAX_SIZE, cost_limit_rule
+from lekiwi_fleet_server.graphql.access import IsViewer, bounded, services_of
+from lekiwi_fleet_server.graphql.cost import cost_limit_rule
+from lekiwi_fleet_server.graphql.deployments import DeploymentQueries
+from lekiwi_fleet_server.graphql.inventory import InventoryQueries
 from lekiwi_fleet_server.store.interface import RobotFilter, RobotSummary
 
 ROBOT_STATUSES = ('online', 'stale', 'offline', 'never_seen')
 
 
-class IsViewer(BasePermission):
-    """Viewer, operator or admin: who may read (the shared role check)."""
-
-    message = 'unauthorized: a viewer, operator or admin token or login session is required'
-
-    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        operator = info.context.get('operator')
-        return operator is not None and role_allows(operator.role, 'viewer')
-
-
 def _services(info: Info) -> FleetServices:
-    services: FleetServices = info.context['services']
-    return services
+    return services_of(info)
 
 
 def _size(value: int) -> int:
-    if not 1 <= value <= MAX_SIZE:
-        raise ValueError(f'first/limit must be between 1 and {MAX_SIZE}')
-    return value
+    return bounded(value)
 
 
 @strawberry.type(description='A robot as the fleet read model shows it.')
@@ -153,7 +142,7 @@ class RobotUpdate:
 
 
 @strawberry.type
-class Query:
+class Query(DeploymentQueries, InventoryQueries):
     @strawberry.field(permission_classes=[IsViewer])
     def me(self, info: Info) -> t.Me:
         operator = info.context['operator']
@@ -248,6 +237,8 @@ class Subscription:
                 if wanted is None or r.robot_id in wanted])
             while (encoded := await subscription.get()) is not None:
                 update = orjson.loads(encoded)
+                if update.get('type') != 'update':
+                    continue  # the bus also carries deployments' progress: not robot changes
                 robots = [r for r in update['robots']
                           if wanted is None or r['robot_id'] in wanted]
                 events = [e for e in update['events']

@@ -40,7 +40,7 @@ const q = (params) => {
   return s ? `?${s}` : '';
 };
 
-// One function per resource the pages use; a deployments page adds its own here.
+// One function per resource the pages use.
 export const api = {
   me: () => request('GET', '/api/v1/auth/me'),
   login: (name, password) => request('POST', '/api/v1/auth/login', { name, password }),
@@ -53,4 +53,12 @@ export const api = {
   timeline: (params) => request('GET', `/api/v1/timeline${q(params)}`),
   teleopSessions: (id) =>
     request('GET', `/api/v1/robots/${encodeURIComponent(id)}/teleop-sessions`),
+  releases: () => request('GET', '/api/v1/releases'),
+  deployments: () => request('GET', '/api/v1/deployments'),
+  deployment: (id) => request('GET', `/api/v1/deployments/${encodeURIComponent(id)}`),
+  // body: { release_version, robots | tag | all, waves, ... } (api/routes/deployments.py)
+  startDeployment: (body) => request('POST', '/api/v1/deployments', body),
+  // action: pause, resume, abort or rollback
+  deploymentAction: (id, action) =>
+    request('POST', `/api/v1/deployments/${encodeURIComponent(id)}/${action}`),
 };

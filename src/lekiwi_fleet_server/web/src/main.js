@@ -5,13 +5,19 @@ import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api } from './api.js';
 import { FleetState } from './fleet_state.js';
 import { FleetStream } from './stream.js';
+import { DeploymentPage, DeploymentsPage } from './views/deployments.js';
+import { InventoryPage } from './views/inventory.js';
 import { Login } from './views/login.js';
 import { Overview } from './views/overview.js';
 import { RobotPage } from './views/robot.js';
 import './style.css';
 
-// Routes: pattern -> page. A deployments page adds a line here and a link in the header.
+// Routes: pattern -> page (and a link in the header).
 const ROUTES = [
+  { pattern: /^\/deployments\/([^/]+)$/, page: ({ match, ...props }) =>
+    html`<${DeploymentPage} ...${props} deploymentId=${decodeURIComponent(match[1])} />` },
+  { pattern: /^\/deployments$/, page: (props) => html`<${DeploymentsPage} ...${props} />` },
+  { pattern: /^\/inventory$/, page: (props) => html`<${InventoryPage} ...${props} />` },
   { pattern: /^\/robots\/([^/]+)$/, page: ({ match, ...props }) =>
     html`<${RobotPage} ...${props} robotId=${decodeURIComponent(match[1])} />` },
   { pattern: /^\/?$/, page: (props) => html`<${Overview} ...${props} />` },
@@ -69,7 +75,8 @@ function Dashboard({ me, onLogout }) {
   return html`
     <header>
       <a href="#/" class="brand">LeKiwi Fleet</a>
-      <nav><a href="#/">Fleet</a></nav>
+      <nav><a href="#/">Fleet</a> <a href="#/deployments" id="nav-deployments">Deployments</a>
+        <a href="#/inventory" id="nav-inventory">Inventory</a></nav>
       <span class=${`live-dot ${status.name}`} id="live-status" data-status=${status.name}>
         ${status.name === 'live' ? 'live' : status.name}</span>
       <span class="who" id="who">${me.name} (${me.role})</span>

@@ -2,7 +2,10 @@
 // Its first message is a snapshot of every robot, then one update per committed batch (whole
 // rows or deltas, and the batch's events). A lost connection is reported, retried with
 // exponential backoff and jitter, and resynchronised by the snapshot the new connection sends.
-// Pages listen for event types with `onEvent(type, fn)` (a deployments page adds its own).
+// Pages listen for event types with `onEvent(type, fn)`, and for updates of other kinds than
+// robot batches (a 'deployment' update: one rollout's status and robots per state and wave)
+// with `onUpdate(type, fn)`. The same class follows /api/v1/stream/inventory (state null): its
+// 'inventory_snapshot', then 'inventory' changes.
 
 export const CLOSE_UNAUTHORIZED = 4401;
 
@@ -18,6 +21,7 @@ export class FleetStream {
     this.timer = null;
     this.stopped = false;
     this.eventHandlers = new Map(); // event type -> Set of functions; '*' gets every event
+    this.updateHandlers = new Map(); // update type ('deployment', ...) -> Set of functions
     this.status = 'connecting';
   }
 
@@ -25,6 +29,12 @@ export class FleetStream {
     if (!this.eventHandlers.has(type)) this.eventHandlers.set(type, new Set());
     this.eventHandlers.get(type).add(fn);
     return () => this.eventHandlers.get(type).delete(fn);
+  }
+
+  onUpdate(type, fn) {
+    if (!this.updateHandlers.has(type)) this.updateHandlers.set(type, new Set());
+    this.updateHandlers.get(type).add(fn);
+    return () => this.updateHandlers.get(type).delete(fn);
   }
 
   start() {
@@ -83,8 +93,16 @@ export class FleetStream {
     } else if (update.type === 'error') {
       this.setStatus(update.code === 'unauthorized' ? 'unauthorized' : 'error', update);
       return;
-    } else {
+    } else if (update.type === 'update') {
       this.state.applyRows(update.robots || []);
+    } else {
+      if (update.type === 'inventory_snapshot') { // the start of the inventory stream
+        this.attempt = 0;
+        this.setStatus('live');
+      }
+      const handlers = this.updateHandlers.get(update.type);
+      if (handlers) for (const fn of handlers) fn(update);
+      return;
     }
     const events = update.events || [];
     this.state.addEvents(events);

@@ -46,7 +46,12 @@ async def list_inventory(services: Services, _operator: CurrentOperator,
                          state: Annotated[PresenceFilter | None, Query()] = None
                          ) -> list[dict[str, Any]]:
     """List every robot found, filtered by a source that found it, enrolment, presence."""
-    discovery = discovery_of(services)
+    return inventory_views(discovery_of(services), source, enrolled, state)
+
+
+def inventory_views(discovery: DiscoveryService, source: Source | None, enrolled: bool | None,
+                    state: str | None) -> list[dict[str, Any]]:
+    """Return the API views of the inventory's entries, filtered (REST and GraphQL)."""
     out = []
     for entry in discovery.inventory.entries(source=source, enrolled=enrolled):
         view = discovery.entry_view(entry)

@@ -113,6 +113,36 @@ async def stream(websocket: WebSocket, services: Services, inventory: bool = Fal
             await reader
 
 
+@router.websocket('/api/v1/stream/inventory')
+async def inventory_stream(websocket: WebSocket, services: Services) -> None:
+    """Stream the discovery inventory alone: its snapshot, then its changes."""
+    # Its own endpoint on discovery's bus: the inventory page follows discovery without a
+    # second copy of every robot update (10,000 robots' worth) that `?inventory=true` carries.
+    await websocket.accept()
+    operator = await _authenticate(websocket, services)
+    if operator is None or services.discovery is None:
+        await websocket.send_text('{"type":"error","code":"unauthorized"}')
+        await websocket.close(CLOSE_UNAUTHORIZED, 'unauthorized')
+        return
+    subscription = services.discovery.bus.subscribe()
+    reader = asyncio.create_task(_until_closed(websocket))
+    reader.add_done_callback(lambda _t: subscription.close())
+    try:
+        # Subscribed first: a change after the snapshot is read arrives as an update.
+        await websocket.send_text(services.discovery.snapshot())
+        while (update := await subscription.get()) is not None:
+            await websocket.send_text(update)
+        if subscription.dropped:
+            await websocket.close(CLOSE_TOO_SLOW, 'too slow: updates dropped')
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the page went away mid-send
+    finally:
+        subscription.close()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+
+
 def _forward_inventory(services: FleetServices, into: Subscription) -> asyncio.Task[None] | None:
     """Forward discovery's inventory updates into a dashboard's subscription."""
     if services.discovery is None:

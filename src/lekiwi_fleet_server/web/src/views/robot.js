@@ -1,11 +1,13 @@
 // One robot: live state from the stream, telemetry charts (uPlot, from the downsampled range
-// API), its event timeline and its teleoperation sessions.
+// API), its event timeline, its teleoperation sessions, its deployments and discovery sources.
 import { html } from 'htm/preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { api } from '../api.js';
 import { age, duration, memoryPercent, percent, time } from '../format.js';
+import { RobotDeployments } from './deployments.js';
+import { DiscoverySources } from './inventory.js';
 import { useFleetVersion } from './overview.js';
 
 const RANGES = { '15 min': 900, '1 h': 3600, '6 h': 21600, '24 h': 86400 };
@@ -184,6 +186,10 @@ export function RobotPage({ state, stream, robotId }) {
               ${e.actor && html` <span class="actor">by ${e.actor}</span>`}</li>`)}
           </ol>
         </section>
+      </div>
+      <div class="columns">
+        <${RobotDeployments} stream=${stream} robotId=${robotId} />
+        <${DiscoverySources} robotId=${robotId} />
       </div>
     </div>`;
 }
