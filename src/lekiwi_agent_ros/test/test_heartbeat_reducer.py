@@ -79,7 +79,11 @@ def test_changed_uses_each_fields_tolerance() -> None:
     assert not changed(base, resources(cpu_percent=16.0), tolerances)  # 3.7 points
     assert changed(base, resources(cpu_percent=18.0), tolerances)  # 5.7 points
     assert not changed(base, resources(uptime_s=9999.0), tolerances)  # refreshed, not a change
-    assert changed(base, resources(memory_used_bytes=1_300_000_000), tolerances)  # 5 %
+    # Memory and disk in use are judged against their totals (1 % of 8 GB, 0.5 % of 64 GB).
+    assert not changed(base, resources(memory_used_bytes=1_300_000_000), tolerances)
+    assert changed(base, resources(memory_used_bytes=1_320_000_000), tolerances)
+    assert not changed(base, resources(disk_used_bytes=12_300_000_000), tolerances)
+    assert changed(base, resources(disk_used_bytes=12_330_000_000), tolerances)
     assert changed(base, resources(disk_total_bytes=64_000_000_001), tolerances)  # exact
     assert changed(base, resources(temperature_c=None), tolerances)  # number -> null
     assert changed(base, {k: v for k, v in base.items() if k != 'uptime_s'}, tolerances)

@@ -31,19 +31,24 @@ MAX_PENDING = 16  # heartbeats with resources sent and not yet acknowledged, kep
 
 @dataclass(frozen=True)
 class Tolerance:
-    """A field counts as changed when it moved more than `absolute` + `relative` * |old|."""
+    """A field counts as changed when it moved more than `absolute` + `relative` * |base|.
+
+    The base is the field's own previous value, or the previous value of the field named by
+    `of` (memory in use is judged against the total: 1 % of a Pi's 8 GB, not of what is used).
+    """
 
     absolute: float = 0.0
     relative: float = 0.0
+    of: str | None = None
 
 
 def _default_tolerances() -> dict[str, Tolerance]:
     return {
         'cpu_percent': Tolerance(absolute=5.0),
         'load_average_1min': Tolerance(absolute=0.25),
-        'memory_used_bytes': Tolerance(relative=0.02),
+        'memory_used_bytes': Tolerance(relative=0.01, of='memory_total_bytes'),
         'memory_total_bytes': Tolerance(),
-        'disk_used_bytes': Tolerance(relative=0.01),
+        'disk_used_bytes': Tolerance(relative=0.005, of='disk_total_bytes'),
         'disk_total_bytes': Tolerance(),
         'temperature_c': Tolerance(absolute=1.0),
         'battery_voltage_v': Tolerance(absolute=0.1),
@@ -89,7 +94,9 @@ def changed(old: Mapping[str, Any], new: Mapping[str, Any],
         if not (isinstance(value, int | float) and isinstance(before, int | float)):
             return True  # null <-> number, or a field of a kind we do not know
         tolerance = tolerances.get(name, Tolerance())
-        if abs(value - before) > tolerance.absolute + tolerance.relative * abs(before):
+        base = before if tolerance.of is None else old.get(tolerance.of)
+        scale = abs(base) if isinstance(base, int | float) else 0.0
+        if abs(value - before) > tolerance.absolute + tolerance.relative * scale:
             return True
     return False
 
