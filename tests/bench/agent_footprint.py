@@ -272,14 +272,19 @@ class Sink:
     def counters(self) -> tuple[int, int, int]:
         return self.up_bytes, self.down_bytes, self.frames
 
-    def wire_bytes(self) -> int:
-        """Return the bytes on the wire both ways so far: TLS records + IP/TCP headers."""
+    def wire_counters(self) -> Counter[str]:
+        """Return TCP payload bytes and segments both ways so far (agent side of the proxy)."""
         totals = Counter(self.wire)
         for sock in list(self._live):
             with contextlib.suppress(OSError):
                 totals.update(tcp_counters(sock))
-        return (totals['bytes_in'] + totals['bytes_out']
-                + IP_TCP_HEADER_BYTES * (totals['segs_in'] + totals['segs_out']))
+        return totals
+
+
+def wire_bytes(counters: Counter[str]) -> int:
+    """Return the bytes on the wire of TCP counters: TLS records + IP/TCP headers."""
+    return (counters['bytes_in'] + counters['bytes_out']
+            + IP_TCP_HEADER_BYTES * (counters['segs_in'] + counters['segs_out']))
 
 
 def tcp_counters(sock: socket.socket) -> dict[str, int]:
@@ -535,7 +540,7 @@ def measure(
             print('the streamer exited')
             return None
         streamer_cpu0, viewer_frames0 = cpu_seconds(streamer.pid), viewer.frames
-        wire0 = sink.wire_bytes()
+        wire0 = sink.wire_counters()
         up0, down0, frames0 = sink.counters()
         topics0 = Counter(sink.topics)
         payload0, lean0, pings0 = Counter(sink.payload), sink.lean_heartbeats, sink.pings
@@ -550,7 +555,8 @@ def measure(
                 return None
         cpu1, t1 = cpu_seconds(pid), time.monotonic()
         streamer_cpu1, viewer_frames1 = cpu_seconds(streamer.pid), viewer.frames
-        wire1 = sink.wire_bytes()
+        wire1 = sink.wire_counters()
+        wire1.subtract(wire0)
         threads1 = thread_cpu(pid)
         up1, down1, frames1 = sink.counters()
         result = {
@@ -558,7 +564,8 @@ def measure(
             'elapsed': t1 - t0,
             'streamer_cpu_percent': 100.0 * (streamer_cpu1 - streamer_cpu0) / (t1 - t0),
             'viewer_fps': (viewer_frames1 - viewer_frames0) / (t1 - t0),
-            'wire': (wire1 - wire0) / (t1 - t0),
+            'wire': wire_bytes(wire1) / (t1 - t0),
+            'wire_counters': {k: v / (t1 - t0) for k, v in wire1.items()},
             'frame_bytes': frame_bytes,
             'cpu_percent': 100.0 * (cpu1 - cpu0) / (t1 - t0),
             'threads': {
@@ -663,6 +670,10 @@ def main() -> int:
     wire = full['wire']
     print(f'wire: {wire:.0f} bytes/s both ways over wss:// (TLS records + '
           f'{IP_TCP_HEADER_BYTES} bytes of IPv4/TCP headers per segment, pure ACKs included)')
+    per_s = full['wire_counters']
+    print(f'  agent -> server: {per_s.get("bytes_in", 0):.0f} B/s of TLS in '
+          f'{per_s.get("segs_in", 0):.2f} segments/s; server -> agent: '
+          f'{per_s.get("bytes_out", 0):.0f} B/s in {per_s.get("segs_out", 0):.2f} segments/s')
     print(f'webrtc_streamer: {full["streamer_cpu_percent"]:.2f} % of one core (JPEG decode + '
           f'VP8 encode); the viewer received {full["viewer_fps"]:.1f} frames/s')
     per_topic = ', '.join(f'{t} {n / elapsed:.2f}/s' for t, n in sorted(full['stored'].items()))
