@@ -28,6 +28,7 @@ streamer_cpu_percent=… wire_bytes_per_s=…`.
 
     python tests/bench/agent_footprint.py                 # 60 s measured, about 80 s in all
     python tests/bench/agent_footprint.py --duration 15
+    python tests/bench/agent_footprint.py --duration 30 --split-duration 0 --v1-server
 """
 
 from __future__ import annotations
@@ -151,8 +152,9 @@ PROBE = textwrap.dedent(
 class Sink:
     """A robot-protocol sink: auth, 1 s pings, acks within 50 ms; counts what it stores."""
 
-    def __init__(self, tls: ssl.SSLContext) -> None:
+    def __init__(self, tls: ssl.SSLContext, features: Sequence[str]) -> None:
         self.tls = tls
+        self.features = list(features)
         self.wire = Counter()  # bytes and segments of closed agent connections, from TCP_INFO
         self._live: list[socket.socket] = []
         self.topics: Counter[str] = Counter()
@@ -245,7 +247,7 @@ class Sink:
                         'protocol': 'lekiwi-fleet/1',
                         'robot_id': auth['robot_id'],
                         # As the gateway: unchanged resources may stay out of heartbeats.
-                        'features': ['heartbeat-resources-optional'],
+                        'features': self.features,
                     }
                 )
             )
@@ -609,6 +611,8 @@ def main() -> int:
     )
     parser.add_argument('--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='an agent parameter to try (repeatable), e.g. input_poll_hz:=5.0')
+    parser.add_argument('--v1-server', action='store_true',
+                        help='the sink announces no features: every heartbeat carries resources')
     args = parser.parse_args()
 
     env = dict(os.environ)
@@ -616,11 +620,13 @@ def main() -> int:
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(AGENT_SRC), env.get('PYTHONPATH')]))
     tls, cert = make_tls(Path(tempfile.mkdtemp(prefix='agent_footprint_tls_')))
     env['SSL_CERT_FILE'] = str(cert)  # the agent's default context trusts the bench's cert
-    sink = Sink(tls)
+    sink = Sink(tls, [] if args.v1_server else ['heartbeat-resources-optional'])
     print(f'agent footprint: {args.duration:g} s measured after {args.warmup:g} s warm-up, '
           f'ROS_DOMAIN_ID={env["ROS_DOMAIN_ID"]}')
     if args.param:
         print('agent parameters: ' + ' '.join(args.param))
+    if args.v1_server:
+        print('sink without heartbeat-resources-optional (a server before issue 15)')
     full = measure(sink, env, args.duration, args.warmup, with_monitor=True, params=args.param)
     if full is None:
         return 1
