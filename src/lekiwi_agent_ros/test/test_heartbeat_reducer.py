@@ -162,8 +162,39 @@ def test_an_ack_of_an_older_heartbeat_does_not_replace_a_newer_baseline(clock: C
     assert 'resources' not in sent(r, 3, cpu_percent=40.0)
 
 
+def test_nothing_is_left_out_while_newer_resources_may_still_arrive(clock: Clock) -> None:
+    r = reducer(clock)
+    sent(r, 1)
+    r.acknowledged([(BOOT, 1)])
+    clock.t += 1.0
+    assert 'resources' in sent(r, 2, cpu_percent=40.0)  # moved: sent, not acknowledged yet
+    clock.t += 1.0
+    # Back near the baseline, but the server may hold 2's resources by now: send these.
+    assert sent(r, 3)['resources']['cpu_percent'] == 12.35
+    r.acknowledged([(BOOT, 2), (BOOT, 3)])
+    clock.t += 1.0
+    assert 'resources' not in sent(r, 4)
+
+
+def test_a_heartbeat_never_acknowledged_stops_holding_elision_after_settle_s(
+        clock: Clock) -> None:
+    r = reducer(clock)
+    sent(r, 1)
+    r.acknowledged([(BOOT, 1)])
+    clock.t += 1.0
+    sent(r, 2, cpu_percent=40.0)  # refused for good, say: never acknowledged
+    clock.t += 5.0
+    assert 'resources' in sent(r, 3)
+    clock.t += 9.0
+    assert 'resources' in sent(r, 4)  # 3 went 9 s ago: still unsettled
+    clock.t += 11.0  # everything with resources went more than 10 s ago
+    assert 'resources' not in sent(r, 5)
+
+
 def test_invalid_configuration_is_refused() -> None:
     with pytest.raises(ValueError, match='refresh_s'):
         ReducerConfig(refresh_s=0.0)
+    with pytest.raises(ValueError, match='settle_s'):
+        ReducerConfig(settle_s=0.0)
     with pytest.raises(ValueError, match='significant_digits'):
         ReducerConfig(significant_digits=0)

@@ -65,11 +65,16 @@ class ReducerConfig:
 
     refresh_s: float = 60.0
     significant_digits: int = 4
+    # A heartbeat with resources unacknowledged this long is taken as lost (the session drops
+    # a connection whose frame waits 10 s for its ack); until then none is left out.
+    settle_s: float = 10.0
     tolerances: Mapping[str, Tolerance] = field(default_factory=_default_tolerances)
 
     def __post_init__(self) -> None:
         if not self.refresh_s > 0.0:
             raise ValueError(f'refresh_s must be > 0, got {self.refresh_s}')
+        if not self.settle_s > 0.0:
+            raise ValueError(f'settle_s must be > 0, got {self.settle_s}')
         if not 1 <= self.significant_digits <= 17:
             raise ValueError(f'significant_digits must be 1..17, got {self.significant_digits}')
 
@@ -130,9 +135,14 @@ class HeartbeatReducer:
         digits = self._config.significant_digits
         rounded = {name: round_value(value, digits) for name, value in resources.items()}
         now = self._now()
+        # While resources sent later than the baseline may still arrive, the server may hold
+        # those rather than the baseline: send these too, so it ends with the newest.
+        unsettled = any(now - sent_at < self._config.settle_s
+                        for _, sent_at in self._pending.values())
         if (
             self._elide
             and self._baseline is not None
+            and not unsettled
             and now - self._baseline_sent_at < self._config.refresh_s
             and not changed(self._baseline, rounded, self._config.tolerances)
         ):
@@ -153,3 +163,9 @@ class HeartbeatReducer:
             if last is None or key[0] != last[0] or key[1] > last[1]:
                 self._baseline, self._baseline_sent_at = resources, sent_at
                 self._baseline_key = key
+        base = self._baseline_key
+        if base is not None:
+            # An older heartbeat of the same boot arriving now would not replace the newer
+            # one on the server (it keeps the newest): it no longer matters.
+            for key in [k for k in self._pending if k[0] == base[0] and k[1] < base[1]]:
+                del self._pending[key]
