@@ -405,3 +405,23 @@ def test_invalid_configuration_is_refused() -> None:
         SessionConfig(robot_id='r', agent_version='0', window=0)
     with pytest.raises(ValueError, match='ack_timeout_s'):
         SessionConfig(robot_id='r', agent_version='0', ack_timeout_s=0)
+
+
+def test_heartbeat_resources_go_only_when_changed_if_the_server_offers_it(rig: Rig) -> None:
+    rig.session.connection_opened('lkw_secret')
+    offer = {**json.loads(AUTH_OK), 'features': ['heartbeat-resources-optional']}
+    validator('AuthOkFrame').validate(offer)
+    assert rig.session.receive(json.dumps(offer)).authenticated
+    rig.outbox.put('fleet/heartbeat', heartbeat(1))
+    (first,) = rig.send()
+    assert first['msg']['resources']['memory_used_bytes'] == 0
+    rig.session.receive(ack([first['seq'], first['seq']]))
+    rig.clock.t += 1.0
+    rig.outbox.put('fleet/heartbeat', heartbeat(2))
+    (second,) = rig.send()  # the schema allows the heartbeat without resources
+    assert 'resources' not in second['msg'] and second['msg']['sequence'] == 2
+    # The outbox keeps the message whole: after a reconnect to a v1 server it goes in full.
+    rig.session.connection_closed()
+    rig.connect()
+    (again,) = rig.send()
+    assert again['seq'] == second['seq'] and 'resources' in again['msg']

@@ -17,6 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lekiwi_agent_ros.uplink.heartbeat_reducer import (
+    HEARTBEAT_TOPIC,
+    HeartbeatReducer,
+    ReducerConfig,
+)
 from lekiwi_agent_ros.uplink.outbox import Outbox, OutboxEntry
 
 PROTOCOL = 'lekiwi-fleet/1'
@@ -48,6 +53,7 @@ class SessionConfig:
     auth_timeout_s: float = 10.0
     retry_delay_s: float = 1.0  # after the server said server_error for a frame
     protocols: tuple[str, ...] = (PROTOCOL,)
+    heartbeat: ReducerConfig = field(default_factory=ReducerConfig)
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -131,11 +137,12 @@ class SessionStats:
     last_error: str = ''
 
 
-def publish_frame(entry: OutboxEntry) -> str:
-    """Return the `publish` frame of a stored message (its JSON is inserted as is)."""
+def publish_frame(entry: OutboxEntry, msg_json: str | None = None) -> str:
+    """Return the `publish` frame of a stored message (its JSON, or `msg_json`, as is)."""
     return (
         f'{{"op":"publish","topic":{json.dumps(entry.topic)},'
-        f'"boot_id":{json.dumps(entry.boot_id)},"seq":{entry.seq},"msg":{entry.msg_json}}}'
+        f'"boot_id":{json.dumps(entry.boot_id)},"seq":{entry.seq},'
+        f'"msg":{entry.msg_json if msg_json is None else msg_json}}}'
     )
 
 
@@ -193,6 +200,7 @@ class UplinkSession:
         self._state_cursor = 0
         self._history_cursor = 0
         self._retry: dict[int, float] = {}  # outbox id -> when to send it again
+        self.heartbeats = HeartbeatReducer(config.heartbeat, now)
 
     @property
     def ready(self) -> bool:
@@ -260,6 +268,8 @@ class UplinkSession:
             self._history_in_flight += 1
         self._in_flight[entry.key] = _InFlight(entry.id, entry.state, now)
         self.stats.sent_total += 1
+        if entry.topic == HEARTBEAT_TOPIC:
+            return publish_frame(entry, self.heartbeats.reduce(entry.key, entry.msg_json))
         return publish_frame(entry)
 
     def _settle(self, key: tuple[str, int]) -> _InFlight | None:
@@ -364,6 +374,8 @@ class UplinkSession:
             return self._give_up(
                 f'server authenticated {robot_id!r}, not {self._config.robot_id!r}'
             )
+        features = frame.get('features')
+        self.heartbeats.connection_ready(features if isinstance(features, list) else ())
         self._phase = 'ready'
         return Reaction(authenticated=True)
 
@@ -397,6 +409,7 @@ class UplinkSession:
         ]
         for key in keys:
             self._settle(key)
+        self.heartbeats.acknowledged(keys)
         removed = self._outbox.remove(keys)
         self.stats.acked_total += removed
         return Reaction()

@@ -8,7 +8,8 @@ The gateway runs it first and asks the explaining validator only when it says no
 must accept exactly the same values (tested against each other).
 
 Specs: ('int', lo, hi), ('num',) (number or null), ('bool',), ('str', max_length or None,
-pattern or None), ('array', item validator, max_items), ('object', ((name, validator), ...)).
+pattern or None), ('array', item validator, max_items), ('object', ((name, validator), ...),
+optional names).
 """
 
 from __future__ import annotations
@@ -59,8 +60,15 @@ def _emit(check: Callable[[Any], object], var: str, lines: list[str], depth: int
         _emit(spec[1], item, lines, depth + 1, env, names)
     elif kind == 'object':
         lines.append(f'{pad}if type({var}) is not dict: return False')
+        optional = spec[2] if len(spec) > 2 else frozenset()
         for name, field_check in spec[1]:
             value = f'_value{next(names)}'
+            if name in optional:
+                # Left out is fine; present, it is checked like any other field.
+                lines.append(f'{pad}if {name!r} in {var}:')
+                lines.append(f'{pad}    {value} = {var}[{name!r}]')
+                _emit(field_check, value, lines, depth + 1, env, names)
+                continue
             lines.append(f'{pad}if {name!r} not in {var}: return False')
             lines.append(f'{pad}{value} = {var}[{name!r}]')
             _emit(field_check, value, lines, depth, env, names)

@@ -36,6 +36,9 @@ DATA_OPS = frozenset({'auth', 'publish', 'service_response'})
 # What an error frame echoes of the refused frame, at most (docs/robot-protocol.md, section 5).
 MAX_ERROR_MSG_CHARS = 256
 MAX_ERROR_ID_CHARS = 128
+# What this server takes beyond plain v1, announced in the auth answer.
+FEATURE_RESOURCES_OPTIONAL = 'heartbeat-resources-optional'
+SERVER_FEATURES = (FEATURE_RESOURCES_OPTIONAL,)
 
 _U64 = 18446744073709551615
 _I64 = 9223372036854775807
@@ -320,7 +323,8 @@ def _array(item: Check, max_items: int) -> Check:
     return _spec(check, 'array', item, max_items)
 
 
-def _object(fields: dict[str, Check]) -> Check:
+def _object(fields: dict[str, Check], optional: frozenset[str] = frozenset()) -> Check:
+    """Check an object's fields; those named in `optional` may be left out."""
     items = tuple(fields.items())
 
     def check(v: Any) -> str | None:
@@ -328,6 +332,8 @@ def _object(fields: dict[str, Check]) -> Check:
             return 'must be an object'
         for name, field_check in items:
             if name not in v:
+                if name in optional:
+                    continue
                 return f"field '{name}' is missing"
             err = field_check(v[name])
             if err is not None:
@@ -336,7 +342,7 @@ def _object(fields: dict[str, Check]) -> Check:
                     return f"field '{name}'.{err[6:]}"
                 return f"field '{name}' {err}"
         return None
-    return _spec(check, 'object', items)
+    return _spec(check, 'object', items, optional)
 
 
 _U64_CHECK = _integer(0, _U64)
@@ -364,7 +370,9 @@ MESSAGE_VALIDATORS: dict[str, Check] = {
         'header': _HEADER, 'robot_id': _STR, 'agent_version': _STR, 'software_version': _STR,
         'boot_id': _STR, 'sequence': _U64_CHECK, 'state': _integer(0, 6),
         'teleop_active': _boolean, 'teleop_score': _number_or_null, 'resources': _RESOURCES,
-    }),
+    # A robot told FEATURE_RESOURCES_OPTIONAL leaves unchanged resources out (v1 robots never
+    # do): the server keeps the last ones it has.
+    }, optional=frozenset({'resources'})),
     'teleop/status': _object({
         'header': _HEADER, 'active': _boolean, 'score': _number_or_null,
         'joystick_signal': _number_or_null, 'video_signal': _number_or_null,
@@ -416,9 +424,11 @@ def encode(frame: Mapping[str, Any]) -> bytes:
 
 
 def auth_ok_frame(robot_id: str, protocol: str) -> bytes:
-    """Encode the `status` frame that confirms authentication."""
+    """Encode the `status` frame that confirms authentication (with the server's features)."""
+    # `features` is additive: a v1 robot that does not know it ignores it.
     return encode({'op': 'status', 'level': 'info', 'id': 'auth', 'msg': 'authenticated',
-                   'protocol': protocol, 'robot_id': robot_id})
+                   'protocol': protocol, 'robot_id': robot_id,
+                   'features': list(SERVER_FEATURES)})
 
 
 def truncate(text: str, limit: int) -> str:

@@ -317,7 +317,9 @@ class RobotState:
                         cur.heartbeat_stamp):
             return Outcome(self, stored=False)
         state_no = _int(msg.get('state', 0), 'state', 0, 255)
-        resources = _resources(msg.get('resources') or {})
+        # Left out (a robot told FEATURE_RESOURCES_OPTIONAL): unchanged, keep the last ones.
+        resources = (_resources(msg.get('resources') or {}) if 'resources' in msg
+                     else cur.resources)
         agent = _text(msg.get('agent_version', ''), 'agent_version', 128) or None
         software = _text(msg.get('software_version', ''), 'software_version', 128) or None
         # A newer heartbeat of another boot means the robot restarted: follow its new boot.

@@ -344,3 +344,22 @@ def test_ordinary_values_are_quiet_and_alarming_ones_not() -> None:
     for key, value in (('battery_percent', 5.0), ('temperature_c', 90.0),
                        ('disk_used_bytes', 99), ('battery_percent', 80)):
         assert not alarms_quiet({**ordinary, key: value}, t)
+
+
+def test_a_heartbeat_without_resources_keeps_the_last_ones() -> None:
+    first = enrolled().on_heartbeat(BOOT, 1, hb(), 100.5, T)
+    lean = {k: v for k, v in hb(101.0, state=3, sequence=2).items() if k != 'resources'}
+    second = first.state.on_heartbeat(BOOT, 2, lean, 101.5, T)
+    cur = second.state.current
+    assert cur.resources == {'battery_percent': 80.0, 'temperature_c': 40.0}
+    assert (cur.heartbeat_seq, cur.last_heartbeat_at, cur.state) == (2, 101.5, 'teleop')
+    # An alarm raised by the last resources stays raised, and is not raised again.
+    hot = second.state.on_heartbeat(
+        BOOT, 3, hb(102.0, resources={'temperature_c': 95.0}), 102.5, T)
+    assert [e.TYPE for e in hot.events] == ['ResourceAlarmRaised']
+    quiet = hot.state.on_heartbeat(BOOT, 4, {**lean, 'header': header(103.0)}, 103.5, T)
+    assert quiet.events == () and quiet.state.current.resources == {'temperature_c': 95.0}
+    assert quiet.state.aggregate.alarms.keys() == {'temperature_high'}
+    # A v1 heartbeat with resources replaces them whole, as before.
+    v1 = quiet.state.on_heartbeat(BOOT, 5, hb(104.0), 104.5, T)
+    assert v1.state.current.resources == {'battery_percent': 80.0, 'temperature_c': 40.0}

@@ -20,9 +20,14 @@ async def test_auth_ok_then_publish_is_acked_after_commit(memory_store: MemorySt
         await robot.send(rf.auth('kiwi-001', token, ['lekiwi-fleet/7', 'lekiwi-fleet/1']))
         ok = await robot.recv()
         assert ok == {'op': 'status', 'level': 'info', 'id': 'auth', 'msg': 'authenticated',
-                      'protocol': 'lekiwi-fleet/1', 'robot_id': 'kiwi-001'}
+                      'protocol': 'lekiwi-fleet/1', 'robot_id': 'kiwi-001',
+                      'features': ['heartbeat-resources-optional']}
         await robot.send(rf.publish('fleet/events', 1))
         assert await robot.acked(rf.BOOT, {1}) == {1}
+        lean = rf.publish('fleet/heartbeat', 2)
+        del lean['msg']['resources']  # what the feature allows: taken and acked
+        await robot.send(lean)
+        assert await robot.acked(rf.BOOT, {2}) == {2}
         assert ('kiwi-001', rf.BOOT, 1) in memory_store.messages
         assert gw.gateway.is_connected('kiwi-001') and gw.gateway.connection_count == 1
         await robot.close()

@@ -334,3 +334,27 @@ def test_fast_checks_accept_valid_messages_and_refuse_non_objects(topic: str) ->
     assert p.MESSAGE_FAST_CHECKS[topic](rf.MESSAGES[topic]())
     assert not p.MESSAGE_FAST_CHECKS[topic]([])
     assert not p.MESSAGE_FAST_CHECKS[topic](None)
+
+
+def test_a_heartbeat_may_leave_resources_out_and_the_auth_answer_says_so(
+        schema: dict[str, Any]) -> None:
+    auth_ok = orjson.loads(p.auth_ok_frame('kiwi-1', 'lekiwi-fleet/1'))
+    assert p.FEATURE_RESOURCES_OPTIONAL in auth_ok['features']
+    frame = rf.publish('fleet/heartbeat', 18)
+    del frame['msg']['resources']
+    validator(schema, PUBLISH_DEFS['fleet/heartbeat']).validate(frame)
+    assert p.MESSAGE_FAST_CHECKS['fleet/heartbeat'](frame['msg'])
+    assert 'resources' not in p.parse_publish(frame).msg
+    # Present, resources are checked as before (a v1 robot always sends them).
+    frame['msg']['resources'] = {**rf.resources(), 'cpu_percent': 'high'}
+    assert not p.MESSAGE_FAST_CHECKS['fleet/heartbeat'](frame['msg'])
+    error = pytest.raises(ProtocolError, p.parse_publish, frame).value
+    assert "'resources'.'cpu_percent'" in error.message
+    frame['msg']['resources'] = None
+    assert pytest.raises(ProtocolError, p.parse_publish, frame).value.code is (
+        ErrorCode.INVALID_MESSAGE)
+    # Other fields stay required.
+    frame = rf.publish('fleet/heartbeat', 19)
+    del frame['msg']['teleop_score']
+    assert not p.MESSAGE_FAST_CHECKS['fleet/heartbeat'](frame['msg'])
+    assert not validator(schema, PUBLISH_DEFS['fleet/heartbeat']).is_valid(frame)
