@@ -57,7 +57,8 @@ def test_a_scan_over_rest_finds_an_agent_lists_it_discovered_and_enrols_it(
         assert done['probed'] == 2 and done['found'] == ['kiwi-scan']
         assert [s['id'] for s in client.get('/api/v1/inventory/scans',
                                             headers=ADMIN).json()] == [job['id']]
-        assert client.get('/api/v1/inventory/scans/nope', headers=ADMIN).status_code == 404
+        assert client.get('/api/v1/inventory/scans/ffffffffffff', headers=ADMIN).status_code == 404
+        assert client.get('/api/v1/inventory/scans/nope', headers=ADMIN).status_code == 422
         entry = inventory(client)['kiwi-scan']
         assert entry['status'] == 'discovered' and entry['presence'] is None
         assert entry['sources']['scan']['port'] == port and entry['agent_version'] == '0.1.0'
