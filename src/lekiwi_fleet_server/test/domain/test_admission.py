@@ -127,3 +127,37 @@ def test_parse_auth_reads_an_admission_request() -> None:
         assert caught.value.code is ErrorCode.AUTH_FAILED
     with pytest.raises(ProtocolError):  # a token and no admission: the token shape's checks
         protocol.parse_auth({**frame, 'admission': None, 'token': ''})
+
+
+def test_admission_frames_match_the_protocol_schema() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    import orjson
+
+    path = Path(__file__).resolve().parents[3].parent / 'docs' / 'robot-protocol-v1.schema.json'
+    if not path.exists():
+        pytest.skip('protocol schema not found: run from the repository checkout')
+    schema = json.loads(path.read_text())
+
+    def valid(definition: str, frame: object) -> bool:
+        return jsonschema.Draft202012Validator(
+            {**schema, '$ref': f'#/$defs/{definition}'}).is_valid(frame)
+
+    ask = {'op': 'auth', 'robot_id': 'kiwi-1', 'protocol': ['lekiwi-fleet/1'],
+           'admission': {'public_key': 'AAAA'}}
+    assert valid('AuthFrame', ask)
+    assert valid('AuthFrame', {**ask, 'admission': {'public_key': 'AAAA', 'signature': 'BB'}})
+    assert not valid('AuthFrame', {**ask, 'token': 'lkw_x'})  # a token or a key, not both
+    assert not valid('AuthFrame', {**ask, 'admission': {}})
+    for msg, fields in (('admission_challenge', {'nonce': new_nonce()}),
+                        ('admission_pending', {'fingerprint': 'SHA256:x', 'timeout_s': 600.0}),
+                        ('admission_accepted', {'token': 'lkw_abc'})):
+        assert valid('AdmissionStatusFrame',
+                     orjson.loads(protocol.admission_status_frame(msg, 'kiwi-1', **fields)))
+        assert not valid('AdmissionStatusFrame',
+                         orjson.loads(protocol.admission_status_frame(msg, 'kiwi-1')))
+    refused = protocol.error_frame(ProtocolError(ErrorCode.ADMISSION_REFUSED, 'rejected', 'auth'))
+    assert valid('ErrorFrame', orjson.loads(refused))
+    assert ProtocolError(ErrorCode.ADMISSION_REFUSED, 'x').close_code == 4403
