@@ -14,7 +14,7 @@ from lekiwi_fleet_server.domain.admission import AdmissionRefused
 from lekiwi_fleet_server.store.interface import RobotAlreadyEnrolled
 
 router = APIRouter(prefix='/api/v1/inventory/admissions', tags=['inventory'],
-                   responses=error_responses(401, 403, 404, 409, 422, 503))
+                   responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503))
 
 
 class AdmissionDecision(BaseModel):
