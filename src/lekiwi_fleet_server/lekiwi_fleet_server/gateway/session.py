@@ -256,6 +256,9 @@ class RobotSession(WSListener):
             return
         if nonce is not None:  # challenged: the signed auth frame comes next
             self.admission_nonce, self.state = nonce, SessionState.AWAITING_AUTH
+            held, self._pre_auth = self._pre_auth, []
+            for payload in held:  # sent while the request was being looked at
+                self.handle_payload(payload)
             return
         # Pending: no auth timeout while an admin decides, the admission timeout instead.
         self._admission, self._admission_protocol = request, protocol_version
