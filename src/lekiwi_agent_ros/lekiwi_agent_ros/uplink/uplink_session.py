@@ -199,6 +199,8 @@ class UplinkSession:
         log: Log,
     ) -> None:
         self._config = config
+        self._admission: AdmissionSigner | None = None  # set while asking admission
+        self._admission_pending = False  # an admin decides: the server keeps the connection
         self._outbox = outbox
         self._handler = handler
         self._now = now
@@ -211,8 +213,6 @@ class UplinkSession:
         self._state_cursor = 0
         self._history_cursor = 0
         self._retry: dict[int, float] = {}  # outbox id -> when to send it again
-        self._admission: AdmissionSigner | None = None  # set while asking admission
-        self._admission_pending = False  # an admin decides: the server keeps the connection
 
     @property
     def ready(self) -> bool:
