@@ -20,6 +20,7 @@ install_requires = [
     'websockets==17.4',
     'asyncssh==2.24.1',
     'PyYAML==6.0.4',
+    'cryptography==50.0.2',
 ]
 
 setup(

@@ -20,6 +20,7 @@ from lekiwi_fleet_server.api.dashboard import mount_dashboard
 from lekiwi_fleet_server.api.errors import install_error_handlers
 from lekiwi_fleet_server.api.routes import (
     accounts,
+    admissions,
     auth,
     commands,
     deployments,
@@ -255,6 +256,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         app.include_router(module.router)
     for module in (auth, accounts):  # password logins and accounts (issue 19)
         app.include_router(module.router)
+    app.include_router(admissions.router)  # admission of robots without a token (issue 18)
     mount_graphql(app, settings)
     mount_dashboard(app, settings.dashboard_dir)
 

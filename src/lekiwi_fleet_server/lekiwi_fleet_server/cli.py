@@ -68,9 +68,10 @@ def _parser() -> argparse.ArgumentParser:
                              help='create a password account (the password is read from stdin)')
     account.add_argument('name')
     account.add_argument('--role', choices=('admin', 'operator', 'viewer'), required=True)
-    from lekiwi_fleet_server.discovery import cli_discover
+    from lekiwi_fleet_server.discovery import cli_admission, cli_discover
 
     cli_discover.add_parser(sub)
+    cli_admission.add_parser(sub)
     legacy = sub.add_parser('import-legacy',
                             help='enrol the robots of a legacy inventory (CSV or YAML) and '
                                  'configure the SSH poller for them; idempotent')
@@ -120,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(settings)
     if args.command == 'create-account':
         return _account_command(args, settings)
+    if args.command == 'admission':
+        from lekiwi_fleet_server.discovery import cli_admission
+
+        return cli_admission.run(args, settings)
     if args.command == 'discover':
         from lekiwi_fleet_server.discovery import cli_discover
 

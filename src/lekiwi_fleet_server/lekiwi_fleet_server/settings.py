@@ -51,6 +51,14 @@ class Settings(BaseSettings):
                                   description='Unsent bytes a robot may leave queued before '
                                               'it is dropped as a slow consumer')
     pre_auth_frames: int = Field(64, ge=1, description='Frames buffered while auth is checked')
+    admission_enabled: bool = Field(
+        True, description='Take admission requests of robots without a token (issue 18)')
+    admission_max_pending: int = Field(100, ge=1, le=100_000,
+                                       description='Admission requests waiting at most')
+    admission_rate_per_s: float = Field(1.0, gt=0, description='New admission requests a second')
+    admission_rate_burst: int = Field(10, ge=1, description='Burst of new admission requests')
+    admission_timeout_s: float = Field(
+        600.0, gt=0, description='How long a robot waits on its connection for a decision')
     commit_interval_ms: float = Field(
         25.0, gt=0, le=10_000,
         description="Shortest time between two commit starts of one writer shard; a busy "

@@ -128,10 +128,14 @@ class UplinkConfig:
     backoff_base_s: float
     backoff_cap_s: float
     teleop_status_min_interval_s: float
+    request_admission: bool = False
+    admission_key_file: str = ''
 
     def problems(self) -> list[str]:
         """List what is wrong with these values."""
         found = []
+        if self.request_admission and not self.token_file:
+            found.append('request_admission needs token_file (where the admitted token goes)')
         if not self.server_url.startswith(('ws://', 'wss://')):
             found.append(f'server_url must start with ws:// or wss://, got {self.server_url!r}')
         if not self.outbox_path:
@@ -243,6 +247,16 @@ class FleetUplinkNode(Node):
             self.create_timer(self.config.teleop_status_min_interval_s, self._flush_teleop)
         self.create_timer(1.0, self._retry_held)
         self._diagnostics = DiagnosticsPublisher(self, self._diagnostic_statuses)
+        admission = None
+        if self.config.request_admission:
+            # Imported only here: a robot with a token never loads cryptography (memory).
+            from lekiwi_agent_ros.uplink.admission_key import AdmissionKey
+
+            admission = AdmissionKey.load_or_create(self.config.admission_key_file)
+            self.get_logger().info(
+                f'admission key {self.config.admission_key_file}; without a token in '
+                f'{self.config.token_file} the uplink asks the server for admission'
+            )
         self._client = UplinkClient(
             self.config.server_url,
             session,
@@ -251,6 +265,8 @@ class FleetUplinkNode(Node):
             self._log,
             user_agent=f'lekiwi-agent/{lekiwi_agent_ros.__version__}',
             max_frame_bytes=self.config.max_frame_bytes,
+            admission=admission,
+            on_token=self._store_token,
         )
         self._client.start()
         self.get_logger().info(
@@ -266,6 +282,9 @@ class FleetUplinkNode(Node):
 
         ros_home = os.environ.get('ROS_HOME') or os.path.join('~', '.ros')
         default_outbox = os.path.join(ros_home, 'lekiwi_fleet', 'outbox.sqlite3')
+        outbox_path = os.path.expanduser(
+            str(declare('outbox_path', default_outbox, 'SQLite file of the outbox.'))
+        )
         return UplinkConfig(
             robot_id=str(declare('robot_id', 'kiwi-001', 'Robot id, as enrolled on the server.')),
             server_url=str(
@@ -275,9 +294,7 @@ class FleetUplinkNode(Node):
             token_file=str(
                 declare('token_file', '', 'File holding the robot token (read at each connect).')
             ),
-            outbox_path=os.path.expanduser(
-                str(declare('outbox_path', default_outbox, 'SQLite file of the outbox.'))
-            ),
+            outbox_path=outbox_path,
             max_outbox_messages=int(
                 declare(
                     'max_outbox_messages',
@@ -302,15 +319,44 @@ class FleetUplinkNode(Node):
                     'otherwise at most this often (0: every message).',
                 )
             ),
+            request_admission=bool(
+                declare(
+                    'request_admission',
+                    False,
+                    'Without a token in token_file, ask the server for admission with a key '
+                    'pair of this robot; write the token an admin grants to token_file (0600).',
+                )
+            ),
+            admission_key_file=os.path.expanduser(
+                str(
+                    declare(
+                        'admission_key_file',
+                        os.path.join(os.path.dirname(outbox_path), 'admission_key.pem'),
+                        'Ed25519 key pair for admission requests (made on first use, 0600).',
+                    )
+                )
+            ),
         )
 
     def _read_token(self) -> str:
         if self.config.token:
             return self.config.token
         if self.config.token_file:
-            with open(os.path.expanduser(self.config.token_file), encoding='utf-8') as handle:
-                return handle.read().strip()
+            try:
+                with open(os.path.expanduser(self.config.token_file), encoding='utf-8') as handle:
+                    return handle.read().strip()
+            except FileNotFoundError:
+                if not self.config.request_admission:
+                    raise
         return ''
+
+    def _store_token(self, token: str) -> None:
+        # Called on the uplink's thread when an admin accepted this robot's admission request.
+        from lekiwi_agent_ros.uplink.admission_key import write_private
+
+        path = os.path.expanduser(self.config.token_file)
+        write_private(path, (token + '\n').encode())
+        self.get_logger().info(f'admitted: robot token written to {path}')
 
     def _log(self, level: int, text: str) -> None:
         # One call site per severity: rclpy refuses a call site that changes its severity.

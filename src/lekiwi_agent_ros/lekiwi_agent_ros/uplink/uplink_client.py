@@ -28,7 +28,7 @@ except ImportError as exc:  # websockets < 13: Ubuntu 24.04's python3-websockets
     ) from exc
 
 from lekiwi_agent_ros.uplink.backoff import Backoff
-from lekiwi_agent_ros.uplink.uplink_session import Log, UplinkSession
+from lekiwi_agent_ros.uplink.uplink_session import AdmissionSigner, Log, UplinkSession
 
 # The close code of a server going down for a restart (RFC 6455 registry): come back soon.
 SERVICE_RESTART = 1012
@@ -49,7 +49,13 @@ class UplinkClient:
         open_timeout_s: float = 5.0,
         max_frame_bytes: int = 65536,
         now: Callable[[], float] = time.monotonic,
+        admission: AdmissionSigner | None = None,
+        on_token: Callable[[str], None] | None = None,
     ) -> None:
+        # With `admission`, a robot without a token asks admission with that key, and
+        # `on_token` stores the token an admin's acceptance sends (docs/robot-protocol.md, 1a).
+        self._admission = admission
+        self._on_token = on_token
         self._url = url
         self._session = session
         self._backoff = backoff
@@ -121,7 +127,7 @@ class UplinkClient:
             return
         while not self._stop_event.is_set():
             token = self._read_token()
-            if token:
+            if token or self._admission is not None:
                 await self._connect_once(token)
             self._session.connection_closed()
             self._backoff.disconnected()
@@ -144,7 +150,9 @@ class UplinkClient:
         except OSError as exc:
             self._log(logging.ERROR, f'cannot read the robot token: {exc}')
             return ''
-        if not token:
+        if not token and self._admission is not None:
+            self._log(logging.INFO, 'no robot token yet: asking the server for admission')
+        elif not token:
             self._log(logging.ERROR, 'no robot token: set the token or token_file parameter')
         return token
 
@@ -163,7 +171,7 @@ class UplinkClient:
                 user_agent_header=self._user_agent,
             ) as ws:
                 self._log(logging.INFO, f'connected to {self._url}; authenticating')
-                await ws.send(self._session.connection_opened(token))
+                await ws.send(self._session.connection_opened(token, self._admission))
                 await self._serve(ws)
                 if ws.close_code == SERVICE_RESTART:
                     self._backoff.server_restarting()
@@ -229,6 +237,8 @@ class UplinkClient:
                 reaction = self._session.receive(message)
                 for frame in reaction.frames:
                     await ws.send(frame)
+                if reaction.token is not None:
+                    self._store_token(reaction.token)
                 if reaction.authenticated:
                     self._backoff.connected()
                     self._log(logging.INFO, f'authenticated with {self._url}')
@@ -237,6 +247,16 @@ class UplinkClient:
                     return
                 # An ack may have freed room in the send window.
                 self._wake_event.set()
+
+
+    def _store_token(self, token: str) -> None:
+        if self._on_token is None:
+            self._log(logging.ERROR, 'admitted, but nowhere to keep the token')
+            return
+        try:
+            self._on_token(token)
+        except OSError as exc:  # it stays connected; a reconnect would ask admission again
+            self._log(logging.ERROR, f'cannot store the robot token: {exc}')
 
 
 def _close_summary(ws: ClientConnection) -> str:

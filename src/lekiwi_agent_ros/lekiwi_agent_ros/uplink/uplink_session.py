@@ -36,10 +36,27 @@ GOAL_ABORTED = 6
 # The server will never accept these frames: keeping them would resend them forever.
 _PERMANENT_REFUSALS = frozenset({'invalid_message', 'unknown_topic'})
 _AUTH_REFUSALS = frozenset(
-    {'auth_failed', 'auth_timeout', 'unsupported_protocol', 'unauthenticated'}
+    {'auth_failed', 'auth_timeout', 'unsupported_protocol', 'unauthenticated', 'admission_refused'}
 )
+# What a robot signs to prove it holds its admission key (docs/robot-protocol.md, 1a).
+ADMISSION_PREFIX = b'lekiwi-admission/1\n'
 
 Log = Callable[[int, str], None]
+
+
+class AdmissionSigner(Protocol):
+    """The robot's admission key: its public key (base64) and a signer (uplink/admission_key)."""
+
+    public_key: str
+
+    def sign(self, message: bytes) -> str:
+        """Return the base64 signature of `message`."""
+        ...
+
+
+def admission_message(robot_id: str, nonce: str) -> bytes:
+    """Return the bytes a robot signs for the server's admission challenge."""
+    return ADMISSION_PREFIX + robot_id.encode() + b'\n' + nonce.encode()
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,7 @@ class Reaction:
     frames: list[str] = field(default_factory=list)
     close_reason: str | None = None
     authenticated: bool = False
+    token: str | None = None  # an admin admitted this robot: store this token
 
 
 @dataclass
@@ -188,6 +206,8 @@ class UplinkSession:
         log: Log,
     ) -> None:
         self._config = config
+        self._admission: AdmissionSigner | None = None  # set while asking admission
+        self._admission_pending = False  # an admin decides: the server keeps the connection
         self._outbox = outbox
         self._handler = handler
         self._now = now
@@ -212,21 +232,35 @@ class UplinkSession:
         """Return how many frames await an acknowledgement."""
         return len(self._in_flight)
 
-    def connection_opened(self, token: str) -> str:
-        """Start a connection; return the `auth` frame to send first."""
+    def connection_opened(self, token: str, admission: AdmissionSigner | None = None) -> str:
+        """Start a connection; return the `auth` frame to send first.
+
+        Without a token and with an admission key, the frame asks admission instead.
+        """
         self._reset()
         self._phase = 'authenticating'
         self._opened_at = self._now()
         self.stats.connections_total += 1
+        if not token and admission is not None:
+            self._admission = admission
+            return self._auth_frame(admission={'public_key': admission.public_key})
+        return self._auth_frame(token=token)
+
+    def _auth_frame(self, **fields: Any) -> str:
         return _dumps(
             {
                 'op': 'auth',
                 'robot_id': self._config.robot_id,
-                'token': token,
+                **fields,
                 'protocol': list(self._config.protocols),
                 'agent_version': self._config.agent_version,
             }
         )
+
+    @property
+    def admission_pending(self) -> bool:
+        """Tell whether this connection waits for an admin to decide its admission."""
+        return self._admission_pending
 
     def connection_closed(self) -> None:
         """Forget the connection: everything unacknowledged goes again on the next one."""
@@ -239,6 +273,8 @@ class UplinkSession:
         self._state_cursor = 0
         self._history_cursor = 0
         self._retry.clear()
+        self._admission = None
+        self._admission_pending = False
 
     def frames_to_send(self) -> list[str]:
         """Return the frames to send now: retries, state, then history within the window."""
@@ -281,7 +317,7 @@ class UplinkSession:
     def expired(self) -> str | None:
         """Return why the connection should be dropped now, or None."""
         now = self._now()
-        if self._phase == 'authenticating':
+        if self._phase == 'authenticating' and not self._admission_pending:
             if now - self._opened_at > self._config.auth_timeout_s:
                 return f'no answer to auth within {self._config.auth_timeout_s:g} s'
         elif self._phase == 'ready' and self._in_flight:
@@ -296,7 +332,7 @@ class UplinkSession:
     def next_deadline(self) -> float | None:
         """Return when expired() or frames_to_send() may next change their answer."""
         deadlines: list[float] = list(self._retry.values())
-        if self._phase == 'authenticating':
+        if self._phase == 'authenticating' and not self._admission_pending:
             deadlines.append(self._opened_at + self._config.auth_timeout_s)
         if self._in_flight:
             oldest = min(flight.sent_at for flight in self._in_flight.values())
@@ -341,6 +377,8 @@ class UplinkSession:
         level, code, msg = frame.get('level'), frame.get('code'), frame.get('msg')
         if level == 'info' and frame.get('id') == 'auth' and self._phase == 'authenticating':
             return self._on_authenticated(frame)
+        if level == 'info' and frame.get('id') == 'admission' and self._admission is not None:
+            return self._on_admission(frame)
         if level != 'error':
             self._log(logging.DEBUG, f'server status {level}: {msg}')
             return Reaction()
@@ -378,6 +416,30 @@ class UplinkSession:
         self.heartbeats.connection_ready(features if isinstance(features, list) else ())
         self._phase = 'ready'
         return Reaction(authenticated=True)
+
+    def _on_admission(self, frame: dict[str, Any]) -> Reaction:
+        assert self._admission is not None
+        msg, nonce, token = frame.get('msg'), frame.get('nonce'), frame.get('token')
+        if frame.get('robot_id') != self._config.robot_id:
+            return self._give_up(f'admission answer for {frame.get("robot_id")!r}')
+        if msg == 'admission_challenge' and isinstance(nonce, str) and nonce:
+            signature = self._admission.sign(admission_message(self._config.robot_id, nonce))
+            proof = {'public_key': self._admission.public_key, 'signature': signature}
+            return Reaction(frames=[self._auth_frame(admission=proof)])
+        if msg == 'admission_pending':
+            self._admission_pending = True
+            self._log(
+                logging.WARNING,
+                f'admission of {self._config.robot_id} requested; an admin must accept key '
+                f'{frame.get("fingerprint")} (waiting up to {frame.get("timeout_s")} s)',
+            )
+            return Reaction()
+        if msg == 'admission_accepted' and isinstance(token, str) and token:
+            self._admission_pending = False
+            self._opened_at = self._now()  # the `authenticated` frame follows at once
+            self._log(logging.INFO, f'admission of {self._config.robot_id} accepted')
+            return Reaction(token=token)
+        return self._malformed(f'an admission status it cannot use: {msg!r}')
 
     def _give_up(self, problem: str) -> Reaction:
         self.stats.last_error = problem

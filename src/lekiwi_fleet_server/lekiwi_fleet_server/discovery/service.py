@@ -105,6 +105,7 @@ class DiscoveryService:
         self._pending_changes: list[InventoryChange] = []
         self._pending_presence: list[PresenceChanged] = []
         self._uplink: set[str] = set()
+        self._admitting: set[str] = set()  # robots whose admission request the gateway holds
         self.dialled: set[str] = set()  # robots whose live connection the server dialled
         self._dialled_live: set[str] = set()
         self._refreshes = 0
@@ -175,12 +176,29 @@ class DiscoveryService:
             self.withdraw(Source.UPLINK, robot_id)
             if robot_id not in self.dialled:
                 self._pending_presence += self.presence.lost(robot_id, now, 'disconnected')
+        self._take_admissions(live)
         for robot_id in self._dialled_live - self.dialled:
             self._pending_presence += self.presence.lost(robot_id, now, 'disconnected')
         self._dialled_live = set(self.dialled)
         self._pending_presence += self.presence.tick(now)
         self._pending_changes += self.inventory.expire(now)
         self._publish(now)
+
+    def _take_admissions(self, live: set[str]) -> None:
+        # A robot asking admission is listed as pending (source uplink) while its request
+        # waits; decided or withdrawn, its entry goes unless it is now live (accepted).
+        pending = {r.robot_id: r for r in self._gateway.admissions.pending()}
+        if set(pending) == self._admitting:
+            return
+        for robot_id in set(pending) - self._admitting:
+            request = pending[robot_id]
+            self.observe(Sighting(Source.UPLINK, request.requested_at, robot_id, request.address,
+                                  details={'admission_fingerprint': request.fingerprint}))
+        for robot_id in self._admitting - set(pending):
+            if robot_id not in live:
+                self.withdraw(Source.UPLINK, robot_id)
+        self._admitting = set(pending)
+        self.set_pending(list(pending))
 
     def _keep_dialled(self, robot_id: str, heard_at: float) -> None:
         # A dialled robot's sighting is renewed while it is connected, before its TTL ends.

@@ -58,6 +58,7 @@ class ErrorCode(str, Enum):
     UNAUTHENTICATED = 'unauthenticated'
     AUTH_FAILED = 'auth_failed'
     AUTH_TIMEOUT = 'auth_timeout'
+    ADMISSION_REFUSED = 'admission_refused'
     UNSUPPORTED_PROTOCOL = 'unsupported_protocol'
     REPLACED = 'replaced'
     SLOW_CONSUMER = 'slow_consumer'
@@ -71,6 +72,7 @@ CLOSE_CODES: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHENTICATED: 4401,
     ErrorCode.AUTH_FAILED: 4401,
     ErrorCode.AUTH_TIMEOUT: 4408,
+    ErrorCode.ADMISSION_REFUSED: 4403,
     ErrorCode.UNSUPPORTED_PROTOCOL: 4401,
     ErrorCode.REPLACED: 4409,
     ErrorCode.SLOW_CONSUMER: 1008,
@@ -98,6 +100,15 @@ class AuthRequest:
     token: str
     protocols: tuple[str, ...]
     agent_version: str | None
+    admission: AdmissionProof | None = None  # instead of a token: a robot asking admission
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionProof:
+    """The `admission` object of an auth frame: a public key, and its signature of the nonce."""
+
+    public_key: str
+    signature: str | None  # None: the robot asks for the nonce (the challenge) first
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +172,12 @@ def parse_auth(frame: Mapping[str, Any]) -> AuthRequest:
         if agent_version is not None and type(agent_version) is not str:
             raise ProtocolError(ErrorCode.AUTH_FAILED, "'agent_version' must be a string", 'auth')
         protocol_tuple = tuple(protocols)
+        if 'admission' in frame and 'token' not in frame:
+            if type(robot_id) is not str or not _ROBOT_ID.fullmatch(robot_id):
+                raise ProtocolError(ErrorCode.AUTH_FAILED,
+                                    'robot id must be 1-64 of [A-Za-z0-9._-]', 'auth')
+            return AuthRequest(robot_id, '', protocol_tuple, agent_version,
+                               parse_admission(frame.get('admission')))
     elif 'client' in frame:
         # rosauth shape of stock rosbridge clients: client = robot id, mac = token.
         robot_id, token = frame.get('client'), frame.get('mac')
@@ -174,6 +191,26 @@ def parse_auth(frame: Mapping[str, Any]) -> AuthRequest:
         raise ProtocolError(ErrorCode.AUTH_FAILED, 'token must be a string of 1-256 characters',
                             'auth')
     return AuthRequest(robot_id, token, protocol_tuple, agent_version)
+
+
+def parse_admission(value: Any) -> AdmissionProof:
+    """Read an auth frame's `admission` object, or raise `auth_failed`."""
+    if type(value) is not dict:
+        raise ProtocolError(ErrorCode.AUTH_FAILED, "'admission' must be an object", 'auth')
+    public_key, signature = value.get('public_key'), value.get('signature')
+    if type(public_key) is not str or not 1 <= len(public_key) <= 128:
+        raise ProtocolError(ErrorCode.AUTH_FAILED,
+                            "'admission.public_key' must be a base64 string", 'auth')
+    if signature is not None and (type(signature) is not str or not 1 <= len(signature) <= 256):
+        raise ProtocolError(ErrorCode.AUTH_FAILED,
+                            "'admission.signature' must be a base64 string", 'auth')
+    return AdmissionProof(public_key, signature)
+
+
+def admission_status_frame(msg: str, robot_id: str, **fields: Any) -> bytes:
+    """Encode an info `status` frame of the admission exchange (challenge, pending, admitted)."""
+    return encode({'op': 'status', 'level': 'info', 'id': 'admission', 'msg': msg,
+                   'robot_id': robot_id, **fields})
 
 
 def negotiate(offered: Iterable[str], supported: tuple[str, ...] = SUPPORTED_PROTOCOLS) -> str:

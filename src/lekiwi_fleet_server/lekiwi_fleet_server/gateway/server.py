@@ -26,6 +26,7 @@ from lekiwi_fleet_server.domain.rate_limit import TokenBucket
 from lekiwi_fleet_server.domain.shards import shard_of
 from lekiwi_fleet_server.domain.tokens import generate_token, hash_token, token_matches
 from lekiwi_fleet_server.gateway.actions import ActionRelay, cancel_frame, goal_frame
+from lekiwi_fleet_server.gateway.admissions import AdmissionDesk
 from lekiwi_fleet_server.gateway.batcher import CommitBatcher
 from lekiwi_fleet_server.gateway.bus import UpdateBus
 from lekiwi_fleet_server.gateway.commands import CommandDispatcher
@@ -130,6 +131,7 @@ class RobotGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self.admissions = AdmissionDesk(self)  # robots without a token asking admission
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -227,6 +229,10 @@ class RobotGateway:
         if fd is not None and self._by_fd.get(fd) is session:
             del self._by_fd[fd]
         robot_id = session.robot_id
+        # A dialled rosbridge robot's session (discovery/rosbridge_ingest.py) never asks admission.
+        asked = getattr(session, 'admission_robot_id', None)
+        if asked is not None:
+            self.admissions.closed(asked, session)
         if not was_authenticated or robot_id is None:
             return
         if self._sessions.get(robot_id) is session:
@@ -297,6 +303,17 @@ class RobotGateway:
         if credentials.revoked:
             raise ProtocolError(ErrorCode.AUTH_FAILED, 'robot token revoked', 'auth')
         return credentials.token_sha256
+
+    @property
+    def store(self) -> FleetStore:
+        """Return the store (the admission desk enrols through it)."""
+        return self._store
+
+    async def robot_known(self, robot_id: str) -> bool:
+        """Tell whether the store has this robot, enrolled or revoked."""
+        credentials = await asyncio.get_running_loop().run_in_executor(
+            self._readers, self._store.robot_credentials, robot_id)
+        return credentials is not None
 
     # -- admin changes made anywhere (store/changes.py) ---------------------------------------
     def store_changed(self, kind: str, key: str) -> None:

@@ -26,10 +26,12 @@ from lekiwi_fleet_server.domain.protocol import (
     error_frame,
 )
 from lekiwi_fleet_server.domain.rate_limit import TokenBucket
+from lekiwi_fleet_server.domain.tokens import hash_token
 from lekiwi_fleet_server.gateway.actions import parse_result
 from lekiwi_fleet_server.store.interface import StoreError
 
 if TYPE_CHECKING:
+    from lekiwi_fleet_server.api.admin import Enrolment
     from lekiwi_fleet_server.gateway.server import RobotGateway
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ _CONTINUATION, _PONG, _CLOSE = WSMsgType.CONTINUATION, WSMsgType.PONG, WSMsgType
 class SessionState(Enum):
     AWAITING_AUTH = 'awaiting_auth'
     AUTHENTICATING = 'authenticating'
+    AWAITING_ADMISSION = 'awaiting_admission'  # an admission request waits for an admin
     AUTHENTICATED = 'authenticated'
     CLOSED = 'closed'
 
@@ -78,6 +81,10 @@ class RobotSession(WSListener):
         self._auth_task: asyncio.Task[None] | None = None
         self._write_buffer_size: Any = None
         self.fd = -1  # the socket's descriptor (picows names its logger after it)
+        self.admission_nonce: str | None = None  # the challenge sent to this connection
+        self.admission_robot_id: str | None = None  # the robot id it asked admission for
+        self._admission: AuthRequest | None = None
+        self._admission_protocol: str | None = None
 
     # -- picows callbacks ---------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -140,6 +147,9 @@ class RobotSession(WSListener):
                     self._other_op(frame)
             elif self.state is SessionState.AWAITING_AUTH:
                 self._first_frame(payload)
+            elif self.state is SessionState.AWAITING_ADMISSION:
+                raise ProtocolError(ErrorCode.UNAUTHENTICATED,
+                                    'no frames while the admission request waits')
             elif self.state is SessionState.AUTHENTICATING:
                 # A stock rosbridge client sends right after auth without waiting for its
                 # answer: hold those frames until the token is checked.
@@ -223,8 +233,60 @@ class RobotSession(WSListener):
     def _start_auth(self, request: AuthRequest) -> None:
         protocol_version = protocol.negotiate(request.protocols)
         self.state = SessionState.AUTHENTICATING
+        handler = self._authenticate if request.admission is None else self._request_admission
         self._auth_task = asyncio.get_running_loop().create_task(
-            self._authenticate(request, protocol_version))
+            handler(request, protocol_version))
+
+    async def _request_admission(self, request: AuthRequest, protocol_version: str) -> None:
+        if self.admission_robot_id not in (None, request.robot_id):
+            self.refuse(ProtocolError(ErrorCode.AUTH_FAILED,
+                                      'the challenge was for another robot id', 'auth'))
+            return
+        self.admission_robot_id = request.robot_id
+        try:
+            nonce = await self._gw.admissions.handle(self, request)
+        except Exception as exc:
+            if self.state is SessionState.CLOSED:
+                return
+            if not isinstance(exc, ProtocolError | StoreError):
+                log.exception('admission request of %s failed unexpectedly', request.robot_id)
+            self.refuse(protocol_error_for(exc, 'auth'))
+            return
+        if self.state is SessionState.CLOSED:
+            return
+        if nonce is not None:  # challenged: the signed auth frame comes next
+            self.admission_nonce, self.state = nonce, SessionState.AWAITING_AUTH
+            held, self._pre_auth = self._pre_auth, []
+            for payload in held:  # sent while the request was being looked at
+                self.handle_payload(payload)
+            return
+        # Pending: no auth timeout while an admin decides, the admission timeout instead.
+        self._admission, self._admission_protocol = request, protocol_version
+        self.state = SessionState.AWAITING_ADMISSION
+        self._pre_auth.clear()
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        self._auth_timer = asyncio.get_running_loop().call_later(
+            self._gw.settings.admission_timeout_s, self._on_auth_timeout)
+
+    @property
+    def is_closed(self) -> bool:
+        """Tell whether the connection has closed."""
+        return self.state is SessionState.CLOSED
+
+    def admitted(self, enrolment: Enrolment) -> bool:
+        """Send the accepted robot its token and authenticate it; False if it stopped waiting."""
+        request, protocol_version = self._admission, self._admission_protocol
+        if self.state is not SessionState.AWAITING_ADMISSION or request is None \
+                or protocol_version is None:
+            return False
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        if not self.send(protocol.admission_status_frame(
+                'admission_accepted', request.robot_id, token=enrolment.token)):
+            return False
+        self._become_authenticated(request, protocol_version, hash_token(enrolment.token))
+        return True
 
     async def _authenticate(self, request: AuthRequest, protocol_version: str) -> None:
         try:
@@ -242,6 +304,10 @@ class RobotSession(WSListener):
             return
         if self._auth_timer is not None:
             self._auth_timer.cancel()
+        self._become_authenticated(request, protocol_version, token_sha256)
+
+    def _become_authenticated(self, request: AuthRequest, protocol_version: str,
+                              token_sha256: str) -> None:
         self.robot_id, self.protocol = request.robot_id, protocol_version
         self.token_sha256 = token_sha256  # re-checked when an admin changes the robot
         self.rate = self._gw.rate_bucket()
@@ -257,6 +323,9 @@ class RobotSession(WSListener):
         if self.state in (SessionState.AWAITING_AUTH, SessionState.AUTHENTICATING):
             self.refuse(ProtocolError(ErrorCode.AUTH_TIMEOUT, 'no auth within '
                                       f'{self._gw.settings.auth_timeout_s} s'))
+        elif self.state is SessionState.AWAITING_ADMISSION:
+            self.refuse(ProtocolError(ErrorCode.AUTH_TIMEOUT, 'no admission decision within '
+                                      f'{self._gw.settings.admission_timeout_s} s', 'auth'))
 
     # -- sending ------------------------------------------------------------------------------
     def send(self, data: bytes) -> bool:

@@ -1,0 +1,226 @@
+"""Admission of robots without a token, end to end on the real app (SQLite and PostgreSQL).
+
+A robot asks admission over the gateway with a key it made; the inventory lists it pending;
+an admin decides over REST; the token reaches that very connection, which is then
+authenticated; refusals close the connection and keep nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from discovery_app import ADMIN, ADMIN_TOKEN, discovery_settings, enrol, inventory, wait_for
+from fastapi.testclient import TestClient
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from lekiwi_fleet_server.cli import main as cli_main
+from lekiwi_fleet_server.domain.admission import key_fingerprint, signed_message
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'api'))
+from live_server import live_server  # noqa: E402 (the API tests' live uvicorn server)
+
+PROTOCOL = ['lekiwi-fleet/1']
+
+
+class Asker:
+    """A robot without a token on a real WebSocket, with an Ed25519 key of its own."""
+
+    def __init__(self, port: int, robot_id: str) -> None:
+        self.robot_id = robot_id
+        self.key = Ed25519PrivateKey.generate()
+        raw = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public_key = base64.b64encode(raw).decode()
+        self.fingerprint = key_fingerprint(raw)
+        self.ws: ClientConnection = connect(f'ws://127.0.0.1:{port}/', open_timeout=5, legacy=True)
+
+    def send_auth(self, **admission: Any) -> None:
+        self.ws.send(json.dumps({'op': 'auth', 'robot_id': self.robot_id, 'protocol': PROTOCOL,
+                                 'admission': {'public_key': self.public_key, **admission}}))
+
+    def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+        return json.loads(self.ws.recv(timeout=timeout))  # type: ignore[no-any-return]
+
+    def challenge(self) -> str:
+        self.send_auth()
+        reply = self.recv()
+        assert reply['msg'] == 'admission_challenge' and reply['id'] == 'admission', reply
+        return str(reply['nonce'])
+
+    def sign(self, nonce: str, robot_id: str | None = None) -> str:
+        message = signed_message(robot_id or self.robot_id, nonce)
+        return base64.b64encode(self.key.sign(message)).decode()
+
+    def request(self) -> dict[str, Any]:
+        self.send_auth(signature=self.sign(self.challenge()))
+        return self.recv()
+
+    def refusal(self) -> tuple[dict[str, Any], int | None]:
+        reply = self.recv()
+        with pytest.raises(ConnectionClosed) as closed:
+            self.recv()
+        return reply, closed.value.rcvd.code if closed.value.rcvd else None
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient], database_url: str) -> TestClient:
+    return make_client(database_url=database_url)
+
+
+def _port(client: TestClient) -> int:
+    return int(client.app.state.services.gateway.port)  # type: ignore[attr-defined]
+
+
+def test_an_accepted_robot_gets_its_token_on_the_same_connection(client: TestClient) -> None:
+    asker = Asker(_port(client), 'kiwi-new')
+    pending = asker.request()
+    assert pending['msg'] == 'admission_pending' and pending['fingerprint'] == asker.fingerprint
+    assert 'token' not in pending  # no token travels unasked
+    entry = wait_for(lambda: inventory(client).get('kiwi-new'))
+    assert entry['status'] == 'pending' and not entry['enrolled']
+    assert entry['sources']['uplink']['admission_fingerprint'] == asker.fingerprint
+    assert set(inventory(client, enrolled=False)) == {'kiwi-new'}
+    listed = client.get('/api/v1/inventory/admissions', headers=ADMIN).json()
+    assert [(a['robot_id'], a['fingerprint']) for a in listed] == [('kiwi-new', asker.fingerprint)]
+    assert client.post('/api/v1/inventory/admissions/kiwi-new/accept',
+                       json={}).status_code == 401  # only admins decide
+    wrong_key = client.post('/api/v1/inventory/admissions/kiwi-new/accept', headers=ADMIN,
+                            json={'fingerprint': 'SHA256:not-the-one'})
+    assert wrong_key.status_code == 409
+    accepted = client.post('/api/v1/inventory/admissions/kiwi-new/accept', headers=ADMIN,
+                           json={'fingerprint': asker.fingerprint, 'tags': ['lab']})
+    assert accepted.status_code == 200, accepted.text
+    body = accepted.json()
+    assert body['status'] == 'accepted' and 'token' not in body  # only the robot gets it
+    assert set(body['tags']) == {'lab', f'key:{asker.fingerprint}'}
+    admitted = asker.recv()
+    assert admitted['msg'] == 'admission_accepted' and admitted['token'].startswith('lkw_')
+    authenticated = asker.recv()
+    assert authenticated['msg'] == 'authenticated' and authenticated['robot_id'] == 'kiwi-new'
+    gateway = client.app.state.services.gateway  # type: ignore[attr-defined]
+    assert gateway.is_connected('kiwi-new')
+    wait_for(lambda: inventory(client).get('kiwi-new', {}).get('status') == 'enrolled')
+    events = client.get('/api/v1/robots/kiwi-new/events', headers=ADMIN).json()['events']
+    assert events[0]['type'] == 'RobotEnrolled'
+    assert events[0]['metadata']['actor'].startswith('bootstrap-admin-')
+    asker.ws.close()
+    # The token it received is a real one: a new connection authenticates with it.
+    again = connect(f'ws://127.0.0.1:{_port(client)}/', open_timeout=5, legacy=True)
+    again.send(json.dumps({'op': 'auth', 'robot_id': 'kiwi-new', 'token': admitted['token'],
+                           'protocol': PROTOCOL}))
+    assert json.loads(again.recv(timeout=10))['msg'] == 'authenticated'
+    again.close()
+    assert client.get('/api/v1/inventory/admissions', headers=ADMIN).json() == []
+
+
+def test_a_rejected_robot_is_refused_closed_and_nothing_is_kept(client: TestClient) -> None:
+    asker = Asker(_port(client), 'kiwi-rej')
+    assert asker.request()['msg'] == 'admission_pending'
+    wait_for(lambda: 'kiwi-rej' in inventory(client))
+    rejected = client.post('/api/v1/inventory/admissions/kiwi-rej/reject', headers=ADMIN,
+                           json={})
+    assert rejected.status_code == 200 and rejected.json()['status'] == 'rejected'
+    reply, code = asker.refusal()
+    assert reply['code'] == 'admission_refused' and 'rejected' in reply['msg'] and code == 4403
+    wait_for(lambda: 'kiwi-rej' not in inventory(client))
+    assert client.get('/api/v1/robots/kiwi-rej', headers=ADMIN).status_code == 404
+    assert client.get('/api/v1/inventory/admissions', headers=ADMIN).json() == []
+    assert client.post('/api/v1/inventory/admissions/kiwi-rej/accept', headers=ADMIN,
+                       json={}).status_code == 404
+
+
+def test_a_forged_signature_an_enrolled_id_and_a_closed_request_are_refused(
+        client: TestClient) -> None:
+    port = _port(client)
+    forger = Asker(port, 'kiwi-forged')
+    nonce = forger.challenge()
+    other = Ed25519PrivateKey.generate()  # signs with a key that is not the one it names
+    forged = base64.b64encode(other.sign(signed_message('kiwi-forged', nonce))).decode()
+    forger.send_auth(signature=forged)
+    reply, code = forger.refusal()
+    assert reply['code'] == 'auth_failed' and 'signature' in reply['msg'] and code == 4401
+    replay = Asker(port, 'kiwi-forged')  # a signature of another connection's nonce
+    replay.challenge()
+    replay.send_auth(signature=replay.sign(nonce))
+    assert replay.refusal()[0]['code'] == 'auth_failed'
+
+    enrol(client, 'kiwi-known')
+    known = Asker(port, 'kiwi-known')
+    known.send_auth(signature=known.sign(known.challenge()))
+    reply, code = known.refusal()
+    assert reply['code'] == 'admission_refused' and 'enrolled already' in reply['msg']
+    assert code == 4403
+
+    first = Asker(port, 'kiwi-twice')
+    assert first.request()['msg'] == 'admission_pending'
+    second = Asker(port, 'kiwi-twice')  # another key for an id that waits already
+    second.send_auth(signature=second.sign(second.challenge()))
+    assert second.refusal()[0]['code'] == 'admission_refused'
+    assert [a['fingerprint'] for a in client.get('/api/v1/inventory/admissions',
+                                                 headers=ADMIN).json()] == [first.fingerprint]
+    first.ws.send(json.dumps({'op': 'subscribe', 'topic': 'fleet/ack'}))
+    reply, code = first.refusal()  # no frame but auth while it waits
+    assert reply['code'] == 'unauthenticated' and code == 4401
+    assert wait_for(lambda: client.get('/api/v1/inventory/admissions',
+                                       headers=ADMIN).json() == [])
+    wait_for(lambda: 'kiwi-twice' not in inventory(client))
+    closed = client.post('/api/v1/inventory/admissions/kiwi-twice/accept', headers=ADMIN,
+                         json={})
+    assert closed.status_code == 404  # its connection closed: its request went with it
+    assert client.get('/api/v1/robots/kiwi-twice', headers=ADMIN).status_code == 404
+
+
+def test_pending_requests_are_capped_and_time_out(make_client: Callable[..., TestClient]
+                                                  ) -> None:
+    client = make_client(admission_max_pending=1, admission_timeout_s=1.0)
+    port = _port(client)
+    waiting = Asker(port, 'kiwi-a')
+    assert waiting.request()['msg'] == 'admission_pending'
+    over = Asker(port, 'kiwi-b')
+    over.send_auth(signature=over.sign(over.challenge()))
+    reply, code = over.refusal()
+    assert reply['code'] == 'admission_refused' and '1 admission requests are pending' in \
+        reply['msg'] and code == 4403
+    reply, code = waiting.refusal()  # nobody decided within admission_timeout_s
+    assert reply['code'] == 'auth_timeout' and code == 4408
+    wait_for(lambda: client.get('/api/v1/inventory/admissions', headers=ADMIN).json() == [])
+    off = make_client(admission_enabled=False)
+    refused = Asker(_port(off), 'kiwi-c')
+    refused.send_auth()
+    assert refused.refusal()[0]['code'] == 'admission_refused'
+
+
+def test_the_cli_lists_accepts_and_rejects_through_the_server(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with live_server(discovery_settings(tmp_path)) as live:
+        port = live.services.gateway.port
+        server = ['--server', live.url, '--token', ADMIN_TOKEN]
+        accepted, rejected = Asker(port, 'kiwi-cli-a'), Asker(port, 'kiwi-cli-r')
+        assert accepted.request()['msg'] == 'admission_pending'
+        assert rejected.request()['msg'] == 'admission_pending'
+        capsys.readouterr()
+        assert cli_main(['admission', 'list', *server]) == 0
+        table = capsys.readouterr().out
+        assert 'kiwi-cli-a' in table and accepted.fingerprint in table and 'kiwi-cli-r' in table
+        assert cli_main(['admission', 'accept', 'kiwi-cli-a', '--fingerprint',
+                         accepted.fingerprint, *server]) == 0
+        assert 'kiwi-cli-a: accepted' in capsys.readouterr().out
+        assert accepted.recv()['msg'] == 'admission_accepted'
+        assert accepted.recv()['msg'] == 'authenticated'
+        assert cli_main(['admission', 'reject', 'kiwi-cli-r', *server]) == 0
+        assert rejected.refusal()[0]['code'] == 'admission_refused'
+        assert cli_main(['admission', 'reject', 'kiwi-cli-r', *server]) == 1
+        assert '404' in capsys.readouterr().err
+        assert cli_main(['admission', 'list', '--json', *server]) == 0
+        assert json.loads(capsys.readouterr().out) == []
+        assert cli_main(['admission', 'list', '--server', live.url, '--token',
+                         'lkw_not_an_admin_token_000']) == 1
+        assert '401' in capsys.readouterr().err
