@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -80,7 +79,11 @@ def test_a_teleoperated_robot_is_deferred_until_the_operator_stops(
     teleop = TeleopPublisher(ros_domain, robot.ns)
     try:
         teleop.active = True
-        time.sleep(1.0)
+        # Until the server shows the robot driven, DDS may not have matched the publisher yet
+        # (a fixed second was too short on a loaded machine): then nothing would be deferred.
+        wait_until(lambda: fleet_server.request(
+            'GET', f'/api/v1/robots/{robot.robot_id}')['teleop_active'], 60, interval=0.2,
+            message='the server to see the robot teleoperated')
         push_release(fleet_server, make_release(tmp_path, '1.0', 'good', PAYLOAD), '1.0')
         deployment_id = deploy(fleet_server, '1.0', [robot.robot_id])
         try:
