@@ -21,6 +21,9 @@ install_requires = [
     'asyncssh==2.24.1',
     'PyYAML==6.0.4',
     'cryptography==50.0.2',
+    'redis==8.1.0',
+    'hiredis==3.5.0',
+    'nats-py==2.16.0',
 ]
 
 setup(

@@ -192,6 +192,19 @@ class Settings(BaseSettings):
         None, ge=0, le=65535,
         description='Each writer process serves Prometheus metrics on this port + its shard '
                     'index (0: a free port each); unset: writers serve none')
+    # -- several gateways (broker/presence.py, broker/routing.py; issue 17) --
+    redis_url: str | None = Field(
+        None, description='Redis holding presence and session ownership, shared by every '
+                          'gateway (redis://host:6379/0); unset: in-process (one gateway)')
+    gateway_id: str | None = Field(
+        None, pattern=r'^[A-Za-z0-9._-]{1,64}$',
+        description='This gateway\'s name among the gateways of one fleet; default: '
+                    '<hostname>-<pid>')
+    presence_ttl_s: float = Field(
+        10.0, gt=0, description='A claim of a robot not refreshed this long expires (its '
+                                'gateway died): the robot shows offline')
+    nats_url: str | None = Field(
+        None, description='NATS server (nats://host:4222); unset: no broker, one process')
 
     @model_validator(mode='after')
     def _check(self) -> Settings:

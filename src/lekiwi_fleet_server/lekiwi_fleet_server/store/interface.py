@@ -71,6 +71,8 @@ class PresenceChange:
     online: bool
     at: float  # Unix seconds
     reason: str  # 'connected', 'disconnected', 'timeout', 'replaced', 'server_restart'
+    # The fencing token of the gateway's claim (broker/presence.py); 0: no registry involved.
+    token: int = 0
 
 
 @dataclass(frozen=True, slots=True)

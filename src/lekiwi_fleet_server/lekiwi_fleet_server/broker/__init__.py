@@ -1,0 +1,1 @@
+"""Pieces shared between server processes: presence registry, command routing, transport."""
