@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +22,7 @@ from typing import Any
 
 from picows import ws_create_server
 
+from lekiwi_fleet_server.broker.presence import InProcessRegistry, PresenceRegistry
 from lekiwi_fleet_server.domain.presence import PresenceTracker
 from lekiwi_fleet_server.domain.protocol import CommandResponse, ErrorCode, ProtocolError
 from lekiwi_fleet_server.domain.rate_limit import TokenBucket
@@ -36,6 +39,7 @@ from lekiwi_fleet_server.gateway.commit_worker import (
     ThreadCommitter,
     refusal_error,
 )
+from lekiwi_fleet_server.gateway.ownership import FencedCommitter, SessionOwnership
 from lekiwi_fleet_server.gateway.session import RobotSession
 from lekiwi_fleet_server.gateway.writer_metrics import WriterMetrics
 from lekiwi_fleet_server.metrics import FleetMetrics
@@ -95,7 +99,8 @@ class RobotGateway:
 
     def __init__(self, settings: Settings, store: FleetStore, bus: UpdateBus,
                  metrics: FleetMetrics, *, committers: Sequence[Committer] | None = None,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time,
+                 registry: PresenceRegistry | None = None) -> None:
         self.settings = settings
         self._store = store
         self._bus = bus
@@ -114,6 +119,14 @@ class RobotGateway:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix='fleet-writer')
         self._committers = list(committers or [ThreadCommitter(
             store, self._writer, WriterMetrics(metrics.registry, shard=0))])
+        # Presence and session ownership live in the registry, shared by every gateway of
+        # the fleet (Redis) or this process's own (the embedded default).
+        registry = registry or InProcessRegistry(settings.presence_ttl_s, now)
+        self.gateway_id = settings.gateway_id or f'{socket.gethostname()}-{os.getpid()}'
+        self.ownership = SessionOwnership(self, registry, self.gateway_id,
+                                          settings.presence_ttl_s)
+        if registry.shared:  # several gateways: re-check tokens right before each commit
+            self._committers = [FencedCommitter(c, registry) for c in self._committers]
         self._readers = ThreadPoolExecutor(4, thread_name_prefix='fleet-auth')
         interval_s = settings.commit_interval_ms / 1000.0
         self.batchers = [CommitBatcher(
@@ -135,11 +148,20 @@ class RobotGateway:
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Mark every robot offline (nobody is connected yet), then listen and run."""
+        """Join the presence registry, then listen and run.
+
+        With a shared registry nothing is marked offline here: other gateways hold robots,
+        and the claims of one that died expire by their TTL (SessionOwnership reaps them).
+        The in-process registry is this process's alone and starts empty: every claim of
+        the previous run has expired with it, so its robots are recorded offline at once.
+        """
         loop = self._loop = asyncio.get_running_loop()
-        now = self._now()
-        marked = sum(await asyncio.gather(*(c.mark_all_offline(now) for c in self._committers)))
-        log.info('gateway start: %d robots marked offline', marked)
+        if not self.ownership.registry.shared:
+            now = self._now()
+            marked = sum(await asyncio.gather(
+                *(c.mark_all_offline(now) for c in self._committers)))
+            log.info('gateway start: %d claims of the last run expired (marked offline)', marked)
+        await self.ownership.start()
         hard_limit = max(self.settings.max_frame_bytes * _HARD_FRAME_FACTOR, _HARD_FRAME_MIN)
         logging.getLogger(_PICOWS_LOGGER).addHandler(self._library_refusals)
         self._server = await ws_create_server(
@@ -168,11 +190,13 @@ class RobotGateway:
         if self._server is not None:
             self._server.close()
         now = self._now()
+        leaving = []
         for robot_id, session in list(self._sessions.items()):
             change = self.presence.closed(robot_id, session, now, 'server_shutdown')
             if change is not None:
-                self.batcher_of(robot_id).submit_presence(change)
+                leaving.append((session, change))
         self._sessions.clear()
+        await self.ownership.stop(leaving)  # offline only for the robots still ours
         for session in list(self._open):
             # 1012, service restart: the robots' uplinks start their backoff again (quick).
             session.close(1012, 'server restarting')
@@ -238,8 +262,8 @@ class RobotGateway:
         if self._sessions.get(robot_id) is session:
             del self._sessions[robot_id]
         change = self.presence.closed(robot_id, session, self._now())
+        self.ownership.detached(robot_id, session, change)
         if change is not None:
-            self.batcher_of(robot_id).submit_presence(change)
             self.commands.robot_gone(robot_id)
         self._metrics.connections.set(len(self._sessions))
 
@@ -250,11 +274,11 @@ class RobotGateway:
         change, _replaced = self.presence.connected(robot_id, session, self._now())
         older = self._sessions.get(robot_id)
         self._sessions[robot_id] = session
+        # Claimed before the older one closes: its close then finds the claim moved on.
+        self.ownership.attached(robot_id, session, change)
         if older is not None and older is not session:
             older.refuse(ProtocolError(ErrorCode.REPLACED,
                                        'a newer connection of this robot took over'))
-        if change is not None:
-            self.batcher_of(robot_id).submit_presence(change)
         self._metrics.connections.set(len(self._sessions))
 
     def heard(self, robot_id: str) -> None:
@@ -396,17 +420,20 @@ class RobotGateway:
             self.sweep()
 
     def sweep(self) -> list[PresenceChange]:
-        """Ping idle robots and drop silent ones; return the offline changes queued."""
+        """Ping idle robots and drop silent ones; return their offline changes.
+
+        Each change is committed once its claim is released (SessionOwnership), with the
+        claim's fencing token.
+        """
         result = self.presence.sweep(self._now())
         for session in result.to_ping:
             session.ping()  # type: ignore[attr-defined]
-        for robot_id, session in result.silent:
+        for (robot_id, session), change in zip(result.silent, result.changes, strict=True):
             if self._sessions.get(robot_id) is session:
                 del self._sessions[robot_id]
             self.commands.robot_gone(robot_id)
+            self.ownership.detached(robot_id, session, change)
             session.close(1001, 'presence timeout', graceful=False)  # type: ignore[attr-defined]
-        for change in result.changes:
-            self.batcher_of(change.robot_id).submit_presence(change)
         if result.silent:
             self._metrics.connections.set(len(self._sessions))
         return list(result.changes)

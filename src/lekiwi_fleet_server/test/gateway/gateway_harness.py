@@ -43,14 +43,18 @@ class RunningGateway:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(store: Any, **overrides: Any) -> AsyncIterator[RunningGateway]:
-    """Start a gateway on 127.0.0.1, port 0, over `store`; stop it afterwards."""
+async def running_gateway(store: Any, *, registry: Any = None,
+                          **overrides: Any) -> AsyncIterator[RunningGateway]:
+    """Start a gateway on 127.0.0.1, port 0, over `store`; stop it afterwards.
+
+    `registry`: a presence registry (broker/presence.py) shared with other gateways.
+    """
     options: dict[str, Any] = {'gateway_host': '127.0.0.1', 'gateway_port': 0,
                                'commit_interval_ms': 20}
     settings = Settings(**(options | overrides))
     metrics = FleetMetrics()
     bus = InProcessBus(settings.bus_queue_updates)
-    gateway = RobotGateway(settings, store, bus, metrics)
+    gateway = RobotGateway(settings, store, bus, metrics, registry=registry)
     await gateway.start()
     try:
         yield RunningGateway(gateway, store, bus, metrics, settings)
