@@ -35,6 +35,8 @@ from lekiwi_fleet_server.api.routes import (
     timeline,
 )
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.broker.presence import open_registry
+from lekiwi_fleet_server.broker.routing import open_router
 from lekiwi_fleet_server.deployments.engine import DeploymentEngine
 from lekiwi_fleet_server.discovery.service import DiscoveryService
 from lekiwi_fleet_server.domain.login_throttle import LoginThrottle
@@ -197,7 +199,10 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         metrics.add_collector(FleetStateCollector(settings, store, now))
         _track_writer_queues(metrics, committers or [])
         bus = InProcessBus(settings.bus_queue_updates)
-        gateway = RobotGateway(settings, store, bus, metrics, committers=committers, now=now)
+        registry = open_registry(settings)  # presence and session ownership (broker/presence.py)
+        gateway = RobotGateway(settings, store, bus, metrics, committers=committers, now=now,
+                               registry=registry)
+        router = open_router(settings, gateway, registry)
         account_store = SqlAccountStore.open(settings.resolved_database_url)
         app.state.accounts = AccountService(
             account_store, session_ttl_s=settings.session_ttl_s, now=now,
@@ -213,6 +218,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                                    now=now()))
                 log.info('bootstrap admin %s', 'created' if created else 'present')
             await gateway.start()
+            await router.start()
             discovery = await start_discovery(settings, store, gateway, now)
             legacy_task = _start_legacy(settings, gateway, store, now)
             # Admin changes made by other processes (the CLI) reach the gateway and writers.
@@ -228,7 +234,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             if engine is not None:
                 await engine.start()
             services = FleetServices(settings, store, gateway, bus, metrics, now, discovery,
-                                     releases=release_store, deployments=engine)
+                                     releases=release_store, deployments=engine, router=router)
             app.state.services = services
             if on_ready is not None:
                 on_ready(services)
@@ -243,8 +249,10 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             if watcher is not None:
                 await run_in_threadpool(watcher.stop)
             bus.close()
+            await router.close()
             if gateway.started:
                 await gateway.stop()
+            await registry.close()
             await run_in_threadpool(store.close)
             account_store.close()
 

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from lekiwi_fleet_server.api.admin import InvalidInput
 from lekiwi_fleet_server.api.schemas import ErrorOut, FieldErrorOut
+from lekiwi_fleet_server.broker.routing import RoutingUnavailable
 from lekiwi_fleet_server.gateway.commands import CommandTimeout, InvalidCommand, RobotNotConnected
 from lekiwi_fleet_server.store.interface import (
     ConcurrencyConflict,
@@ -45,6 +46,7 @@ ERRORS: Mapping[type[Exception], tuple[int, str]] = {
     RobotNotConnected: (409, 'robot_not_connected'),
     StoreUnavailable: (503, 'store_unavailable'),
     CommandTimeout: (504, 'command_timeout'),
+    RoutingUnavailable: (503, 'broker_unavailable'),
 }
 
 # The code of an HTTPException (raised by dependencies and by routing) by its status.

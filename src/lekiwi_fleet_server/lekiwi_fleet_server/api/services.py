@@ -26,3 +26,4 @@ class FleetServices:
     discovery: Any = None  # discovery.service.DiscoveryService, built by the lifespan
     releases: ReleaseStore | None = None  # None in apps built without a release store
     deployments: DeploymentEngine | None = None
+    router: Any = None  # broker/routing.py: LocalRouter or NatsRouter; None: the gateway itself

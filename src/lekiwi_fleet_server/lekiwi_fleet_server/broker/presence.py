@@ -425,3 +425,18 @@ def fence(changes: Sequence[Any], latest: Mapping[str, int]) -> list[Any]:
             continue  # decided by a gateway that no longer holds the robot
         kept.append(change)
     return kept
+
+
+def live_status(stored: str, owner: Owner | None, now: float, stale_after_s: float) -> str:
+    """Return a robot's status with live presence laid over the read model's `stored` one.
+
+    Online or not comes from the registry (a claim held and refreshed by a living gateway);
+    the read model keeps what it knows better: 'stale' (no heartbeat lately) and
+    'never_seen'.
+    """
+    if owner is None:
+        return 'never_seen' if stored == 'never_seen' else 'offline'
+    if stored in ('online', 'stale'):
+        return stored
+    # Claimed, but the read model has not taken the 'online' yet (or the robot sends nothing).
+    return owner.state(now, stale_after_s)

@@ -18,7 +18,8 @@ async def send_command(robot_id: RobotId, body: CommandRequest, services: Servic
                        _operator: OperatorRole) -> CommandResult:
     """Send a command and wait for the robot's answer (409 offline, 504 no answer)."""
     # InvalidCommand, RobotNotConnected and CommandTimeout answer through api/errors.py.
-    response = await services.gateway.send_command(
+    # To the gateway that holds the robot, wherever it runs (broker/routing.py).
+    response = await (services.router or services.gateway).send_command(
         robot_id, body.command_type, orjson.dumps(body.payload).decode())
     return CommandResult(command_id=response.id, result=response.result,
                          accepted=response.accepted, message=response.message)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated
 
+import anyio.from_thread
 from fastapi import APIRouter, HTTPException, Query, status
 
 from lekiwi_fleet_server.api.admin import TAG, enrol_robot, reenrol_robot, rotate_token
@@ -11,6 +13,7 @@ from lekiwi_fleet_server.api.deps import AdminOperator, CurrentOperator, RobotId
 from lekiwi_fleet_server.api.errors import ADMIN, AUTHENTICATED, error_responses
 from lekiwi_fleet_server.api.schemas import EnrolRequest, EnrolResponse, RobotOut, TokenRotated
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.broker.presence import Owner, RegistryUnavailable, live_status
 from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
 from lekiwi_fleet_server.store.interface import RobotFilter, RobotStatus, RobotSummary
 
@@ -20,11 +23,27 @@ router = APIRouter(prefix='/api/v1/robots', tags=['robots'])
 VERSION_PATTERN = r'^[^\x00-\x1f\x7f]{1,128}$'
 
 
-def robot_out(services: FleetServices, robot: RobotSummary) -> RobotOut:
-    """Return the API view of a robot row, with whether it is connected right now."""
+def robot_out(services: FleetServices, robot: RobotSummary,
+              owners: Mapping[str, Owner] | None = None) -> RobotOut:
+    """Return the API view of a robot row, with live presence from the registry."""
+    if owners is None:
+        owners = live_owners(services, [robot.robot_id])
     out = RobotOut.model_validate(robot)
-    out.connected = services.gateway.is_connected(robot.robot_id)
+    owner = owners.get(robot.robot_id)
+    out.status = live_status(robot.status, owner, services.now(),  # type: ignore[assignment]
+                             services.settings.stale_after_s)
+    out.connected = owner is not None  # to whichever gateway of the fleet holds it
     return out
+
+
+def live_owners(services: FleetServices, robot_ids: Sequence[str]) -> dict[str, Owner]:
+    """Return the robots' current holders (one registry round trip; routes run in threads)."""
+    registry = services.gateway.ownership.registry
+    try:
+        return anyio.from_thread.run(registry.lookup, list(robot_ids))
+    except RegistryUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f'presence registry: {exc}') from None
 
 
 def get_robot_or_404(services: FleetServices, robot_id: str) -> RobotSummary:
@@ -45,10 +64,13 @@ def list_robots(services: Services, _operator: CurrentOperator,
                                                  description='A tag of the robot')] = None
                 ) -> list[RobotOut]:
     """List robots, filtered by status, teleop activity, software version and tag."""
+    # Status is live presence laid over the read model: filter after the overlay.
     rows = services.store.list_robots(
-        RobotFilter(status=status_, teleop_active=teleop, software_version=version, tag=tag),
+        RobotFilter(status=None, teleop_active=teleop, software_version=version, tag=tag),
         now=services.now())
-    return [robot_out(services, r) for r in rows]
+    owners = live_owners(services, [r.robot_id for r in rows])
+    out = [robot_out(services, r, owners) for r in rows]
+    return [r for r in out if status_ is None or r.status == status_]
 
 
 @router.get('/{robot_id}', response_model=RobotOut,
