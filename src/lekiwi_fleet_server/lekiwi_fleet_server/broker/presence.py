@@ -2,7 +2,7 @@
 
 A gateway that authenticates a robot *claims* it: the registry records which gateway holds
 the robot and hands out a fencing token, a number that grows with every claim of that robot
-(Redis INCR; it never goes back, even across restarts of a gateway). Whatever a gateway
+(it never goes back, even across restarts of a gateway or of Redis). Whatever a gateway
 decides about a robot later (refresh, release, an 'offline' presence change) carries its
 token, and the registry or the store refuses it once a newer claim exists: a gateway that was
 slow, partitioned or replaced cannot overwrite the new owner's 'online'.
@@ -19,7 +19,7 @@ The contract tests (test/broker/test_presence.py) run against both.
 
 Redis layout (standalone Redis or a primary with replicas; the scripts touch keys they derive
 from the robot id, so Redis Cluster is not supported):
-  <prefix>tok:<robot>   INCR counter, the robot's last fencing token (no TTL: stays monotonic)
+  <prefix>tok:<robot>   the robot's last fencing token (no TTL: stays monotonic)
   <prefix>own:<robot>   hash gw, tok, since, heard; PEXPIRE presence_ttl_s
   <prefix>expiry        sorted set robot -> when its claim expires (Unix s), for `expired()`
   <prefix>gw:<gateway>  pub/sub channel: "<robot> <token>" when another gateway took a robot
@@ -200,8 +200,14 @@ class InProcessRegistry(PresenceRegistry):
 # -- Redis (several gateways) ------------------------------------------------------------------
 # Each script runs atomically in Redis: no other client's command interleaves, which is what
 # makes "compare the token, then act" safe without WATCH/MULTI retries.
+# The token is the larger of last + 1 and Redis's clock in microseconds: monotonic per robot
+# like INCR, and still higher than any token handed out before if Redis lost its data (a
+# restart without persistence), so a gateway's old claim can never outrank a new one.
 _CLAIM = """
-local token = redis.call('INCR', KEYS[1])
+local t = redis.call('TIME')
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local token = string.format('%.0f', math.max(last + 1, tonumber(t[1]) * 1000000 + tonumber(t[2])))
+redis.call('SET', KEYS[1], token)
 local prev = redis.call('HGET', KEYS[2], 'gw')
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'gw', ARGV[1], 'tok', token, 'since', ARGV[2], 'heard', ARGV[2])

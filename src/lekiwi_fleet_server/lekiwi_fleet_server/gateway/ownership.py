@@ -122,15 +122,22 @@ class SessionOwnership:
         task.add_done_callback(lambda t: self._chain.pop(robot_id, None)
                                if self._chain.get(robot_id) is t else None)
 
-    async def _claim(self, robot_id: str, session: Any, change: PresenceChange | None) -> None:
+    async def _claim(self, robot_id: str, session: Any, change: PresenceChange | None,
+                     previous: Claim | None = None) -> None:
         try:
             claim = await self.registry.claim(robot_id, self.gateway_id, self._gw.now())
         except RegistryUnavailable as exc:
-            log.warning('robot %s: cannot claim it (%s); closing its session', robot_id, exc)
             hold = self._holds.get(robot_id)
-            if hold is not None and hold.session is session:
-                del self._holds[robot_id]
-                session.close(REGISTRY_DOWN_CLOSE, 'presence registry unavailable')
+            if hold is None or hold.session is not session:
+                return
+            if previous is not None:  # claiming again: keep the session, retry next refresh
+                log.warning('robot %s: cannot claim it again yet (%s)', robot_id, exc)
+                hold.claim = previous
+                return
+            # A new session we cannot own: the robot tries again later, keeping its outbox.
+            log.warning('robot %s: cannot claim it (%s); closing its session', robot_id, exc)
+            del self._holds[robot_id]
+            session.close(REGISTRY_DOWN_CLOSE, 'presence registry unavailable')
             return
         hold = self._holds.get(robot_id)
         if hold is None or hold.session is not session:  # closed (or replaced) meanwhile
@@ -190,13 +197,14 @@ class SessionOwnership:
                 hold = self._holds.get(claim.robot_id)
                 if hold is None or hold.claim is not claim:
                     continue
-                if latest.get(claim.robot_id) == claim.token:
-                    # Expired, not taken: we were late refreshing (a loaded host). Claim again.
+                if latest.get(claim.robot_id, claim.token) <= claim.token:
+                    # Expired, not taken: we were late refreshing (a loaded host), or Redis
+                    # restarted empty. Claim again.
                     hold.claim = None
                     session = hold.session
                     change = PresenceChange(claim.robot_id, True, now, 'reclaimed')
-                    self._run(claim.robot_id,
-                              lambda r=claim.robot_id, s=session, c=change: self._claim(r, s, c))
+                    self._run(claim.robot_id, lambda r=claim.robot_id, s=session, c=change,
+                              p=claim: self._claim(r, s, c, p))
                 else:
                     self._lose(claim.robot_id, hold)
         if self.registry.shared:

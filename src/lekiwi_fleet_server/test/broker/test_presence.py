@@ -165,3 +165,19 @@ def test_redis_down_raises_registry_unavailable(redis_server: RedisServer) -> No
         finally:
             await reg.close()
     asyncio.run(main())
+
+
+def test_tokens_stay_monotonic_when_redis_restarts_empty(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        reg = RedisRegistry(redis_server.url, TTL_S)
+        try:
+            before = await reg.claim('r1', 'gw-a', time.time())
+            redis_server.stop()
+            redis_server.start()  # no persistence: every key is gone
+            after = await reg.claim('r1', 'gw-b', time.time())
+            assert after.token > before.token
+            assert fence([PresenceChange('r1', False, 0.0, 'timeout', token=before.token)],
+                         await reg.latest_tokens(['r1'])) == []
+        finally:
+            await reg.close()
+    asyncio.run(main())

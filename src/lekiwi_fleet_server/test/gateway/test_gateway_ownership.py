@@ -65,12 +65,15 @@ async def test_second_connection_on_another_gateway_replaces_the_first(
             assert owners['kiwi-001'].gateway_id == 'gw-b'
             await wait_for(lambda: len(memory_store.presence_log) >= 2)
             await asyncio.sleep(0.3)  # a wrongly committed offline would have landed by now
-            # Online under token 1, online again under token 2, and no offline of gw-a.
-            assert log_of(memory_store) == [(True, 'connected', 1), (True, 'connected', 2)]
+            # Online under gw-a's token, again under gw-b's higher one, no offline of gw-a.
+            log = log_of(memory_store)
+            assert [entry[:2] for entry in log] == [(True, 'connected'), (True, 'connected')]
+            assert 0 < log[0][2] < log[1][2]
+            token_b = log[1][2]
             assert memory_store.online['kiwi-001'] is True
             await second.close()
             await wait_for(lambda: memory_store.online['kiwi-001'] is False)
-            assert log_of(memory_store)[-1] == (False, 'disconnected', 2)
+            assert log_of(memory_store)[-1] == (False, 'disconnected', token_b)
             assert await reg_a.lookup(['kiwi-001']) == {}
     finally:
         await reg_a.close()
