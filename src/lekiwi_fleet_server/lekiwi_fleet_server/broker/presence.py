@@ -281,9 +281,16 @@ class RedisRegistry(PresenceRegistry):
         if ttl_s <= 0:
             raise ValueError('ttl_s must be positive')
         self._errors = (aioredis.RedisError, OSError)
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+
+        # One retry: a pooled connection that Redis closed (it restarted) fails its first
+        # command; a second attempt on a new connection answers.
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            health_check_interval=max(1, int(ttl_s)))
+            health_check_interval=max(1, int(ttl_s)),
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+            retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError])
         self._ttl_ms = int(ttl_s * 1000)
         self._ttl_s = ttl_s
         self._prefix = prefix
