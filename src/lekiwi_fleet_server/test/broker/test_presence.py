@@ -19,7 +19,7 @@ from lekiwi_fleet_server.broker.presence import (
 )
 from lekiwi_fleet_server.store.interface import PresenceChange
 
-TTL_S = 0.4  # low, so that expiry is tested by waiting a fraction of a second
+TTL_S = 1.0  # low, so that expiry is tested by waiting a second or so
 
 
 @pytest.fixture(params=['in_process', 'redis'])
