@@ -440,13 +440,17 @@ def fence(changes: Sequence[Any], latest: Mapping[str, int]) -> list[Any]:
     return kept
 
 
-def live_status(stored: str, owner: Owner | None, now: float, stale_after_s: float) -> str:
+def live_status(stored: str, owner: Owner | None, now: float, stale_after_s: float,
+                claimed: bool = True) -> str:
     """Return a robot's status with live presence laid over the read model's `stored` one.
 
     Online or not comes from the registry (a claim held and refreshed by a living gateway);
     the read model keeps what it knows better: 'stale' (no heartbeat lately) and
-    'never_seen'.
+    'never_seen'. A robot no gateway ever claimed (`claimed` False: one the legacy poller
+    watches over SSH, say) keeps the read model's presence.
     """
+    if owner is None and not claimed:
+        return stored
     if owner is None:
         return 'never_seen' if stored == 'never_seen' else 'offline'
     if stored in ('online', 'stale'):

@@ -181,3 +181,16 @@ def test_tokens_stay_monotonic_when_redis_restarts_empty(redis_server: RedisServ
         finally:
             await reg.close()
     asyncio.run(main())
+
+
+def test_live_status_lays_the_registry_over_the_read_model() -> None:
+    from lekiwi_fleet_server.broker.presence import Owner, live_status
+
+    owner = Owner('r1', 'gw-a', 5, since=100.0, heard_at=100.0)
+    assert live_status('online', None, 101.0, 5.0) == 'offline'  # its gateway died: expired
+    assert live_status('never_seen', None, 101.0, 5.0) == 'never_seen'
+    assert live_status('offline', owner, 101.0, 5.0) == 'online'  # claimed, not yet committed
+    assert live_status('offline', owner, 110.0, 5.0) == 'stale'
+    assert live_status('stale', owner, 101.0, 5.0) == 'stale'  # the read model knows heartbeats
+    # Never claimed by any gateway (a robot the legacy poller watches): the read model's.
+    assert live_status('online', None, 101.0, 5.0, claimed=False) == 'online'

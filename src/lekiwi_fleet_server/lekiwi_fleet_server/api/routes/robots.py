@@ -24,23 +24,29 @@ VERSION_PATTERN = r'^[^\x00-\x1f\x7f]{1,128}$'
 
 
 def robot_out(services: FleetServices, robot: RobotSummary,
-              owners: Mapping[str, Owner] | None = None) -> RobotOut:
+              live: tuple[Mapping[str, Owner], Mapping[str, int]] | None = None) -> RobotOut:
     """Return the API view of a robot row, with live presence from the registry."""
-    if owners is None:
-        owners = live_owners(services, [robot.robot_id])
+    owners, tokens = live if live is not None else live_owners(services, [robot.robot_id])
     out = RobotOut.model_validate(robot)
     owner = owners.get(robot.robot_id)
     out.status = live_status(robot.status, owner, services.now(),  # type: ignore[assignment]
-                             services.settings.stale_after_s)
+                             services.settings.stale_after_s, robot.robot_id in tokens)
     out.connected = owner is not None  # to whichever gateway of the fleet holds it
+    if owner is None and robot.robot_id not in tokens:  # never claimed: this gateway's view
+        out.connected = services.gateway.is_connected(robot.robot_id)
     return out
 
 
-def live_owners(services: FleetServices, robot_ids: Sequence[str]) -> dict[str, Owner]:
-    """Return the robots' current holders (one registry round trip; routes run in threads)."""
+def live_owners(services: FleetServices, robot_ids: Sequence[str]
+                ) -> tuple[dict[str, Owner], dict[str, int]]:
+    """Return the robots' current holders and newest tokens (routes run in threads)."""
     registry = services.gateway.ownership.registry
+
+    async def both() -> tuple[dict[str, Owner], dict[str, int]]:
+        return await registry.lookup(robot_ids), await registry.latest_tokens(robot_ids)
+
     try:
-        return anyio.from_thread.run(registry.lookup, list(robot_ids))
+        return anyio.from_thread.run(both)
     except RegistryUnavailable as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f'presence registry: {exc}') from None
@@ -68,8 +74,8 @@ def list_robots(services: Services, _operator: CurrentOperator,
     rows = services.store.list_robots(
         RobotFilter(status=None, teleop_active=teleop, software_version=version, tag=tag),
         now=services.now())
-    owners = live_owners(services, [r.robot_id for r in rows])
-    out = [robot_out(services, r, owners) for r in rows]
+    live = live_owners(services, [r.robot_id for r in rows])
+    out = [robot_out(services, r, live) for r in rows]
     return [r for r in out if status_ is None or r.status == status_]
 
 
