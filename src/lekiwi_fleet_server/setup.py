@@ -21,6 +21,7 @@ install_requires = [
     'asyncssh==2.24.1',
     'PyYAML==6.0.4',
     'cryptography==50.0.2',
+    'nats-py==2.16.0',
 ]
 
 setup(
