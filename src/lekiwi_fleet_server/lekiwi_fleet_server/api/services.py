@@ -26,3 +26,4 @@ class FleetServices:
     discovery: Any = None  # discovery.service.DiscoveryService, built by the lifespan
     releases: ReleaseStore | None = None  # None in apps built without a release store
     deployments: DeploymentEngine | None = None
+    broker: Any = None  # broker/wiring.py BrokerWiring with a nats_url (issue 17)

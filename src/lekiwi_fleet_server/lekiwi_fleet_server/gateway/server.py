@@ -2,8 +2,9 @@
 
 It owns the sessions, presence, the commit batchers and command dispatch. Store calls never run
 on the loop: publish frames go undecoded to the batcher of the robot's writer shard, whose
-committer decodes and commits them in that shard's writer (a thread of this process, or a
-writer process); token look-ups go through a small reader pool. Acks go out only from
+committer decodes and commits them in that shard's writer (a thread of this process), or
+publishes them to the shard's JetStream partition (broker/: the writer's acks come back through
+`deliver`); token look-ups go through a small reader pool. Acks go out only from
 `_on_committed`, after the transaction.
 """
 
@@ -108,7 +109,8 @@ class RobotGateway:
         self._open: set[RobotSession] = set()
         self._by_fd: dict[int, RobotSession] = {}  # for _LibraryRefusals
         self._library_refusals = _LibraryRefusals(self)
-        # Without committers (the writer processes), commits run in one thread of this process.
+        # Without committers (the broker's, one per writer shard), commits run in one thread of
+        # this process.
         # With several, each commits the robots of its shard (domain/shards.py) in batches of
         # its own, side by side.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix='fleet-writer')
@@ -374,6 +376,10 @@ class RobotGateway:
             session.refuse(ProtocolError(ErrorCode.AUTH_FAILED, 'robot token rotated'))
 
     # -- after commit -------------------------------------------------------------------------
+    def deliver(self, outcome: CommitOutcome) -> None:
+        """Send a committed batch's acks and refusals (the broker's writers send them here)."""
+        self._on_committed(outcome)
+
     def _on_committed(self, outcome: CommitOutcome) -> None:
         sessions = self._sessions
         for robot_id, frame in outcome.acks:

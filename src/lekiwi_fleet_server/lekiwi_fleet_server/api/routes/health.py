@@ -24,6 +24,9 @@ def readyz(services: Services) -> dict[str, str]:
         services.store.ping()
     except StoreError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f'store: {exc}') from None
+    # The broker (issue 17): down, gateways hold robots' messages unacked; degraded, not ready.
+    if services.broker is not None and not services.broker.healthy():
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, 'degraded: NATS unreachable')
     return {'status': 'ready'}
 
 
