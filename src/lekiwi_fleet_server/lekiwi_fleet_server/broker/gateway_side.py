@@ -42,39 +42,47 @@ class JetStreamCommitter:
     async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
                      now: float, want_update: bool) -> CommitOutcome:
         """Store the batch in JetStream; raise StoreUnavailable unless all of it was stored."""
-        js = self._link.js
-        subject = self._subject
-        gateway = self._gateway_id
-        futures: list[asyncio.Future[object]] = []
         outcome = CommitOutcome()
+        futures: list[asyncio.Future[object]] = []
         try:
-            for robot_id, received_at, payload in frames:
-                try:
-                    head = orjson.loads(payload)
-                    msg_id = subjects.message_id(robot_id, head['boot_id'], head['seq'])
-                except (ValueError, KeyError, TypeError) as exc:
-                    # The session validated the frame: only a bug gets here. The writer would
-                    # refuse it the same way; without an id it cannot be de-duplicated.
-                    outcome.refusals.append((robot_id, ErrorCode.SERVER_ERROR.value,
-                                             f'undecodable frame: {exc!r}', None))
-                    continue
-                futures.append(await js.publish_async(subject, payload, headers={
-                    subjects.MSG_ID: msg_id, subjects.ROBOT: robot_id,
-                    subjects.GATEWAY: gateway, subjects.RECEIVED_AT: repr(received_at)}))
-            for change in presence:
-                body = orjson.dumps([change.robot_id, change.online, change.at, change.reason])
-                futures.append(await js.publish_async(subject, body, headers={
-                    subjects.MSG_ID: f'presence:{change.robot_id}:{change.at!r}:{change.online}',
-                    subjects.ROBOT: change.robot_id, subjects.GATEWAY: gateway,
-                    subjects.KIND: 'presence', subjects.RECEIVED_AT: repr(now)}))
-            if futures:
-                await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
+            # Bounded as a whole: while the broker is away publishing may also block (nats-py
+            # caps the publishes awaiting their PubAck).
+            await asyncio.wait_for(self._publish(frames, presence, now, outcome, futures),
+                                   self._timeout_s)
         except Exception as exc:  # broker down, stream full, timeout: hold the batch
             for future in futures:
                 future.cancel()
             raise StoreUnavailable(f'JetStream partition {self._shard}: {exc!r}') from exc
         outcome.messages = len(frames)
         return outcome
+
+    async def _publish(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
+                       now: float, outcome: CommitOutcome,
+                       futures: list[asyncio.Future[object]]) -> None:
+        js = self._link.js
+        subject = self._subject
+        gateway = self._gateway_id
+        for robot_id, received_at, payload in frames:
+            try:
+                head = orjson.loads(payload)
+                msg_id = subjects.message_id(robot_id, head['boot_id'], head['seq'])
+            except (ValueError, KeyError, TypeError) as exc:
+                # The session validated the frame: only a bug gets here. The writer would
+                # refuse it the same way; without an id it cannot be de-duplicated.
+                outcome.refusals.append((robot_id, ErrorCode.SERVER_ERROR.value,
+                                         f'undecodable frame: {exc!r}', None))
+                continue
+            futures.append(await js.publish_async(subject, payload, headers={
+                subjects.MSG_ID: msg_id, subjects.ROBOT: robot_id,
+                subjects.GATEWAY: gateway, subjects.RECEIVED_AT: repr(received_at)}))
+        for change in presence:
+            body = orjson.dumps([change.robot_id, change.online, change.at, change.reason])
+            futures.append(await js.publish_async(subject, body, headers={
+                subjects.MSG_ID: f'presence:{change.robot_id}:{change.at!r}:{change.online}',
+                subjects.ROBOT: change.robot_id, subjects.GATEWAY: gateway,
+                subjects.KIND: 'presence', subjects.RECEIVED_AT: repr(now)}))
+        if futures:
+            await asyncio.gather(*futures)
 
     async def forget(self, robot_ids: Sequence[str]) -> None:
         """Tell the shard's writer to reload these robots (an admin change)."""

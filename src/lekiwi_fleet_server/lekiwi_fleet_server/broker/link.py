@@ -58,7 +58,8 @@ class NatsLink:
                 if asyncio.get_running_loop().time() > deadline:
                     raise StoreUnavailable(f'NATS at {self._url} unreachable: {exc}') from exc
                 await asyncio.sleep(0.5)
-        self._js = self._nc.jetstream(timeout=5.0)
+        # Up to a whole batch in flight at once (max_batch_messages is 20,000 by default).
+        self._js = self._nc.jetstream(timeout=5.0, publish_async_max_pending=50_000)
         self._mark(True)
         await self.ensure_stream()
 
