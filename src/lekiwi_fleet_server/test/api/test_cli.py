@@ -182,3 +182,12 @@ def test_api_refuses_connections_until_it_is_ready(tmp_path: Path) -> None:
         server.should_exit = True
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_the_roles_but_all_need_a_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv('LEKIWI_DATA_DIR', str(tmp_path))
+    monkeypatch.delenv('LEKIWI_NATS_URL', raising=False)
+    for role in ('writer', 'gateway', 'api'):
+        assert main(['serve', '--role', role]) == 2
+        assert 'needs LEKIWI_NATS_URL' in capsys.readouterr().err
