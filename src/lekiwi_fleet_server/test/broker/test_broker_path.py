@@ -170,3 +170,34 @@ def test_a_missed_update_or_a_restarted_writer_is_a_gap() -> None:
     assert gaps.gap('0', 'e1', 8)
     assert gaps.gap('0', 'e2', 1)
     assert not gaps.gap('0', 'e2', 2)
+
+
+async def test_a_gap_in_a_partitions_updates_closes_the_streams_for_a_fresh_snapshot(
+        links: tuple[NatsLink, NatsLink]) -> None:
+    api_link, writer_link = links
+    bus = NatsBus(api_link, 100)
+    await bus.start()
+    sub = bus.subscribe()
+    assert bus.wants_updates() and bus.subscriber_count() == 1 and bus.begin_batch()
+    bus.end_batch(True)
+    await bus.settled()
+    bus.publish('{"type":"deployment"}')  # made in this process: straight to the subscribers
+    assert await asyncio.wait_for(sub.get(), 5) == '{"type":"deployment"}'
+
+    async def update(seq: int) -> None:
+        await writer_link.nc.publish('lekiwi.updates.0', f'{{"seq":{seq}}}'.encode(), headers={
+            'Lekiwi-Partition': '0', 'Lekiwi-Epoch': 'e1', 'Lekiwi-Seq': str(seq)})
+        await writer_link.nc.flush()
+
+    await update(1)
+    await update(2)
+    assert [await asyncio.wait_for(sub.get(), 5) for _ in range(2)] == ['{"seq":1}',
+                                                                        '{"seq":2}']
+    await update(4)  # 3 was lost
+    assert await asyncio.wait_for(sub.get(), 5) is None
+    assert sub.dropped and bus.gaps_seen == 1 and bus.subscriber_count() == 0
+    later = bus.subscribe()  # the page reconnects: its snapshot, then the updates after it
+    await update(5)
+    assert await asyncio.wait_for(later.get(), 5) == '{"seq":5}'
+    bus.close()
+    assert later.closed
