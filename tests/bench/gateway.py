@@ -314,8 +314,9 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             rows1 = db.rows_written()
             text1 = metrics_text(api)
             batches1, buckets1 = values(text1, *BATCH_METRICS), histogram_buckets(text1)
-            connections = sum(values(metrics_text(a), 'lekiwi_gateway_connections')
-                              ['lekiwi_gateway_connections'] or 0 for a in apis)
+            connections = sum(values(t, 'lekiwi_gateway_connections')
+                              ['lekiwi_gateway_connections'] or 0
+                              for t in [text1] + [metrics_text(a) for a in apis[1:]])
             out, _ = load.communicate(timeout=args.duration + 600)
             result = orjson.loads(out.strip().splitlines()[-1])
         finally:
