@@ -16,6 +16,7 @@ if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 
     || echo "test: docker-compose could not be installed; its check will be skipped"
 fi
 scripts/ensure_redis.sh || echo "test: redis-server could not be installed; Redis tests will skip" >&2
+scripts/ensure_nats.sh >/dev/null || { echo "test: no nats-server (broker tests need it)" >&2; exit 1; }
 scripts/ensure_sshd.sh || echo "test: sshd set-up failed; legacy adapter tests will skip" >&2
 # Debian's prometheus package gives promtool: the monitoring tests check the rules with it.
 scripts/ensure_prometheus.sh >/dev/null || echo "test: promtool could not be installed; the monitoring checks will be skipped"

@@ -9,6 +9,12 @@ The last line sums up the largest N as key=value pairs.
 
     python tests/bench/gateway.py                      # N = 1000, 5000, 10000
     python tests/bench/gateway.py --robots 2000 --duration 10
+    python tests/bench/gateway.py --robots 20000 --gateways 2   # NATS, writer role, 2 gateways
+
+With `--gateways K` above 1 (or `--broker`) the server runs as roles over NATS JetStream: a
+nats-server (temp dir, loopback), one `serve --role writer` process (every shard) and K
+`serve --role gateway` processes; the load spreads the robots over the gateways, the dashboards
+read the first gateway's stream, and the server's CPU and RSS are those of all of them.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import re
 import resource
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
@@ -137,17 +144,6 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
-def wait_for_writer(server: psutil.Process, timeout_s: float = 60.0) -> list[psutil.Process]:
-    """Return the server's writer process (none when it runs the writer in a thread)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        children = server.children()
-        if children or os.environ.get('LEKIWI_WRITER_PROCESS', 'true').lower() in ('0', 'false'):
-            return children
-        time.sleep(0.1)
-    return []
-
-
 def metrics_text(api: str) -> str:
     """Fetch the server's /metrics once (a window's figures all come from the same scrape)."""
     import urllib.request
@@ -197,6 +193,73 @@ BATCH_METRICS = ('lekiwi_gateway_messages_committed_total', 'lekiwi_store_commit
                  'lekiwi_store_commit_seconds_count', 'lekiwi_store_batch_messages_sum')
 
 
+class Roles:
+    """The server under test: one `serve` process, or (broker) NATS, a writer, K gateways."""
+
+    def __init__(self, env: dict[str, str], args: argparse.Namespace, tmp: Path) -> None:
+        self._env = env
+        self._k = args.gateways
+        self._broker = args.broker or args.gateways > 1
+        self._tmp = tmp
+        self.procs: list[subprocess.Popen[str]] = []
+        self._nats: subprocess.Popen[bytes] | None = None
+
+    @property
+    def first(self) -> subprocess.Popen[str]:
+        return self.procs[0]
+
+    def others(self) -> list[psutil.Process]:
+        """Return every server process but the first (the other gateways and the writer)."""
+        return [psutil.Process(p.pid) for p in self.procs[1:]]
+
+    def _serve(self, env: dict[str, str], *role: str) -> tuple[subprocess.Popen[str], str]:
+        proc = subprocess.Popen([sys.executable, '-m', 'lekiwi_fleet_server', 'serve', *role],
+                                env=env, stdout=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        line = proc.stdout.readline() if proc.stdout else ''
+        if 'ready' not in line:
+            raise RuntimeError(f'server {role} did not start: {line!r}')
+        return proc, line
+
+    def start(self) -> tuple[list[str], list[str]]:
+        """Start the roles; return the APIs' and the gateways' URLs."""
+        env = dict(self._env)
+        if self._broker:
+            nats = ROOT / '.venv' / 'bin' / 'nats-server'
+            with socket.socket() as s:
+                s.bind(('127.0.0.1', 0))
+                port = s.getsockname()[1]
+            self._nats = subprocess.Popen([str(nats), '-a', '127.0.0.1', '-p', str(port), '-js',
+                                           '-sd', str(self._tmp / 'nats')],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env['LEKIWI_NATS_URL'] = f'nats://127.0.0.1:{port}'
+            self._serve(env, '--role', 'writer')
+        apis, gateways = [], []
+        for i in range(self._k if self._broker else 1):
+            role = ('--role', 'gateway') if self._broker else ()
+            _proc, line = self._serve(dict(env, LEKIWI_GATEWAY_ID=f'bench-{i}'), *role)
+            match = re.search(r'api=(\S+) gateway=(\S+)', line)
+            if not match:
+                raise RuntimeError(f'server did not start: {line!r}')
+            apis.append(match.group(1))
+            gateways.append(match.group(2))
+        if self._broker:  # the writer first in the list is not a gateway: put a gateway first
+            self.procs.append(self.procs.pop(0))
+        return apis, gateways
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self._nats is not None:
+            self._nats.terminate()
+            self._nats.wait(30)
+
+
 def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
     name = f'lekiwi_bench_{n}_{os.getpid()}'
     with Database(pg_url, name) as db, tempfile.TemporaryDirectory() as tmp:
@@ -210,16 +273,12 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                    LEKIWI_GATEWAY_PORT='0', LEKIWI_BOOTSTRAP_ADMIN_TOKEN=admin,
                    LEKIWI_LOG_LEVEL='warning', LEKIWI_MIGRATE_ON_START='false',
                    PYTHONPATH=f'{SERVER_SRC}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
-        server = subprocess.Popen([sys.executable, '-m', 'lekiwi_fleet_server', 'serve'],
-                                  env=env, stdout=subprocess.PIPE, text=True)
+        roles = Roles(env, args, Path(tmp))
         try:
-            line = server.stdout.readline() if server.stdout else ''
-            match = re.search(r'api=(\S+) gateway=(\S+)', line)
-            if not match:
-                raise RuntimeError(f'server did not start: {line!r}')
-            api, gateway = match.group(1), match.group(2)
-            proc = psutil.Process(server.pid)
-            writers = wait_for_writer(proc)
+            apis, gateways = roles.start()
+            api, gateway = apis[0], ','.join(gateways)
+            proc = psutil.Process(roles.first.pid)
+            writers = roles.others()  # the other gateways and the writer role, if any
             load = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name('gateway_load.py')),
                  '--gateway-url', gateway, '--stream-url',
@@ -231,7 +290,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             load_proc = psutil.Process(load.pid)
             # Sample over the measured window: wait for the load to connect and warm up.
             deadline = time.monotonic() + 600
-            while (scrape(api, 'lekiwi_gateway_connections') or 0) < n * 0.999:
+            while sum(scrape(a, 'lekiwi_gateway_connections') or 0 for a in apis) < n * 0.999:
                 if load.poll() is not None or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
@@ -255,15 +314,13 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             rows1 = db.rows_written()
             text1 = metrics_text(api)
             batches1, buckets1 = values(text1, *BATCH_METRICS), histogram_buckets(text1)
-            connections = values(text1, 'lekiwi_gateway_connections')['lekiwi_gateway_connections']
+            connections = sum(values(t, 'lekiwi_gateway_connections')
+                              ['lekiwi_gateway_connections'] or 0
+                              for t in [text1] + [metrics_text(a) for a in apis[1:]])
             out, _ = load.communicate(timeout=args.duration + 600)
             result = orjson.loads(out.strip().splitlines()[-1])
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            roles.stop()
         gateway_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
         writer_cpu = sum(b.user + b.system - a.user - a.system
                          for a, b in zip(writer0, writer1, strict=True)) / wall * 100
@@ -308,11 +365,16 @@ def main() -> int:
     parser.add_argument('--warmup', type=float, default=5.0)
     parser.add_argument('--dashboards', type=int, default=5)
     parser.add_argument('--telemetry-period', type=float, default=5.0)
+    parser.add_argument('--gateways', type=int, default=1,
+                        help='gateway processes (above 1: roles over NATS, see above)')
+    parser.add_argument('--broker', action='store_true',
+                        help='run the roles over NATS even with one gateway')
     args = parser.parse_args()
     nofile = raise_nofile_limit()
     counts = [int(x) for x in args.robots.split(',') if x]
     pg_url = base_url()
-    print(f'gateway benchmark: robots={counts} duration={args.duration}s '
+    print(f'gateway benchmark: robots={counts} gateways={args.gateways} '
+          f'broker={args.broker or args.gateways > 1} duration={args.duration}s '
           f'dashboards={args.dashboards} telemetry every {args.telemetry_period}s '
           f'cpus={os.cpu_count()} nofile={nofile}', flush=True)
     results = []

@@ -261,11 +261,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     gate = asyncio.Semaphore(args.connect_concurrency)
     started = time.perf_counter()
 
+    # Several gateways (gateway.py --gateways K): robot i connects to gateway i mod K.
+    gateway_urls = args.gateway_url.split(',')
+    url_of = {rid: gateway_urls[i % len(gateway_urls)] for i, (rid, _t) in enumerate(credentials)}
+
     async def connect(robot_id: str, token: str) -> None:
         async with gate:
             try:
                 _t, robot = await ws_connect(lambda: SimRobot(robot_id, token, stats),
-                                             args.gateway_url, websocket_handshake_timeout=30,
+                                             url_of[robot_id], websocket_handshake_timeout=30,
                                              read_buffer_init_size=2048)
                 if await asyncio.wait_for(robot.authed, 30):  # type: ignore[attr-defined]
                     robots[robot_id] = robot  # type: ignore[assignment]
@@ -355,7 +359,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--gateway-url', required=True)
+    parser.add_argument('--gateway-url', required=True, help='comma-separated for several')
     parser.add_argument('--stream-url', required=True)
     parser.add_argument('--admin-token', required=True)
     parser.add_argument('--tokens', required=True, help='file of "robot_id token" lines')

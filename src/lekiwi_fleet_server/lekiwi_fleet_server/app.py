@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -52,6 +52,8 @@ from lekiwi_fleet_server.store.interface import FleetStore
 from lekiwi_fleet_server.store.releases import ReleaseStore
 
 if TYPE_CHECKING:
+    from lekiwi_fleet_server.broker.nats_bus import NatsBus
+    from lekiwi_fleet_server.broker.wiring import BrokerWiring
     from lekiwi_fleet_server.store.changes import ChangeWatcher
 
 log = logging.getLogger(__name__)
@@ -115,31 +117,6 @@ def _deployment_engine(settings: Settings, store: FleetStore, releases: ReleaseS
     return engine
 
 
-def uses_writer_process(settings: Settings) -> bool:
-    """Tell whether the settings put the store's writer in a process of its own."""
-    # An in-memory SQLite database exists in one process only.
-    url = settings.resolved_database_url
-    in_memory = url.startswith('sqlite') and url.rstrip('/') in ('sqlite:', 'sqlite:///:memory:')
-    return settings.writer_process and not in_memory
-
-
-def _open_split_store(settings: Settings) -> tuple[FleetStore, list[Committer]]:
-    """Start the writer processes, then open the reads' store beside them."""
-    from lekiwi_fleet_server.gateway.writer_process import ProcessCommitter, WriterPool
-    from lekiwi_fleet_server.store.factory import open_store as open_sql_store
-    from lekiwi_fleet_server.store.split_store import SplitStore
-
-    writers = WriterPool(settings)
-    writers.start()  # migrates and loads the robots' states
-    try:
-        reader = open_sql_store(settings, preload=False)
-    except BaseException:
-        writers.close()
-        raise
-    committers: list[Committer] = [ProcessCommitter(p) for p in writers.processes]
-    return SplitStore(reader, writers.call_sync, on_close=writers.close), committers
-
-
 async def start_discovery(settings: Settings, store: FleetStore, gateway: RobotGateway,
                           now: Callable[[], float]) -> DiscoveryService:
     """Start the discovery service and the sources the settings ask for."""
@@ -164,26 +141,16 @@ def _start_legacy(settings: Settings, gateway: RobotGateway, store: FleetStore,
     return asyncio.create_task(source.run(), name='legacy-poller')
 
 
-def _track_writer_queues(metrics: FleetMetrics, committers: list[Committer]) -> None:
-    """Export each writer process's unanswered requests (its queue depth)."""
-    for committer in committers:
-        process = getattr(committer, 'process', None)  # a ProcessCommitter's writer
-        if process is not None:
-            metrics.track_writer_pending(process.shard_index, _reader_of(process))
-
-
-def _reader_of(process: Any) -> Callable[[], float]:
-    return lambda: float(process.pending)
-
-
 def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
-               on_ready: OnReady | None = None, now: Callable[[], float] = time.time
-               ) -> FastAPI:
+               on_ready: OnReady | None = None, now: Callable[[], float] = time.time,
+               role: str = 'all') -> FastAPI:
     """Build the API app; its lifespan starts the store, the robot gateway and the bus.
 
-    With `store_factory` the store it makes is used in this process (the writer is a thread);
-    without, the settings' database is opened, and with `settings.writer_process` the store's
-    writer runs in a process of its own (see gateway/writer_process.py).
+    With `store_factory` the store it makes is used in this process (the writer is a thread).
+    Without, the settings' database is opened; with `settings.nats_url` the robots' messages
+    go through NATS JetStream to the writer shards (broker/), which run in this process in
+    role `all` and elsewhere (`serve --role writer`) in roles `gateway` and `api`; role `api`
+    does not listen for robots. Without a broker one writer thread commits (the default).
     """
 
     @asynccontextmanager
@@ -191,17 +158,25 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         committers: list[Committer] | None = None
         watcher: ChangeWatcher | None = None
         engine: DeploymentEngine | None = None
-        if store_factory is None and uses_writer_process(settings):
-            store, committers = await run_in_threadpool(_open_split_store, settings)
+        broker: BrokerWiring | None = None
+        bus: InProcessBus | NatsBus
+        if store_factory is None and settings.nats_url:
+            from lekiwi_fleet_server.broker.wiring import BrokerWiring, open_side_store
+
+            broker = BrokerWiring(settings, role)
+            await broker.start()
+            committers, bus = broker.committers, broker.bus
+            store = await run_in_threadpool(open_side_store, settings)
         else:
             store = await run_in_threadpool(store_factory or open_store, settings)
+            bus = InProcessBus(settings.bus_queue_updates)
         metrics = FleetMetrics()
         metrics.add_collector(FleetStateCollector(settings, store, now))
-        _track_writer_queues(metrics, committers or [])
-        bus = InProcessBus(settings.bus_queue_updates)
         registry = open_registry(settings)  # presence and session ownership (broker/presence.py)
         gateway = RobotGateway(settings, store, bus, metrics, committers=committers, now=now,
                                registry=registry)
+        if broker is not None:
+            await broker.deliver_acks_to(gateway.deliver)
         router = open_router(settings, gateway, registry)
         account_store = SqlAccountStore.open(settings.resolved_database_url)
         app.state.accounts = AccountService(
@@ -217,7 +192,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                     lambda: ensure_bootstrap_admin(store, settings.bootstrap_admin_token or '',
                                                    now=now()))
                 log.info('bootstrap admin %s', 'created' if created else 'present')
-            await gateway.start()
+            if role != 'api':  # the API role serves no robots (issue 17)
+                await gateway.start()
             await router.start()
             discovery = await start_discovery(settings, store, gateway, now)
             legacy_task = _start_legacy(settings, gateway, store, now)
@@ -234,7 +210,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             if engine is not None:
                 await engine.start()
             services = FleetServices(settings, store, gateway, bus, metrics, now, discovery,
-                                     releases=release_store, deployments=engine, router=router)
+                                     releases=release_store, deployments=engine, router=router,
+                                     broker=broker)
             app.state.services = services
             if on_ready is not None:
                 on_ready(services)
@@ -255,6 +232,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             await registry.close()
             await run_in_threadpool(store.close)
             account_store.close()
+            if broker is not None:
+                await broker.stop()
 
     app = FastAPI(title='LeKiwi Fleet', version=__version__, lifespan=lifespan,
                   description='Fleet server of LeKiwi robots: robots, timelines, telemetry, '

@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument('--api-port', type=int)
     serve.add_argument('--gateway-host')
     serve.add_argument('--gateway-port', type=int)
+    # Roles (issue 17): with LEKIWI_NATS_URL set they may run on different hosts.
+    serve.add_argument('--role', choices=('all', 'gateway', 'api', 'writer'), default='all',
+                       help='all (default): everything in this process; gateway: robots and '
+                            'the API; api: the API without robots; writer: writer shards only '
+                            '(gateway, api and writer need LEKIWI_NATS_URL)')
+    serve.add_argument('--shard', type=int, action='append', dest='shards',
+                       help='with --role writer: a writer shard to run (repeatable; default '
+                            'every shard)')
     sub.add_parser('migrate', help='apply database migrations')
     enrol = sub.add_parser('enrol', help='enrol a robot and print its token once')
     enrol.add_argument('robot_id')
@@ -118,7 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     if args.command == 'serve':
-        return serve(settings)
+        if args.role != 'all' and not settings.nats_url:
+            print(f'lekiwi-fleet-server: --role {args.role} needs LEKIWI_NATS_URL (a broker '
+                  'between the roles)', file=sys.stderr)
+            return 2
+        if args.role == 'writer':
+            return serve_writer(settings, args.shards)
+        return serve(settings, args.role)
     if args.command == 'create-account':
         return _account_command(args, settings)
     if args.command == 'admission':
@@ -346,7 +360,8 @@ class ListeningServer(uvicorn.Server):
 
 
 def build_server(settings: Settings, *, nofile: int = 0, tune: bool = True,
-                 out: TextIO = sys.stdout) -> tuple[uvicorn.Server, socket.socket]:
+                 out: TextIO = sys.stdout, role: str = 'all'
+                 ) -> tuple[uvicorn.Server, socket.socket]:
     """Build the uvicorn server of the app and bind its API socket (port 0 → a free one)."""
     from lekiwi_fleet_server.api.services import FleetServices
     from lekiwi_fleet_server.app import create_app
@@ -361,21 +376,50 @@ def build_server(settings: Settings, *, nofile: int = 0, tune: bool = True,
             tune_runtime()
         # One machine-readable line, printed once the API listens: tests and the benchmark
         # read the ports from it and connect at once.
+        gateway = ready[0].gateway
+        where = f'ws://{settings.gateway_host}:{gateway.port}/' if gateway.started else 'none'
         print(f'lekiwi-fleet-server ready api=http://{settings.api_host}:{api_port} '
-              f'gateway=ws://{settings.gateway_host}:{ready[0].gateway.port}/ '
-              f'nofile={nofile}', file=out, flush=True)
+              f'gateway={where} nofile={nofile}', file=out, flush=True)
 
     settings = settings.model_copy(update={'api_port': api_port})  # the real one (port 0)
-    app = create_app(settings, on_ready=ready.append)
+    app = create_app(settings, on_ready=ready.append, role=role)
     config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
                             lifespan='on', ws_max_size=1024 * 1024, loop='asyncio',
                             backlog=2048)
     return ListeningServer(config, announce), api_socket
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, role: str = 'all') -> int:
     """Run uvicorn (API) and the gateway on one event loop until SIGINT or SIGTERM."""
-    server, api_socket = build_server(settings, nofile=raise_nofile_limit())
+    server, api_socket = build_server(settings, nofile=raise_nofile_limit(), role=role)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises SIGINT after shutdown
         asyncio.run(server.serve(sockets=[api_socket]))
     return 0 if server.started else 1
+
+
+def serve_writer(settings: Settings, shards: Sequence[int] | None) -> int:
+    """Run writer shards behind NATS (`serve --role writer`) until SIGINT or SIGTERM."""
+    import signal
+
+    from lekiwi_fleet_server.broker.writers import run_writer_role
+
+    if settings.writer_priority:
+        # The writer is ingest's one serial step: when CPU is short it should wait last.
+        try:
+            os.nice(-settings.writer_priority)
+        except OSError as exc:
+            log.info('writer keeps its priority (%s): raising it needs CAP_SYS_NICE', exc)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_writer_role(settings, shards, stop)
+
+    try:
+        asyncio.run(run())
+    except ValueError as exc:  # a shard that is not one of the settings'
+        print(f'lekiwi-fleet-server: {exc}', file=sys.stderr)
+        return 2
+    return 0

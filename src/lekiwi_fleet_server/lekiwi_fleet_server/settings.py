@@ -22,17 +22,32 @@ class Settings(BaseSettings):
         None, description='SQLAlchemy URL; default: sqlite:///<data_dir>/fleet.db')
 
     migrate_on_start: bool = Field(True, description='Apply database migrations at start')
-    writer_process: bool = Field(
-        True, description="Run the store's writer (committing robot frames, admin writes) in "
-                          'a process of its own, on a second core')
     writer_shards: int = Field(
         2, ge=1, le=MAX_SHARDS,
-        description='Writer processes, each the only writer of its share of the robots (by '
-                    'a hash of the robot id), committing side by side; PostgreSQL only, '
-                    'SQLite always has one')
+        description='With a broker (nats_url): writer shards, each the only writer of its '
+                    'share of the robots (by a hash of the robot id) and the only consumer of '
+                    'its JetStream partition; PostgreSQL only, SQLite always has one. Without '
+                    'a broker one writer thread commits every robot')
     writer_priority: int = Field(5, ge=0, le=19,
-                                 description='Nice steps the writer process gains over the '
-                                             'server (best effort: needs CAP_SYS_NICE)')
+                                 description='Nice steps a writer role process gains over the '
+                                             'rest (best effort: needs CAP_SYS_NICE)')
+    # -- broker (issue 17): NATS JetStream between gateways and writers --
+    nats_url: str | None = Field(
+        None, description='NATS server (JetStream enabled) between gateways and writers, '
+                          'e.g. nats://127.0.0.1:4222; unset: no broker, commits run in a '
+                          'writer thread of the one process')
+    gateway_id: str | None = Field(
+        None, pattern=r'^[A-Za-z0-9_-]{1,64}$',
+        description="This gateway's name on the broker (its ack subject); default: "
+                    '<host>-<pid>')
+    broker_publish_timeout_s: float = Field(
+        5.0, gt=0, description='How long a gateway waits for JetStream to store a batch before '
+                               'it holds the batch and retries (robots get no ack meanwhile)')
+    broker_ack_wait_s: float = Field(
+        30.0, gt=0, description='A writer that took messages and neither acked nor refused '
+                                'them within this long (it died) has them redelivered')
+    broker_connect_timeout_s: float = Field(30.0, gt=0,
+                                            description='How long a role tries NATS at start')
 
     api_host: str = '127.0.0.1'
     api_port: int = Field(8080, ge=0, le=65535)
@@ -196,15 +211,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description='Redis holding presence and session ownership, shared by every '
                           'gateway (redis://host:6379/0); unset: in-process (one gateway)')
-    gateway_id: str | None = Field(
-        None, pattern=r'^[A-Za-z0-9._-]{1,64}$',
-        description='This gateway\'s name among the gateways of one fleet; default: '
-                    '<hostname>-<pid>')
     presence_ttl_s: float = Field(
         10.0, gt=0, description='A claim of a robot not refreshed this long expires (its '
                                 'gateway died): the robot shows offline')
-    nats_url: str | None = Field(
-        None, description='NATS server (nats://host:4222); unset: no broker, one process')
 
     @model_validator(mode='after')
     def _check(self) -> Settings:
@@ -230,6 +239,17 @@ class Settings(BaseSettings):
         """Return how many writers the store gets: `writer_shards`, but one on SQLite."""
         # SQLite locks the whole database for a write: a second writer would only wait.
         return 1 if self.resolved_database_url.startswith('sqlite') else self.writer_shards
+
+    @property
+    def resolved_gateway_id(self) -> str:
+        """Return `gateway_id`, else <host>-<pid> (unique while the process lives)."""
+        if self.gateway_id:
+            return self.gateway_id
+        import os
+        import re
+        import socket
+
+        return re.sub(r'[^A-Za-z0-9_-]', '-', f'{socket.gethostname()}-{os.getpid()}')[:64]
 
     @property
     def resolved_database_url(self) -> str:

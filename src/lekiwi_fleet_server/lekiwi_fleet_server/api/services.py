@@ -27,3 +27,4 @@ class FleetServices:
     releases: ReleaseStore | None = None  # None in apps built without a release store
     deployments: DeploymentEngine | None = None
     router: Any = None  # broker/routing.py: LocalRouter or NatsRouter; None: the gateway itself
+    broker: Any = None  # broker/wiring.py BrokerWiring with a nats_url (issue 17)

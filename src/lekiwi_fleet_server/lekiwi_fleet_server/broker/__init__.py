@@ -1,1 +1,11 @@
-"""Pieces shared between server processes: presence registry, command routing, transport."""
+"""What the server's processes share when it scales out (issue 17).
+
+NATS JetStream between the roles: gateways publish robots' durable messages to the JetStream
+partition of the robot's writer shard (`subjects.py`); each writer shard consumes its partition
+alone, commits through `CommitWorker`, then acks the JetStream messages and publishes the
+robots' acks to the gateway that received them and the dashboard updates with per-partition
+sequence numbers. Presence and session ownership live in a registry (`presence.py`: in-process,
+or Redis with TTLs and fencing tokens); commands reach the gateway holding a robot through
+`routing.py`. Without a `nats_url` and a `redis_url` none of this runs: the embedded default
+commits in a thread of the one process.
+"""

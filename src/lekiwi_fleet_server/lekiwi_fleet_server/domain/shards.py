@@ -1,9 +1,10 @@
 """Which writer shard owns a robot: a stable hash of its id, the same in every process.
 
-With `writer_shards` > 1 the server runs that many writer processes, each the only writer of
-its own robots (their current state, sequence records, streams and snapshots). A robot's shard
-must not depend on the process or the run (Python's `hash` of a str does), so it is the CRC-32
-of the id's UTF-8 bytes modulo the shard count.
+With a broker and `writer_shards` > 1 the server runs that many writer shards (broker/), each
+the only writer of its own robots (their current state, sequence records, streams and
+snapshots) and the only consumer of their JetStream partition. A robot's shard must not depend
+on the process or the run (Python's `hash` of a str does), so it is the CRC-32 of the id's
+UTF-8 bytes modulo the shard count.
 """
 
 from __future__ import annotations

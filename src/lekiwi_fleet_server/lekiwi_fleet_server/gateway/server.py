@@ -2,8 +2,9 @@
 
 It owns the sessions, presence, the commit batchers and command dispatch. Store calls never run
 on the loop: publish frames go undecoded to the batcher of the robot's writer shard, whose
-committer decodes and commits them in that shard's writer (a thread of this process, or a
-writer process); token look-ups go through a small reader pool. Acks go out only from
+committer decodes and commits them in that shard's writer (a thread of this process), or
+publishes them to the shard's JetStream partition (broker/: the writer's acks come back through
+`deliver`); token look-ups go through a small reader pool. Acks go out only from
 `_on_committed`, after the transaction.
 """
 
@@ -12,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -113,7 +112,8 @@ class RobotGateway:
         self._open: set[RobotSession] = set()
         self._by_fd: dict[int, RobotSession] = {}  # for _LibraryRefusals
         self._library_refusals = _LibraryRefusals(self)
-        # Without committers (the writer processes), commits run in one thread of this process.
+        # Without committers (the broker's, one per writer shard), commits run in one thread of
+        # this process.
         # With several, each commits the robots of its shard (domain/shards.py) in batches of
         # its own, side by side.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix='fleet-writer')
@@ -122,7 +122,7 @@ class RobotGateway:
         # Presence and session ownership live in the registry, shared by every gateway of
         # the fleet (Redis) or this process's own (the embedded default).
         registry = registry or InProcessRegistry(settings.presence_ttl_s, now)
-        self.gateway_id = settings.gateway_id or f'{socket.gethostname()}-{os.getpid()}'
+        self.gateway_id = settings.resolved_gateway_id
         self.ownership = SessionOwnership(self, registry, self.gateway_id,
                                           settings.presence_ttl_s)
         if registry.shared:  # several gateways: re-check tokens right before each commit
@@ -398,6 +398,10 @@ class RobotGateway:
             session.refuse(ProtocolError(ErrorCode.AUTH_FAILED, 'robot token rotated'))
 
     # -- after commit -------------------------------------------------------------------------
+    def deliver(self, outcome: CommitOutcome) -> None:
+        """Send a committed batch's acks and refusals (the broker's writers send them here)."""
+        self._on_committed(outcome)
+
     def _on_committed(self, outcome: CommitOutcome) -> None:
         sessions = self._sessions
         for robot_id, frame in outcome.acks:

@@ -152,9 +152,8 @@ def test_api_refuses_connections_until_it_is_ready(tmp_path: Path) -> None:
     from lekiwi_fleet_server.settings import Settings
 
     out = io.StringIO()
-    # The writer process makes the start-up long enough (~1.7 s) to be seen from outside.
-    settings = Settings(data_dir=tmp_path, api_port=0, gateway_port=0, log_level='warning',
-                        writer_process=True)
+    # Migrating the new database makes the start-up long enough to be seen from outside.
+    settings = Settings(data_dir=tmp_path, api_port=0, gateway_port=0, log_level='warning')
     server, sock = build_server(settings, tune=False, out=out)
     port = sock.getsockname()[1]
     # The port is reserved but nobody listens yet: a client learns it at once.
@@ -183,3 +182,12 @@ def test_api_refuses_connections_until_it_is_ready(tmp_path: Path) -> None:
         server.should_exit = True
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_the_roles_but_all_need_a_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv('LEKIWI_DATA_DIR', str(tmp_path))
+    monkeypatch.delenv('LEKIWI_NATS_URL', raising=False)
+    for role in ('writer', 'gateway', 'api'):
+        assert main(['serve', '--role', role]) == 2
+        assert 'needs LEKIWI_NATS_URL' in capsys.readouterr().err

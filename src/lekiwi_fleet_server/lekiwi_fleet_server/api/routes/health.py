@@ -46,6 +46,9 @@ async def readyz(services: Services) -> Any:
             await asyncio.wait_for(ping(), _DEPENDENCY_TIMEOUT_S)
         except (RegistryUnavailable, RoutingUnavailable, asyncio.TimeoutError) as exc:
             failed.append(f'{name}: {exc or "no answer"}')
+    # The broker (issue 17): down, gateways hold robots' messages unacked; degraded, not ready.
+    if services.broker is not None and not services.broker.healthy():
+        failed.append('broker: NATS unreachable')
     if failed:
         return error_response(status.HTTP_503_SERVICE_UNAVAILABLE, 'degraded',
                               'degraded: ' + '; '.join(failed))

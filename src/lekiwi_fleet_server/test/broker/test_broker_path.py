@@ -1,0 +1,203 @@
+"""Gateway → JetStream → writer → acks, on a real nats-server and a real (SQLite) store."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from nats_server import NatsServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'gateway'))
+import robot_frames as rf  # noqa: E402
+
+from lekiwi_fleet_server.broker.gateway_side import AckInbox, JetStreamCommitter  # noqa: E402
+from lekiwi_fleet_server.broker.link import NatsLink  # noqa: E402
+from lekiwi_fleet_server.broker.nats_bus import GapDetector, NatsBus  # noqa: E402
+from lekiwi_fleet_server.broker.writer_side import PartitionWriter  # noqa: E402
+from lekiwi_fleet_server.gateway.commit_worker import CommitOutcome, CommitWorker  # noqa: E402
+from lekiwi_fleet_server.store.config import StoreConfig  # noqa: E402
+from lekiwi_fleet_server.store.interface import StoreUnavailable  # noqa: E402
+from lekiwi_fleet_server.store.sql_store import SqlFleetStore  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+T0 = 1_764_190_000.0
+ROBOT = 'kiwi-1'
+
+
+def raw(seq: int, topic: str = 'fleet/events') -> tuple[str, float, bytes]:
+    return ROBOT, T0 + seq, orjson.dumps(rf.publish(topic, seq))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqlFleetStore:
+    opened = SqlFleetStore.open(f'sqlite:///{tmp_path}/fleet.db', StoreConfig())
+    opened.enrol_robot(ROBOT, hashlib.sha256(b't').hexdigest(), (), now=T0)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+async def links(nats_server: NatsServer) -> AsyncIterator[tuple[NatsLink, NatsLink]]:
+    gateway, writer = NatsLink(nats_server.url, 'gw'), NatsLink(nats_server.url, 'writer')
+    await gateway.connect(10)
+    await writer.connect(10)
+    yield gateway, writer
+    await gateway.close()
+    await writer.close()
+
+
+def acked_seqs(outcomes: Sequence[CommitOutcome]) -> list[int]:
+    seqs = []
+    for outcome in outcomes:
+        for _robot, frame in outcome.acks:
+            for first, last in orjson.loads(frame)['msg']['ranges']:
+                seqs.extend(range(first, last + 1))
+    return sorted(seqs)
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, 'timed out'
+        await asyncio.sleep(0.02)
+
+
+async def test_frames_are_committed_by_the_writer_and_acked_to_their_gateway(
+        links: tuple[NatsLink, NatsLink], store: SqlFleetStore) -> None:
+    gateway_link, writer_link = links
+    delivered: list[CommitOutcome] = []
+    await AckInbox(gateway_link, 'gw1', delivered.append).start()
+    committer = JetStreamCommitter(gateway_link, 0, 'gw1')
+    # Stored in JetStream before any writer runs: the gateway's commit returns, no acks yet.
+    outcome = await committer.commit([raw(1), raw(2), raw(3)], [], T0, True)
+    assert outcome.acks == [] and outcome.messages == 3
+    bus = NatsBus(gateway_link, 100)
+    await bus.start()
+    sub = bus.subscribe()
+    writer = PartitionWriter(writer_link, CommitWorker(store), 0)
+    await writer.start()
+    try:
+        await until(lambda: acked_seqs(delivered) == [1, 2, 3])
+        assert store.robot_sequences(ROBOT)[rf.BOOT].ranges == ((1, 3),)
+        update = orjson.loads(await asyncio.wait_for(sub.get(), 10))
+        assert update['type'] == 'update' and len(update['events']) >= 1
+        # The same messages again (a gateway's retry): JetStream drops them by Nats-Msg-Id.
+        await committer.commit([raw(1), raw(2), raw(3), raw(4)], [], T0, True)
+        await until(lambda: 4 in acked_seqs(delivered))
+        assert acked_seqs(delivered) == [1, 2, 3, 4]
+        assert writer.redelivered == 0
+    finally:
+        await writer.stop()
+
+
+class CrashAfterCommit:
+    """A worker that commits, then fails as a writer SIGKILLed before its JetStream acks."""
+
+    def __init__(self, worker: CommitWorker, crashes: int) -> None:
+        self._worker = worker
+        self.store = worker.store
+        self.crashes = crashes
+
+    def commit(self, *args: Any) -> CommitOutcome:
+        outcome = self._worker.commit(*args)
+        if self.crashes:
+            self.crashes -= 1
+            raise StoreUnavailable('killed after the commit, before the ack')
+        return outcome
+
+
+async def test_a_batch_committed_but_not_acked_is_redelivered_and_stored_once(
+        links: tuple[NatsLink, NatsLink], store: SqlFleetStore) -> None:
+    gateway_link, writer_link = links
+    delivered: list[CommitOutcome] = []
+    await AckInbox(gateway_link, 'gw1', delivered.append).start()
+    worker = CrashAfterCommit(CommitWorker(store), crashes=1)
+    writer = PartitionWriter(writer_link, worker, 0, retry_s=0.1)  # type: ignore[arg-type]
+    await writer.start()
+    try:
+        await JetStreamCommitter(gateway_link, 0, 'gw1').commit([raw(1), raw(2)], [], T0, True)
+        await until(lambda: acked_seqs(delivered) == [1, 2])
+        assert worker.crashes == 0 and writer.redelivered == 2
+        assert store.robot_sequences(ROBOT)[rf.BOOT].ranges == ((1, 2),)
+        events = store.robot_timeline(ROBOT, 0, 100).events  # each once, not twice
+        assert [e.metadata.get('seq') for e in events if e.metadata.get('seq')] == [1, 2]
+    finally:
+        await writer.stop()
+
+
+async def test_without_the_broker_nothing_is_acked_and_all_of_it_arrives_later(
+        nats_server: NatsServer, links: tuple[NatsLink, NatsLink],
+        store: SqlFleetStore) -> None:
+    gateway_link, writer_link = links
+    delivered: list[CommitOutcome] = []
+    await AckInbox(gateway_link, 'gw1', delivered.append).start()
+    writer = PartitionWriter(writer_link, CommitWorker(store), 0, retry_s=0.1)
+    await writer.start()
+    committer = JetStreamCommitter(gateway_link, 0, 'gw1', publish_timeout_s=1.0)
+    try:
+        await committer.commit([raw(1)], [], T0, True)
+        await until(lambda: acked_seqs(delivered) == [1])
+        nats_server.stop()
+        await until(lambda: not gateway_link.healthy())
+        assert gateway_link.status()['nats'] == 'down'
+        with pytest.raises(StoreUnavailable):  # the batcher keeps the batch and retries
+            await committer.commit([raw(2), raw(3)], [], T0, True)
+        nats_server.start()
+        await until(gateway_link.healthy)
+        for _attempt in range(40):  # the batcher's retry
+            try:
+                await committer.commit([raw(2), raw(3)], [], T0, True)
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.25)
+        await until(lambda: acked_seqs(delivered) == [1, 2, 3], 30)
+        assert store.robot_sequences(ROBOT)[rf.BOOT].ranges == ((1, 3),)
+    finally:
+        await writer.stop()
+
+
+def test_a_missed_update_or_a_restarted_writer_is_a_gap() -> None:
+    gaps = GapDetector()
+    assert not gaps.gap('0', 'e1', 5)  # the first heard: nothing to compare with
+    assert not gaps.gap('0', 'e1', 6)
+    assert not gaps.gap('1', 'x', 1)
+    assert gaps.gap('0', 'e1', 8)
+    assert gaps.gap('0', 'e2', 1)
+    assert not gaps.gap('0', 'e2', 2)
+
+
+async def test_a_gap_in_a_partitions_updates_closes_the_streams_for_a_fresh_snapshot(
+        links: tuple[NatsLink, NatsLink]) -> None:
+    api_link, writer_link = links
+    bus = NatsBus(api_link, 100)
+    await bus.start()
+    sub = bus.subscribe()
+    assert bus.wants_updates() and bus.subscriber_count() == 1 and bus.begin_batch()
+    bus.end_batch(True)
+    await bus.settled()
+    bus.publish('{"type":"deployment"}')  # made in this process: straight to the subscribers
+    assert await asyncio.wait_for(sub.get(), 5) == '{"type":"deployment"}'
+
+    async def update(seq: int) -> None:
+        await writer_link.nc.publish('lekiwi.updates.0', f'{{"seq":{seq}}}'.encode(), headers={
+            'Lekiwi-Partition': '0', 'Lekiwi-Epoch': 'e1', 'Lekiwi-Seq': str(seq)})
+        await writer_link.nc.flush()
+
+    await update(1)
+    await update(2)
+    assert [await asyncio.wait_for(sub.get(), 5) for _ in range(2)] == ['{"seq":1}',
+                                                                        '{"seq":2}']
+    await update(4)  # 3 was lost
+    assert await asyncio.wait_for(sub.get(), 5) is None
+    assert sub.dropped and bus.gaps_seen == 1 and bus.subscriber_count() == 0
+    later = bus.subscribe()  # the page reconnects: its snapshot, then the updates after it
+    await update(5)
+    assert await asyncio.wait_for(later.get(), 5) == '{"seq":5}'
+    bus.close()
+    assert later.closed
