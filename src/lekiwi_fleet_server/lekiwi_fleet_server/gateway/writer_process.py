@@ -62,7 +62,7 @@ _PR_SET_PDEATHSIG = 1
 WRITER_METHODS = frozenset({
     'commit_frames', 'commit_batch', 'enrol_robot', 'revoke_robot', 'create_operator',
     'mark_all_offline', 'maintain', 'ping', 'rotate_robot_token', 'reenrol_robot',
-    'forget_robots',
+    'forget_robots', 'flush_state',
 })
 # The writes about one robot, which go to the writer of its shard.
 _ROBOT_METHODS = frozenset({'enrol_robot', 'revoke_robot', 'rotate_robot_token',
@@ -111,6 +111,8 @@ class WriterService:
             raise StoreError(f'the writer process has no method {method!r}')
         if method == 'commit_frames':
             return self._worker.commit(*args, **kwargs)
+        if method == 'flush_state':  # issue 17: the worker's coalesced current-state write
+            return self._worker.flush_state(*args, **kwargs)
         return getattr(self._worker.store, method)(*args, **kwargs)
 
 
@@ -484,6 +486,12 @@ class ProcessCommitter:
         """Have the writer commit a batch."""
         result: CommitOutcome = await asyncio.wrap_future(self._process.call(
             'commit_frames', list(frames), list(presence), now, want_update))
+        return result
+
+    async def flush_state(self, now: float) -> CommitOutcome | None:
+        """Have the writer write its coalesced current-state readings."""
+        result: CommitOutcome | None = await asyncio.wrap_future(
+            self._process.call('flush_state', now))
         return result
 
     async def forget(self, robot_ids: Sequence[str]) -> None:
