@@ -183,8 +183,11 @@ class CommitBatcher:
             if due <= 0:
                 await self.flush_once()
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 a cancelled wait_for around
+            # Event.wait could hang the cancellation (gateway stop never returned).
             try:
-                await asyncio.wait_for(self._wakeup.wait(), due)
+                async with asyncio.timeout(due):
+                    await self._wakeup.wait()
             except TimeoutError:
                 pass
 
