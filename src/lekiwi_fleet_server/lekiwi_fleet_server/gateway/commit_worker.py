@@ -182,7 +182,11 @@ def refusal_error(refusal: Refusal) -> ProtocolError:
 
 
 class Committer(Protocol):
-    """Where the gateway's batches are committed: a writer thread or the writer process."""
+    """Where the gateway's batches are committed: a writer thread or the writer process.
+
+    A committer may also offer `async flush_state(now) -> CommitOutcome | None` (both here
+    do): the batcher then calls it every `state_flush_interval_s` (issue 17).
+    """
 
     async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
                      now: float, want_update: bool) -> CommitOutcome: ...

@@ -191,3 +191,17 @@ def test_a_history_topic_in_the_state_space_is_refused(store: SqlFleetStore) -> 
                                                  {'battery_v': 12.0}, full=True))], now=T0 + 1)
     assert not result.acknowledged
     assert [r.key for r in result.rejected] == [MessageKey('kiwi-1', BOOT, 1, True)]
+
+
+def test_the_flush_interval_must_stay_below_the_stale_threshold() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from lekiwi_fleet_server.settings import Settings
+
+    assert Settings().state_flush_interval_s == 1.0
+    assert Settings(state_flush_interval_s=4.0, stale_after_s=5.0).state_flush_interval_s == 4.0
+    for bad in ({'state_flush_interval_s': 5.0}, {'state_flush_interval_s': 0},
+                {'state_flush_interval_s': 2.0, 'stale_after_s': 1.5}):
+        with pytest.raises(ValidationError, match='state_flush_interval_s'):
+            Settings(**bad)
