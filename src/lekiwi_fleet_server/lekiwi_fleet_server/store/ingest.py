@@ -86,6 +86,7 @@ class BatchPlan:
     deferred: set[str] = field(default_factory=set)
     durable: set[str] = field(default_factory=set)
     deferred_messages: int = 0  # acknowledged state-space messages that wrote nothing yet
+    cleaned: set[str] = field(default_factory=set)  # robots whose readings this batch writes
 
 
 def writes_nothing(plan: BatchPlan) -> bool:
@@ -144,11 +145,14 @@ def plan_batch(
     *,
     now: float,
     stored_keys: Collection[tuple[str, str, int]] = frozenset(),
+    dirty: Collection[str] = frozenset(),
 ) -> BatchPlan:
     """Decide what the batch does (pure: `states` and `records` are not modified).
 
     `records` holds the committed seqs of the batch's boots (a boot it lacks has none);
-    `stored_keys` names event messages found in the events table though not in `records`.
+    `stored_keys` names event messages found in the events table though not in `records`;
+    `dirty` the robots whose readings in `states` wait for a flush (a row the batch writes for
+    one of them carries its readings too, so the flush need not write it again).
     """
     plan = BatchPlan()
     pending: dict[str, list[NewEvent]] = {}
@@ -226,7 +230,7 @@ def plan_batch(
             if record.first_seen_at is None:
                 record.first_seen_at = now
             plan.sequences[pair] = record
-    _finish(plan, pending, states, config)
+    _finish(plan, pending, states, config, dirty)
     return plan
 
 
@@ -275,7 +279,8 @@ def _plan_state(plan: BatchPlan, pending: dict[str, list[NewEvent]],
 
 
 def _finish(plan: BatchPlan, pending: Mapping[str, list[NewEvent]],
-            states: Mapping[str, RobotState], config: StoreConfig) -> None:
+            states: Mapping[str, RobotState], config: StoreConfig,
+            dirty: Collection[str] = frozenset()) -> None:
     # Each robot's events go in one append expecting the version its state had before.
     for robot_id, new_events in pending.items():
         before = states[robot_id].aggregate.version if robot_id in states else 0
@@ -291,6 +296,10 @@ def _finish(plan: BatchPlan, pending: Mapping[str, list[NewEvent]],
             plan.current_rows.append(current_row(robot_id, state.current))
         elif state.current is not previous.current:
             columns = changed_columns(previous.current, state.current)
+            if robot_id in dirty or robot_id in plan.deferred:
+                # A row is written anyway: with the readings in it, the robot is clean.
+                columns = tuple(dict.fromkeys(columns + FLUSH_COLUMNS))
+                plan.cleaned.add(robot_id)
             if columns:
                 plan.current_updates.append(current_row(robot_id, state.current, columns))
 

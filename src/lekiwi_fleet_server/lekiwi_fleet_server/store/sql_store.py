@@ -294,7 +294,8 @@ class SqlFleetStore:
                 keys = ingest.event_message_keys(messages)
                 stored = event_store.stored_message_keys(conn, keys) if keys else set()
             plan = ingest.plan_batch(self._states, self._sequences.records, messages, presence,
-                                     self._config, now=now, stored_keys=stored)
+                                     self._config, now=now, stored_keys=stored,
+                                     dirty=self._dirty)
             made = self._history.create_partitions(conn, self._history.missing_partitions(
                 r['sampled_ms'] for r in plan.telemetry_rows))
             ingest.write_batch(conn, plan, self._history, now=now, decided=decided)
@@ -302,7 +303,8 @@ class SqlFleetStore:
         self._history.partitions_created(made)
         self._sequences.committed(plan.sequences)
         self._states.update(plan.states)
-        self._dirty.update(plan.deferred)
+        self._dirty.difference_update(plan.cleaned)
+        self._dirty.update(plan.deferred - plan.cleaned)
         assert result is not None, 'write_batch calls decided once the writes are sent'
         return result
 

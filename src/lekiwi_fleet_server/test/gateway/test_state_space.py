@@ -97,10 +97,14 @@ def test_acks_of_both_spaces_and_the_flush(store: SqlFleetStore) -> None:
                     'v1bot': {'boot_id': rf.BOOT, 'ranges': [[5, 5]]}}
     update = orjson.loads(outcome.update)  # type: ignore[arg-type]
     assert {r['robot_id'] for r in update['robots']} == {'kiwi', 'v1bot'}
+    # kiwi's row was written with its event (readings included): nothing to flush yet.
+    assert worker.flush_state(T0 + 1.5) is None
+    worker.commit([raw('kiwi', state_frame('fleet/heartbeat', 4, sequence=4), T0 + 2)], [],
+                  T0 + 2, want_update=False)
     flushed = worker.flush_state(T0 + 2)
     assert flushed is not None and flushed.messages == 1 and flushed.update is None
     assert worker.flush_state(T0 + 3) is None  # nothing new
-    assert store.get_robot('kiwi', now=T0 + 3).heartbeat_sequence == 2
+    assert store.get_robot('kiwi', now=T0 + 3).heartbeat_sequence == 4
     # A refused state message names its state seq.
     refused = worker.commit([raw('ghost', state_frame('fleet/heartbeat', 9, robot_id='ghost'))],
                             [], T0 + 4, want_update=False)

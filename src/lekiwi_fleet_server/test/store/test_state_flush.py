@@ -127,14 +127,14 @@ def test_after_a_crash_only_the_last_intervals_readings_are_lost(
     enrolled(store, 'kiwi-1')
     # The first heartbeat names the robot's versions (an event): durable at once.
     store.commit_batch([state(heartbeat('kiwi-1', BOOT, 1, T0 + 1, sequence=1))], now=T0 + 1)
-    store.commit_batch([state(heartbeat('kiwi-1', BOOT, 2, T0 + 1.2, sequence=2))], now=T0 + 1)
     store.commit_batch([telemetry('kiwi-1', BOOT, 1, T0 + 1, 1, 1, {'battery_v': 12.0},
                                   full=True)], now=T0 + 1)
+    store.commit_batch([state(heartbeat('kiwi-1', BOOT, 2, T0 + 1.2, sequence=2))], now=T0 + 1)
     assert store.flush_state(now=T0 + 1.5) == 1
-    # The next interval: a reading, then history (durable), then the crash before the flush.
-    store.commit_batch([state(heartbeat('kiwi-1', BOOT, 3, T0 + 2, sequence=3))], now=T0 + 2)
+    # The next interval: history (durable), then a reading, then the crash before the flush.
     store.commit_batch([telemetry('kiwi-1', BOOT, 2, T0 + 2, 2, 1, {'battery_v': 11.9})],
                        now=T0 + 2)
+    store.commit_batch([state(heartbeat('kiwi-1', BOOT, 3, T0 + 2, sequence=3))], now=T0 + 2)
     after = make_store(store.engine.url.render_as_string(hide_password=False))
     robot = after.get_robot('kiwi-1', now=T0 + 2)
     assert robot is not None
@@ -205,3 +205,16 @@ def test_the_flush_interval_must_stay_below_the_stale_threshold() -> None:
                 {'state_flush_interval_s': 2.0, 'stale_after_s': 1.5}):
         with pytest.raises(ValidationError, match='state_flush_interval_s'):
             Settings(**bad)
+
+
+def test_a_durable_row_carries_the_pending_readings(store: SqlFleetStore) -> None:
+    enrolled(store, 'kiwi-1')
+    store.commit_batch([state(heartbeat('kiwi-1', BOOT, 1, T0 + 1, sequence=1))], now=T0 + 1)
+    store.commit_batch([state(heartbeat('kiwi-1', BOOT, 2, T0 + 2, sequence=2))], now=T0 + 2)
+    with writes(store) as seen:
+        store.commit_batch([telemetry('kiwi-1', BOOT, 1, T0 + 2, 1, 1, {'battery_v': 12.0},
+                                      full=True)], now=T0 + 2)
+    assert stored_heartbeat(store, 'kiwi-1')[:2] == (2, 2)  # written with the telemetry
+    with writes(store) as flushed:
+        assert store.flush_state(now=T0 + 3) == 0  # so the flush has nothing left to write
+    assert flushed == [] and seen
