@@ -4,7 +4,11 @@ For each N it makes a fresh database, enrols N robots, starts `lekiwi-fleet-serv
 subprocess, runs tests/bench/gateway_load.py in a second process (robots with 1 Hz heartbeats
 and telemetry deltas, plus dashboard subscribers), samples the server's CPU and RSS and the
 database's row writes, and prints per N: connections held, p50/p99 latency from robot send to
-ack (durable commit) and to dashboard delivery, server CPU % and RSS, rows written per second.
+ack (durable commit) and to dashboard delivery, server CPU % and RSS, rows written per second,
+and the PostgreSQL rows written per robot per second (pg_stat_database's tuples inserted,
+updated and deleted over the window, with pg_stat_user_tables' split by table: what really hit
+the database). `--protocol 2` (default) runs lekiwi-fleet/2 robots, whose plain heartbeats are
+coalesced into one flush per `state_flush_interval_s`; `--protocol 1` the robots of before.
 The last line sums up the largest N as key=value pairs.
 
     python tests/bench/gateway.py                      # N = 1000, 5000, 10000
@@ -91,6 +95,14 @@ class Database:
                                'FROM pg_stat_database WHERE datname = %s',
                                (self.name,)).fetchone()
         return int(row[0]) if row else 0
+
+    def rows_by_table(self) -> dict[str, int]:
+        """Return rows inserted + updated + deleted so far per table (pg_stat_user_tables)."""
+        with psycopg.connect(libpq(self.url), autocommit=True) as conn:
+            conn.execute('SELECT pg_stat_force_next_flush()')
+            rows = conn.execute('SELECT relname, n_tup_ins + n_tup_upd + n_tup_del '
+                                'FROM pg_stat_user_tables').fetchall()
+        return {name: int(count) for name, count in rows}
 
 
 def drop_database(admin: str, name: str, attempts: int = 8) -> None:
@@ -285,7 +297,8 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                  api.replace('http://', 'ws://') + '/api/v1/stream', '--admin-token', admin,
                  '--tokens', str(tokens), '--dashboards', str(args.dashboards),
                  '--warmup', str(args.warmup), '--duration', str(args.duration),
-                 '--telemetry-period', str(args.telemetry_period)],
+                 '--telemetry-period', str(args.telemetry_period),
+                 '--protocol', str(args.protocol)],
                 stdout=subprocess.PIPE, text=True)
             load_proc = psutil.Process(load.pid)
             # Sample over the measured window: wait for the load to connect and warm up.
@@ -297,7 +310,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             time.sleep(args.warmup)
             cpu0, pg0, load0 = proc.cpu_times(), postgres_cpu_seconds(), load_proc.cpu_times()
             writer0 = [w.cpu_times() for w in writers]
-            rows0 = db.rows_written()
+            rows0, tables0 = db.rows_written(), db.rows_by_table()
             text0 = metrics_text(api)
             batches0, buckets0 = values(text0, *BATCH_METRICS), histogram_buckets(text0)
             w0 = time.monotonic()
@@ -311,7 +324,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             cpu1, pg1 = proc.cpu_times(), postgres_cpu_seconds()
             writer1 = [w.cpu_times() for w in writers]
             load1 = load_proc.cpu_times() if load.poll() is None else load0
-            rows1 = db.rows_written()
+            rows1, tables1 = db.rows_written(), db.rows_by_table()
             text1 = metrics_text(api)
             batches1, buckets1 = values(text1, *BATCH_METRICS), histogram_buckets(text1)
             connections = sum(values(t, 'lekiwi_gateway_connections')
@@ -338,6 +351,9 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             'load_cpu_percent': round((load1.user + load1.system - load0.user - load0.system)
                                       / wall * 100, 1),
             'rows_per_s': round((rows1 - rows0) / wall),
+            'rows_per_robot_s': round((rows1 - rows0) / wall / n, 3),
+            'rows_by_table': {t: round((c - tables0.get(t, 0)) / wall / n, 3)
+                              for t, c in sorted(tables1.items()) if c > tables0.get(t, 0)},
             'messages_per_s': round(delta['lekiwi_gateway_messages_committed_total'] / wall),
             'batches_per_s': round(delta['lekiwi_store_commit_seconds_count'] / wall, 1),
             'commit_avg_ms': round(delta['lekiwi_store_commit_seconds_sum'] / batches * 1000, 1),
@@ -369,6 +385,8 @@ def main() -> int:
                         help='gateway processes (above 1: roles over NATS, see above)')
     parser.add_argument('--broker', action='store_true',
                         help='run the roles over NATS even with one gateway')
+    parser.add_argument('--protocol', type=int, choices=(1, 2), default=2,
+                        help="the robots' protocol: 2 (the agent's) or 1")
     args = parser.parse_args()
     nofile = raise_nofile_limit()
     counts = [int(x) for x in args.robots.split(',') if x]
@@ -376,7 +394,8 @@ def main() -> int:
     print(f'gateway benchmark: robots={counts} gateways={args.gateways} '
           f'broker={args.broker or args.gateways > 1} duration={args.duration}s '
           f'dashboards={args.dashboards} telemetry every {args.telemetry_period}s '
-          f'cpus={os.cpu_count()} nofile={nofile}', flush=True)
+          f'cpus={os.cpu_count()} nofile={nofile} protocol=lekiwi-fleet/{args.protocol}',
+          flush=True)
     results = []
     for n in counts:
         r = run_one(n, args, pg_url)
@@ -402,12 +421,14 @@ def main() -> int:
               f'worst seconds (ack p99 / load loop lag max): '
               f'{", ".join(_second(w) for w in r.get("worst_seconds", []))} '
               f'errors={r["errors"]} disconnects={r["disconnects"]}', flush=True)
+        print(f'N={n}: postgres rows per robot-second={r["rows_per_robot_s"]} (by table: '
+              + ', '.join(f'{t} {v}' for t, v in r['rows_by_table'].items()) + ')', flush=True)
     last = results[-1]
     print(f'robots={last["robots"]} held={last["held"]} '
           f'p99_commit_ms={fmt(last["p99_commit_ms"])} '
           f'p99_dashboard_ms={fmt(last["p99_dashboard_ms"])} '
           f'cpu_percent={last["cpu_percent"]} rss_mb={last["rss_mb"]} '
-          f'rows_per_s={last["rows_per_s"]}')
+          f'rows_per_s={last["rows_per_s"]} rows_per_robot_s={last["rows_per_robot_s"]}')
     return 0
 
 

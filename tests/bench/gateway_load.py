@@ -1,6 +1,7 @@
 """Load generator of the gateway benchmark: N simulated robots and dashboard subscribers.
 
-Run by tests/bench/gateway.py in its own process. Each robot speaks protocol lekiwi-fleet/1 over
+Run by tests/bench/gateway.py in its own process. Each robot speaks protocol lekiwi-fleet/2 (or
+/1 with --protocol 1) over
 one picows WebSocket: auth, a heartbeat every second (phases spread evenly), a telemetry delta
 every `--telemetry-period` seconds. It times every frame from send to its ack (durable commit)
 and, through the dashboard stream, to the first dashboard update naming that sequence number.
@@ -52,8 +53,10 @@ class Stats:
 class SimRobot(WSListener):
     """One simulated robot connection."""
 
-    def __init__(self, robot_id: str, token: str, stats: Stats) -> None:
+    def __init__(self, robot_id: str, token: str, stats: Stats, protocol: int = 2) -> None:
         super().__init__()
+        # lekiwi-fleet/2: heartbeats numbered by `state_seq` (their own space), as the agent does.
+        self.v2 = protocol == 2
         self.robot_id = robot_id
         self.token = token
         self.stats = stats
@@ -64,7 +67,7 @@ class SimRobot(WSListener):
         self.transport: WSTransport | None = None
         # seq, sec, nanosec, sequence, cpu_percent, uptime_s: the fields that change.
         self.heartbeat_template = (
-            b'{"op":"publish","topic":"fleet/heartbeat","boot_id":"%s","seq":%%d,"msg":{'
+            b'{"op":"publish","topic":"fleet/heartbeat","boot_id":"%s","%s":%%d,"msg":{'
             b'"header":{"stamp":{"sec":%%d,"nanosec":%%d},"frame_id":""},"robot_id":"%s",'
             b'"agent_version":"bench","software_version":"1.0.0","boot_id":"%s",'
             b'"sequence":%%d,"state":1,"teleop_active":false,"teleop_score":0.0,"resources":{'
@@ -73,10 +76,14 @@ class SimRobot(WSListener):
             b'"disk_total_bytes":64000000000,"temperature_c":50.0,"battery_voltage_v":12.0,'
             b'"battery_percent":80.0,"network_tx_bytes_per_s":600.0,'
             b'"network_rx_bytes_per_s":200.0,"uptime_s":%%.3f}}}'
-        ) % (self.boot_id.encode(), robot_id.encode(), self.boot_id.encode())
+        ) % (self.boot_id.encode(), b'state_seq' if self.v2 else b'seq', robot_id.encode(),
+             self.boot_id.encode())
         self.authed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.sent_at: dict[int, float] = {}  # seq -> perf_counter at send (ack pops it)
         self.seen_at: dict[int, float] = {}  # seq -> send time, for dashboard matching
+        # v2: state seq (= heartbeat sequence) -> perf_counter at send, for acks and dashboards
+        self.state_sent_at: dict[int, float] = {}
+        self.state_seen_at: dict[int, float] = {}
         self.open = False
 
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -84,7 +91,8 @@ class SimRobot(WSListener):
         self.open = True
         transport.send(WSMsgType.TEXT, orjson.dumps({
             'op': 'auth', 'robot_id': self.robot_id, 'token': self.token,
-            'protocol': ['lekiwi-fleet/1'], 'agent_version': 'bench'}))
+            'protocol': ['lekiwi-fleet/2' if self.v2 else 'lekiwi-fleet/1'],
+            'agent_version': 'bench'}))
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == WSMsgType.CLOSE:
@@ -96,15 +104,17 @@ class SimRobot(WSListener):
         now = time.perf_counter()
         data = orjson.loads(frame.get_payload_as_bytes())
         if data.get('topic') == 'fleet/ack':
-            stats, sent_at = self.stats, self.sent_at
-            for first, last in data['msg']['ranges']:
-                for seq in range(first, last + 1):
-                    t0 = sent_at.pop(seq, None)
-                    if t0 is not None:
-                        stats.acked += 1
-                        if stats.measuring:
-                            stats.commit_ms.append((now - t0) * 1000.0)
-                            stats.commit_second.append(stats.second)
+            stats = self.stats
+            msg = data['msg']
+            for key, sent_at in (('ranges', self.sent_at), ('state_ranges', self.state_sent_at)):
+                for first, last in msg.get(key, ()):
+                    for seq in range(first, last + 1):
+                        t0 = sent_at.pop(seq, None)
+                        if t0 is not None:
+                            stats.acked += 1
+                            if stats.measuring:
+                                stats.commit_ms.append((now - t0) * 1000.0)
+                                stats.commit_second.append(stats.second)
         elif data.get('op') == 'status':
             if data.get('level') == 'info':
                 if not self.authed.done():
@@ -137,14 +147,20 @@ class SimRobot(WSListener):
         # Formatted into a per-robot template, not encoded from a dict: this process shares the
         # machine's two cores with the server, so every microsecond here is one it lacks.
         self.heartbeat_seq += 1
-        self.seq += 1
         now = time.perf_counter()
-        self.sent_at[self.seq] = now
-        self.seen_at[self.seq] = now
+        if self.v2:
+            number = self.heartbeat_seq
+            self.state_sent_at[number] = now
+            self.state_seen_at[number] = now
+        else:
+            self.seq += 1
+            number = self.seq
+            self.sent_at[number] = now
+            self.seen_at[number] = now
         self.stats.sent += 1
         assert self.transport is not None
         self.transport.send(WSMsgType.TEXT, self.heartbeat_template % (
-            self.seq, int(wall), int(wall % 1 * 1e9), self.heartbeat_seq,
+            number, int(wall), int(wall % 1 * 1e9), self.heartbeat_seq,
             random.uniform(5, 60), wall % 100000))
 
     def telemetry(self, wall: float) -> None:
@@ -160,7 +176,7 @@ class SimRobot(WSListener):
             'field_values': [round(random.uniform(0, 100), 1) for _ in names]})
 
     def prune(self, older_than: float) -> None:
-        for table in (self.sent_at, self.seen_at):
+        for table in (self.sent_at, self.seen_at, self.state_sent_at, self.state_seen_at):
             stale = [s for s, t in table.items() if t < older_than]
             for s in stale:
                 del table[s]
@@ -226,6 +242,8 @@ class Dashboard(WSListener):
             if robot is None or row.get('boot_id', robot.boot_id) != robot.boot_id:
                 continue
             t0 = robot.seen_at.get(row.get('last_seq'))
+            if t0 is None and robot.v2:  # a v2 heartbeat moves heartbeat_sequence, not last_seq
+                t0 = robot.state_seen_at.get(row.get('heartbeat_sequence'))
             if t0 is not None:
                 stats.dashboard_ms.append((now - t0) * 1000.0)
 
@@ -268,7 +286,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def connect(robot_id: str, token: str) -> None:
         async with gate:
             try:
-                _t, robot = await ws_connect(lambda: SimRobot(robot_id, token, stats),
+                _t, robot = await ws_connect(lambda: SimRobot(robot_id, token, stats,
+                                                              args.protocol),
                                              url_of[robot_id], websocket_handshake_timeout=30,
                                              read_buffer_init_size=2048)
                 if await asyncio.wait_for(robot.authed, 30):  # type: ignore[attr-defined]
@@ -367,6 +386,8 @@ def main() -> int:
     parser.add_argument('--warmup', type=float, default=5.0)
     parser.add_argument('--duration', type=float, default=20.0)
     parser.add_argument('--telemetry-period', type=float, default=5.0)
+    parser.add_argument('--protocol', type=int, choices=(1, 2), default=2,
+                        help='2: heartbeats in the state space (the agent); 1: v1 robots')
     parser.add_argument('--connect-concurrency', type=int, default=200)
     args = parser.parse_args()
     raise_nofile_limit()

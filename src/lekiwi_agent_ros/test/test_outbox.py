@@ -12,6 +12,7 @@ from conftest import fill
 
 from lekiwi_agent_ros.telemetry.delta_codec import merge_telemetry_msgs
 from lekiwi_agent_ros.uplink.outbox import (
+    STATE_KEY_SUFFIX,
     Outbox,
     OutboxError,
     OutboxLockedError,
@@ -62,9 +63,10 @@ def test_newest_unsent_state_message_takes_the_older_ones_place_and_seq(tmp_path
     assert len(outbox) == 2 and outbox.coalesced_total == 1
     [entry] = outbox.claim(state=True)
     assert entry.seq == 1 and entry.msg_json == '{"sequence":2}' and entry.state
-    # once sent, it may be on the server: a newer heartbeat gets a seq of its own
+    # once sent, it may be on the server: a newer heartbeat gets a seq of its own, the next
+    # of the state space (the event's history seq 1 is in the other space)
     third = outbox.put('fleet/heartbeat', {'sequence': 3})
-    assert (third.seq, third.outcome) == (3, 'appended')
+    assert (third.seq, third.outcome) == (2, 'appended')
 
 
 def test_history_is_never_dropped_even_over_the_limit(tmp_path: Path) -> None:
@@ -112,7 +114,9 @@ def test_claim_hands_out_each_class_in_order_from_a_cursor(tmp_path: Path) -> No
     outbox.put('fleet/heartbeat', {'hb': 1})
     outbox.put('teleop/status', {'active': True})
     state = outbox.claim(state=True)
-    assert [(e.topic, e.seq) for e in state] == [('fleet/heartbeat', 5), ('teleop/status', 6)]
+    assert [(e.topic, e.seq, e.state_space) for e in state] == [
+        ('fleet/heartbeat', 1, True), ('teleop/status', 2, True)]
+    assert [e.key for e in state] == [('boot-aaaa/s', 1), ('boot-aaaa/s', 2)]
     first = outbox.claim(state=False, limit=2)
     assert [e.seq for e in first] == [1, 2]
     rest = outbox.claim(state=False, after_id=first[-1].id)
@@ -132,7 +136,8 @@ def test_remove_deletes_acknowledged_messages_only(tmp_path: Path) -> None:
     assert [e.seq for e in outbox.claim(state=False)] == [2, 4]
     # an unsent state message that gets acknowledged (a server bug) is simply gone
     hb = outbox.put('fleet/heartbeat', {'a': 1})
-    assert outbox.remove([('boot-aaaa', hb.seq)]) == 1
+    assert outbox.remove([('boot-aaaa', hb.seq)]) == 0  # the history seq 1: removed already
+    assert outbox.remove([('boot-aaaa' + STATE_KEY_SUFFIX, hb.seq)]) == 1
     assert outbox.put('fleet/heartbeat', {'a': 2}).outcome == 'appended'
 
 
@@ -149,14 +154,65 @@ def test_restart_replays_old_rows_and_never_reuses_a_seq(tmp_path: Path) -> None
     # the old heartbeat counts as sent: the new one does not take its place
     assert again.put('fleet/heartbeat', {'hb': 2}).seq == 1
     assert [(e.boot_id, e.seq) for e in again.claim(state=True)] == [
-        ('boot-one1', 3),
+        ('boot-one1', 1),
         ('boot-two2', 1),
     ]
     assert [(e.boot_id, e.seq) for e in again.claim(state=False)] == [('boot-one1', 1)]
     again.close()
     # the same boot id again (set by hand): its sequence carries on past every seq it used
     same = open_outbox(path, boot_id='boot-one1')
-    assert same.put('fleet/events', {'n': 3}).seq == 4
+    assert same.put('fleet/events', {'n': 3}).seq == 3
+    assert same.put('fleet/heartbeat', {'hb': 3}).seq == 2
+
+
+def test_history_and_state_are_numbered_in_spaces_of_their_own(tmp_path: Path) -> None:
+    outbox = open_outbox(tmp_path / 'o.db')
+    puts = []
+    for i in range(3):
+        puts.append(outbox.put('fleet/events', {'n': i}))
+        puts.append(outbox.put('fleet/heartbeat', {'hb': i}))
+        outbox.claim(state=True)  # sent: the next heartbeat is a message of its own
+    assert [(r.seq) for r in puts] == [1, 1, 2, 2, 3, 3]
+    assert [e.seq for e in outbox.claim(state=False)] == [1, 2, 3]  # no gaps in history
+
+
+def test_a_state_message_moves_to_the_history_space_for_a_v1_server(tmp_path: Path) -> None:
+    outbox = open_outbox(tmp_path / 'o.db')
+    outbox.put('fleet/events', {'n': 1})
+    outbox.put('fleet/heartbeat', {'hb': 1})
+    [hb] = outbox.claim(state=True)
+    moved = outbox.to_history_space(hb)
+    assert (moved.seq, moved.state_space, moved.key) == (2, False, ('boot-aaaa', 2))
+    assert outbox.to_history_space(moved) is moved  # once
+    assert outbox.put('fleet/events', {'n': 2}).seq == 3  # the history space goes on past it
+    assert [e.seq for e in outbox.fetch([hb.id])] == [2]
+    assert outbox.remove([moved.key]) == 1
+
+
+def test_a_schema_2_outbox_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / 'o.db'
+    db = sqlite3.connect(path)
+    db.executescript('''
+        CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, boot_id TEXT NOT NULL,
+            seq INTEGER NOT NULL, topic TEXT NOT NULL, state INTEGER NOT NULL,
+            msg TEXT NOT NULL, created_at REAL NOT NULL, UNIQUE (boot_id, seq));
+        CREATE INDEX outbox_by_class ON outbox (state, id);
+        CREATE TABLE boots (boot_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+        INSERT INTO outbox VALUES (1, 'boot-old1', 1, 'fleet/events', 0, '{"n":1}', 1.0);
+        INSERT INTO outbox VALUES (2, 'boot-old1', 2, 'fleet/heartbeat', 1, '{"hb":1}', 1.0);
+        INSERT INTO boots VALUES ('boot-old1', 2);
+        PRAGMA user_version=2;
+    ''')
+    db.close()
+    outbox = open_outbox(path, boot_id='boot-old1')
+    # the old heartbeat was numbered in the one space of old: it stays a history-space row
+    [hb] = outbox.claim(state=True)
+    assert (hb.seq, hb.state_space, hb.key) == (2, False, ('boot-old1', 2))
+    assert outbox.put('fleet/events', {'n': 2}).seq == 3
+    assert outbox.put('fleet/heartbeat', {'hb': 2}).seq == 1
+    assert outbox.remove([('boot-old1', 1), ('boot-old1', 2)]) == 2
 
 
 def test_messages_survive_a_killed_process(tmp_path: Path) -> None:

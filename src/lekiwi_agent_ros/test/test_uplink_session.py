@@ -130,7 +130,7 @@ def test_auth_first_and_nothing_sent_before_the_server_accepts(rig: Rig) -> None
         'op': 'auth',
         'robot_id': 'kiwi-001',
         'token': 'lkw_secret',
-        'protocol': ['lekiwi-fleet/1'],
+        'protocol': ['lekiwi-fleet/2', 'lekiwi-fleet/1'],
         'agent_version': '0.1.0',
     }
     assert rig.session.frames_to_send() == [] and not rig.session.ready
@@ -425,3 +425,42 @@ def test_heartbeat_resources_go_only_when_changed_if_the_server_offers_it(rig: R
     rig.connect()
     (again,) = rig.send()
     assert again['seq'] == second['seq'] and 'resources' in again['msg']
+
+
+AUTH_OK_V2 = json.dumps({**json.loads(AUTH_OK), 'protocol': 'lekiwi-fleet/2'})
+
+
+def test_v2_numbers_state_messages_in_their_own_space_and_takes_state_acks(rig: Rig) -> None:
+    rig.outbox.put('fleet/events', event(1))
+    rig.outbox.put('fleet/heartbeat', heartbeat(1))
+    rig.session.connection_opened('lkw_secret')
+    assert rig.session.receive(AUTH_OK_V2).authenticated
+    sent = rig.send()
+    assert [(f['topic'], f.get('seq'), f.get('state_seq')) for f in sent] == [
+        ('fleet/heartbeat', None, 1), ('fleet/events', 1, None)]
+    # The history ack leaves the heartbeat waiting; its state ack removes it.
+    rig.session.receive(ack([1, 1]))
+    assert len(rig.outbox) == 1 and rig.session.in_flight == 1
+    state_ack = {'op': 'publish', 'topic': 'fleet/ack',
+                 'msg': {'boot_id': BOOT, 'ranges': [], 'state_ranges': [[1, 1]]}}
+    validator('AckFrame').validate(state_ack)
+    rig.session.receive(json.dumps(state_ack))
+    assert len(rig.outbox) == 0 and rig.session.in_flight == 0
+    # A refusal names the state seq as `<boot>:s<n>`; a server_error is resent.
+    rig.outbox.put('fleet/heartbeat', heartbeat(2))
+    [again] = rig.send()
+    assert again['state_seq'] == 2
+    rig.session.receive(json.dumps({'op': 'status', 'level': 'error', 'code': 'server_error',
+                                    'id': f'{BOOT}:s2', 'msg': 'busy'}))
+    assert rig.session.in_flight == 0 and len(rig.outbox) == 1
+
+
+def test_v1_sends_state_messages_in_the_one_space_of_v1(rig: Rig) -> None:
+    rig.outbox.put('fleet/events', event(1))
+    rig.outbox.put('fleet/heartbeat', heartbeat(1))
+    rig.connect()  # the server chose lekiwi-fleet/1
+    sent = rig.send()
+    assert [(f['topic'], f.get('seq'), 'state_seq' in f) for f in sent] == [
+        ('fleet/heartbeat', 2, False), ('fleet/events', 1, False)]
+    rig.session.receive(ack([1, 2]))
+    assert len(rig.outbox) == 0

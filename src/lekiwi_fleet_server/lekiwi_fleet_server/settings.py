@@ -83,6 +83,11 @@ class Settings(BaseSettings):
                                       description='Uncommitted messages held before new ones '
                                                   'are refused with server_error')
     store_retry_s: float = Field(0.5, gt=0, description='Pause after a failed commit')
+    state_flush_interval_s: float = Field(
+        1.0, gt=0, le=60,
+        description="Longest time a lekiwi-fleet/2 robot's acknowledged heartbeat or teleop "
+                    'reading waits in memory before its current-state row is written (one '
+                    'statement per flush); below stale_after_s')
     robot_rate_per_s: float = Field(
         500.0, gt=0, le=1_000_000,
         description='Publish frames one robot may send a second on average; more are refused '
@@ -222,6 +227,10 @@ class Settings(BaseSettings):
             # declared silent, or a robot that only answers pings would be dropped.
             raise ValueError(f'presence_timeout_s must be longer than {IDLE_INTERVALS} x '
                              'ping_interval_s')
+        if self.state_flush_interval_s >= self.stale_after_s:
+            # The database's last heartbeat may lag the memory by one flush interval: a robot
+            # must never look stale to the API only because its heartbeat waits for a flush.
+            raise ValueError('state_flush_interval_s must be shorter than stale_after_s')
         # The store checks its own combinations (retention >= one partition, alarm clear
         # levels beyond raise levels): build its config once so a bad one fails here, at start.
         from lekiwi_fleet_server.store.config import store_config

@@ -3,7 +3,10 @@
 - `put()` gives each message its protocol identity (`boot_id`, `seq`): seq 1, 2, 3, ... within
   this outbox's boot, never reused (a high-water mark per boot is stored with the messages).
 - State topics (heartbeat, teleop status) keep only their newest unsent message: a newer one takes
-  the older's place and its seq, so sequences have no gaps.
+  the older's place and its seq, so sequences have no gaps. They are numbered in a sequence space
+  of their own (`state_seq`, protocol lekiwi-fleet/2): history seqs number history messages only,
+  so the server's durable record of them stays gap-free. On a lekiwi-fleet/1 connection a state
+  message is moved into the history space (`to_history_space`) when it is first sent.
 - History topics (events, deployment status, telemetry) are never dropped. Over `max_messages`,
   a topic with a merge policy (telemetry) folds a new message into its newest unsent one.
 - A history message may carry a `dedup_key` (the uplink uses a digest of the whole message):
@@ -47,12 +50,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     state INTEGER NOT NULL,
     msg TEXT NOT NULL,
     created_at REAL NOT NULL,
-    UNIQUE (boot_id, seq)
+    space INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (boot_id, space, seq)
 );
 CREATE INDEX IF NOT EXISTS outbox_by_class ON outbox (state, id);
 CREATE TABLE IF NOT EXISTS boots (
     boot_id TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL
+    last_seq INTEGER NOT NULL,
+    last_state_seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS seen (
     key TEXT PRIMARY KEY,
@@ -63,7 +68,31 @@ CREATE TABLE IF NOT EXISTS owner (
     robot_id TEXT NOT NULL
 );
 """
-_SCHEMA_VERSION = 2  # 2: the owner table (robot id); a version 1 file is adopted by its opener
+_SCHEMA_VERSION = 3  # 2: the owner table (robot id); 3: the state sequence space (`space`)
+HISTORY_SPACE, STATE_SPACE = 0, 1
+# An entry's key names its sequence space in its boot item: a state seq's boot gets this suffix
+# (a boot id is [A-Za-z0-9-], so it cannot end so), and (boot, seq) stays a plain pair.
+STATE_KEY_SUFFIX = '/s'
+# A file of schema 1 or 2 numbered every message in one space: its rows stay history-space rows.
+_MIGRATE_TO_3 = """
+ALTER TABLE outbox RENAME TO outbox_v2;
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    boot_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    msg TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    space INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (boot_id, space, seq)
+);
+INSERT INTO outbox (id, boot_id, seq, topic, state, msg, created_at, space)
+    SELECT id, boot_id, seq, topic, state, msg, created_at, 0 FROM outbox_v2;
+DROP TABLE outbox_v2;
+CREATE INDEX IF NOT EXISTS outbox_by_class ON outbox (state, id);
+ALTER TABLE boots ADD COLUMN last_state_seq INTEGER NOT NULL DEFAULT 0;
+"""
 
 
 class OutboxError(Exception):
@@ -104,10 +133,13 @@ class OutboxEntry:
     topic: str
     state: bool
     msg_json: str
+    state_space: bool = False  # `seq` is a state seq (sent as `state_seq`, lekiwi-fleet/2)
 
     @property
     def key(self) -> tuple[str, int]:
-        """Return (boot_id, seq)."""
+        """Return (boot_id, seq); a state seq's boot carries STATE_KEY_SUFFIX."""
+        if self.state_space:
+            return self.boot_id + STATE_KEY_SUFFIX, self.seq
         return self.boot_id, self.seq
 
 
@@ -160,9 +192,10 @@ class Outbox:
             raise
         self._count = self._db.execute('SELECT COUNT(*) FROM outbox').fetchone()[0]
         row = self._db.execute(
-            'SELECT last_seq FROM boots WHERE boot_id = ?', (boot_id,)
+            'SELECT last_seq, last_state_seq FROM boots WHERE boot_id = ?', (boot_id,)
         ).fetchone()
         self._last_seq = row[0] if row else 0
+        self._last_state_seq = row[1] if row else 0
         # Unsent rows that may still change: topic -> id (state) and topic -> (id, msg) (merge).
         self._unsent_state: dict[str, int] = {}
         self._unsent_tail: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -250,6 +283,9 @@ class Outbox:
             version = db.execute('PRAGMA user_version').fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f'outbox schema {version} is newer than this agent')
+            columns = {r[1] for r in db.execute('PRAGMA table_info(outbox)')}
+            if columns and 'space' not in columns:
+                db.executescript(f'BEGIN IMMEDIATE; {_MIGRATE_TO_3} COMMIT;')
             db.executescript(_SCHEMA)
             db.execute(f'PRAGMA user_version={_SCHEMA_VERSION}')
             db.execute('SELECT COUNT(*) FROM outbox').fetchone()
@@ -300,28 +336,30 @@ class Outbox:
                 self._unsent_tail[topic] = (row_id, merged)
                 self.merged_total += 1
                 return PutResult(self._boot_id, seq, 'merged', over)
-        seq = self._last_seq + 1
-        self._sync(full=not policy.state)
+        state = policy.state
+        seq = (self._last_state_seq if state else self._last_seq) + 1
+        self._sync(full=not state)
         self._db.execute('BEGIN IMMEDIATE')
         try:
             if dedup_key is not None and not self._first_sighting(dedup_key):
                 self._rollback()
                 return PutResult(self._boot_id, 0, 'duplicate', over)
             cursor = self._db.execute(
-                'INSERT INTO outbox (boot_id, seq, topic, state, msg, created_at) '
-                'VALUES (?, ?, ?, ?, ?, ?)',
-                (self._boot_id, seq, topic, int(policy.state), text, self._now()),
+                'INSERT INTO outbox (boot_id, seq, topic, state, msg, created_at, space) '
+                'VALUES (?, ?, ?, ?, ?, ?, ?)',
+                (self._boot_id, seq, topic, int(state), text, self._now(),
+                 STATE_SPACE if state else HISTORY_SPACE),
             )
-            self._db.execute(
-                'INSERT INTO boots (boot_id, last_seq) VALUES (?, ?) '
-                'ON CONFLICT (boot_id) DO UPDATE SET last_seq = excluded.last_seq',
-                (self._boot_id, seq),
-            )
+            self._save_counters(seq if not state else self._last_seq,
+                                seq if state else self._last_state_seq)
             self._db.execute('COMMIT')
         except BaseException:
             self._rollback()
             raise
-        self._last_seq = seq
+        if state:
+            self._last_state_seq = seq
+        else:
+            self._last_seq = seq
         self._count += 1
         row_id = int(cursor.lastrowid or 0)  # set by every INSERT
         if policy.state:
@@ -329,6 +367,42 @@ class Outbox:
         elif policy.merge is not None:
             self._unsent_tail[topic] = (row_id, dict(msg))
         return PutResult(self._boot_id, seq, 'appended', over)
+
+    def _save_counters(self, last_seq: int, last_state_seq: int) -> None:
+        self._db.execute(
+            'INSERT INTO boots (boot_id, last_seq, last_state_seq) VALUES (?, ?, ?) '
+            'ON CONFLICT (boot_id) DO UPDATE SET last_seq = excluded.last_seq, '
+            'last_state_seq = excluded.last_state_seq',
+            (self._boot_id, last_seq, last_state_seq),
+        )
+
+    def to_history_space(self, entry: OutboxEntry) -> OutboxEntry:
+        """Renumber a sent state-space message with the next history seq (for a v1 server).
+
+        A lekiwi-fleet/1 server knows one sequence space: the message gets a seq of its own
+        there. Only this boot's messages can be renumbered (an older boot's counter is gone):
+        others are returned as they are.
+        """
+        if not entry.state_space or entry.boot_id != self._boot_id:
+            return entry
+        with self._lock:
+            seq = self._last_seq + 1
+            self._db.execute('BEGIN IMMEDIATE')
+            try:
+                cursor = self._db.execute(
+                    'UPDATE outbox SET space = ?, seq = ? WHERE id = ? AND space = ?',
+                    (HISTORY_SPACE, seq, entry.id, STATE_SPACE))
+                if cursor.rowcount != 1:
+                    self._rollback()
+                    return entry  # acknowledged and removed meanwhile
+                self._save_counters(seq, self._last_state_seq)
+                self._db.execute('COMMIT')
+            except BaseException:
+                self._rollback()
+                raise
+            self._last_seq = seq
+        return OutboxEntry(entry.id, entry.boot_id, seq, entry.topic, entry.state,
+                           entry.msg_json)
 
     def _shrink_journal(self) -> None:
         """After a failed write, move the WAL into the database and truncate it, if it can."""
@@ -377,11 +451,11 @@ class Outbox:
         """Return up to `limit` messages of one class with id > after_id, marked as sent."""
         with self._lock:
             rows = self._db.execute(
-                'SELECT id, boot_id, seq, topic, state, msg FROM outbox '
+                'SELECT id, boot_id, seq, topic, state, msg, space FROM outbox '
                 'WHERE state = ? AND id > ? ORDER BY id LIMIT ?',
                 (int(state), after_id, limit),
             ).fetchall()
-            entries = [OutboxEntry(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+            entries = [_entry(r) for r in rows]
             self._mark_sent(entry.id for entry in entries)
         return entries
 
@@ -393,12 +467,12 @@ class Outbox:
         with self._lock:
             marks = ','.join('?' * len(wanted))
             rows = self._db.execute(
-                'SELECT id, boot_id, seq, topic, state, msg FROM outbox '
+                'SELECT id, boot_id, seq, topic, state, msg, space FROM outbox '
                 f'WHERE id IN ({marks}) ORDER BY id',
                 wanted,
             ).fetchall()
             self._mark_sent(wanted)
-        return [OutboxEntry(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+        return [_entry(r) for r in rows]
 
     def _mark_sent(self, ids: Iterable[int]) -> None:
         sent = set(ids)
@@ -410,7 +484,7 @@ class Outbox:
                 del self._unsent_tail[topic]
 
     def remove(self, keys: Iterable[tuple[str, int]]) -> int:
-        """Delete acknowledged messages by (boot_id, seq); return how many were stored."""
+        """Delete acknowledged messages by key (OutboxEntry.key); return how many were stored."""
         keys = list(keys)
         if not keys:
             return 0
@@ -418,10 +492,12 @@ class Outbox:
             self._db.execute('BEGIN IMMEDIATE')
             try:
                 removed = 0
-                for boot_id, seq in keys:
+                for boot_key, seq in keys:
+                    boot_id, space = _space_of(boot_key)
                     row = self._db.execute(
-                        'DELETE FROM outbox WHERE boot_id = ? AND seq = ? RETURNING id',
-                        (boot_id, seq),
+                        'DELETE FROM outbox WHERE boot_id = ? AND space = ? AND seq = ? '
+                        'RETURNING id',
+                        (boot_id, space, seq),
                     ).fetchone()
                     if row is not None:
                         removed += 1
@@ -442,6 +518,18 @@ class Outbox:
         with self._lock:
             self._db.close()
             self._release_file_lock()
+
+
+def _entry(row: Any) -> OutboxEntry:
+    return OutboxEntry(row[0], row[1], row[2], row[3], bool(row[4]), row[5],
+                       row[6] == STATE_SPACE)
+
+
+def _space_of(boot_key: str) -> tuple[str, int]:
+    """Return (boot_id, space) of an entry key's boot item."""
+    if boot_key.endswith(STATE_KEY_SUFFIX):
+        return boot_key[:-len(STATE_KEY_SUFFIX)], STATE_SPACE
+    return boot_key, HISTORY_SPACE
 
 
 def _dumps(msg: Mapping[str, Any]) -> str:

@@ -1,4 +1,8 @@
-"""The uplink's side of robot protocol `lekiwi-fleet/1` as a state machine, without any I/O.
+"""The uplink's side of robot protocols `lekiwi-fleet/2` and `/1` as a state machine, no I/O.
+
+It offers lekiwi-fleet/2 first: state messages then travel with a `state_seq` of their own
+space (acked in `state_ranges`), history messages with `seq`. A v1 server gets every message
+with `seq`: a state message is moved into the history space as it is first sent.
 
 The WebSocket shell (`uplink_client.py`) feeds it what the server sends and writes what it
 returns. It authenticates first; then it sends state messages before history messages, history
@@ -22,9 +26,10 @@ from lekiwi_agent_ros.uplink.heartbeat_reducer import (
     HeartbeatReducer,
     ReducerConfig,
 )
-from lekiwi_agent_ros.uplink.outbox import Outbox, OutboxEntry
+from lekiwi_agent_ros.uplink.outbox import STATE_KEY_SUFFIX, Outbox, OutboxEntry
 
 PROTOCOL = 'lekiwi-fleet/1'
+PROTOCOL_V2 = 'lekiwi-fleet/2'
 ACK_TOPIC = 'fleet/ack'
 COMMAND_SERVICE = 'fleet/command'
 DEPLOY_ACTION = 'fleet/deploy'
@@ -69,7 +74,7 @@ class SessionConfig:
     ack_timeout_s: float = 10.0  # oldest unacknowledged frame older than this: reconnect
     auth_timeout_s: float = 10.0
     retry_delay_s: float = 1.0  # after the server said server_error for a frame
-    protocols: tuple[str, ...] = (PROTOCOL,)
+    protocols: tuple[str, ...] = (PROTOCOL_V2, PROTOCOL)
     heartbeat: ReducerConfig = field(default_factory=ReducerConfig)
 
     def __post_init__(self) -> None:
@@ -157,9 +162,10 @@ class SessionStats:
 
 def publish_frame(entry: OutboxEntry, msg_json: str | None = None) -> str:
     """Return the `publish` frame of a stored message (its JSON, or `msg_json`, as is)."""
+    number = 'state_seq' if entry.state_space else 'seq'
     return (
         f'{{"op":"publish","topic":{json.dumps(entry.topic)},'
-        f'"boot_id":{json.dumps(entry.boot_id)},"seq":{entry.seq},'
+        f'"boot_id":{json.dumps(entry.boot_id)},"{number}":{entry.seq},'
         f'"msg":{entry.msg_json if msg_json is None else msg_json}}}'
     )
 
@@ -214,6 +220,7 @@ class UplinkSession:
         self._log = log
         self.stats = SessionStats()
         self._phase = 'disconnected'  # -> 'authenticating' -> 'ready'
+        self._protocol: str | None = None  # the version the server chose for this connection
         self._opened_at = 0.0
         self._in_flight: dict[tuple[str, int], _InFlight] = {}
         self._history_in_flight = 0
@@ -268,6 +275,7 @@ class UplinkSession:
         self._phase = 'disconnected'
 
     def _reset(self) -> None:
+        self._protocol = None
         self._in_flight.clear()
         self._history_in_flight = 0
         self._state_cursor = 0
@@ -300,6 +308,8 @@ class UplinkSession:
         return frames
 
     def _send(self, entry: OutboxEntry, now: float) -> str:
+        if entry.state_space and self._protocol != PROTOCOL_V2:
+            entry = self._outbox.to_history_space(entry)  # v1 knows one sequence space
         if entry.key not in self._in_flight and not entry.state:
             self._history_in_flight += 1
         self._in_flight[entry.key] = _InFlight(entry.id, entry.state, now)
@@ -414,6 +424,7 @@ class UplinkSession:
             )
         features = frame.get('features')
         self.heartbeats.connection_ready(features if isinstance(features, list) else ())
+        self._protocol = protocol
         self._phase = 'ready'
         return Reaction(authenticated=True)
 
@@ -450,24 +461,31 @@ class UplinkSession:
         if not isinstance(msg, dict):
             return self._malformed('an ack without a msg object')
         boot_id, ranges = msg.get('boot_id'), msg.get('ranges')
-        if not isinstance(boot_id, str) or not isinstance(ranges, list) or not ranges:
+        state_ranges = msg.get('state_ranges', [])  # lekiwi-fleet/2: the state space's
+        if (
+            not isinstance(boot_id, str)
+            or not isinstance(ranges, list)
+            or not isinstance(state_ranges, list)
+            or not (ranges or state_ranges)
+        ):
             return self._malformed('an ack without boot_id and ranges')
-        spans = []
-        for span in ranges:
-            if (
-                not isinstance(span, list)
-                or len(span) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in span)
-                or span[0] > span[1]
-            ):
-                return self._malformed(f'an ack with a bad range {span!r}')
-            spans.append((span[0], span[1]))
+        by_boot: dict[str, list[tuple[int, int]]] = {}
+        for boot_key, given in ((boot_id, ranges), (boot_id + STATE_KEY_SUFFIX, state_ranges)):
+            for span in given:
+                if (
+                    not isinstance(span, list)
+                    or len(span) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in span)
+                    or span[0] > span[1]
+                ):
+                    return self._malformed(f'an ack with a bad range {span!r}')
+                by_boot.setdefault(boot_key, []).append((span[0], span[1]))
         # Only frames sent on this connection are removed: a confused server cannot delete
         # messages it never received.
         keys = [
             key
             for key in self._in_flight
-            if key[0] == boot_id and any(low <= key[1] <= high for low, high in spans)
+            if key[0] in by_boot and any(low <= key[1] <= high for low, high in by_boot[key[0]])
         ]
         for key in keys:
             self._settle(key)
@@ -558,6 +576,8 @@ def _frame_key(frame_id: Any) -> tuple[str, int] | None:
     if not isinstance(frame_id, str):
         return None
     boot_id, colon, seq = frame_id.rpartition(':')
+    if colon and seq.startswith('s') and seq[1:].isdigit():  # `<boot>:s<state_seq>` (v2)
+        return boot_id + STATE_KEY_SUFFIX, int(seq[1:])
     if not colon or not seq.isdigit():
         return None
     return boot_id, int(seq)

@@ -1,4 +1,8 @@
-"""Protocol lekiwi-fleet/1 (docs/robot-protocol.md): frame decoding, validation, encoding.
+"""Protocols lekiwi-fleet/2 and /1 (docs/robot-protocol.md): frame decoding, validation, encoding.
+
+Version 2 adds one thing to version 1: a state topic's message (heartbeat, teleop status) may be
+numbered in a sequence space of its own, `state_seq`, acknowledged in the ack's `state_ranges`;
+history seqs (`seq`) then number history messages only, without gaps.
 
 Pure: no I/O, no clock. The gateway feeds it raw payloads and sends what it encodes. The message
 validators mirror docs/robot-protocol-v1.schema.json field by field (a test checks them against
@@ -19,9 +23,20 @@ from typing import Any
 import orjson
 
 from lekiwi_fleet_server.domain.fast_check import FastCheck, compile_fast
-from lekiwi_fleet_server.domain.topics import ACK, PROTOCOL_VERSION, TOPIC_TYPES
+from lekiwi_fleet_server.domain.topics import (
+    ACK,
+    PROTOCOL_VERSION,
+    TOPIC_DELIVERY,
+    TOPIC_TYPES,
+    Delivery,
+)
 
-SUPPORTED_PROTOCOLS: tuple[str, ...] = (PROTOCOL_VERSION,)
+PROTOCOL_V1 = PROTOCOL_VERSION
+PROTOCOL_V2 = 'lekiwi-fleet/2'
+# The robot's preference decides (negotiate): a v1 robot gets v1, unchanged.
+SUPPORTED_PROTOCOLS: tuple[str, ...] = (PROTOCOL_V2, PROTOCOL_V1)
+# Topics whose messages a v2 robot numbers in the state space.
+STATE_SEQ_TOPICS = frozenset(t for t, d in TOPIC_DELIVERY.items() if d is Delivery.STATE)
 COMMAND_SERVICE = 'fleet/command'
 COMMAND_TYPES = frozenset({'ping', 'configure', 'request_snapshot'})
 
@@ -115,8 +130,9 @@ class AdmissionProof:
 class Publish:
     topic: str
     boot_id: str
-    seq: int
+    seq: int  # the history seq, or the state seq when `state_space`
     msg: dict[str, Any]
+    state_space: bool = False  # numbered by `state_seq` (lekiwi-fleet/2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +159,17 @@ def decode_frame(payload: bytes | bytearray | memoryview | str) -> dict[str, Any
 
 
 def frame_id(frame: Mapping[str, Any]) -> str | None:
-    """Return the id an error about this frame names: `<boot_id>:<seq>` for a publish."""
+    """Return the id an error about this frame names: `<boot_id>:<seq>` for a publish.
+
+    A v2 state message's id is `<boot_id>:s<state_seq>` (publish_id).
+    """
     boot_id, seq = frame.get('boot_id'), frame.get('seq')
-    if frame.get('op') == 'publish' and type(boot_id) is str and type(seq) is int:
-        return f'{boot_id}:{seq}'
+    if frame.get('op') == 'publish' and type(boot_id) is str:
+        if type(seq) is int:
+            return f'{boot_id}:{seq}'
+        state_seq = frame.get('state_seq')
+        if type(state_seq) is int:
+            return f'{boot_id}:s{state_seq}'
     fid = frame.get('id')
     return fid if type(fid) is str else None
 
@@ -222,8 +245,16 @@ def negotiate(offered: Iterable[str], supported: tuple[str, ...] = SUPPORTED_PRO
                         f'no version in common; server speaks {", ".join(supported)}', 'auth')
 
 
-def parse_publish(frame: Mapping[str, Any]) -> Publish:
-    """Validate a robot `publish` frame and its message, or raise the matching protocol error."""
+def publish_id(boot_id: str, seq: int, state_space: bool = False) -> str:
+    """Return the id errors give a publish: `<boot_id>:<seq>`, `<boot_id>:s<state_seq>`."""
+    return f'{boot_id}:s{seq}' if state_space else f'{boot_id}:{seq}'
+
+
+def parse_publish(frame: Mapping[str, Any], version: str = PROTOCOL_V1) -> Publish:
+    """Validate a robot `publish` frame and its message, or raise the matching protocol error.
+
+    `version` is the connection's protocol: only lekiwi-fleet/2 takes `state_seq`.
+    """
     topic = frame.get('topic')
     expected_type = TOPIC_TYPES.get(topic) if type(topic) is str else None
     if expected_type is None or not isinstance(topic, str):
@@ -232,7 +263,10 @@ def parse_publish(frame: Mapping[str, Any]) -> Publish:
     if type(boot_id) is not str or not _BOOT_ID.fullmatch(boot_id):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE,
                             f"{topic}: 'boot_id' must be 8-64 of [A-Za-z0-9-]", frame_id(frame))
-    if type(seq) is not int or not 1 <= seq <= _I64:
+    state_space = 'state_seq' in frame
+    if state_space:
+        seq = _state_seq(frame, topic, version)
+    elif type(seq) is not int or not 1 <= seq <= _I64:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE,
                             f"{topic}: 'seq' must be an integer 1..2^63-1", frame_id(frame))
     msg_type = frame.get('type')
@@ -247,7 +281,26 @@ def parse_publish(frame: Mapping[str, Any]) -> Publish:
         error = MESSAGE_VALIDATORS[topic](msg)
         if error is not None:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f'{topic}: {error}', frame_id(frame))
-    return Publish(topic, boot_id, seq, msg)  # type: ignore[arg-type]
+    return Publish(topic, boot_id, seq, msg, state_space)  # type: ignore[arg-type]
+
+
+def _state_seq(frame: Mapping[str, Any], topic: str, version: str) -> int:
+    """Return a v2 state message's `state_seq`, or raise `invalid_message`."""
+    fid = frame_id(frame)
+    if version != PROTOCOL_V2:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"{topic}: 'state_seq' needs protocol {PROTOCOL_V2}", fid)
+    if topic not in STATE_SEQ_TOPICS:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"{topic}: a history topic is numbered by 'seq', not 'state_seq'", fid)
+    if 'seq' in frame:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"{topic}: 'seq' and 'state_seq' are exclusive", fid)
+    state_seq = frame['state_seq']
+    if type(state_seq) is not int or not 1 <= state_seq <= _I64:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"{topic}: 'state_seq' must be an integer 1..2^63-1", fid)
+    return state_seq
 
 
 def connection_boot_id() -> str:
@@ -263,7 +316,7 @@ def check_identity(publish: Publish, robot_id: str, *, check_boot: bool = True) 
     """
     msg = publish.msg
     named_robot, named_boot = msg.get('robot_id'), msg.get('boot_id')
-    fid = f'{publish.boot_id}:{publish.seq}'
+    fid = publish_id(publish.boot_id, publish.seq, publish.state_space)
     if named_robot is not None and named_robot != robot_id:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE,
                             f"{publish.topic}: msg.robot_id {named_robot!r} is not this "
@@ -489,11 +542,17 @@ def ack_frame(boot_id: str, ranges: list[list[int]]) -> bytes:
     return encode({'op': 'publish', 'topic': ACK, 'msg': {'boot_id': boot_id, 'ranges': ranges}})
 
 
-def ack_frame_of(boot_id: str, seqs: list[int]) -> bytes:
+def ack_frame_of(boot_id: str, seqs: list[int], state_seqs: list[int] | None = None) -> bytes:
     """Encode the ack frame of a boot's committed seqs (`ack_frame` of their ranges).
 
-    One ack per robot and batch, thousands a second: the common single seq skips the sort.
+    `state_seqs` (lekiwi-fleet/2): the boot's accepted state seqs, as `state_ranges` (then
+    `ranges` may be empty). One ack per robot and batch, thousands a second: the common single
+    seq skips the sort.
     """
+    if state_seqs is not None:
+        return encode({'op': 'publish', 'topic': ACK, 'msg': {
+            'boot_id': boot_id, 'ranges': compress_ranges(seqs),
+            'state_ranges': compress_ranges(state_seqs)}})
     if len(seqs) == 1:
         return encode({'op': 'publish', 'topic': ACK,
                        'msg': {'boot_id': boot_id, 'ranges': [[seqs[0], seqs[0]]]}})

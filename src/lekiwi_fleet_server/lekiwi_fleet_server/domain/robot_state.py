@@ -309,8 +309,12 @@ class RobotState:
         return self._with([cls(self.robot_id, at=at, reason=reason)])
 
     def on_heartbeat(self, boot_id: str, seq: int, msg: Mapping[str, Any], received_at: float,
-                     thresholds: AlarmThresholds) -> Outcome:
-        """Apply a RobotHeartbeat when newer than the stored one; decide version and alarms."""
+                     thresholds: AlarmThresholds, state_space: bool = False) -> Outcome:
+        """Apply a RobotHeartbeat when newer than the stored one; decide version and alarms.
+
+        `state_space`: `seq` numbers the robot's state messages only (lekiwi-fleet/2), so it
+        says nothing about `last_seq`, the newest seq of the boot's history.
+        """
         cur = self.current
         stamp = stamp_seconds(msg)
         if not is_newer(boot_id, seq, stamp, cur.heartbeat_boot_id, cur.heartbeat_seq,
@@ -324,7 +328,10 @@ class RobotState:
         software = _text(msg.get('software_version', ''), 'software_version', 128) or None
         # A newer heartbeat of another boot means the robot restarted: follow its new boot.
         same_boot = boot_id == cur.boot_id
-        last_seq = seq if not same_boot or cur.last_seq is None else max(seq, cur.last_seq)
+        if state_space:
+            last_seq = cur.last_seq if same_boot else None
+        else:
+            last_seq = seq if not same_boot or cur.last_seq is None else max(seq, cur.last_seq)
         # One constructor call, not dataclasses.replace: this runs for every heartbeat.
         current = CurrentState(
             last_heartbeat_at=received_at, heartbeat_stamp=stamp, heartbeat_boot_id=boot_id,
@@ -352,7 +359,7 @@ class RobotState:
         return self._with(events, current)
 
     def on_teleop_status(self, boot_id: str, seq: int, msg: Mapping[str, Any],
-                         received_at: float) -> Outcome:
+                         received_at: float, state_space: bool = False) -> Outcome:
         """Apply a TeleopStatus when newer than the stored one (state, never an event)."""
         cur = self.current
         stamp = stamp_seconds(msg)
@@ -367,7 +374,7 @@ class RobotState:
             teleop_active=_bool(msg.get('active', False), 'active'),
             teleop_score=_float(msg.get('score', 0.0), 'score'), teleop=signals,
             teleop_boot_id=boot_id, teleop_seq=seq, teleop_stamp=stamp,
-            **cur.seen_fields(boot_id, seq))
+            **({} if state_space else cur.seen_fields(boot_id, seq)))
         return self._with([], current)
 
     def on_telemetry(self, boot_id: str, seq: int, msg: Mapping[str, Any], received_at: float,

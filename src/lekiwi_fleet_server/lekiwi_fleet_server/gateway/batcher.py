@@ -6,6 +6,9 @@ process), so the loop never decodes a message or waits on the database and each 
 single writer (with writer shards, the gateway has one batcher per shard). When a commit
 fails, the batch goes back to the front of the queue and is retried: nothing is acknowledged,
 nothing is lost while the process lives, and robots resend whatever a crash took.
+Every `flush_interval_s` (settings.state_flush_interval_s) the batcher also has the committer
+write the coalesced current-state readings (`Committer.flush_state`, when it has one), and once
+more when it drains at shutdown.
 """
 
 from __future__ import annotations
@@ -32,8 +35,13 @@ class CommitBatcher:
                  metrics: FleetMetrics, want_update: Callable[[], bool] = lambda: False,
                  batch_done: Callable[[bool], None] = lambda _wanted: None,
                  now: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 flush_interval_s: float | None = None) -> None:
         self._committer = committer
+        # The committer's flush_state (V's CommitWorker), if it has one; None: no flushes.
+        self._flush = getattr(committer, 'flush_state', None) if flush_interval_s else None
+        self._flush_interval_s = flush_interval_s or 0.0
+        self._next_flush = float('inf') if self._flush is None else float('-inf')
         self._interval_s = interval_s
         self._max_batch = max_batch
         self._max_pending = max_pending
@@ -150,10 +158,45 @@ class CommitBatcher:
             # frame: receive queue, commit, and the acks written before its own.
             metrics.ack_seconds.observe(max(0.0, self._now() - oldest))
 
+    async def flush_once(self) -> bool:
+        """Have the committer write its coalesced current-state readings; False if it failed."""
+        if self._flush is None:
+            return True
+        self._next_flush = self._monotonic() + self._flush_interval_s
+        try:
+            outcome = await self._flush(self._now())
+        except Exception as exc:  # the readings stay in memory: the next flush retries
+            self._metrics.commit_failures.inc()
+            log.warning('current-state flush failed, will retry: %s', exc)
+            return False
+        if outcome is not None and outcome.update is not None:
+            self._on_committed(outcome)
+        return True
+
+    async def _wait_for_work(self) -> None:
+        """Wait for frames or presence, flushing the readings whenever a flush is due."""
+        while not self._wakeup.is_set():
+            if self._flush is None:
+                await self._wakeup.wait()
+                return
+            due = self._next_flush - self._monotonic()
+            if due <= 0:
+                await self.flush_once()
+                continue
+            # asyncio.timeout, not wait_for: on Python 3.11 a cancelled wait_for around
+            # Event.wait could hang the cancellation (gateway stop never returned).
+            try:
+                async with asyncio.timeout(due):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
     async def run(self) -> None:
         """Commit batches until cancelled, at most one commit start per interval."""
         while True:
-            await self._wakeup.wait()
+            await self._wait_for_work()
+            if self._monotonic() >= self._next_flush:  # a busy writer flushes between batches
+                await self.flush_once()
             self._wakeup.clear()
             delay = self._last_start + self._interval_s - self._monotonic()
             if delay > 0:
@@ -174,4 +217,4 @@ class CommitBatcher:
                 return False
             if await self.commit_once() is None:
                 await asyncio.sleep(min(self._retry_s, 0.1))
-        return True
+        return await self.flush_once()

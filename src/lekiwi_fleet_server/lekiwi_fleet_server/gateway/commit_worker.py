@@ -77,7 +77,13 @@ class CommitWorker:
         for robot_id, received_at, payload in frames:
             try:
                 frame = loads(payload)
-                messages.append(RobotMessage(robot_id, frame['boot_id'], frame['seq'],
+                seq = frame.get('seq')
+                if seq is None:  # lekiwi-fleet/2's state space (the gateway checked the topic)
+                    messages.append(RobotMessage(robot_id, frame['boot_id'], frame['state_seq'],
+                                                 frame['topic'], frame['msg'], received_at,
+                                                 True))
+                    continue
+                messages.append(RobotMessage(robot_id, frame['boot_id'], seq,
                                              frame['topic'], frame['msg'], received_at))
             except (ValueError, KeyError, TypeError) as exc:
                 # The gateway validated the frame: only a bug (or a corrupted pipe) gets here.
@@ -110,21 +116,54 @@ class CommitWorker:
             deltas.forget(s.robot_id for s in result.changed_robots)
         return outcome
 
+    def flush_state(self, now: float) -> CommitOutcome | None:
+        """Write the coalesced current-state readings (one statement); None when none were due.
+
+        Whatever runs this worker calls it every `state_flush_interval_s`. The readings reached
+        the dashboard with the commit that took them, so the outcome carries no update; its
+        `messages` says how many robots' rows were written. Raises the store's error.
+        """
+        flush = getattr(self._store, 'flush_state', None)  # a store without volatile state
+        if flush is None:
+            return None
+        try:
+            written = flush(now=now)
+        except Exception as exc:
+            if self._metrics is not None:
+                self._metrics.failed(exc)
+            raise
+        if self._metrics is not None:
+            self._metrics.flushed(written)
+        return CommitOutcome(messages=written) if written else None
+
 
 def _answer(outcome: CommitOutcome, undecodable: list[Refusal], result: BatchResult,
             now: float, deltas: SummaryDeltas | None) -> None:
     """Fill in what the gateway sends for a committed batch (again when it was replanned)."""
     by_boot: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+    state_by_boot: defaultdict[tuple[str, str], list[int]] | None = None
     for key in result.acknowledged:
-        by_boot[(key.robot_id, key.boot_id)].append(key.seq)
+        if key.state_space:
+            if state_by_boot is None:
+                state_by_boot = defaultdict(list)
+            state_by_boot[(key.robot_id, key.boot_id)].append(key.seq)
+        else:
+            by_boot[(key.robot_id, key.boot_id)].append(key.seq)
     ack = protocol.ack_frame_of
-    outcome.acks = [(robot_id, ack(boot_id, seqs)) for (robot_id, boot_id), seqs
-                    in by_boot.items()]
+    if state_by_boot is None:  # lekiwi-fleet/1 robots only: the acks of v1
+        outcome.acks = [(robot_id, ack(boot_id, seqs)) for (robot_id, boot_id), seqs
+                        in by_boot.items()]
+    else:
+        # A boot without state seqs gets v1's ack (a lekiwi-fleet/1 robot never sees another).
+        outcome.acks = [(robot_id, ack(boot_id, by_boot.get((robot_id, boot_id), []),
+                                       state_by_boot.get((robot_id, boot_id))))
+                        for (robot_id, boot_id) in dict.fromkeys([*by_boot, *state_by_boot])]
     outcome.refusals = undecodable + [
         # Valid by the protocol but refused by the store (say a delta whose names and
         # values differ in length): never acked, so the robot learns why instead.
         (r.key.robot_id, ErrorCode.INVALID_MESSAGE.value, r.reason,
-         f'{r.key.boot_id}:{r.key.seq}') for r in result.rejected]
+         protocol.publish_id(r.key.boot_id, r.key.seq, r.key.state_space))
+        for r in result.rejected]
     outcome.acknowledged = len(result.acknowledged)
     outcome.duplicates = result.duplicates
     outcome.update = None
@@ -143,7 +182,11 @@ def refusal_error(refusal: Refusal) -> ProtocolError:
 
 
 class Committer(Protocol):
-    """Where the gateway's batches are committed: a writer thread or the writer process."""
+    """Where the gateway's batches are committed: a writer thread or the writer process.
+
+    A committer may also offer `async flush_state(now) -> CommitOutcome | None` (both here
+    do): the batcher then calls it every `state_flush_interval_s` (issue 17).
+    """
 
     async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
                      now: float, want_update: bool) -> CommitOutcome: ...
@@ -166,6 +209,11 @@ class ThreadCommitter:
         """Run `CommitWorker.commit` in the writer thread."""
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._worker.commit, frames, presence, now, want_update)
+
+    async def flush_state(self, now: float) -> CommitOutcome | None:
+        """Run `CommitWorker.flush_state` in the writer thread (between two batches)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._worker.flush_state, now)
 
     async def forget(self, robot_ids: Sequence[str]) -> None:
         """Drop the store's memory of these robots, in the writer thread (after its batch)."""

@@ -133,7 +133,8 @@ class RobotGateway:
             committer, interval_s=interval_s, max_batch=settings.max_batch_messages,
             max_pending=max(1, settings.max_pending_messages // len(self._committers)),
             retry_s=settings.store_retry_s, on_committed=self._on_committed, metrics=metrics,
-            want_update=bus.begin_batch, batch_done=bus.end_batch, now=now)
+            want_update=bus.begin_batch, batch_done=bus.end_batch, now=now,
+            flush_interval_s=settings.state_flush_interval_s)
             for committer in self._committers]
         metrics.track_queue_depth(lambda: self.pending)
         self._refused = {code: metrics.frames_refused.labels(code.value) for code in ErrorCode}

@@ -182,7 +182,7 @@ class RobotSession(WSListener):
     def _publish(self, frame: dict[str, Any], payload: bytes) -> None:
         # Validated here, committed by the writer from the payload bytes: bytes cross to the
         # writer process far cheaper than the decoded message would.
-        at_most_once = 'boot_id' not in frame and 'seq' not in frame
+        at_most_once = 'boot_id' not in frame and 'seq' not in frame and 'state_seq' not in frame
         if at_most_once:
             # A stock rosbridge publish (roslibpy's Topic.publish): the connection's own boot
             # id and the next seq make its idempotency key. Such a client keeps no outbox and
@@ -192,14 +192,14 @@ class RobotSession(WSListener):
             self._stock_seq += 1
             frame['boot_id'], frame['seq'] = self._stock_boot, self._stock_seq
             payload = protocol.encode(frame)
-        p = protocol.parse_publish(frame)
+        p = protocol.parse_publish(frame, self.protocol or protocol.PROTOCOL_V1)
         protocol.check_identity(p, self.robot_id,  # type: ignore[arg-type]
                                 check_boot=not at_most_once)
-        self._gw.check_robot_limits(self, f'{p.boot_id}:{p.seq}')
+        fid = protocol.publish_id(p.boot_id, p.seq, p.state_space)
+        self._gw.check_robot_limits(self, fid)
         if not self._gw.submit(self.robot_id, payload):  # type: ignore[arg-type]
             raise ProtocolError(ErrorCode.SERVER_ERROR,
-                                'the server is behind on commits; send it again later',
-                                f'{p.boot_id}:{p.seq}')
+                                'the server is behind on commits; send it again later', fid)
 
     def _other_op(self, frame: dict[str, Any]) -> None:
         op = protocol.frame_op(frame)

@@ -41,6 +41,12 @@ class WriterMetrics:
             'lekiwi_writer_deployment_reports',
             "Robots' deployment status reports committed, by phase (rolled_back, failed, ...)",
             ['shard', 'phase'], registry=registry)
+        self._flushes = Counter('lekiwi_writer_state_flushes',
+                                'Current-state flushes that wrote rows (one statement each)',
+                                ['shard'], registry=registry).labels(**labels)
+        self._flushed = Counter('lekiwi_writer_state_flushed_robots',
+                                'Robot rows the current-state flushes wrote', ['shard'],
+                                registry=registry).labels(**labels)
         self._shard = str(shard)
 
     def committed(self, messages: int, seconds: float, events: Sequence[RecordedEvent]) -> None:
@@ -56,6 +62,12 @@ class WriterMetrics:
         for event in events:
             if event.type == DEPLOYMENT_EVENT:
                 self._deployments.labels(self._shard, str(event.data.get('phase', ''))).inc()
+
+    def flushed(self, robots: int) -> None:
+        """Record one current-state flush (`robots` rows written; 0: nothing was due)."""
+        if robots:
+            self._flushes.inc()
+            self._flushed.inc(robots)
 
     def failed(self, exc: BaseException) -> None:
         """Record one failed batch."""

@@ -43,6 +43,9 @@ class NewEvent:
     seq_part: int = 0  # index among the events the same message caused
     causation: str | None = None  # e.g. 'fleet/heartbeat', 'presence:timeout', 'admin:enrol'
     actor: str | None = None  # who did it, for an operator's action (account or operator name)
+    # The state seq (lekiwi-fleet/2) of the message that caused it: metadata only, never the
+    # message key columns, whose seqs are history seqs (a state seq would collide with them).
+    state_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,8 @@ def append(conn: Connection, appends: Sequence[StreamAppend], *,
                     'causation': new.causation}
             if new.actor is not None:
                 meta['actor'] = new.actor
+            if new.state_seq is not None:
+                meta['state_seq'] = new.state_seq
             rows.append({
                 'stream_id': item.stream_id, 'version': version, 'position': position,
                 'type': type_name, 'schema_version': schema_version, 'data': data,

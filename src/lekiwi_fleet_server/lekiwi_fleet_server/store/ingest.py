@@ -4,6 +4,14 @@
 boots and the batch, it decides what is acknowledged, refused or a duplicate, which events to
 append, which current state, sequence and telemetry rows to write. `write_batch` runs the plan's
 statements in the caller's transaction: a few statements per batch, not a statement per robot.
+
+Volatile and durable (issue 17): a state-space message (`RobotMessage.state_space`, a
+lekiwi-fleet/2 heartbeat or teleop status) that yields no event changes only readings that the
+next message supersedes anyway. Its robot is *deferred*: the plan takes its next state (so it is
+acknowledged and shown) but writes no row for it; the store writes the current-state rows of its
+deferred robots coalesced, in one statement per `flush_state`. Whatever yields an event, and
+every history-space message (all of a lekiwi-fleet/1 robot's), is written before its ack as
+before; a deferred robot's readings ride along in that robot's row when it has one to write.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ from lekiwi_fleet_server.store.upsert import upsert
 
 # Topics whose messages are events: the events table's unique message keys guard them too.
 EVENT_TOPICS = frozenset({topics.EVENTS, topics.DEPLOYMENT_STATUS})
+# Topics that may be numbered in the state space (lekiwi-fleet/2's `state_seq`).
+STATE_TOPICS = frozenset({topics.HEARTBEAT, topics.TELEOP_STATUS})
 
 
 # Columns of robot_current by what changes them: a batch writes only the groups it changed
@@ -71,6 +81,18 @@ class BatchPlan:
     acknowledged: list[MessageKey] = field(default_factory=list)
     rejected: list[RejectedMessage] = field(default_factory=list)
     duplicates: int = 0
+    # Robots of which the batch changed only readings of state-space messages: no row now,
+    # the next flush_state writes them. `durable` names the robots with something to store.
+    deferred: set[str] = field(default_factory=set)
+    durable: set[str] = field(default_factory=set)
+    deferred_messages: int = 0  # acknowledged state-space messages that wrote nothing yet
+    cleaned: set[str] = field(default_factory=set)  # robots whose readings this batch writes
+
+
+def writes_nothing(plan: BatchPlan) -> bool:
+    """Tell whether a plan has no statement to run (only deferred readings, duplicates)."""
+    return not (plan.appends or plan.current_rows or plan.current_updates
+                or plan.telemetry_rows or plan.sequences or plan.snapshot_robots)
 
 
 def event_message_keys(messages: Sequence[RobotMessage]) -> list[tuple[str, str, int]]:
@@ -123,11 +145,14 @@ def plan_batch(
     *,
     now: float,
     stored_keys: Collection[tuple[str, str, int]] = frozenset(),
+    dirty: Collection[str] = frozenset(),
 ) -> BatchPlan:
     """Decide what the batch does (pure: `states` and `records` are not modified).
 
     `records` holds the committed seqs of the batch's boots (a boot it lacks has none);
-    `stored_keys` names event messages found in the events table though not in `records`.
+    `stored_keys` names event messages found in the events table though not in `records`;
+    `dirty` the robots whose readings in `states` wait for a flush (a row the batch writes for
+    one of them carries its readings too, so the flush need not write it again).
     """
     plan = BatchPlan()
     pending: dict[str, list[NewEvent]] = {}
@@ -139,6 +164,10 @@ def plan_batch(
                 continue  # the gateway only sees enrolled robots; nothing to record otherwise
             outcome = state.on_presence(item.online, item.at, item.reason)
             _take(plan, pending, outcome, None, f'presence:{item.reason}')
+            plan.durable.add(item.robot_id)
+            continue
+        if item.state_space:
+            _plan_state(plan, pending, states, item, config)
             continue
         key = MessageKey(item.robot_id, item.boot_id, item.seq)
         problem = envelope_problem(item)
@@ -182,6 +211,7 @@ def plan_batch(
                 key, f'boot {item.boot_id}: {exc} of seq (an uplink numbers without gaps)'))
             continue
         plan.acknowledged.append(key)
+        plan.durable.add(item.robot_id)  # its seq is recorded: the robot has a row to write
         if not outcome.stored:
             plan.duplicates += 1
             continue
@@ -200,12 +230,57 @@ def plan_batch(
             if record.first_seen_at is None:
                 record.first_seen_at = now
             plan.sequences[pair] = record
-    _finish(plan, pending, states, config)
+    _finish(plan, pending, states, config, dirty)
     return plan
 
 
+def _plan_state(plan: BatchPlan, pending: dict[str, list[NewEvent]],
+                states: Mapping[str, RobotState], item: RobotMessage,
+                config: StoreConfig) -> None:
+    """Plan one state-space message: durable when it yields an event, else deferred."""
+    key = MessageKey(item.robot_id, item.boot_id, item.seq, True)
+    problem = envelope_problem(item)
+    if problem is None and item.topic not in STATE_TOPICS:
+        problem = f'{item.topic}: a history topic has no state_seq'
+    if problem is not None:
+        plan.rejected.append(RejectedMessage(key, problem))
+        return
+    state = plan.states.get(item.robot_id) or states.get(item.robot_id)
+    if state is None or not state.aggregate.enrolled:
+        plan.rejected.append(RejectedMessage(key, f'robot {item.robot_id!r} is not enrolled'))
+        return
+    if state.aggregate.revoked:
+        plan.rejected.append(RejectedMessage(key, f'robot {item.robot_id!r} is revoked'))
+        return
+    try:
+        outcome = _apply(state, item, config)
+    except InvalidRobotMessage as exc:
+        plan.rejected.append(RejectedMessage(key, f'{item.topic}: {exc}'))
+        return
+    plan.acknowledged.append(key)
+    # No robot_sequences record: a state message is idempotent by its (boot_id, state_seq)
+    # against the robot's current state (is_newer), which a redelivery does not pass.
+    if not outcome.stored:
+        plan.duplicates += 1
+        return
+    if outcome.events:
+        # An event: stored before the ack, with the robot's row (the events' message key
+        # columns stay empty: a state seq would collide with the history seqs' key).
+        plan.states[item.robot_id] = outcome.state
+        target = pending.setdefault(item.robot_id, [])
+        for part, event in enumerate(outcome.events):
+            target.append(NewEvent(event, boot_id=item.boot_id, seq_part=part,
+                                   causation=item.topic, state_seq=item.seq))
+        plan.durable.add(item.robot_id)
+        return
+    plan.states[item.robot_id] = outcome.state
+    plan.deferred.add(item.robot_id)
+    plan.deferred_messages += 1
+
+
 def _finish(plan: BatchPlan, pending: Mapping[str, list[NewEvent]],
-            states: Mapping[str, RobotState], config: StoreConfig) -> None:
+            states: Mapping[str, RobotState], config: StoreConfig,
+            dirty: Collection[str] = frozenset()) -> None:
     # Each robot's events go in one append expecting the version its state had before.
     for robot_id, new_events in pending.items():
         before = states[robot_id].aggregate.version if robot_id in states else 0
@@ -214,11 +289,17 @@ def _finish(plan: BatchPlan, pending: Mapping[str, list[NewEvent]],
                             config.snapshot_every):
             plan.snapshot_robots.append(robot_id)
     for robot_id, state in plan.states.items():
+        if robot_id in plan.deferred and robot_id not in plan.durable:
+            continue  # readings only: flush_state writes them
         previous = states.get(robot_id)
         if previous is None:
             plan.current_rows.append(current_row(robot_id, state.current))
         elif state.current is not previous.current:
             columns = changed_columns(previous.current, state.current)
+            if robot_id in dirty or robot_id in plan.deferred:
+                # A row is written anyway: with the readings in it, the robot is clean.
+                columns = tuple(dict.fromkeys(columns + FLUSH_COLUMNS))
+                plan.cleaned.add(robot_id)
             if columns:
                 plan.current_updates.append(current_row(robot_id, state.current, columns))
 
@@ -235,9 +316,9 @@ def changed_columns(before: CurrentState, after: CurrentState) -> tuple[str, ...
 def _apply(state: RobotState, message: RobotMessage, config: StoreConfig) -> Outcome:
     args = (message.boot_id, message.seq, message.msg, message.received_at)
     if message.topic == topics.HEARTBEAT:
-        return state.on_heartbeat(*args, config.alarms)
+        return state.on_heartbeat(*args, config.alarms, message.state_space)
     if message.topic == topics.TELEOP_STATUS:
-        return state.on_teleop_status(*args)
+        return state.on_teleop_status(*args, message.state_space)
     if message.topic == topics.TELEMETRY:
         return state.on_telemetry(*args, config.alarms)
     if message.topic == topics.EVENTS:
@@ -271,6 +352,18 @@ def current_row(robot_id: str, cur: CurrentState,
             value = value.to_json()
         row[column] = value
     return row
+
+
+# What a flush writes of a deferred robot: the groups state-space messages change (one row
+# shape for every robot, so one statement per flush). Telemetry is history: never deferred.
+FLUSH_COLUMNS: tuple[str, ...] = CURRENT_GROUPS[0] + CURRENT_GROUPS[1] + CURRENT_GROUPS[3]
+
+
+def flush_rows(states: Mapping[str, RobotState], robot_ids: Collection[str]
+               ) -> list[dict[str, Any]]:
+    """Return the rows a flush writes for these robots (those still in memory), sorted."""
+    return [current_row(r, states[r].current, FLUSH_COLUMNS) for r in sorted(robot_ids)
+            if r in states]
 
 
 def current_from_row(row: Any) -> CurrentState:

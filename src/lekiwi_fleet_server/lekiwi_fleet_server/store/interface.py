@@ -61,6 +61,10 @@ class RobotMessage:
     topic: str  # one of domain.topics.TOPIC_TYPES
     msg: Mapping[str, Any]  # the ROS message as rosbridge JSON (NaN already as None)
     received_at: float  # server wall clock, Unix seconds
+    # True: `seq` is the robot's state sequence (`state_seq`, lekiwi-fleet/2), a space of its
+    # own that robot_sequences never records; the message is stored before its ack only when
+    # it yields an event, else it is taken in memory and written by the next `flush_state`.
+    state_space: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,7 @@ class MessageKey:
     robot_id: str
     boot_id: str
     seq: int
+    state_space: bool = False  # a `state_seq` (acked in `state_ranges`), not a history seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +142,7 @@ class BatchResult:
     changed_robots: tuple[RobotSummary, ...]  # read-model rows this batch changed
     new_events: tuple[RecordedEvent, ...]  # events this batch appended, in position order
     rejected: tuple[RejectedMessage, ...] = ()  # answer with invalid_message, never ack
+    deferred: int = 0  # of the acknowledged, state readings left to the next flush_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +260,18 @@ class FleetStore(Protocol):
         the calls made must be discarded.
 
         Raises StoreUnavailable when nothing was committed; the caller may retry the batch.
+        """
+        ...
+
+    def flush_state(self, *, now: float) -> int:
+        """Write the current-state readings taken since the last flush; return how many robots.
+
+        commit_batch acknowledges a state-space message that yields no event (a plain
+        heartbeat or teleop status of a lekiwi-fleet/2 robot) once its memory has taken it;
+        this writes those robots' current-state rows in one statement. The writer calls it
+        every `state_flush_interval_s`: a crash loses at most the readings of one interval,
+        never an event. Raises StoreUnavailable when nothing was written (the readings stay
+        pending for the next call).
         """
         ...
 

@@ -7,7 +7,13 @@ event tail, current state from robot_current) and updated only after a transacti
 It is a cache the event log can always correct: appends are checked against stream versions, so if
 another process (the CLI enrolling or revoking) appended to a robot's stream, the append fails with
 ConcurrencyConflict, the robot is reloaded and the batch is planned again. After a failed commit,
-whose outcome may be unknown, the batch's robots are reloaded too. With writer shards
+whose outcome may be unknown, the batch's robots are reloaded too.
+
+State readings are volatile (store/ingest.py): a robot whose batch only changed readings of
+state-space messages is *dirty*, its memory ahead of robot_current, until `flush_state` writes
+the current-state rows of every dirty robot in one statement. A failed batch or an admin write
+that reloads a robot loses its unflushed readings (never more than one flush interval of them,
+and never an event); `forget_robots` and admin writes flush the robot first. With writer shards
 (StoreConfig.shard_index and shard_count) several stores write one database, each for its own
 robots only.
 
@@ -51,6 +57,7 @@ from lekiwi_fleet_server.store import (
     queries,
     sequences,
     snapshots,
+    upsert,
 )
 from lekiwi_fleet_server.store.config import StoreConfig
 from lekiwi_fleet_server.store.interface import (
@@ -122,6 +129,8 @@ class SqlFleetStore:
         self._sequences = sequences.SequenceCache(config.sequence_cache_pairs)
         self._history = TelemetryHistory(config)
         self._next_maintenance = float('-inf')
+        # Robots whose readings in memory are newer than their robot_current row.
+        self._dirty: set[str] = set()
 
     @classmethod
     def open(cls, target: str | Engine, config: StoreConfig | None = None, *,
@@ -190,6 +199,7 @@ class SqlFleetStore:
     def _forget(self, robot_ids: Collection[str]) -> None:
         for robot_id in robot_ids:
             self._states.pop(robot_id, None)
+            self._dirty.discard(robot_id)  # its unflushed readings are lost (see the docstring)
         self._sequences.forget(robot_ids)
 
     # -- writes ----------------------------------------------------------------------------
@@ -205,6 +215,11 @@ class SqlFleetStore:
         with self._lock, translate_errors('commit_batch'):
             if now >= self._next_maintenance:
                 self._maintain_quietly(now)
+            if not presence and robot_ids <= self._states.keys() and all(
+                    m.state_space for m in messages):
+                volatile = self._commit_in_memory(messages, now, while_committing)
+                if volatile is not None:
+                    return volatile
             for attempt in (1, 2):
                 try:
                     # The second attempt also looks up event message keys: a conflict on them
@@ -222,6 +237,24 @@ class SqlFleetStore:
                     self._forget(robot_ids)  # the commit's outcome may be unknown: reload
                     raise
         raise AssertionError('unreachable')  # pragma: no cover
+
+    def _commit_in_memory(self, messages: Sequence[RobotMessage], now: float,
+                          while_committing: Callable[[BatchResult], None] | None
+                          ) -> BatchResult | None:
+        """Take a batch of state readings of loaded robots without a transaction, if it can.
+
+        None: something in it is to be stored (an event); the caller commits it as usual.
+        """
+        # State-space messages need no sequence records, so their plan reads nothing.
+        plan = ingest.plan_batch(self._states, {}, messages, (), self._config, now=now)
+        if not ingest.writes_nothing(plan):
+            return None
+        result = self._result(plan, [], now)
+        if while_committing is not None:
+            while_committing(result)
+        self._states.update(plan.states)
+        self._dirty.update(plan.deferred)
+        return result
 
     @contextmanager
     def _batch_transaction(self) -> Iterator[Connection]:
@@ -261,7 +294,8 @@ class SqlFleetStore:
                 keys = ingest.event_message_keys(messages)
                 stored = event_store.stored_message_keys(conn, keys) if keys else set()
             plan = ingest.plan_batch(self._states, self._sequences.records, messages, presence,
-                                     self._config, now=now, stored_keys=stored)
+                                     self._config, now=now, stored_keys=stored,
+                                     dirty=self._dirty)
             made = self._history.create_partitions(conn, self._history.missing_partitions(
                 r['sampled_ms'] for r in plan.telemetry_rows))
             ingest.write_batch(conn, plan, self._history, now=now, decided=decided)
@@ -269,6 +303,8 @@ class SqlFleetStore:
         self._history.partitions_created(made)
         self._sequences.committed(plan.sequences)
         self._states.update(plan.states)
+        self._dirty.difference_update(plan.cleaned)
+        self._dirty.update(plan.deferred - plan.cleaned)
         assert result is not None, 'write_batch calls decided once the writes are sent'
         return result
 
@@ -283,7 +319,36 @@ class SqlFleetStore:
                                                             stale_after_s=stale)
                                  for r in sorted(plan.states)
                                  if plan.states[r] is not states.get(r)),
-            new_events=tuple(recorded), rejected=tuple(plan.rejected))
+            new_events=tuple(recorded), rejected=tuple(plan.rejected),
+            deferred=plan.deferred_messages)
+
+    def flush_state(self, *, now: float) -> int:
+        """Write the dirty robots' current-state rows in one statement; return how many."""
+        with self._lock, translate_errors('flush_state'):
+            return self._flush(set(self._dirty))  # the rows carry their own times
+
+    def _flush(self, robot_ids: Collection[str]) -> int:
+        rows = ingest.flush_rows(self._states, robot_ids)
+        if not rows:
+            self._dirty.difference_update(robot_ids)
+            return 0
+        # On failure the robots stay dirty (the memory is still right): the next flush retries.
+        with self._batch_transaction() as conn:
+            upsert.update_rows(conn, robot_current, rows, 'robot_id')
+        self._dirty.difference_update(robot_ids)
+        return len(rows)
+
+    def _flush_quietly(self, robot_ids: Collection[str]) -> None:
+        """Flush these robots before their memory is dropped (a failure loses their readings)."""
+        dirty = self._dirty.intersection(robot_ids)
+        if not dirty:
+            return
+        try:
+            with translate_errors('flush_state'):
+                self._flush(dirty)
+        except StoreError as exc:
+            log.warning('could not write the readings of %d robots before reloading them: %s',
+                        len(dirty), exc)
 
     def _commit_outcomes(self, conn: Connection, outcomes: Sequence[ingest.Outcome],
                          causation: str, now: float, actor: str | None = None
@@ -387,6 +452,7 @@ class SqlFleetStore:
         Committed, it is announced to listening servers (store/changes.py).
         """
         with self._lock, translate_errors(action):
+            self._flush_quietly([robot_id])
             for attempt in range(1, ADMIN_WRITE_ATTEMPTS + 1):
                 self._forget([robot_id])
                 try:
@@ -418,6 +484,7 @@ class SqlFleetStore:
     def forget_robots(self, robot_ids: Sequence[str]) -> None:
         """Drop the remembered state of these robots: the next batch reloads it."""
         with self._lock:
+            self._flush_quietly(robot_ids)
             self._forget(list(robot_ids))
 
     def mark_all_offline(self, *, now: float, reason: str = 'server_restart') -> int:
@@ -435,6 +502,7 @@ class SqlFleetStore:
                     plan = self._commit_outcomes(conn, outcomes, f'presence:{reason}', now)
             except BaseException:
                 self._states.clear()  # reloaded robot by robot as batches need them
+                self._dirty.clear()
                 raise
             self._states.update(plan.states)
             return sum(len(a.events) for a in plan.appends)
@@ -572,8 +640,9 @@ class SqlFleetStore:
             conn.execute(sa.text('SELECT 1'))
 
     def close(self) -> None:
-        """Release the database connections (when the store made the engine)."""
+        """Write pending readings, release the database connections (if the store made them)."""
         with self._lock:
+            self._flush_quietly(list(self._dirty))
             if self._write_conn is not None:
                 with suppress(Exception):
                     self._write_conn.close()
