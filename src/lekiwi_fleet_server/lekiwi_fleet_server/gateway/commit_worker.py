@@ -5,9 +5,9 @@ The gateway's event loop validates each `publish` frame and hands it over as its
 messages and the batch's presence changes through `FleetStore.commit_batch` in one
 transaction, and returns what the loop has to send: one encoded ack frame per robot and boot,
 the store's refusals, and the encoded dashboard update. It runs wherever the single writer
-runs: in a thread of the server process (`ThreadCommitter`) or in the writer process
-(gateway/writer_process.py), which takes the store's work off the event loop's core. Either way
-nothing is returned, so nothing is acknowledged, unless the transaction committed.
+runs: in a thread of the server process (`ThreadCommitter`, the default) or in a writer role
+that consumes its shard's JetStream partition (broker/writer_side.py). Either way nothing is
+returned, so nothing is acknowledged, unless the transaction committed.
 """
 
 from __future__ import annotations

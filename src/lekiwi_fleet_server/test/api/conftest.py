@@ -20,7 +20,7 @@ from lekiwi_fleet_server.settings import Settings
 def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
     settings = Settings(database_url=database_url, data_dir=tmp_path, gateway_port=0,
                         bootstrap_admin_token=ADMIN_TOKEN, commit_interval_ms=20,
-                        command_timeout_s=2, writer_process=False)
+                        command_timeout_s=2)
     with TestClient(create_app(settings)) as client:
         services: FleetServices = client.app.state.services  # type: ignore[attr-defined]
         _viewer, viewer_token = create_operator(services.store, 'watcher', 'viewer',

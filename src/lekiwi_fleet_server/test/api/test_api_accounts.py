@@ -23,7 +23,7 @@ PASSWORD = 'correct horse battery'
 def make_api(database_url: str, tmp_path: Path, **overrides: object) -> Iterator[Api]:
     settings = Settings(database_url=database_url, data_dir=tmp_path, gateway_port=0,
                         bootstrap_admin_token=ADMIN_TOKEN, commit_interval_ms=20,
-                        command_timeout_s=2, writer_process=False, **overrides)
+                        command_timeout_s=2, **overrides)
     with TestClient(create_app(settings)) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         _viewer, viewer_token = create_operator(services.store, 'watcher', 'viewer',

@@ -24,7 +24,7 @@ def open_api(client: TestClient) -> Api:
 
 def test_restart_mid_rollout_resumes_from_the_store(database_url: str, tmp_path: Path) -> None:
     settings = Settings(database_url=database_url, data_dir=tmp_path, gateway_port=0,
-                        bootstrap_admin_token=ADMIN_TOKEN, writer_process=False,
+                        bootstrap_admin_token=ADMIN_TOKEN,
                         deployment_tick_s=0.1)
     with TestClient(create_app(settings)) as client:
         api = open_api(client)

@@ -56,7 +56,7 @@ def test_no_5xx_no_schema_violation_no_undocumented_status(fuzz_database_url: st
                                                            tmp_path: Path) -> None:
     command = _schemathesis()
     settings = Settings(database_url=fuzz_database_url, data_dir=tmp_path, gateway_port=0,
-                        bootstrap_admin_token=ADMIN_TOKEN, writer_process=False,
+                        bootstrap_admin_token=ADMIN_TOKEN,
                         command_timeout_s=0.5)
     with live_server(settings) as server:
         # One robot that exists, so that the 200 paths of /robots/{robot_id}/... are reached.

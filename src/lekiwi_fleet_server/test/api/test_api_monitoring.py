@@ -153,7 +153,7 @@ def test_silent_robot_offline_reaches_the_dashboard_within_a_second_of_detection
 
     timeout_s = 0.5
     settings = Settings(data_dir=tmp_path, gateway_port=0, bootstrap_admin_token=ADMIN_TOKEN,
-                        commit_interval_ms=20, writer_process=False, ping_interval_s=0.2,
+                        commit_interval_ms=20, ping_interval_s=0.2,
                         presence_timeout_s=timeout_s, presence_stale_s=timeout_s / 2,
                         log_level='warning')  # discovery needs stale before offline
     with TestClient(create_app(settings)) as client:

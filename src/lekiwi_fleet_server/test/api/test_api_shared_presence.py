@@ -49,7 +49,7 @@ def test_presence_from_the_registry_and_readyz_degraded_while_redis_or_nats_is_d
     redis, nats = servers
     settings = Settings(database_url=f'sqlite:///{tmp_path}/fleet.db', data_dir=tmp_path,
                         gateway_port=0, bootstrap_admin_token=ADMIN_TOKEN,
-                        commit_interval_ms=20, command_timeout_s=2, writer_process=False,
+                        commit_interval_ms=20, command_timeout_s=2,
                         redis_url=redis.url, nats_url=nats.url, gateway_id='gw-api-test',
                         presence_ttl_s=3.0)
     with TestClient(create_app(settings)) as client:

@@ -26,7 +26,7 @@ URL = '/api/v1/graphql'
 def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
     settings = Settings(database_url=database_url, data_dir=tmp_path, gateway_port=0,
                         bootstrap_admin_token=ADMIN_TOKEN, commit_interval_ms=20,
-                        writer_process=False, graphql_max_depth=4, graphql_max_cost=20_000)
+                        graphql_max_depth=4, graphql_max_cost=20_000)
     with TestClient(create_app(settings)) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         _viewer, viewer_token = create_operator(services.store, 'watcher', 'viewer',

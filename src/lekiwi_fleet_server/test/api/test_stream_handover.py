@@ -59,7 +59,7 @@ def test_first_dashboard_during_an_unwatched_batch_gets_its_rows_and_events(
         return gated[0]  # type: ignore[return-value]
 
     settings = Settings(database_url=database_url, data_dir=tmp_path, gateway_port=0,
-                        bootstrap_admin_token=ADMIN_TOKEN, writer_process=False,
+                        bootstrap_admin_token=ADMIN_TOKEN,
                         commit_interval_ms=10)
     with live_server(settings, store_factory=factory) as server:
         store, services = gated[0], server.services

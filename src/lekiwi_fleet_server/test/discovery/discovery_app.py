@@ -22,7 +22,7 @@ def discovery_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         'database_url': f'sqlite:///{tmp_path / "fleet.db"}', 'data_dir': tmp_path,
         'gateway_port': 0, 'bootstrap_admin_token': ADMIN_TOKEN, 'commit_interval_ms': 20,
-        'writer_process': False, 'presence_timeout_s': 2.0, 'ping_interval_s': 0.5,
+        'presence_timeout_s': 2.0, 'ping_interval_s': 0.5,
         'presence_stale_s': 1.0}
     values.update(overrides)
     return Settings(**values)

@@ -72,7 +72,7 @@ def test_polled_robots_go_online_hand_over_to_their_agent_and_a_silent_agent_is_
     assert tokens.stat().st_mode & 0o077 == 0
 
     settings = Settings(gateway_port=0, bootstrap_admin_token=ADMIN_TOKEN,
-                        commit_interval_ms=20, writer_process=False,
+                        commit_interval_ms=20,
                         legacy_poll_interval_s=0.2, legacy_poll_timeout_s=1.0,
                         presence_timeout_s=2.0)
     from lekiwi_fleet_server.app import create_app

@@ -67,7 +67,7 @@ def _tarball(version: str) -> bytes:
 def _populate_releases_and_deployments(database_url: str, data_dir: Path) -> None:
     """Push two releases and run a deployment of one to its end, through the API."""
     settings = Settings(database_url=database_url, data_dir=data_dir, gateway_port=0,
-                        writer_process=False, log_level='warning', deployment_tick_s=0.05)
+                        log_level='warning', deployment_tick_s=0.05)
     with TestClient(create_app(settings)) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         _op, token = create_operator(services.store, 'release-admin', 'admin', now=0.0)
@@ -97,7 +97,7 @@ def _populate_releases_and_deployments(database_url: str, data_dir: Path) -> Non
 def _api_view(database_url: str, data_dir: Path) -> dict[str, Any]:
     """Start the app on a database and return what the API says of the fleet."""
     settings = Settings(database_url=database_url, data_dir=data_dir, gateway_port=0,
-                        writer_process=False, log_level='warning')
+                        log_level='warning')
     with TestClient(create_app(settings)) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         _op, token = create_operator(services.store, f'ops-{uuid.uuid4().hex[:6]}', 'viewer',
