@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from lekiwi_fleet_msgs.action import Deploy
 from lekiwi_fleet_msgs.msg import (
+    CommandRoundTrip,
     DeploymentStatus,
     FleetCommand,
     FleetEvent,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # at run time these load lazily, through __getattr__ below
 
 __all__ = [
     'BatteryState',
+    'CommandRoundTrip',
     'CompressedImage',
     'Deploy',
     'DeploymentStatus',

@@ -16,9 +16,16 @@ from rclpy.qos import qos_profile_sensor_data
 from ros_harness import RosHarness, ros_harness, wait_for
 from webrtc_client import OperatorClient, make_jpeg
 
-from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, TeleopStatus, WebRtcStatus
+from lekiwi_agent_ros.msg_types import (
+    CommandRoundTrip,
+    CompressedImage,
+    Image,
+    Joy,
+    TeleopStatus,
+    WebRtcStatus,
+)
 from lekiwi_agent_ros.teleop import teleop_monitor
-from lekiwi_agent_ros.teleop.teleop_monitor import STATUS_QOS, TeleopMonitorNode
+from lekiwi_agent_ros.teleop.teleop_monitor import ROUND_TRIP_QOS, STATUS_QOS, TeleopMonitorNode
 from lekiwi_agent_ros.webrtc import webrtc_streamer
 from lekiwi_agent_ros.webrtc.webrtc_streamer import WebRtcStreamerNode
 
@@ -33,7 +40,10 @@ class Topics:
         self.teleop: list[tuple[float, TeleopStatus]] = []
         self.webrtc: list[tuple[float, WebRtcStatus]] = []
         self.joy: list[Joy] = []
+        self.round_trips: list[CommandRoundTrip] = []
         node = harness.node('topics')
+        node.create_subscription(CommandRoundTrip, 'teleop/command_round_trips',
+                                 self.round_trips.append, ROUND_TRIP_QOS)
         node.create_subscription(TeleopStatus, 'teleop/status',
                                  lambda m: self.teleop.append((time.monotonic(), m)), STATUS_QOS)
         node.create_subscription(WebRtcStatus, 'webrtc/status',
@@ -106,6 +116,11 @@ def test_operator_peer_raises_and_drops_the_teleop_score(harness: RosHarness) ->
         assert status.joystick_signal > 0.8
         assert status.control_latency_ms < 100.0
         assert status.latency_signal == 1.0
+        # The latency is the operator's own command loop, reported under its peer id.
+        assert topics.round_trips and all(
+            m.operator_id.startswith('webrtc/') and m.header.frame_id == 'webrtc'
+            for m in topics.round_trips)
+        assert len({m.operator_id for m in topics.round_trips}) == 1
         assert fully_engaged(), f'score {status.score}'
         assert status.teleop_active and status.operator_present
         driving.cancel()
