@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 import sys
 import time
 from dataclasses import asdict, fields
@@ -41,6 +40,7 @@ from rclpy.serialization import deserialize_message
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
+from lekiwi_agent_ros.boot_id import resolve_boot_id
 from lekiwi_agent_ros.diagnostics import Status, teleop_statuses
 from lekiwi_agent_ros.diagnostics_ros import DiagnosticsPublisher
 from lekiwi_agent_ros.msg_types import (
@@ -155,7 +155,7 @@ class TeleopMonitorNode(Node):
             raise ValueError('invalid teleop_monitor parameters: ' + '; '.join(problems))
         self._detector = TeleopDetector(config, time.monotonic, time.time)
         self._robot_id = str(self.get_parameter('robot_id').value)
-        self._boot_id = boot_id or secrets.token_hex(8)
+        self._boot_id = resolve_boot_id(self, boot_id)
         self._sequence = 0
         self._status_period_s = float(self.get_parameter('status_period_s').value)
         self._video_topics = [

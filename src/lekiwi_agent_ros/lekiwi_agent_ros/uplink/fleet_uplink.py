@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 import lekiwi_agent_ros
+from lekiwi_agent_ros.boot_id import resolve_boot_id
 from lekiwi_agent_ros.diagnostics import Status, uplink_statuses
 from lekiwi_agent_ros.diagnostics_ros import DiagnosticsPublisher
 from lekiwi_agent_ros.msg_types import (
@@ -190,7 +190,7 @@ class FleetUplinkNode(Node):
         problems = self.config.problems()
         if problems:
             raise ValueError('invalid fleet_uplink parameters: ' + '; '.join(problems))
-        self.boot_id = boot_id or secrets.token_hex(8)
+        self.boot_id = resolve_boot_id(self, boot_id)
         self._last_heartbeat = RobotHeartbeat()
         self._goals: dict[str, Any] = {}  # goal id -> ClientGoalHandle
         self._goals_lock = threading.Lock()
