@@ -248,3 +248,51 @@ def test_without_its_token_file_the_streamer_stays_off_and_says_why(tmp_path, ca
     assert codes == [0]
     err = capfd.readouterr().err
     assert f'WebRTC streamer off: no operator token file at {missing}' in err
+
+
+def test_the_streamers_python_logging_reaches_rosout() -> None:
+    """aiortc and the asyncio side log through Python's logging: in its own process too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rcl_interfaces.msg import Log
+    from rcl_interfaces.srv import GetParameters
+
+    namespace = f'/tlog{uuid.uuid4().hex[:8]}'
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'lekiwi_agent_ros.webrtc.webrtc_streamer', '--ros-args',
+         '-r', f'__ns:={namespace}', '-p', 'port:=0', '-p', f'operator_token:={TOKEN}',
+         '-p', 'ice_host_addresses:=[127.0.0.1]'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    try:
+        with ros_harness() as harness:
+            logs: list[Log] = harness.collect(Log, '/rosout', 100)
+            client = harness.helper.create_client(
+                GetParameters, f'{namespace}/webrtc_streamer/get_parameters')
+            assert client.wait_for_service(timeout_sec=30.0)
+            future = client.call_async(GetParameters.Request(names=['bound_port']))
+            assert wait_for(future.done, timeout=10.0)
+            port = future.result().values[0].integer_value
+
+            async def visit() -> None:
+                operator = OperatorClient(f'http://127.0.0.1:{port}/offer', TOKEN, video=False)
+                await operator.connect()
+                await operator.close()
+
+            asyncio.run(asyncio.wait_for(visit(), 30.0))
+
+            def streamer_lines() -> list[Log]:
+                return [m for m in logs if m.name == f'{namespace[1:]}.webrtc_streamer'
+                        and '[lekiwi_agent_ros.webrtc.webrtc_service]' in m.msg]
+
+            assert wait_for(lambda: any('connected' in m.msg for m in streamer_lines()), 10.0), \
+                [(m.name, m.msg) for m in logs]
+            assert all(m.level == Log.INFO for m in streamer_lines())
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out
+    # The console still shows them (through the ROS logger), once each.
+    assert out.count('] operator peer') >= 2 and 'webrtc_service] operator peer' in out

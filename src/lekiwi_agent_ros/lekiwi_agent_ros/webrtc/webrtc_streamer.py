@@ -40,6 +40,7 @@ from lekiwi_agent_ros.msg_types import (
     WebRtcStatus,
 )
 from lekiwi_agent_ros.node_runner import run_nodes
+from lekiwi_agent_ros.ros_logging import forward_python_logging
 from lekiwi_agent_ros.teleop.teleop_monitor import ROUND_TRIP_QOS, STATUS_QOS
 from lekiwi_agent_ros.webrtc.webrtc_peers import StreamerSnapshot
 from lekiwi_agent_ros.webrtc.webrtc_protocol import JoyCommand
@@ -78,9 +79,12 @@ class WebRtcStreamerNode(Node):
         """Declare parameters, start the asyncio side, then subscribe to the camera."""
         self._stopped = True
         super().__init__(node_name, **node_kwargs)  # type: ignore[arg-type]
+        # aiortc's and the asyncio side's Python logging, into this node's logger and /rosout.
+        self._detach_logging = forward_python_logging(self)
         try:
             self._setup()
         except BaseException:
+            self._detach_logging()
             super().destroy_node()  # nothing else was started: free the rcl node
             raise
 
@@ -219,6 +223,7 @@ class WebRtcStreamerNode(Node):
             except Exception as exc:  # shutting down anyway: report, do not raise
                 self.get_logger().warning(f'streamer did not stop cleanly: {exc!r}')
             self._stop_loop()
+        self._detach_logging()
         super().destroy_node()
 
     def _on_compressed(self, msg: CompressedImage) -> None:
