@@ -256,12 +256,12 @@ def test_command_round_trips_are_timed_per_operator_from_the_commands_themselves
     async def scenario() -> None:
         async with Streamer() as streamer:
             fast = streamer.client(video=False)
-            slow = streamer.client(video=False, ack_delay_s=0.3)  # a slower command loop
+            slow = streamer.client(video=False, ack_delay_s=0.6)  # a slower command loop
             viewer = streamer.client(video=True, answer_acks=False)  # answers pings only
             for client in (fast, slow, viewer):
                 await client.connect()
             await asyncio.gather(fast.drive(1.5), slow.drive(1.5))
-            await asyncio.sleep(0.6)  # the last answers arrive, and the 0.5 s report is due
+            await asyncio.sleep(1.0)  # the last answers arrive, and the 0.5 s report is due
 
             # Each command is acknowledged with its own id once published (the echo an
             # operator times its command's round trip from).
@@ -273,15 +273,15 @@ def test_command_round_trips_are_timed_per_operator_from_the_commands_themselves
             peers = {operator.removeprefix('webrtc/') for operator in by_operator}
             assert len(peers) == 2, by_operator  # the viewer sent no command: no loop
             fast_rtts, slow_rtts = sorted(by_operator.values(), key=min)
-            assert max(fast_rtts) < 250.0
-            assert min(slow_rtts) >= 300.0  # its own loop, not the others' or a ping
+            assert max(fast_rtts) < 550.0  # loopback; generous for a loaded machine
+            assert min(slow_rtts) >= 600.0  # its own loop, not the others' or a ping
             # At most one report per operator every 0.5 s, though ~45 commands closed a loop.
             for operator in by_operator:
                 times = [t for t, o, _ in streamer.round_trips if o == operator]
                 assert all(b - a >= 0.45 for a, b in zip(times, times[1:], strict=False))
-                assert 2 <= len(times) <= 5
+                assert 2 <= len(times) <= 6
             loops = dict(streamer.service.snapshot().command_round_trips_ms)
-            assert len(loops) == 2 and min(loops.values()) < 250.0
+            assert len(loops) == 2 and min(loops.values()) < 550.0
             for client in (fast, slow, viewer):
                 await client.close()
 
