@@ -7,6 +7,7 @@ below override the ones a robot always sets.
 """
 
 import os
+import secrets
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -26,9 +27,12 @@ def generate_launch_description() -> LaunchDescription:
     token_file = LaunchConfiguration('token_file')
     params_file = LaunchConfiguration('params_file')
     one_process = LaunchConfiguration('one_process')
-    overrides = {'robot_id': robot_id}
+    boot_id = LaunchConfiguration('boot_id')
+    # One boot id per `ros2 launch`, given to every agent node: with one_process:=false the
+    # nodes are separate processes and must still agree on it (lekiwi_agent_ros/boot_id.py).
+    overrides = {'robot_id': robot_id, 'boot_id': boot_id}
     uplink_overrides = {'robot_id': robot_id, 'server_url': server_url,
-                        'token_file': token_file}
+                        'token_file': token_file, 'boot_id': boot_id}
 
     arguments = [
         DeclareLaunchArgument('robot_id', description='Fleet id of this robot, as enrolled'),
@@ -43,6 +47,9 @@ def generate_launch_description() -> LaunchDescription:
                               description='ROS namespace of this robot'),
         DeclareLaunchArgument('one_process', default_value='true',
                               description='Host the agent nodes in one process'),
+        DeclareLaunchArgument('boot_id', default_value=secrets.token_hex(8),
+                              description="The agent's boot id, shared by all its nodes "
+                                          '(default: a fresh one per launch)'),
         DeclareLaunchArgument('webrtc', default_value='true',
                               description='Start the WebRTC streamer'),
         DeclareLaunchArgument('zmq_bridge', default_value='false',

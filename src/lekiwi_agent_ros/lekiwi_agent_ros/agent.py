@@ -13,7 +13,6 @@ the `SingleThreadedExecutor`.
 
 from __future__ import annotations
 
-import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -38,11 +37,13 @@ def agent_nodes(boot_id: str | None = None, discovery: bool = False,
     from lekiwi_agent_ros.telemetry.telemetry import TelemetryNode
     from lekiwi_agent_ros.uplink.fleet_uplink import FleetUplinkNode
 
-    boot_id = boot_id or secrets.token_hex(8)
     sampler = ResourceSampler(time.monotonic)
     nodes: list[Any] = []
     try:
+        # The first node settles the boot id (given, its boot_id parameter, or a fresh one);
+        # the others share it (boot_id.py).
         nodes.append(HeartbeatNode(boot_id=boot_id, sampler=sampler, **node_kwargs))
+        boot_id = nodes[0].boot_id
         nodes.append(TelemetryNode(boot_id=boot_id, sampler=sampler, **node_kwargs))
         monitor = teleop_monitor_class()
         if monitor is None:

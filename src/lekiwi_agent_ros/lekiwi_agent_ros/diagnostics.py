@@ -58,8 +58,13 @@ def uplink_statuses(node_name: str, robot_id: str, *, connected: bool, server_ur
 
 
 def teleop_statuses(node_name: str, robot_id: str, reading: object,
-                    operators: Mapping[str, int]) -> list[Status]:
-    """Return the teleop state and the detector's inputs (a TeleopReading or alike)."""
+                    operators: Mapping[str, int],
+                    round_trips: Mapping[str, float] | None = None) -> list[Status]:
+    """Return the teleop state and the detector's inputs (a TeleopReading or alike).
+
+    `round_trips` maps each operator with a fresh command round trip to it (ms): one
+    `command_rtt_ms[<operator>]` value each.
+    """
     get = reading.__getattribute__
     active, present = bool(get('active')), bool(get('operator_present'))
     message = ('someone is driving' if active else
@@ -75,5 +80,7 @@ def teleop_statuses(node_name: str, robot_id: str, reading: object,
                              'webrtc_signal': float(get('webrtc_signal')),
                              'webrtc_peers': int(get('webrtc_peers')),
                              'control_latency_ms': float(get('control_latency_ms')),
-                             **{f'{k}_operators': v for k, v in operators.items()}}))
+                             **{f'{k}_operators': v for k, v in operators.items()},
+                             **{f'command_rtt_ms[{k}]': float(v)
+                                for k, v in sorted((round_trips or {}).items())}}))
     return [teleop, inputs]

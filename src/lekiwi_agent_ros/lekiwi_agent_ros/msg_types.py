@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from lekiwi_fleet_msgs.action import Deploy
 from lekiwi_fleet_msgs.msg import (
+    CommandRoundTrip,
     DeploymentStatus,
     FleetCommand,
     FleetEvent,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # at run time these load lazily, through __getattr__ below
 
 __all__ = [
     'BatteryState',
+    'CommandRoundTrip',
     'CompressedImage',
     'Deploy',
     'DeploymentStatus',
@@ -75,7 +77,9 @@ _LAZY_CLASSES = {
 # Packages whose __init__ is skipped; their classes load from their own submodules.
 _LEAN_PACKAGES = ('sensor_msgs.msg', 'std_msgs.msg')
 # Modules deferred by install_lean_imports(); each loads fully on first attribute use.
-_DEFERRED_MODULES = ('numpy', 'yaml')
+# importlib.metadata (with zipfile, csv, email): websockets.version imports it at import time
+# and uses it only in a development checkout; about 1 MB of RSS (issue 15, agent_footprint).
+_DEFERRED_MODULES = ('numpy', 'yaml', 'importlib.metadata')
 _CAMEL_BOUNDARY = re.compile(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])')
 
 
@@ -182,12 +186,17 @@ def defer_module(name: str) -> bool:
     spec = importlib.util.find_spec(name)
     if spec is None:
         return False
-    sys.modules[name] = _DeferredModule(name, spec)
+    stand_in = _DeferredModule(name, spec)
+    sys.modules[name] = stand_in
+    parent, _, child = name.rpartition('.')
+    if parent:
+        # `import a.b; a.b.f()` reads the attribute of the package, not sys.modules.
+        setattr(sys.modules[parent], child, stand_in)
     return True
 
 
 def install_lean_imports() -> list[str]:
-    """Defer numpy, yaml and the rosidl code generator; return the names now deferred.
+    """Defer numpy, yaml, importlib.metadata and the rosidl code generator; return the names.
 
     Call it before importing rclpy; modules already imported are left alone.
     """

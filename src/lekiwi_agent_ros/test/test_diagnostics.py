@@ -39,13 +39,16 @@ def test_uplink_statuses_follow_the_connection_and_the_disk() -> None:
 def test_teleop_statuses_name_both_answers_and_every_input() -> None:
     detector = TeleopDetector(TeleopConfig(), lambda: 10.0, lambda: 1e9)
     detector.set_operators('zmq', 2)
+    detector.observe_round_trip('zmq', 42.5, 0.0)
     reading, _ = detector.update()
-    teleop, inputs = teleop_statuses('teleop_monitor', ROBOT, reading, detector.operators)
+    teleop, inputs = teleop_statuses('teleop_monitor', ROBOT, reading, detector.operators,
+                                     detector.round_trips())
     assert teleop.name == 'teleop_monitor: teleop'
     assert ('teleop_active', 'false') in teleop.values
     assert ('operator_present', 'true') in teleop.values
     assert ('zmq_operators', '2') in inputs.values
-    assert ('control_latency_ms', 'nan') in inputs.values
+    assert ('control_latency_ms', '42.500') in inputs.values
+    assert ('command_rtt_ms[zmq]', '42.500') in inputs.values
 
 
 @pytest.fixture

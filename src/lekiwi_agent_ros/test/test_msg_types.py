@@ -16,8 +16,8 @@ PROBE = textwrap.dedent(
     import sys
     from lekiwi_agent_ros import msg_types
     deferred = msg_types.install_lean_imports()
-    expected = ['numpy', 'yaml', 'rosidl_generator_py.generate_py', 'sensor_msgs.msg',
-                'std_msgs.msg']
+    expected = ['numpy', 'yaml', 'importlib.metadata', 'rosidl_generator_py.generate_py',
+                'sensor_msgs.msg', 'std_msgs.msg']
     assert deferred == expected, deferred
     import rclpy
     from rclpy.node import Node
@@ -34,8 +34,9 @@ PROBE = textwrap.dedent(
     node.get_logger().info('lean probe up')
     import inspect
     inspect.getmodule(compile('x = 1', '/no/such/file.py', 'exec'), '/no/such/file.py')
+    import websockets.asyncio.client  # imports importlib.metadata, uses it only in a checkout
     heavy = [m for m in ('numpy._core', 'lark', 'yaml.parser', 'em',
-                         'sensor_msgs.msg._camera_info') if m in sys.modules]
+                         'sensor_msgs.msg._camera_info', 'zipfile') if m in sys.modules]
     print('HEAVY', heavy)
     # Deferred modules still work, fully, when something really uses them.
     from service_msgs.msg import ServiceEventInfo
@@ -44,6 +45,10 @@ PROBE = textwrap.dedent(
     assert len(CameraInfo().k) == 9
     import numpy, yaml, rosidl_generator_py
     assert numpy.zeros(3).sum() == 0 and yaml.safe_load('a: 1') == {'a': 1}
+    import importlib.metadata
+    assert importlib.metadata.version('websockets') == websockets.version.version
+    from importlib.metadata import version
+    assert version('pyzmq')
     assert callable(rosidl_generator_py.generate_py)
     node.destroy_node()
     rclpy.shutdown()

@@ -255,51 +255,73 @@ def test_a_passive_viewer_is_present_but_not_driving() -> None:
     changes = []
     for _ in range(20):
         clock.t += 0.1
-        detector.observe_webrtc(peers=1, tracks=1, rtt_ms=40.0, rtt_age_s=0.2, status_age_s=0.01)
+        detector.observe_webrtc(peers=1, tracks=1, status_age_s=0.01)
         _, change = detector.update()
         if change:
             changes.append(change)
     reading, _ = detector.update()
-    # Video, a peer and pings score 0.6, over the 0.35 threshold: still nobody drives.
+    # Video and a peer score 0.5, over the 0.35 threshold: still nobody drives. Its pings are
+    # liveness, not a command loop: no latency signal.
     assert changes == [] and not reading.active and not reading.teleop_active
     assert reading.operator_present
-    assert reading.score == pytest.approx(0.6)
+    assert reading.score == pytest.approx(0.5)
     assert (reading.webrtc_peers, reading.active_video_streams) == (1, 1)
-    assert reading.control_latency_ms == 40.0
-    assert reading.latency_signal == 1.0
+    assert math.isnan(reading.control_latency_ms)
+    assert reading.latency_signal == 0.0
 
 
 def test_streamer_that_goes_silent_counts_as_gone() -> None:
     detector, clock = make()
-    detector.observe_webrtc(peers=1, tracks=1, rtt_ms=40.0, rtt_age_s=0.0, status_age_s=0.0)
+    detector.observe_webrtc(peers=1, tracks=1, status_age_s=0.0)
     clock.t += 1.0
     reading, _ = detector.update()
     assert reading.webrtc_signal == pytest.approx(1.0)
     clock.t += 2.0  # past the 2.5 s status timeout: peers expired at +2.5 s
     reading, _ = detector.update()
     assert reading.webrtc_peers == 0
-    assert math.isnan(reading.control_latency_ms)
     assert reading.webrtc_signal == pytest.approx(0.5)  # half of the last second had the peer
 
 
 def test_stale_or_future_streamer_status_is_ignored() -> None:
     detector, clock = make()
-    assert not detector.observe_webrtc(1, 1, 10.0, 0.0, status_age_s=60.0)
-    assert not detector.observe_webrtc(1, 1, 10.0, 0.0, status_age_s=-3.0)
-    assert not detector.observe_webrtc(1, 1, 10.0, 0.0, status_age_s=math.nan)
+    assert not detector.observe_webrtc(1, 1, status_age_s=60.0)
+    assert not detector.observe_webrtc(1, 1, status_age_s=-3.0)
+    assert not detector.observe_webrtc(1, 1, status_age_s=math.nan)
     assert detector.update()[0].webrtc_peers == 0
 
 
 def test_latency_needs_a_fresh_round_trip_under_threshold() -> None:
     detector, clock = make()
-    detector.observe_webrtc(1, 0, rtt_ms=600.0, rtt_age_s=0.0, status_age_s=0.0)
+    assert detector.observe_round_trip('webrtc/a', 600.0, 0.0)
     assert detector.update()[0].latency_signal == 0.0
-    detector.observe_webrtc(1, 0, rtt_ms=100.0, rtt_age_s=1.9, status_age_s=0.0)
+    assert detector.observe_round_trip('webrtc/a', 100.0, 1.9)
     assert detector.update()[0].latency_signal == 1.0
     clock.t += 0.2  # the round trip is now 2.1 s old
     assert detector.update()[0].latency_signal == 0.0
-    detector.observe_webrtc(1, 0, rtt_ms=math.nan, rtt_age_s=None, status_age_s=0.0)
+    assert math.isnan(detector.update()[0].control_latency_ms)
+    assert not detector.observe_round_trip('webrtc/a', math.nan, 0.0)
+    assert not detector.observe_round_trip('webrtc/a', 10.0, 5.0)  # closed too long ago
+    assert not detector.observe_round_trip('webrtc/a', -1.0, 0.0)
     assert detector.update()[0].latency_signal == 0.0
+
+
+def test_round_trips_are_kept_per_operator_and_the_best_fresh_one_counts() -> None:
+    detector, clock = make()
+    detector.observe_webrtc(2, 0, status_age_s=0.0)
+    detector.observe_round_trip('webrtc/slow', 700.0, 0.0)
+    detector.observe_round_trip('zmq', 30.0, 0.0)
+    reading, _ = detector.update()
+    assert detector.round_trips() == {'webrtc/slow': 700.0, 'zmq': 30.0}
+    assert reading.control_latency_ms == 30.0 and reading.latency_signal == 1.0
+    clock.t += 1.5
+    detector.observe_round_trip('webrtc/slow', 650.0, 0.0)
+    clock.t += 1.0  # the ZeroMQ operator's loop went stale; the slow peer's is fresh
+    reading, _ = detector.update()
+    assert detector.round_trips() == {'webrtc/slow': 650.0}
+    assert reading.control_latency_ms == 650.0 and reading.latency_signal == 0.0
+    # The streamer reports nobody connected: no WebRTC loop is live any more.
+    detector.observe_webrtc(0, 0, status_age_s=0.0)
+    assert detector.round_trips() == {}
 
 
 def test_weights_change_what_counts() -> None:
@@ -364,10 +386,10 @@ def test_quiescent_only_without_any_evidence() -> None:
     assert not detector.quiescent()
     clock.t += 2.1  # the input left the window and command_idle_s (2 s) passed
     assert detector.quiescent()
-    detector.observe_webrtc(1, 0, math.nan, None, 0.0)
+    detector.observe_webrtc(1, 0, 0.0)
     assert not detector.quiescent()  # a connected peer: its expiry needs watching
     clock.t += 0.2
-    detector.observe_webrtc(0, 0, math.nan, None, 0.0)
+    detector.observe_webrtc(0, 0, 0.0)
     assert not detector.quiescent()  # the window still remembers the peer
     clock.t += 1.1
     detector.update()
@@ -444,7 +466,7 @@ def test_commands_are_required_and_their_absence_ends_the_session() -> None:
     detector, clock = make()
 
     def viewer() -> None:
-        detector.observe_webrtc(peers=1, tracks=1, rtt_ms=40.0, rtt_age_s=0.1, status_age_s=0.0)
+        detector.observe_webrtc(peers=1, tracks=1, status_age_s=0.0)
 
     viewer()
     clock.t += 0.5
@@ -460,7 +482,7 @@ def test_commands_are_required_and_their_absence_ends_the_session() -> None:
     last_command = clock.t
     ended = None
     while clock.t < last_command + 5.0 and ended is None:
-        viewer()  # still watching, still pinging: score 0.6 stays over off_threshold
+        viewer()  # still watching: score 0.5 stays over off_threshold
         clock.t += 0.1
         reading, ended = detector.update()
     assert isinstance(ended, SessionEnded)

@@ -13,8 +13,20 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from ros_harness import RosHarness, ros_harness, wait_for
 
-from lekiwi_agent_ros.msg_types import CompressedImage, FleetEvent, Joy, TeleopStatus, WebRtcStatus
-from lekiwi_agent_ros.teleop.teleop_monitor import EVENTS_QOS, STATUS_QOS, TeleopMonitorNode
+from lekiwi_agent_ros.msg_types import (
+    CommandRoundTrip,
+    CompressedImage,
+    FleetEvent,
+    Joy,
+    TeleopStatus,
+    WebRtcStatus,
+)
+from lekiwi_agent_ros.teleop.teleop_monitor import (
+    EVENTS_QOS,
+    ROUND_TRIP_QOS,
+    STATUS_QOS,
+    TeleopMonitorNode,
+)
 
 VIDEO_TOPIC = 'camera/front/image_raw/compressed'
 
@@ -250,16 +262,25 @@ def test_streamer_status_drives_peers_video_and_latency(harness: RosHarness) -> 
     make_monitor(harness, webrtc_status_timeout_s=0.5, off_hold_s=0.3, status_period_s=0.2)
     streamer = harness.node('fake_streamer')
     pub = streamer.create_publisher(WebRtcStatus, 'webrtc/status', STATUS_QOS)
+    loops = streamer.create_publisher(CommandRoundTrip, 'teleop/command_round_trips',
+                                      ROUND_TRIP_QOS)
     sending = threading.Event()
     sending.set()
+    looping = threading.Event()
+    looping.set()
 
     def publish() -> None:
         if not sending.is_set():
             return
-        msg = WebRtcStatus(connected_peers=1, video_tracks_sending=1, round_trip_ms=30.0)
+        # Its ping round trip is liveness only: it must not become the latency signal.
+        msg = WebRtcStatus(connected_peers=1, video_tracks_sending=1, round_trip_ms=5.0)
         msg.header.stamp = streamer.get_clock().now().to_msg()
         msg.round_trip_measured_at = msg.header.stamp
         pub.publish(msg)
+        if looping.is_set():
+            loop = CommandRoundTrip(operator_id='webrtc/p1', round_trip_ms=30.0)
+            loop.header.stamp = msg.header.stamp
+            loops.publish(loop)
 
     streamer.create_timer(0.1, publish)
     assert wait_for(lambda: recorder.latest() is not None
@@ -267,10 +288,13 @@ def test_streamer_status_drives_peers_video_and_latency(harness: RosHarness) -> 
     status = recorder.latest()
     assert (status.webrtc_peers, status.active_video_streams) == (1, 1)
     assert status.control_latency_ms == pytest.approx(30.0)
-    # A peer watching video with pings (0.6) but sending no command is present, not driving.
-    assert wait_for(lambda: recorder.latest().score > 0.55, 3.0)  # the windows filled
+    looping.clear()  # the operator stops answering command acks: its loop goes stale (2 s)
+    assert wait_for(lambda: math.isnan(recorder.latest().control_latency_ms), 4.0)
+    # A peer watching video (0.5) but sending no command is present, not driving.
+    assert wait_for(lambda: recorder.latest().score > 0.45, 3.0)  # the windows filled
     status = recorder.latest()
     assert status.operator_present and not status.teleop_active
+    assert status.latency_signal == 0.0
     assert not any(m.active or m.teleop_active for _, m in recorder.statuses)
     sending.clear()  # the streamer vanishes
     assert wait_for(lambda: not recorder.latest().operator_present, 3.0)

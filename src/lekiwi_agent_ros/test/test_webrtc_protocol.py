@@ -8,6 +8,7 @@ import pytest
 from lekiwi_agent_ros.webrtc.webrtc_protocol import (
     MAX_AXES,
     MAX_MESSAGE_BYTES,
+    CommandAck,
     JoyCommand,
     OperatorPing,
     Pong,
@@ -22,6 +23,12 @@ def test_parse_joy_command() -> None:
     message = parse_message('{"type": "joy", "axes": [0.5, -1, 0], "buttons": [0, 1]}')
     assert message == JoyCommand((0.5, -1.0, 0.0), (0, 1))
     assert parse_message(b'{"type": "joy"}') == JoyCommand((), ())
+    assert parse_message('{"type": "joy", "id": 41}') == JoyCommand((), (), 41)
+    assert parse_message('{"type": "joy", "id": "c-7"}').command_id == 'c-7'
+
+
+def test_parse_command_acks() -> None:
+    assert parse_message('{"type": "ack", "seq": 3}') == CommandAck(3)
 
 
 def test_parse_pings_and_pongs() -> None:
@@ -51,6 +58,11 @@ def test_parse_pings_and_pongs() -> None:
         ('{"type": "pong", "id": "x"}', 'integer'),
         ('{"type": "pong", "id": true}', 'integer'),
         ('{"type": "ping", "id": [1]}', 'ping id'),
+        ('{"type": "joy", "id": {}}', 'joy id'),
+        ('{"type": "joy", "id": "' + 'x' * 65 + '"}', 'joy id'),
+        ('{"type": "ack"}', 'ack seq'),
+        ('{"type": "ack", "seq": "1"}', 'ack seq'),
+        ('{"type": "ack", "seq": false}', 'ack seq'),
         ('{"type": "ping", "id": "' + 'x' * 65 + '"}', 'ping id'),
         (' ' * (MAX_MESSAGE_BYTES + 1), 'larger than'),
     ],

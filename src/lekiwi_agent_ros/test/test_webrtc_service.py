@@ -33,9 +33,12 @@ class Streamer:
         self.hub = FrameHub(time.monotonic)
         self.joys: list[JoyCommand] = []
         self.statuses: list[tuple[float, StreamerSnapshot]] = []
+        self.round_trips: list[tuple[float, str, float]] = []
         self.service = StreamerService(StreamerConfig(**settings), self.hub,
                                        publish_joy or self.joys.append,
-                                       lambda s: self.statuses.append((time.monotonic(), s)))
+                                       lambda s: self.statuses.append((time.monotonic(), s)),
+                                       publish_round_trip=lambda o, r: self.round_trips.append(
+                                           (time.monotonic(), o, r)))
         self.camera_on = True
         self._camera: asyncio.Task | None = None
 
@@ -59,8 +62,8 @@ class Streamer:
         return self.statuses[-1][1]
 
     def client(self, token: str | None = TOKEN, video: bool = True,
-               data_channel: bool = True) -> OperatorClient:
-        return OperatorClient(self.url, token, video, data_channel)
+               data_channel: bool = True, **options: object) -> OperatorClient:
+        return OperatorClient(self.url, token, video, data_channel, **options)
 
 
 async def until(predicate, timeout: float) -> bool:
@@ -245,6 +248,42 @@ def test_bad_data_channel_messages_get_an_error_and_pings_an_echo() -> None:
             assert {'type': 'pong', 'id': 'op-1'} in client.received
             assert streamer.joys == [JoyCommand((0.2,), (1,))]
             await client.close()
+
+    run(scenario())
+
+
+def test_command_round_trips_are_timed_per_operator_from_the_commands_themselves() -> None:
+    async def scenario() -> None:
+        async with Streamer() as streamer:
+            fast = streamer.client(video=False)
+            slow = streamer.client(video=False, ack_delay_s=0.6)  # a slower command loop
+            viewer = streamer.client(video=True, answer_acks=False)  # answers pings only
+            for client in (fast, slow, viewer):
+                await client.connect()
+            await asyncio.gather(fast.drive(1.5), slow.drive(1.5))
+            await asyncio.sleep(1.0)  # the last answers arrive, and the 0.5 s report is due
+
+            # Each command is acknowledged with its own id once published (the echo an
+            # operator times its command's round trip from).
+            assert set(fast.sent_at) <= set(fast.acks) and len(fast.acks) >= 20
+            assert all(0 <= fast.acks[n] - fast.sent_at[n] < 1.0 for n in fast.sent_at)
+            by_operator: dict[str, list[float]] = {}
+            for _, operator, rtt in streamer.round_trips:
+                by_operator.setdefault(operator, []).append(rtt)
+            peers = {operator.removeprefix('webrtc/') for operator in by_operator}
+            assert len(peers) == 2, by_operator  # the viewer sent no command: no loop
+            fast_rtts, slow_rtts = sorted(by_operator.values(), key=min)
+            assert max(fast_rtts) < 550.0  # loopback; generous for a loaded machine
+            assert min(slow_rtts) >= 600.0  # its own loop, not the others' or a ping
+            # At most one report per operator every 0.5 s, though ~45 commands closed a loop.
+            for operator in by_operator:
+                times = [t for t, o, _ in streamer.round_trips if o == operator]
+                assert all(b - a >= 0.45 for a, b in zip(times, times[1:], strict=False))
+                assert 2 <= len(times) <= 6
+            loops = dict(streamer.service.snapshot().command_round_trips_ms)
+            assert len(loops) == 2 and min(loops.values()) < 550.0
+            for client in (fast, slow, viewer):
+                await client.close()
 
     run(scenario())
 

@@ -16,9 +16,16 @@ from rclpy.qos import qos_profile_sensor_data
 from ros_harness import RosHarness, ros_harness, wait_for
 from webrtc_client import OperatorClient, make_jpeg
 
-from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, TeleopStatus, WebRtcStatus
+from lekiwi_agent_ros.msg_types import (
+    CommandRoundTrip,
+    CompressedImage,
+    Image,
+    Joy,
+    TeleopStatus,
+    WebRtcStatus,
+)
 from lekiwi_agent_ros.teleop import teleop_monitor
-from lekiwi_agent_ros.teleop.teleop_monitor import STATUS_QOS, TeleopMonitorNode
+from lekiwi_agent_ros.teleop.teleop_monitor import ROUND_TRIP_QOS, STATUS_QOS, TeleopMonitorNode
 from lekiwi_agent_ros.webrtc import webrtc_streamer
 from lekiwi_agent_ros.webrtc.webrtc_streamer import WebRtcStreamerNode
 
@@ -33,7 +40,10 @@ class Topics:
         self.teleop: list[tuple[float, TeleopStatus]] = []
         self.webrtc: list[tuple[float, WebRtcStatus]] = []
         self.joy: list[Joy] = []
+        self.round_trips: list[CommandRoundTrip] = []
         node = harness.node('topics')
+        node.create_subscription(CommandRoundTrip, 'teleop/command_round_trips',
+                                 self.round_trips.append, ROUND_TRIP_QOS)
         node.create_subscription(TeleopStatus, 'teleop/status',
                                  lambda m: self.teleop.append((time.monotonic(), m)), STATUS_QOS)
         node.create_subscription(WebRtcStatus, 'webrtc/status',
@@ -106,6 +116,11 @@ def test_operator_peer_raises_and_drops_the_teleop_score(harness: RosHarness) ->
         assert status.joystick_signal > 0.8
         assert status.control_latency_ms < 100.0
         assert status.latency_signal == 1.0
+        # The latency is the operator's own command loop, reported under its peer id.
+        assert topics.round_trips and all(
+            m.operator_id.startswith('webrtc/') and m.header.frame_id == 'webrtc'
+            for m in topics.round_trips)
+        assert len({m.operator_id for m in topics.round_trips}) == 1
         assert fully_engaged(), f'score {status.score}'
         assert status.teleop_active and status.operator_present
         driving.cancel()
@@ -233,3 +248,51 @@ def test_without_its_token_file_the_streamer_stays_off_and_says_why(tmp_path, ca
     assert codes == [0]
     err = capfd.readouterr().err
     assert f'WebRTC streamer off: no operator token file at {missing}' in err
+
+
+def test_the_streamers_python_logging_reaches_rosout() -> None:
+    """aiortc and the asyncio side log through Python's logging: in its own process too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rcl_interfaces.msg import Log
+    from rcl_interfaces.srv import GetParameters
+
+    namespace = f'/tlog{uuid.uuid4().hex[:8]}'
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'lekiwi_agent_ros.webrtc.webrtc_streamer', '--ros-args',
+         '-r', f'__ns:={namespace}', '-p', 'port:=0', '-p', f'operator_token:={TOKEN}',
+         '-p', 'ice_host_addresses:=[127.0.0.1]'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    try:
+        with ros_harness() as harness:
+            logs: list[Log] = harness.collect(Log, '/rosout', 100)
+            client = harness.helper.create_client(
+                GetParameters, f'{namespace}/webrtc_streamer/get_parameters')
+            assert client.wait_for_service(timeout_sec=30.0)
+            future = client.call_async(GetParameters.Request(names=['bound_port']))
+            assert wait_for(future.done, timeout=10.0)
+            port = future.result().values[0].integer_value
+
+            async def visit() -> None:
+                operator = OperatorClient(f'http://127.0.0.1:{port}/offer', TOKEN, video=False)
+                await operator.connect()
+                await operator.close()
+
+            asyncio.run(asyncio.wait_for(visit(), 30.0))
+
+            def streamer_lines() -> list[Log]:
+                return [m for m in logs if m.name == f'{namespace[1:]}.webrtc_streamer'
+                        and '[lekiwi_agent_ros.webrtc.webrtc_service]' in m.msg]
+
+            assert wait_for(lambda: any('connected' in m.msg for m in streamer_lines()), 10.0), \
+                [(m.name, m.msg) for m in logs]
+            assert all(m.level == Log.INFO for m in streamer_lines())
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out
+    # The console still shows them (through the ROS logger), once each.
+    assert out.count('] operator peer') >= 2 and 'webrtc_service] operator peer' in out

@@ -64,6 +64,8 @@ class UplinkTestServer:
         self.acks_enabled = True
         self.refuse: dict[tuple[str, int], str] = {}  # (boot_id, seq) -> error code, once
         self.committed: list[Committed] = []
+        # Frames without boot_id/seq (robot -> server at most once): (robot, topic, msg).
+        self.at_most_once: list[tuple[str, str, dict[str, Any]]] = []
         self.keys: set[tuple[str, str, int]] = set()
         self.duplicates = 0
         self.violations: list[str] = []
@@ -263,6 +265,10 @@ class UplinkTestServer:
             await self._on_publish(robot, frame)
 
     async def _on_publish(self, robot: Robot, frame: dict[str, Any]) -> None:
+        if 'boot_id' not in frame:  # the protocol's at-most-once path: kept, never acked
+            with self._lock:
+                self.at_most_once.append((robot.robot_id, frame['topic'], frame['msg']))
+            return
         key = (frame['boot_id'], frame['seq'])
         code = self.refuse.pop(key, None)
         if code is not None:

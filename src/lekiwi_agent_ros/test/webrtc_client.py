@@ -28,9 +28,14 @@ class OperatorClient:
     """An operator's browser, played by aiortc: receives video, sends joystick and pongs."""
 
     def __init__(self, url: str, token: str | None, video: bool = True,
-                 data_channel: bool = True) -> None:
+                 data_channel: bool = True, answer_acks: bool = True,
+                 ack_delay_s: float = 0.0) -> None:
         self.url = url
         self.token = token
+        self.answer_acks = answer_acks
+        self.ack_delay_s = ack_delay_s  # an operator whose command loop is this much slower
+        self.acks: dict[object, float] = {}  # command id -> when its ack came (monotonic)
+        self.sent_at: dict[object, float] = {}
         self.pc = RTCPeerConnection()
         self.frames = 0
         self.pings_answered = 0
@@ -57,6 +62,15 @@ class OperatorClient:
         if message.get('type') == 'ping':
             self.channel.send(json.dumps({'type': 'pong', 'id': message['id']}))
             self.pings_answered += 1
+        elif message.get('type') == 'ack':
+            self.acks[message.get('id')] = time.monotonic()
+            if self.answer_acks:
+                answer = json.dumps({'type': 'ack', 'seq': message['seq']})
+                if self.ack_delay_s:
+                    asyncio.get_running_loop().call_later(self.ack_delay_s,
+                                                          self.channel.send, answer)
+                else:
+                    self.channel.send(answer)
 
     async def offer(self, body: object | None = None) -> httpx.Response:
         """Send the offer (or `body` instead) to the streamer; return the HTTP response."""
@@ -89,7 +103,9 @@ class OperatorClient:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             n += 1
-            self.send({'type': 'joy', 'axes': [0.6, 0.3 * ((n % 10) / 10.0)], 'buttons': [0, 0]})
+            self.sent_at[n] = time.monotonic()
+            self.send({'type': 'joy', 'axes': [0.6, 0.3 * ((n % 10) / 10.0)], 'buttons': [0, 0],
+                       'id': n})
             await asyncio.sleep(1.0 / rate_hz)
 
     async def vanish(self) -> None:

@@ -8,7 +8,6 @@ status, and its resource usage. The state rule is the pure function `derive_stat
 from __future__ import annotations
 
 import math
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from rclpy.qos import (
 )
 
 import lekiwi_agent_ros
+from lekiwi_agent_ros.boot_id import resolve_boot_id
 from lekiwi_agent_ros.msg_types import (
     BatteryState,
     DeploymentStatus,
@@ -131,7 +131,7 @@ class HeartbeatNode(Node):
         problems = self.config.problems()
         if problems:
             raise ValueError('invalid heartbeat parameters: ' + '; '.join(problems))
-        self.boot_id = boot_id or secrets.token_hex(8)
+        self.boot_id = resolve_boot_id(self, boot_id)
         self._sampler = sampler or ResourceSampler(
             time.monotonic, SamplerConfig(disk_path=self.config.disk_path)
         )

@@ -9,7 +9,6 @@ command from the fleet server on `fleet/commands`.
 from __future__ import annotations
 
 import math
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 
+from lekiwi_agent_ros.boot_id import resolve_boot_id
 from lekiwi_agent_ros.msg_types import (
     BatteryState,
     FleetCommand,
@@ -97,7 +97,7 @@ class TelemetryNode(Node):
         problems = self.config.problems()
         if problems:
             raise ValueError('invalid telemetry parameters: ' + '; '.join(problems))
-        self.boot_id = boot_id or secrets.token_hex(8)
+        self.boot_id = resolve_boot_id(self, boot_id)
         self._sampler = sampler or ResourceSampler(
             time.monotonic, SamplerConfig(disk_path=self.config.disk_path)
         )

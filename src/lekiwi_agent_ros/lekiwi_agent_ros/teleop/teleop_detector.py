@@ -9,13 +9,16 @@ Signals, each 0..1 over a sliding window:
 - video: video streams leaving the robot (WebRTC tracks sent plus outside subscribers of live
   video topics), time-averaged over `video_window_s`;
 - webrtc: connected operator peers, time-averaged over `webrtc_window_s`;
-- latency: a fresh command round trip under `latency_threshold_ms`.
+- latency: a fresh command round trip under `latency_threshold_ms`, per operator
+  (`observe_round_trip`: a data-channel command's ack answered, a ZeroMQ action seen in the
+  next observation); the best fresh operator's loop counts. A ping is not a command: a viewer
+  that only answers pings has no latency signal.
 The score is their weighted sum. Two answers come from it:
 - `teleop_active` (also `active`): someone is driving. Command activity is necessary: it turns
   on once the score has stayed at or above `on_threshold` for `on_hold_s` with commands in the
   joystick window, and off once the score has stayed below `off_threshold`, or no command has
-  come for `command_idle_s`, for `off_hold_s`. A passive viewer (video, a peer and pings but no
-  commands, 0.6) is therefore never driving. Sessions follow `teleop_active`.
+  come for `command_idle_s`, for `off_hold_s`. A passive viewer (video and a peer but no
+  commands, 0.5) is therefore never driving. Sessions follow `teleop_active`.
 - `operator_present`: someone is connected or watching (a WebRTC peer, a video stream, an
   operator of another channel such as ZeroMQ, or recent commands).
 Time comes from the injected monotonic `now`; `wall_now` (Unix seconds) only
@@ -225,8 +228,6 @@ class _WebRtcReport:
     received: float  # monotonic time the streamer produced it (its stamp, mapped to now)
     peers: int
     tracks: int
-    rtt_ms: float
-    rtt_measured: float  # monotonic time of the round trip; -inf when none
 
 
 class TeleopDetector:
@@ -255,6 +256,8 @@ class TeleopDetector:
         self._frames: dict[str, float] = {}
         self._subscribers: dict[str, int] = {}
         self._report: _WebRtcReport | None = None
+        # operator id -> (round trip ms, monotonic time it closed)
+        self._round_trips: dict[str, tuple[float, float]] = {}
         self._active = False
         self._crossed_at: float | None = None
         self._session: tuple[str, float, float] | None = None  # id, started mono, started wall
@@ -319,14 +322,7 @@ class TeleopDetector:
         self._subscribers[topic] = max(0, int(count))
         self._refresh_video(self._now())
 
-    def observe_webrtc(
-        self,
-        peers: int,
-        tracks: int,
-        rtt_ms: float,
-        rtt_age_s: float | None,
-        status_age_s: float,
-    ) -> bool:
+    def observe_webrtc(self, peers: int, tracks: int, status_age_s: float) -> bool:
         """Take one streamer status report; say whether it was fresh enough to use."""
         cfg = self._config
         now = self._now()
@@ -334,14 +330,33 @@ class TeleopDetector:
                               cfg.stamp_max_future_s):
             return False
         received = now - max(0.0, status_age_s)
-        measured = -math.inf
-        if rtt_age_s is not None and math.isfinite(rtt_age_s) and math.isfinite(rtt_ms):
-            measured = now - max(0.0, rtt_age_s)
-        self._report = _WebRtcReport(received, max(0, int(peers)), max(0, int(tracks)),
-                                     rtt_ms, measured)
+        self._report = _WebRtcReport(received, max(0, int(peers)), max(0, int(tracks)))
+        if self._report.peers == 0:
+            # Nobody is connected: no WebRTC operator's command loop is live any more.
+            for operator in [o for o in self._round_trips if o.startswith('webrtc/')]:
+                del self._round_trips[operator]
         self._refresh_webrtc(now)
         self._refresh_video(now)
         return True
+
+    def observe_round_trip(self, operator: str, rtt_ms: float, age_s: float | None) -> bool:
+        """Take one operator's command round trip, closed `age_s` ago; say whether it is used."""
+        cfg = self._config
+        if not math.isfinite(rtt_ms) or rtt_ms < 0.0 or (
+                age_s is not None and not stamp_is_fresh(age_s, cfg.latency_max_age_s,
+                                                         cfg.stamp_max_future_s)):
+            return False
+        now = self._now()
+        self._round_trips[operator] = (float(rtt_ms), now - max(0.0, age_s or 0.0))
+        return True
+
+    def round_trips(self) -> dict[str, float]:
+        """Return each operator's fresh command round trip (ms)."""
+        now = self._now()
+        horizon = now - self._config.latency_max_age_s
+        for operator in [o for o, (_, at) in self._round_trips.items() if at < horizon]:
+            del self._round_trips[operator]
+        return {o: rtt for o, (rtt, _) in self._round_trips.items()}
 
     def update(self) -> tuple[TeleopReading, SessionChange | None]:
         """Evaluate the signals now; return the reading and a session start or end, if any."""
@@ -454,11 +469,10 @@ class TeleopDetector:
         return report
 
     def _fresh_rtt(self, now: float) -> float:
-        """Return the last round trip if fresh, else NaN."""
-        report = self._fresh_report(now)
-        if report is None or now - report.rtt_measured > self._config.latency_max_age_s:
-            return math.nan
-        return report.rtt_ms
+        """Return the best fresh command round trip of any operator, else NaN."""
+        del now  # round_trips() reads the clock itself
+        fresh = self.round_trips().values()
+        return min(fresh) if fresh else math.nan
 
     def _peers(self, now: float) -> int:
         """Return the connected operator peers of a fresh report."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 import sys
 import time
 from dataclasses import asdict, fields
@@ -41,9 +40,11 @@ from rclpy.serialization import deserialize_message
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
+from lekiwi_agent_ros.boot_id import resolve_boot_id
 from lekiwi_agent_ros.diagnostics import Status, teleop_statuses
 from lekiwi_agent_ros.diagnostics_ros import DiagnosticsPublisher
 from lekiwi_agent_ros.msg_types import (
+    CommandRoundTrip,
     CompressedImage,
     FleetEvent,
     Header,
@@ -78,6 +79,10 @@ POLLED_JOY_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT,
 # and operator counts (reliable, transient-local: a late monitor still learns the count).
 COMMANDS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+# Per-operator command round trips (webrtc_streamer, lekiwi_zmq_bridge: at most 2 Hz each).
+ROUND_TRIP_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.VOLATILE,
+                            history=HistoryPolicy.KEEP_LAST)
 COUNT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL,
                        history=HistoryPolicy.KEEP_LAST)
@@ -90,7 +95,7 @@ _DETECTOR_DESCRIPTIONS = {
     'weight_joystick': 'Weight of the joystick signal in the score (weights sum to 1).',
     'weight_video': 'Weight of the video signal (WebRTC tracks and outside video subscribers).',
     'weight_webrtc': 'Weight of the connected WebRTC operator peers signal.',
-    'weight_latency': 'Weight of the fresh control round-trip signal.',
+    'weight_latency': 'Weight of the fresh command round-trip signal (best operator).',
     'joystick_window_s': 'Sliding window (s) over which joystick input is counted.',
     'joystick_full_rate_hz': 'Rate (Hz) of joystick messages with input that makes the signal 1.',
     'joystick_deadzone': 'An axis must leave its rest value by more than this to be input.',
@@ -150,7 +155,7 @@ class TeleopMonitorNode(Node):
             raise ValueError('invalid teleop_monitor parameters: ' + '; '.join(problems))
         self._detector = TeleopDetector(config, time.monotonic, time.time)
         self._robot_id = str(self.get_parameter('robot_id').value)
-        self._boot_id = boot_id or secrets.token_hex(8)
+        self._boot_id = resolve_boot_id(self, boot_id)
         self._sequence = 0
         self._status_period_s = float(self.get_parameter('status_period_s').value)
         self._video_topics = [
@@ -184,6 +189,8 @@ class TeleopMonitorNode(Node):
         self.create_subscription(WebRtcStatus, 'webrtc/status', self._on_webrtc_status,
                                  STATUS_QOS)
         self.create_subscription(Header, 'teleop/commands', self._on_command, COMMANDS_QOS)
+        self.create_subscription(CommandRoundTrip, 'teleop/command_round_trips',
+                                 self._on_round_trip, ROUND_TRIP_QOS)
         for topic, source in OPERATOR_COUNT_TOPICS.items():
             self.create_subscription(UInt16, topic,
                                      lambda msg, s=source: self._on_operators(s, msg),
@@ -390,14 +397,18 @@ class TeleopMonitorNode(Node):
         self._detector.observe_video_frame(topic)
         self._stir()
 
+    def _on_round_trip(self, msg: CommandRoundTrip) -> None:
+        """Take one operator's command round trip (the latency signal)."""
+        age = self._stamp_age_s(msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if self._detector.observe_round_trip(msg.operator_id, float(msg.round_trip_ms), age):
+            self._stir()
+
     def _on_webrtc_status(self, msg: WebRtcStatus) -> None:
-        """Feed the streamer's status to the detector."""
+        """Feed the streamer's status to the detector (its ping is liveness, not latency)."""
         status_age = self._stamp_age_s(msg.header.stamp.sec, msg.header.stamp.nanosec)
-        measured = msg.round_trip_measured_at
-        rtt_age = self._stamp_age_s(measured.sec, measured.nanosec)
         if self._detector.observe_webrtc(
-                msg.connected_peers, msg.video_tracks_sending, float(msg.round_trip_ms),
-                rtt_age, math.inf if status_age is None else status_age):
+                msg.connected_peers, msg.video_tracks_sending,
+                math.inf if status_age is None else status_age):
             self._stir()
             self._evaluate()  # a peer that left is reported at once, not at the next tick
 
@@ -481,7 +492,7 @@ class TeleopMonitorNode(Node):
         if reading is None:
             return []
         return teleop_statuses(self.get_name(), self._robot_id, reading,
-                               self._detector.operators)
+                               self._detector.operators, self._detector.round_trips())
 
     def _publish_status(self, reading: TeleopReading) -> None:
         """Publish one TeleopStatus."""

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,8 +28,10 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 import lekiwi_agent_ros
+from lekiwi_agent_ros.boot_id import resolve_boot_id
 from lekiwi_agent_ros.diagnostics import Status, uplink_statuses
 from lekiwi_agent_ros.diagnostics_ros import DiagnosticsPublisher
+from lekiwi_agent_ros.disk_state import DiskStateReporter
 from lekiwi_agent_ros.msg_types import (
     Deploy,
     DeploymentStatus,
@@ -190,7 +191,7 @@ class FleetUplinkNode(Node):
         problems = self.config.problems()
         if problems:
             raise ValueError('invalid fleet_uplink parameters: ' + '; '.join(problems))
-        self.boot_id = boot_id or secrets.token_hex(8)
+        self.boot_id = resolve_boot_id(self, boot_id)
         self._last_heartbeat = RobotHeartbeat()
         self._goals: dict[str, Any] = {}  # goal id -> ClientGoalHandle
         self._goals_lock = threading.Lock()
@@ -198,6 +199,7 @@ class FleetUplinkNode(Node):
         self._held: list[tuple[str, dict[str, Any], str | None]] = []
         self._held_dropped = 0
         self.storage_problem: str | None = None  # the outbox's last write error, while it lasts
+        self._disk = DiskStateReporter(self.config.robot_id, self.boot_id, time.time)
 
         try:
             self._outbox = Outbox(
@@ -419,6 +421,8 @@ class FleetUplinkNode(Node):
                     'every second until it can')
             self.storage_problem = str(exc)
             self._hold(topic, data, key)
+            if (frame := self._disk.storage_failed(str(exc), len(self._held))) is not None:
+                self._client.send_soon(json.dumps(frame, separators=(',', ':')))  # disk_state.py
             return False
         except (OutboxError, ValueError) as exc:
             self.get_logger().error(f'{topic} message not queued: {exc}')
@@ -458,6 +462,8 @@ class FleetUplinkNode(Node):
                 return
         self.get_logger().info(f'outbox writable again: {len(held)} held messages stored')
         self.storage_problem = None
+        if (event := self._disk.storage_recovered(len(held))) is not None:
+            self._put('fleet/events', event, None)
 
     # ---- commands and goals from the server (called in the WebSocket thread) ----
     def handle_command(self, command: Command) -> CommandOutcome:

@@ -22,6 +22,7 @@ class StreamerSnapshot:
     round_trip_ms: float  # NaN when never measured
     round_trip_measured_at: float | None  # Unix seconds
     last_command_at: float | None  # Unix seconds
+    command_round_trips_ms: tuple[tuple[str, float], ...] = ()  # (peer id, last command loop)
 
     def counts(self) -> tuple[int, int]:
         """Return the fields whose change is published at once."""
@@ -35,6 +36,7 @@ class _Peer:
     video: bool = False
     channel_open: bool = False
     last_heard: float = 0.0
+    command_rtt_ms: float = math.nan
 
 
 class PeerRegistry:
@@ -108,6 +110,13 @@ class PeerRegistry:
         self._rtt_ms = rtt_ms
         self._rtt_at = self._wall_now()
 
+    def command_round_trip(self, peer_id: str, rtt_ms: float) -> None:
+        """Record a peer's measured command round trip (command ack -> its answer)."""
+        self.heard_from(peer_id)
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            peer.command_rtt_ms = rtt_ms
+
     def remove(self, peer_id: str) -> bool:
         """Forget a peer; say whether it was registered."""
         known = self._peers.pop(peer_id, None) is not None
@@ -138,5 +147,7 @@ class PeerRegistry:
         """Return the status to publish; tracks count only while camera frames flow."""
         connected = [p for p in self._peers.values() if p.connected]
         tracks = sum(1 for p in connected if p.video) if camera_live else 0
+        loops = tuple((pid, p.command_rtt_ms) for pid, p in self._peers.items()
+                      if p.connected and not math.isnan(p.command_rtt_ms))
         return StreamerSnapshot(len(connected), tracks, self._rtt_ms, self._rtt_at,
-                                self._command_at)
+                                self._command_at, loops)

@@ -1,8 +1,13 @@
 """The operator data channel's messages and the robot's round-trip pings (pure).
 
 Every message is one JSON object with a `type`:
-- operator -> robot `{"type": "joy", "axes": [-1..1, ...], "buttons": [int, ...]}`: a joystick
-  command, republished on `joy` as sensor_msgs/Joy stamped with the robot's clock;
+- operator -> robot `{"type": "joy", "axes": [-1..1, ...], "buttons": [int, ...], "id": x}`: a
+  joystick command, republished on `joy` as sensor_msgs/Joy stamped with the robot's clock
+  (`id`, optional, an integer or a string of at most 64 characters);
+- robot -> operator `{"type": "ack", "id": x, "seq": n}` once that command is published on
+  `joy` (its effect on the robot): the operator times its command's round trip from its own
+  `id`, and answers at once with operator -> robot `{"type": "ack", "seq": n}`, so the robot
+  times the same command loop on its own clock, per operator (the latency signal of teleop);
 - robot -> operator `{"type": "ping", "id": n}`, answered by operator -> robot
   `{"type": "pong", "id": n}`: the robot times the round trip on its own clock;
 - operator -> robot `{"type": "ping", "id": x}` is answered with `{"type": "pong", "id": x}`
@@ -34,6 +39,14 @@ class JoyCommand:
 
     axes: tuple[float, ...]
     buttons: tuple[int, ...]
+    command_id: str | int | None = None
+
+
+@dataclass(frozen=True)
+class CommandAck:
+    """The operator's answer to the robot's acknowledgement of one of its commands."""
+
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,7 @@ class Pong:
     ping_id: int
 
 
-Message = JoyCommand | OperatorPing | Pong
+Message = JoyCommand | CommandAck | OperatorPing | Pong
 
 
 def parse_message(raw: str | bytes) -> Message:
@@ -65,19 +78,32 @@ def parse_message(raw: str | bytes) -> Message:
         raise ProtocolError('message must be a JSON object')
     kind = data.get('type')
     if kind == 'joy':
-        return JoyCommand(_axes(data.get('axes', [])), _buttons(data.get('buttons', [])))
+        command_id = data.get('id')
+        if command_id is not None:
+            command_id = _client_id(command_id, 'joy id')
+        return JoyCommand(_axes(data.get('axes', [])), _buttons(data.get('buttons', [])),
+                          command_id)
+    if kind == 'ack':
+        seq = data.get('seq')
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise ProtocolError('ack seq must be an integer')
+        return CommandAck(seq)
     if kind == 'pong':
         ping_id = data.get('id')
         if isinstance(ping_id, bool) or not isinstance(ping_id, int):
             raise ProtocolError('pong id must be an integer')
         return Pong(ping_id)
     if kind == 'ping':
-        ping_id = data.get('id', 0)
-        if isinstance(ping_id, bool) or not isinstance(ping_id, str | int) or (
-                isinstance(ping_id, str) and len(ping_id) > 64):
-            raise ProtocolError('ping id must be an integer or a string of at most 64 chars')
-        return OperatorPing(ping_id)
+        return OperatorPing(_client_id(data.get('id', 0), 'ping id'))
     raise ProtocolError(f'unknown message type {kind!r}')
+
+
+def _client_id(value: object, what: str) -> str | int:
+    """Validate an id the operator chose (echoed back): an integer or a short string."""
+    if isinstance(value, bool) or not isinstance(value, str | int) or (
+            isinstance(value, str) and len(value) > 64):
+        raise ProtocolError(f'{what} must be an integer or a string of at most 64 chars')
+    return value
 
 
 def _axes(value: object) -> tuple[float, ...]:
@@ -120,18 +146,26 @@ class RoundTripTracker:
         self._outstanding: OrderedDict[int, float] = OrderedDict()
         self.last_rtt_ms = math.nan
 
-    def next_ping(self) -> str:
-        """Return the next ping message and remember when it left."""
+    def next_id(self) -> int:
+        """Return the next id and remember when it left."""
         ping_id = self._next_id
         self._next_id += 1
         self._outstanding[ping_id] = self._now()
         while len(self._outstanding) > self._max_outstanding:
             self._outstanding.popitem(last=False)
-        return encode('ping', id=ping_id)
+        return ping_id
+
+    def next_ping(self) -> str:
+        """Return the next ping message and remember when it left."""
+        return encode('ping', id=self.next_id())
 
     def on_pong(self, pong: Pong) -> float | None:
         """Return the round trip (ms) a pong closes, or None for an unknown or repeated id."""
-        sent = self._outstanding.pop(pong.ping_id, None)
+        return self.close(pong.ping_id)
+
+    def close(self, sent_id: int) -> float | None:
+        """Return the round trip (ms) an answer to `sent_id` closes; None if unknown/repeated."""
+        sent = self._outstanding.pop(sent_id, None)
         if sent is None:
             return None
         self.last_rtt_ms = max(0.0, (self._now() - sent) * 1000.0)

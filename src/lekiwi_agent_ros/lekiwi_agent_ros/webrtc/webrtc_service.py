@@ -31,10 +31,12 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from lekiwi_agent_ros.teleop.round_trips import RoundTripThrottle
 from lekiwi_agent_ros.webrtc.signalling_http import HttpError, HttpRequest, HttpResponse, HttpServer
 from lekiwi_agent_ros.webrtc.webrtc_media import CameraTrack, FrameHub
 from lekiwi_agent_ros.webrtc.webrtc_peers import PeerRegistry, StreamerSnapshot
 from lekiwi_agent_ros.webrtc.webrtc_protocol import (
+    CommandAck,
     JoyCommand,
     OperatorPing,
     Pong,
@@ -48,6 +50,7 @@ _log = logging.getLogger(__name__)
 MIN_TOKEN_CHARS = 16
 OFFER_PATH = '/offer'
 _HOUSEKEEPING_PERIOD_S = 0.1
+ROUND_TRIP_REPORT_PERIOD_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,13 @@ class StreamerService:
         publish_status: Callable[[StreamerSnapshot], None],
         now: Callable[[], float] = time.monotonic,
         wall_now: Callable[[], float] = time.time,
+        publish_round_trip: Callable[[str, float], None] | None = None,
     ) -> None:
-        """Keep the collaborators; nothing runs until start()."""
+        """Keep the collaborators; nothing runs until start().
+
+        `publish_round_trip(operator_id, rtt_ms)` gets each operator's command round trips
+        (`webrtc/<peer id>`), at most every ROUND_TRIP_REPORT_PERIOD_S per operator.
+        """
         self._config = config.validated()
         self._hub = hub
         self._publish_joy = publish_joy
@@ -143,6 +151,10 @@ class StreamerService:
         self._pcs: dict[str, RTCPeerConnection] = {}
         self._channels: dict[str, RTCDataChannel] = {}
         self._trackers: dict[str, RoundTripTracker] = {}
+        # Per peer: the acks of its commands, timed until it answers them (its command loop).
+        self._command_trackers: dict[str, RoundTripTracker] = {}
+        self._publish_round_trip = publish_round_trip
+        self._round_trips = RoundTripThrottle(ROUND_TRIP_REPORT_PERIOD_S, now)
         self._http = HttpServer(self.handle)
         self._housekeeping: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -234,6 +246,7 @@ class StreamerService:
         self._registry.add(peer_id, video)
         self._pcs[peer_id] = pc
         self._trackers[peer_id] = RoundTripTracker(self._now)
+        self._command_trackers[peer_id] = RoundTripTracker(self._now)
         try:
             await asyncio.wait_for(pc.setLocalDescription(await pc.createAnswer()), 10.0)
         except Exception as exc:
@@ -278,6 +291,18 @@ class StreamerService:
                 self._publish_joy(message)
             except Exception:  # a publisher closing at shutdown must not kill the channel
                 _log.exception('cannot publish a joystick command')
+                return
+            # Acknowledged once published (its effect here); the answer closes the loop.
+            commands = self._command_trackers.get(peer_id)
+            if commands is not None:
+                self._send(channel, encode('ack', id=message.command_id,
+                                           seq=commands.next_id()))
+        elif isinstance(message, CommandAck):
+            commands = self._command_trackers.get(peer_id)
+            rtt = commands.close(message.seq) if commands else None
+            if rtt is not None:
+                self._registry.command_round_trip(peer_id, rtt)
+                self._report_round_trips(self._round_trips.record(f'webrtc/{peer_id}', rtt))
         elif isinstance(message, OperatorPing):
             self._send(channel, encode('pong', id=message.ping_id))
         elif isinstance(message, Pong):
@@ -285,6 +310,16 @@ class StreamerService:
             rtt = tracker.on_pong(message) if tracker else None
             if rtt is not None:
                 self._registry.round_trip(peer_id, rtt)
+
+    def _report_round_trips(self, due: list[tuple[str, float]]) -> None:
+        """Hand due per-operator round trips to the publisher."""
+        if self._publish_round_trip is None:
+            return
+        for operator, rtt in due:
+            try:
+                self._publish_round_trip(operator, rtt)
+            except Exception:
+                _log.exception('cannot publish a command round trip')
 
     @staticmethod
     def _send(channel: RTCDataChannel, text: str) -> None:
@@ -298,6 +333,8 @@ class StreamerService:
         pc = self._pcs.pop(peer_id, None)
         self._channels.pop(peer_id, None)
         self._trackers.pop(peer_id, None)
+        self._command_trackers.pop(peer_id, None)
+        self._round_trips.forget(f'webrtc/{peer_id}')
         if known:
             _log.info('operator peer %s left (%s)', peer_id, reason)
             self._maybe_publish()
@@ -321,6 +358,7 @@ class StreamerService:
                         tracker = self._trackers.get(peer_id)
                         if channel is not None and tracker is not None:
                             self._send(channel, tracker.next_ping())
+                self._report_round_trips(self._round_trips.due())
                 self._maybe_publish()
             except Exception:  # keep serving: one bad peer must not stop the streamer
                 _log.exception('streamer housekeeping failed')

@@ -32,9 +32,16 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
-from lekiwi_agent_ros.msg_types import CompressedImage, Image, Joy, WebRtcStatus
+from lekiwi_agent_ros.msg_types import (
+    CommandRoundTrip,
+    CompressedImage,
+    Image,
+    Joy,
+    WebRtcStatus,
+)
 from lekiwi_agent_ros.node_runner import run_nodes
-from lekiwi_agent_ros.teleop.teleop_monitor import STATUS_QOS
+from lekiwi_agent_ros.ros_logging import forward_python_logging
+from lekiwi_agent_ros.teleop.teleop_monitor import ROUND_TRIP_QOS, STATUS_QOS
 from lekiwi_agent_ros.webrtc.webrtc_peers import StreamerSnapshot
 from lekiwi_agent_ros.webrtc.webrtc_protocol import JoyCommand
 
@@ -72,9 +79,12 @@ class WebRtcStreamerNode(Node):
         """Declare parameters, start the asyncio side, then subscribe to the camera."""
         self._stopped = True
         super().__init__(node_name, **node_kwargs)  # type: ignore[arg-type]
+        # aiortc's and the asyncio side's Python logging, into this node's logger and /rosout.
+        self._detach_logging = forward_python_logging(self)
         try:
             self._setup()
         except BaseException:
+            self._detach_logging()
             super().destroy_node()  # nothing else was started: free the rcl node
             raise
 
@@ -119,8 +129,11 @@ class WebRtcStreamerNode(Node):
         # as teleop_twist_joy subscribe reliably (a best-effort publisher reaches none of them).
         self._joy_pub = self.create_publisher(Joy, str(p('joy_topic')), JOY_QOS)
         self._status_pub = self.create_publisher(WebRtcStatus, 'webrtc/status', STATUS_QOS)
+        self._round_trip_pub = self.create_publisher(
+            CommandRoundTrip, 'teleop/command_round_trips', ROUND_TRIP_QOS)
         self._service = StreamerService(config, self._hub, self._publish_joy,
-                                        self._publish_status)
+                                        self._publish_status,
+                                        publish_round_trip=self._publish_round_trip)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name='webrtc-asyncio',
                                         daemon=True)
@@ -210,6 +223,7 @@ class WebRtcStreamerNode(Node):
             except Exception as exc:  # shutting down anyway: report, do not raise
                 self.get_logger().warning(f'streamer did not stop cleanly: {exc!r}')
             self._stop_loop()
+        self._detach_logging()
         super().destroy_node()
 
     def _on_compressed(self, msg: CompressedImage) -> None:
@@ -228,6 +242,13 @@ class WebRtcStreamerNode(Node):
         msg.axes = list(command.axes)
         msg.buttons = list(command.buttons)
         self._joy_pub.publish(msg)
+
+    def _publish_round_trip(self, operator_id: str, rtt_ms: float) -> None:
+        """Publish one operator's command round trip (asyncio thread)."""
+        msg = CommandRoundTrip(operator_id=operator_id, round_trip_ms=rtt_ms)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = 'webrtc'
+        self._round_trip_pub.publish(msg)
 
     def _publish_status(self, snapshot: StreamerSnapshot) -> None:
         """Publish the streamer status (asyncio thread)."""

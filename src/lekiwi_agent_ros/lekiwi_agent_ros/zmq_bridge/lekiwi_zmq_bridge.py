@@ -10,7 +10,11 @@ frame unchanged both ways (`ZmqRelay`, its own thread) and publishes what it saw
   transient-local): peers connected to the command and the observation socket;
 - `zmq_bridge/<camera>/image/compressed` (CompressedImage): the observation's JPEG frames,
   decoded only while someone subscribes;
-- `battery_state` (BatteryState) when the observation carries battery values.
+- `battery_state` (BatteryState) when the observation carries battery values;
+- `teleop/command_round_trips` (CommandRoundTrip, operator `zmq`): a changed action's round
+  trip, from the relay forwarding it to the first observation that reflects it (`EffectTimer`),
+  at most every 0.5 s. A PULL socket does not say which peer sent an action, so the ZeroMQ
+  operators are one operator here (LeRobot's host serves one client at a time anyway).
 The teleop monitor takes `teleop/commands` and the two counts beside joystick, video and WebRTC.
 """
 
@@ -18,24 +22,34 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 
-from lekiwi_agent_ros.msg_types import BatteryState, CompressedImage, Header, UInt16
+from lekiwi_agent_ros.msg_types import (
+    BatteryState,
+    CommandRoundTrip,
+    CompressedImage,
+    Header,
+    UInt16,
+)
 from lekiwi_agent_ros.node_runner import run_nodes
-from lekiwi_agent_ros.teleop.teleop_monitor import COMMANDS_QOS, COUNT_QOS
+from lekiwi_agent_ros.teleop.round_trips import RoundTripThrottle
+from lekiwi_agent_ros.teleop.teleop_monitor import COMMANDS_QOS, COUNT_QOS, ROUND_TRIP_QOS
 from lekiwi_agent_ros.zmq_bridge.relay_core import (
     CommandConfig,
     CommandTracker,
+    EffectTimer,
     battery_values,
     parse_observation,
 )
 from lekiwi_agent_ros.zmq_bridge.zmq_relay import RelayConfig, ZmqRelay
 
 _TICK_S = 0.1
+ZMQ_OPERATOR = 'zmq'
 
 
 class LekiwiZmqBridgeNode(Node):
@@ -80,13 +94,20 @@ class LekiwiZmqBridgeNode(Node):
                                        'How often (s) battery values are read from observations.'))
         frame_rate_hz = float(declare('frame_rate_hz', 15.0,
                                       'Most frames per second published per camera.'))
+        effect_wait_s = float(declare(
+            'effect_timeout_s', 1.0,
+            'A changed action no observation reflects within this long (s) gives no round '
+            'trip.'))
         problems = config.problems()
-        if state_period_s <= 0 or frame_rate_hz <= 0:
-            problems.append('state_period_s and frame_rate_hz must be > 0')
+        if state_period_s <= 0 or frame_rate_hz <= 0 or effect_wait_s <= 0:
+            problems.append('state_period_s, frame_rate_hz and effect_timeout_s must be > 0')
         if problems:
             raise ValueError('invalid lekiwi_zmq_bridge parameters: ' + '; '.join(problems))
 
         self._tracker = CommandTracker(commands)
+        self._effects = EffectTimer(commands, effect_wait_s)  # relay thread only
+        self._round_trips: list[float] = []  # measured (relay thread), published by _tick
+        self._round_trip_throttle = RoundTripThrottle(0.5, time.monotonic)
         self._lock = threading.Lock()  # the relay thread writes these, timers read them
         self._changes = 0
         self._latest_observation: bytes | None = None
@@ -105,6 +126,8 @@ class LekiwiZmqBridgeNode(Node):
             for camera in cameras}
         self._battery_pub = self.create_publisher(BatteryState, 'battery_state',
                                                   qos_profile_sensor_data)
+        self._round_trip_pub = self.create_publisher(
+            CommandRoundTrip, 'teleop/command_round_trips', ROUND_TRIP_QOS)
 
         self._relay = ZmqRelay(config, self._on_command, self._on_observation)
         for name, port in (('bound_command_port', self._relay.command_port),
@@ -132,22 +155,34 @@ class LekiwiZmqBridgeNode(Node):
     # ---- called in the relay thread: keep them short ----
     def _on_command(self, frame: bytes) -> None:
         if self._tracker.observe(frame):
+            self._effects.command(self._tracker.changed, time.monotonic(), self._tracker.before)
             with self._lock:
                 self._changes += 1
 
     def _on_observation(self, frame: bytes) -> None:
+        rtt = self._effects.observation(frame, time.monotonic())
         with self._lock:
             self._latest_observation = frame
             self._observation_serial += 1
+            if rtt is not None:
+                self._round_trips.append(rtt)
 
     # ---- timers ----
     def _tick(self) -> None:
         with self._lock:
             changes, self._changes = self._changes, 0
+            round_trips, self._round_trips = self._round_trips, []
         if changes:
             msg = Header(frame_id='zmq')
             msg.stamp = self.get_clock().now().to_msg()
             self._commands_pub.publish(msg)
+        if round_trips:  # the newest sample is the one reported
+            self._round_trip_throttle.record(ZMQ_OPERATOR, round_trips[-1])
+        for operator, rtt in self._round_trip_throttle.due():
+            out = CommandRoundTrip(operator_id=operator, round_trip_ms=rtt)
+            out.header.stamp = self.get_clock().now().to_msg()
+            out.header.frame_id = 'zmq'
+            self._round_trip_pub.publish(out)
         self._publish_counts(force=False)
 
     def _publish_counts_anyway(self) -> None:
