@@ -26,3 +26,4 @@ class FleetServices:
     discovery: Any = None  # discovery.service.DiscoveryService, built by the lifespan
     releases: ReleaseStore | None = None  # None in apps built without a release store
     deployments: DeploymentEngine | None = None
+    flags: Any = None  # flags.engine.FlagEngine (issue 20); None without a release store
