@@ -76,10 +76,14 @@ class FlagEngine:
         self._sends: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Load every flag by replay and what robots were sent; start ticking."""
+    async def load(self) -> None:
+        """Load every flag by replay and what robots were sent (the CLI stops here)."""
         self._states = await run_in_threadpool(self.store.load_all)
         self._delivered = await run_in_threadpool(self.store.deliveries)
+
+    async def start(self) -> None:
+        """Load, then start ticking."""
+        await self.load()
         self._task = asyncio.create_task(self._loop(), name='flag-engine')
 
     async def stop(self) -> None:
@@ -229,7 +233,15 @@ class FlagEngine:
         robots = [RobotView(r.robot_id, tuple(r.tags), r.state, r.boot_id,
                             {**dict(r.telemetry), **dict(r.resources)})
                   for r in summaries if not r.revoked]
+        versions = await run_in_threadpool(self.store.versions)
         async with self._lock:
+            # Changes another process made (the CLI, a second server): replay those flags.
+            for name, version in versions.items():
+                known = self._states.get(name)
+                if known is None or known.version != version:
+                    fresh = await run_in_threadpool(self.store.load, name)
+                    if fresh is not None:
+                        self._states[name] = fresh
             for state in self.live():
                 await self._check(state, robots, now)
         flags = [s.flag for s in self.live()]

@@ -122,6 +122,12 @@ class FlagStore:
         with self._engine.connect() as conn:
             return list(conn.execute(sa.select(flags.c.name).order_by(flags.c.name)).scalars())
 
+    def versions(self) -> dict[str, int]:
+        """Return each flag's stream version as the read model holds it (one query)."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(flags.c.name, flags.c.stream_version)).all()
+        return {str(name): int(version) for name, version in rows}
+
     def load_all(self) -> dict[str, FlagState]:
         """Replay every stream (the engine's start)."""
         found = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, status
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server.api.deps import (
@@ -38,6 +38,8 @@ PREFIX = '/api/v1/flags'
 
 
 class RuleIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # no true for 1, no "5" for 5
+
     value: Value
     robots: list[Short] = Field([], max_length=10_000, description='Robot ids (empty: any)')
     tags: list[Short] = Field([], max_length=100, description='Any of these tags (empty: any)')
@@ -46,6 +48,8 @@ class RuleIn(BaseModel):
 
 
 class GuardIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # no true for 1, no "5" for 5
+
     metric: Literal['error_rate', 'agent_memory_mb', 'uplink_latency_p99_ms'] = Field(
         description=f'One of {", ".join(METRICS)} (error_rate as a share: 0.05 is 5 %)')
     above: float = Field(ge=0, le=1e9)
@@ -54,6 +58,8 @@ class GuardIn(BaseModel):
 
 
 class FlagBody(BaseModel):
+    model_config = ConfigDict(strict=True)  # no true for 1, no "5" for 5
+
     kind: Literal['boolean', 'variant'] = 'boolean'
     default: Value = False
     variants: list[Short] = Field([], max_length=32)
@@ -71,11 +77,15 @@ class FlagCreate(FlagBody):
 
 
 class StepIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # no true for 1, no "5" for 5
+
     action: Literal['advance', 'back', 'set']
     percentage: float | None = Field(None, ge=0, le=100, description="For 'set': a step or 0")
 
 
 class PlanIn(BaseModel):
+    model_config = ConfigDict(strict=True)  # no true for 1, no "5" for 5
+
     soak_s: float = Field(600.0, ge=0, le=30 * 86400, description='Time each step must hold')
     min_applied: float = Field(0.8, ge=0, le=1,
                                description='Share of the cohort that must have applied it')
