@@ -171,3 +171,46 @@ def test_robots_get_their_flags_on_connect_and_change_and_a_guard_turns_the_flag
     assert events[-1]['type'] == 'FlagGuardTripped' and events[-1]['actor'] == 'guard'
     assert 'error_rate' in events[-1]['summary']
     assert api.client.get('/api/v1/robots/nobody/flags', headers=api.viewer).status_code == 404
+
+
+def test_a_migration_plan_moves_the_fleet_step_by_step_while_its_gate_holds(api: Api) -> None:
+    created = api.client.post('/api/v1/flags', headers=api.admin, json={
+        'name': 'agent_uplink', 'default': False,
+        'rules': [{'value': True, 'tags': ['lab'], 'staged': True}]})
+    assert created.status_code == 201, created.text
+    robots = [Robot(api, f'kiwi-{i}', ['lab']) for i in range(3)]
+    for robot in robots:
+        robot.next_configure()
+    planned = api.client.post('/api/v1/flags/agent_uplink/plan', headers=api.admin,
+                              json={'soak_s': 0.3, 'min_applied': 1.0})
+    assert planned.status_code == 200 and planned.json()['plan']['paused'] is False
+    seen: list[float] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        flag = api.client.get('/api/v1/flags/agent_uplink', headers=api.viewer).json()
+        seen.append(flag['percentage'])
+        if flag['percentage'] == 100.0:
+            break
+        for robot in robots:  # each robot applies what it is sent (the gate counts them)
+            try:
+                robot.next_configure(timeout=0.2)
+            except (AssertionError, TimeoutError):
+                pass
+    assert seen[-1] == 100.0
+    assert sorted(set(seen)) == [p for p in (5.0, 25.0, 50.0, 100.0) if p in set(seen)]
+    events = api.client.get('/api/v1/flags/agent_uplink/events', headers=api.viewer).json()
+    advanced = [e for e in events if e['type'] == 'FlagStepAdvanced']
+    assert [e['actor'] for e in advanced] == ['plan'] * 3
+    assert all('gate held' in e['summary'] for e in advanced)
+    for robot in robots:  # each gets (or got, in the loop above) the flag on
+        shown = api.client.get(f'/api/v1/robots/{robot.robot_id}/flags', headers=api.viewer)
+        assert shown.json()['flags'] == {'agent_uplink': True}
+        if not (shown.json()['delivered'] or {}).get('current'):
+            assert robot.next_configure()['flags'] == {'agent_uplink': True}
+
+    assert api.client.post('/api/v1/flags/agent_uplink/plan/pause', headers=api.viewer
+                           ).status_code == 403
+    paused = api.client.post('/api/v1/flags/agent_uplink/plan/pause', headers=api.admin)
+    assert paused.status_code == 200 and paused.json()['plan']['paused'] is True
+    assert api.client.post('/api/v1/flags/agent_uplink/plan/pause', headers=api.admin
+                           ).status_code == 409
