@@ -231,7 +231,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                 await engine.start()
             from lekiwi_fleet_server.flags.wiring import build_flag_engine
 
-            flag_engine = build_flag_engine(settings, store, release_store, gateway, bus, now)
+            flag_engine = build_flag_engine(settings, store, release_store, gateway, bus, now,
+                                            metrics)
             if flag_engine is not None:
                 await flag_engine.start()
             services = FleetServices(settings, store, gateway, bus, metrics, now, discovery,

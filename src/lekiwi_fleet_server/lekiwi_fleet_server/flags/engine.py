@@ -55,7 +55,8 @@ class FlagEngine:
     def __init__(self, store: FlagStore, fleet_store: Any, gateway: Any, *,
                  now: Callable[[], float], tick_s: float = 1.0, retry_s: float = 5.0,
                  guard_cooldown_s: float = 30.0, command_timeout_s: float = 10.0,
-                 publish: Callable[[dict[str, Any]], None] = lambda update: None) -> None:
+                 publish: Callable[[dict[str, Any]], None] = lambda update: None,
+                 on_trip: Callable[[fe.FlagGuardTripped], None] = lambda event: None) -> None:
         self.store = store
         self._fleet = fleet_store
         self._gateway = gateway
@@ -65,6 +66,7 @@ class FlagEngine:
         self._cooldown_s = guard_cooldown_s
         self._timeout_s = command_timeout_s
         self._publish = publish
+        self._on_trip = on_trip  # metrics count them (the alert LekiwiFlagGuardTripped)
         self._states: dict[str, fe.FlagState] = {}
         self._delivered: dict[str, Delivery] = {}
         self._tried: dict[str, float] = {}  # robot -> when its last delivery failed
@@ -276,6 +278,7 @@ class FlagEngine:
                 log.warning('flag %s: %s', flag.name, event.summary())
                 self._last_trip[flag.name] = now
                 await self._append(state, flag.name, [event], 'guard')
+                self._on_trip(event)
                 return
         if state.plan is None:
             return

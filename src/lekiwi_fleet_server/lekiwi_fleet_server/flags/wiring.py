@@ -13,7 +13,7 @@ from lekiwi_fleet_server.store.flags import FlagStore
 
 
 def build_flag_engine(settings: Settings, store: Any, releases: Any, gateway: Any, bus: Any,
-                      now: Callable[[], float]) -> FlagEngine | None:
+                      now: Callable[[], float], metrics: Any = None) -> FlagEngine | None:
     """Return the flag engine (None on an in-memory database, which has no release store)."""
     if releases is None:
         return None
@@ -22,7 +22,12 @@ def build_flag_engine(settings: Settings, store: Any, releases: Any, gateway: An
         if bus.wants_updates():
             bus.publish(orjson.dumps(update).decode())
 
+    def tripped(event: Any) -> None:
+        if metrics is not None:
+            metrics.flag_guard_trips.labels(event.flag, event.metric, event.action).inc()
+
     return FlagEngine(FlagStore(releases.engine), store, gateway, now=now,
                       tick_s=settings.flag_tick_s,
                       guard_cooldown_s=settings.flag_guard_cooldown_s,
-                      command_timeout_s=settings.command_timeout_s, publish=publish)
+                      command_timeout_s=settings.command_timeout_s, publish=publish,
+                      on_trip=tripped)

@@ -170,6 +170,9 @@ def test_robots_get_their_flags_on_connect_and_change_and_a_guard_turns_the_flag
     events = api.client.get('/api/v1/flags/uplink_transport/events', headers=api.viewer).json()
     assert events[-1]['type'] == 'FlagGuardTripped' and events[-1]['actor'] == 'guard'
     assert 'error_rate' in events[-1]['summary']
+    metrics = api.client.get('/metrics').text
+    assert ('lekiwi_flag_guard_trips_total{action="off",flag="uplink_transport",'
+            'metric="error_rate"} 1.0') in metrics
     assert api.client.get('/api/v1/robots/nobody/flags', headers=api.viewer).status_code == 404
 
 
