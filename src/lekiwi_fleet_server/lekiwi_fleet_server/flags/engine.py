@@ -76,6 +76,10 @@ class FlagEngine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
+        # robot -> (flags' versions, tags, payload): a tick evaluates a robot again only when
+        # a flag or its tags changed, so a steady fleet of thousands costs dict lookups.
+        self._payloads: dict[str, tuple[tuple[tuple[str, int], ...], tuple[str, ...],
+                                        dict[str, Any]]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def load(self) -> None:
@@ -126,7 +130,14 @@ class FlagEngine:
 
     def payload_for(self, robot_id: str, tags: tuple[str, ...]) -> dict[str, Any]:
         """Return the configure payload a robot gets now."""
-        return configure_payload([s.flag for s in self.live()], robot_id, tags)
+        live = self.live()
+        key = tuple((s.flag.name, s.version) for s in live)
+        cached = self._payloads.get(robot_id)
+        if cached is not None and cached[0] == key and cached[1] == tags:
+            return cached[2]
+        payload = configure_payload([s.flag for s in live], robot_id, tags)
+        self._payloads[robot_id] = (key, tags, payload)
+        return payload
 
     # -- operators' changes -------------------------------------------------------------------
     async def create(self, definition: Mapping[str, Any], *, step: int, by: str) -> fe.FlagState:
@@ -246,11 +257,10 @@ class FlagEngine:
                         self._states[name] = fresh
             for state in self.live():
                 await self._check(state, robots, now)
-        flags = [s.flag for s in self.live()]
         for robot in robots:
             if robot.robot_id in self._sending or not self._gateway.is_connected(robot.robot_id):
                 continue
-            payload = configure_payload(flags, robot.robot_id, robot.tags)
+            payload = self.payload_for(robot.robot_id, robot.tags)
             last = self._delivered.get(robot.robot_id)
             if last is not None and last.accepted and last.revision == payload['revision'] \
                     and last.boot_id == (robot.boot_id or ''):
@@ -283,12 +293,10 @@ class FlagEngine:
         if state.plan is None:
             return
         revision_ok = 0
-        flags = [s.flag for s in self.live()]
         for robot in cohort:
             last = self._delivered.get(robot.robot_id)
             if last is not None and last.accepted and \
-                    last.revision == configure_payload(flags, robot.robot_id,
-                                                       robot.tags)['revision']:
+                    last.revision == self.payload_for(robot.robot_id, robot.tags)['revision']:
                 revision_ok += 1
         reason = fe.plan_may_advance(state, now, cohort=len(cohort), applied=revision_ok)
         if reason is not None:
