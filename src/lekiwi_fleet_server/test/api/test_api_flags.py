@@ -70,6 +70,16 @@ def test_viewers_read_operators_change_admins_delete_and_each_change_is_an_event
                            json={'action': 'set', 'percentage': 100}).json()['step'] == 3
     assert api.client.post('/api/v1/flags/uplink_transport/step', headers=operator,
                            json={'action': 'advance'}).status_code == 409
+    back = api.client.post('/api/v1/flags/uplink_transport/step', headers=operator,
+                           json={'action': 'back'})
+    assert back.status_code == 200 and back.json()['percentage'] == 50.0
+    assert api.client.post('/api/v1/flags/uplink_transport/step', headers=operator,
+                           json={'action': 'set'}).status_code == 409  # no percentage
+    assert api.client.post('/api/v1/flags/uplink_transport/plan/resume', headers=operator
+                           ).status_code == 409  # no plan
+    assert api.client.post('/api/v1/flags/ghost/step', headers=operator,
+                           json={'action': 'advance'}).status_code == 404
+    assert api.client.put('/api/v1/flags/ghost', headers=operator, json={}).status_code == 404
     changed = api.client.put('/api/v1/flags/uplink_transport', headers=operator,
                              json={**transport(), 'name': None, 'default': 'polling'})
     assert changed.status_code == 200 and changed.json()['default'] == 'polling'
@@ -84,7 +94,7 @@ def test_viewers_read_operators_change_admins_delete_and_each_change_is_an_event
     assert admin.startswith('bootstrap-admin')
     assert [(e['type'], e['actor']) for e in events] == [
         ('FlagCreated', 'olga'), ('FlagStepAdvanced', admin), ('FlagStepAdvanced', 'olga'),
-        ('FlagDefinitionChanged', 'olga'), ('FlagDeleted', admin)]
+        ('FlagSteppedBack', 'olga'), ('FlagDefinitionChanged', 'olga'), ('FlagDeleted', admin)]
     assert api.client.get('/api/v1/flags/nope/events', headers=api.viewer).status_code == 404
     assert api.client.get('/api/v1/flags/NOPE', headers=api.viewer).status_code == 422
 
@@ -216,4 +226,8 @@ def test_a_migration_plan_moves_the_fleet_step_by_step_while_its_gate_holds(api:
     paused = api.client.post('/api/v1/flags/agent_uplink/plan/pause', headers=api.admin)
     assert paused.status_code == 200 and paused.json()['plan']['paused'] is True
     assert api.client.post('/api/v1/flags/agent_uplink/plan/pause', headers=api.admin
+                           ).status_code == 409
+    resumed = api.client.post('/api/v1/flags/agent_uplink/plan/resume', headers=api.admin)
+    assert resumed.status_code == 200 and resumed.json()['plan']['paused'] is False
+    assert api.client.post('/api/v1/flags/agent_uplink/plan/resume', headers=api.admin
                            ).status_code == 409
