@@ -34,8 +34,10 @@ from typing import Any
 NOT_SET, BOOL, INTEGER, DOUBLE, STRING = 0, 1, 2, 3, 4
 TYPE_NAMES = {NOT_SET: 'not declared', BOOL: 'bool', INTEGER: 'integer', DOUBLE: 'double',
               STRING: 'string'}
-DEFAULT_NODES = ('heartbeat', 'telemetry', 'teleop_monitor', 'fleet_uplink', 'webrtc_streamer',
-                 'lekiwi_zmq_bridge', 'deploy_executor', 'discovery')
+# The one-process agent's nodes. Each named node costs two service clients (four DDS
+# endpoints) on the uplink: name others (webrtc_streamer, lekiwi_zmq_bridge, ...) when flags
+# should reach them.
+DEFAULT_NODES = ('heartbeat', 'telemetry', 'teleop_monitor', 'fleet_uplink')
 EVENT_TYPE = 'flags.applied'
 
 
