@@ -24,6 +24,7 @@ from lekiwi_fleet_server.api.routes import (
     auth,
     commands,
     deployments,
+    flags,
     fleet,
     health,
     inventory,
@@ -158,6 +159,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         committers: list[Committer] | None = None
         watcher: ChangeWatcher | None = None
         engine: DeploymentEngine | None = None
+        flag_engine: Any = None  # flags/engine.py (issue 20)
         broker: BrokerWiring | None = None
         bus: InProcessBus | NatsBus
         if store_factory is None and settings.nats_url:
@@ -209,14 +211,22 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                         metrics)
             if engine is not None:
                 await engine.start()
+            from lekiwi_fleet_server.flags.wiring import build_flag_engine
+
+            flag_engine = build_flag_engine(settings, store, release_store, gateway, bus, now,
+                                            metrics)
+            if flag_engine is not None:
+                await flag_engine.start()
             services = FleetServices(settings, store, gateway, bus, metrics, now, discovery,
                                      releases=release_store, deployments=engine, router=router,
-                                     broker=broker)
+                                     broker=broker, flags=flag_engine)
             app.state.services = services
             if on_ready is not None:
                 on_ready(services)
             yield
         finally:
+            if flag_engine is not None:
+                await flag_engine.stop()
             if engine is not None:
                 await engine.stop()
             if discovery is not None:
@@ -244,6 +254,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     for module in (auth, accounts):  # password logins and accounts (issue 19)
         app.include_router(module.router)
     app.include_router(admissions.router)  # admission of robots without a token (issue 18)
+    app.include_router(flags.router)  # feature flags and migration plans (issue 20)
     mount_graphql(app, settings)
     mount_dashboard(app, settings.dashboard_dir)
 

@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument('directory')
     push.add_argument('--version', required=True)
     _recovery_commands(sub)
+    from lekiwi_fleet_server.flags.cli import add_parser as add_flag_commands
+
+    add_flag_commands(sub)  # feature flags (issue 20)
     return parser
 
 
@@ -146,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == 'release':
         from lekiwi_fleet_server.releases_cli import release_command
         return release_command(args, settings)
+    if args.command == 'flags':  # feature flags (issue 20)
+        from lekiwi_fleet_server.flags.cli import flag_command
+        return flag_command(args, settings)
     if args.command in RECOVERY_COMMANDS:
         return _recovery_command(args, settings)
     return _admin_command(args, settings)

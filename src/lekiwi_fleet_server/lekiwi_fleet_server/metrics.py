@@ -68,6 +68,11 @@ class FleetMetrics:
             registry=r)
         for status in _DEPLOYMENT_STATUSES:
             self.deployment_transitions.labels(status)
+        # Feature flags (issue 20): each guard trip the flag engine stored.
+        self.flag_guard_trips = Counter(
+            'lekiwi_flag_guard_trips',
+            'Flag guards that tripped (their cohort crossed a threshold), by flag, metric and '
+            'action', ['flag', 'metric', 'action'], registry=r)
 
     def track_writer_pending(self, shard: int, pending: Callable[[], float]) -> None:
         """Read a writer process's unanswered requests whenever metrics are scraped."""

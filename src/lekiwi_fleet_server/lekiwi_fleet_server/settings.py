@@ -58,6 +58,10 @@ class Settings(BaseSettings):
         None, description="The REST API's URL as robots reach it (release downloads); "
                           'default: http://<api_host>:<api_port>')
     deployment_tick_s: float = Field(0.5, gt=0, description='How often rollouts advance')
+    flag_tick_s: float = Field(1.0, gt=0, description='How often flags are delivered to '
+                               'robots and their guards and migration plans checked')
+    flag_guard_cooldown_s: float = Field(30.0, ge=0, description='After a guard tripped, '
+                                         'how long its flag is not measured again')
     auth_timeout_s: float = Field(5.0, gt=0)
     presence_timeout_s: float = Field(3.0, gt=0)
     ping_interval_s: float = Field(1.0, gt=0)

@@ -236,6 +236,11 @@ class FleetUplinkNode(Node):
             time.monotonic,
         )
         self._commands = self.create_publisher(FleetCommand, 'fleet/commands', HISTORY_QOS)
+        # Feature flags (issue 20): `configure` sets the named nodes' parameters (configure.py).
+        from lekiwi_agent_ros.uplink.configure import ConfigureApplier
+
+        self._configure = ConfigureApplier(self, robot_id=self.config.robot_id,
+                                           boot_id=self.boot_id)
         self._deploy: ActionClient = ActionClient(self, Deploy, 'deploy')
         for topic in FLEET_TOPICS:
             self.create_subscription(
@@ -477,6 +482,8 @@ class FleetUplinkNode(Node):
         self.get_logger().info(f'command {command.command_type} ({command.command_id}) delivered')
         if command.command_type == FleetCommand.TYPE_PING:
             return CommandOutcome(True, 'pong')
+        if command.command_type == FleetCommand.TYPE_CONFIGURE:  # what it applied, as JSON
+            return CommandOutcome(*self._configure.handle(command.payload))
         return CommandOutcome(True, 'delivered to fleet/commands')
 
     def start_action_goal(self, goal: ActionGoal) -> str | None:

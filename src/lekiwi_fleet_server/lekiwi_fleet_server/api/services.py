@@ -28,3 +28,4 @@ class FleetServices:
     deployments: DeploymentEngine | None = None
     router: Any = None  # broker/routing.py: LocalRouter or NatsRouter; None: the gateway itself
     broker: Any = None  # broker/wiring.py BrokerWiring with a nats_url (issue 17)
+    flags: Any = None  # flags.engine.FlagEngine (issue 20); None without a release store

@@ -255,3 +255,47 @@ deployment_events = sa.Table(
     sa.Column('data', sa.JSON, nullable=False),
     sa.Column('recorded_at', Time, nullable=False),
 )
+
+# Feature flags (issue 20): each flag a stream of its own in `flag_events` (primary key
+# (flag_name, version): a concurrent append conflicts; `meta` holds who made the change), the
+# `flags` read model (the fold of each stream, rebuildable by replay) and `flag_deliveries`,
+# the current state of what each robot was sent and applied (not event-sourced: a robot's
+# report is also a robot event on its timeline).
+flag_events = sa.Table(
+    'flag_events', metadata,
+    sa.Column('flag_name', sa.String(64), primary_key=True),
+    sa.Column('version', sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column('type', sa.String(64), nullable=False),
+    sa.Column('schema_version', sa.Integer, nullable=False),
+    sa.Column('data', sa.JSON, nullable=False),
+    sa.Column('meta', sa.JSON, nullable=False),
+    sa.Column('recorded_at', Time, nullable=False),
+)
+
+flags = sa.Table(
+    'flags', metadata,
+    sa.Column('name', sa.String(64), primary_key=True),
+    sa.Column('definition', sa.JSON, nullable=False),
+    sa.Column('step', sa.Integer, nullable=False),
+    sa.Column('percentage', sa.Double, nullable=False),
+    sa.Column('tripped', sa.JSON, nullable=False),
+    sa.Column('plan', sa.JSON, nullable=True),
+    sa.Column('deleted', sa.Boolean, nullable=False),
+    sa.Column('stream_version', sa.Integer, nullable=False),
+    sa.Column('created_by', sa.String(128), nullable=False),
+    sa.Column('updated_by', sa.String(128), nullable=False),
+    sa.Column('step_since', Time, nullable=False),
+    sa.Column('updated_at', Time, nullable=False),
+)
+
+flag_deliveries = sa.Table(
+    'flag_deliveries', metadata,
+    sa.Column('robot_id', sa.String(64), primary_key=True),
+    sa.Column('boot_id', sa.String(64), nullable=False),
+    sa.Column('revision', sa.String(64), nullable=False),
+    sa.Column('flags', sa.JSON, nullable=False),
+    sa.Column('accepted', sa.Boolean, nullable=False),
+    sa.Column('applied', sa.JSON, nullable=False),
+    sa.Column('message', sa.Text, nullable=False),
+    sa.Column('delivered_at', Time, nullable=False),
+)

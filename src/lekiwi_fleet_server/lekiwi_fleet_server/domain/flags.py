@@ -28,6 +28,8 @@ GuardAction = Literal['off', 'step_back', 'set']
 METRICS = ('error_rate', 'agent_memory_mb', 'uplink_latency_p99_ms')
 DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
 NAME = re.compile(r'^[a-z][a-z0-9_.-]{0,63}$')
+# A ROS node name (with an optional namespace) and a parameter name (dots for nesting).
+PARAMETER = re.compile(r'^/?[A-Za-z_][A-Za-z0-9_/]{0,127}:[A-Za-z_][A-Za-z0-9_.]{0,127}$')
 
 
 class FlagError(ValueError):
@@ -79,6 +81,9 @@ class Flag:
     step: int = 0  # index into steps; -1: staged rules reach nobody (off)
     guards: tuple[Guard, ...] = ()
     tripped: Mapping[int, FlagValue] = field(default_factory=dict)  # guard index → value set
+    # Where robots apply the value: 'node:parameter' targets of the configure command
+    # (e.g. 'fleet_uplink:transport'); none: the robot only reports that it received it.
+    parameters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
@@ -99,6 +104,9 @@ class Flag:
             raise FlagError('steps must be increasing percentages in (0, 100]')
         if not -1 <= self.step < len(self.steps):
             raise FlagError(f'step must be -1..{len(self.steps) - 1}')
+        for target in self.parameters:
+            if not PARAMETER.match(target):
+                raise FlagError(f"parameter target {target!r} is not 'node:parameter'")
 
     @property
     def percentage(self) -> float:

@@ -1,0 +1,90 @@
+"""What a robot is sent (its evaluated flags) and what a cohort measures (pure).
+
+`configure_payload` is the body of the `configure` command a robot gets: every live flag's
+value for it, and the node parameters those values go to; its `revision` (a digest of the
+rest) lets the server send a robot nothing while its revision has not changed.
+
+`cohort_metrics` gives the guards their live metrics over a cohort's robots, from the read
+model rows the server holds (the newest heartbeat and the reconstructed telemetry):
+- `error_rate`: the share of the cohort's robots with a heartbeat whose state is `error`;
+- `agent_memory_mb`: the 90th percentile of the robots' `agent_memory_bytes` (in MB of 10^6
+  bytes), so one robot's spike does not roll a whole cohort back;
+- `uplink_latency_p99_ms`: the 99th percentile of the robots' own `uplink_latency_p99_ms`.
+A metric no robot of the cohort reports is absent, and an absent metric trips nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from lekiwi_fleet_server.domain.flags import Flag, evaluate
+
+MEMORY_FIELD = 'agent_memory_bytes'
+LATENCY_FIELD = 'uplink_latency_p99_ms'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotView:
+    """What evaluation and the guards read of a robot."""
+
+    robot_id: str
+    tags: tuple[str, ...] = ()
+    state: str | None = None  # the newest heartbeat's state, None before any
+    boot_id: str | None = None
+    measures: Mapping[str, Any] = field(default_factory=dict)  # resources and telemetry
+
+
+def configure_payload(flags: Iterable[Flag], robot_id: str,
+                      tags: Iterable[str]) -> dict[str, Any]:
+    """Return the configure command's payload for one robot (with its `revision`)."""
+    tag_set = tuple(sorted(set(tags)))
+    values: dict[str, Any] = {}
+    parameters: list[dict[str, Any]] = []
+    for flag in sorted(flags, key=lambda f: f.name):
+        value, _why = evaluate(flag, robot_id, tag_set)
+        values[flag.name] = value
+        for target in flag.parameters:
+            node, _, name = target.partition(':')
+            parameters.append({'node': node, 'name': name, 'value': value, 'flag': flag.name})
+    body = {'flags': values, 'parameters': parameters}
+    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return {'revision': digest[:32], **body}
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """Return the nearest-rank percentile (share in (0, 1]) of non-empty values."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(share * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _numbers(robots: Sequence[RobotView], name: str) -> list[float]:
+    found = []
+    for robot in robots:
+        value = robot.measures.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and \
+                math.isfinite(value):
+            found.append(float(value))
+    return found
+
+
+def cohort_metrics(robots: Sequence[RobotView]) -> dict[str, float]:
+    """Return the guards' metrics over a cohort (absent where nobody reports one)."""
+    metrics: dict[str, float] = {}
+    reporting = [r for r in robots if r.state is not None]
+    if reporting:
+        errors = sum(1 for r in reporting if r.state == 'error')
+        metrics['error_rate'] = errors / len(reporting)
+    memory = _numbers(robots, MEMORY_FIELD)
+    if memory:
+        metrics['agent_memory_mb'] = percentile(memory, 0.9) / 1e6
+    latency = _numbers(robots, LATENCY_FIELD)
+    if latency:
+        metrics['uplink_latency_p99_ms'] = percentile(latency, 0.99)
+    return metrics

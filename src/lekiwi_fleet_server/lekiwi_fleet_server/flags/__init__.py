@@ -1,0 +1,1 @@
+"""Feature flags: operators' changes as events, delivery to robots, guards, migration plans."""
