@@ -153,6 +153,9 @@ class RobotCredentials:
     robot_id: str
     token_sha256: str
     revoked: bool
+    # The admission key its token is bound to (its `key:` tag), None for token-only robots:
+    # the gateway then asks for the key's proof at every login (domain/key_binding.py).
+    key_fingerprint: str | None = None
 
 
 OperatorRole = Literal['viewer', 'operator', 'admin']

@@ -24,6 +24,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from lekiwi_fleet_server.cli import main as cli_main
 from lekiwi_fleet_server.domain.admission import key_fingerprint, signed_message
+from lekiwi_fleet_server.domain.key_binding import signed_message as key_signed_message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'api'))
 from live_server import live_server  # noqa: E402 (the API tests' live uvicorn server)
@@ -112,13 +113,83 @@ def test_an_accepted_robot_gets_its_token_on_the_same_connection(client: TestCli
     assert events[0]['type'] == 'RobotEnrolled'
     assert events[0]['metadata']['actor'].startswith('bootstrap-admin-')
     asker.ws.close()
-    # The token it received is a real one: a new connection authenticates with it.
+    # The token it received is a real one, bound to the key: a new connection authenticates
+    # with the token and the key's proof of a fresh nonce (domain/key_binding.py).
     again = connect(f'ws://127.0.0.1:{_port(client)}/', open_timeout=5, legacy=True)
     again.send(json.dumps({'op': 'auth', 'robot_id': 'kiwi-new', 'token': admitted['token'],
-                           'protocol': PROTOCOL}))
+                           'protocol': PROTOCOL, 'key_proof': {'public_key': asker.public_key}}))
+    challenge = json.loads(again.recv(timeout=10))
+    assert challenge['msg'] == 'key_challenge' and challenge['id'] == 'key_proof', challenge
+    proof = {'public_key': asker.public_key,
+             'signature': base64.b64encode(asker.key.sign(
+                 key_signed_message('kiwi-new', challenge['nonce']))).decode()}
+    again.send(json.dumps({'op': 'auth', 'robot_id': 'kiwi-new', 'token': admitted['token'],
+                           'protocol': PROTOCOL, 'key_proof': proof}))
     assert json.loads(again.recv(timeout=10))['msg'] == 'authenticated'
     again.close()
     assert client.get('/api/v1/inventory/admissions', headers=ADMIN).json() == []
+
+
+def _token_auth(port: int, robot_id: str, token: str, **extra: Any) -> ClientConnection:
+    ws = connect(f'ws://127.0.0.1:{port}/', open_timeout=5, legacy=True)
+    ws.send(json.dumps({'op': 'auth', 'robot_id': robot_id, 'token': token,
+                        'protocol': PROTOCOL, **extra}))
+    return ws
+
+
+def _refused(ws: ClientConnection) -> tuple[dict[str, Any], int | None]:
+    reply = json.loads(ws.recv(timeout=10))
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=10)
+    return reply, closed.value.rcvd.code if closed.value.rcvd else None
+
+
+def test_an_admitted_robots_token_without_its_key_is_refused(client: TestClient) -> None:
+    port = _port(client)
+    asker = Asker(port, 'kiwi-bound')
+    assert asker.request()['msg'] == 'admission_pending'
+    wait_for(lambda: client.get('/api/v1/inventory/admissions', headers=ADMIN).json())
+    assert client.post('/api/v1/inventory/admissions/kiwi-bound/accept', headers=ADMIN,
+                       json={}).status_code == 200
+    token = asker.recv()['token']
+    assert asker.recv()['msg'] == 'authenticated'
+    asker.ws.close()
+    # The token alone (copied off the robot): refused at once, the message names the binding.
+    reply, code = _refused(_token_auth(port, 'kiwi-bound', token))
+    assert reply['code'] == 'auth_failed' and code == 4401
+    assert f'bound to key {asker.fingerprint}' in reply['msg'] and 'key_proof' in reply['msg']
+    # The token with another key: refused before any challenge.
+    other = Asker(port, 'kiwi-other')
+    other.ws.close()
+    reply, code = _refused(_token_auth(port, 'kiwi-bound', token,
+                                       key_proof={'public_key': other.public_key}))
+    assert reply['code'] == 'auth_failed' and 'is not the key' in reply['msg'] and code == 4401
+    # The right key, but a signature of another nonce (a replayed one): refused.
+    ws = _token_auth(port, 'kiwi-bound', token, key_proof={'public_key': asker.public_key})
+    nonce = json.loads(ws.recv(timeout=10))['nonce']
+    stale = base64.b64encode(asker.key.sign(key_signed_message('kiwi-bound', 'x' + nonce)))
+    ws.send(json.dumps({'op': 'auth', 'robot_id': 'kiwi-bound', 'token': token,
+                        'protocol': PROTOCOL, 'key_proof': {'public_key': asker.public_key,
+                                                            'signature': stale.decode()}}))
+    reply, code = _refused(ws)
+    assert reply['code'] == 'auth_failed' and 'signature' in reply['msg'] and code == 4401
+    # A wrong token with the right key learns nothing about keys: the usual refusal.
+    reply, _ = _refused(_token_auth(port, 'kiwi-bound', 'lkw_wrong',
+                                    key_proof={'public_key': asker.public_key}))
+    assert reply['code'] == 'auth_failed' and reply['msg'] == 'unknown robot or wrong token'
+
+
+def test_a_robot_enrolled_by_token_only_needs_no_key(client: TestClient) -> None:
+    token = enrol(client, 'kiwi-plain')
+    ws = _token_auth(_port(client), 'kiwi-plain', token)
+    assert json.loads(ws.recv(timeout=10))['msg'] == 'authenticated'
+    ws.close()
+    # An agent that has a key anyway (it once asked admission elsewhere) is not challenged.
+    key = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    ws = _token_auth(_port(client), 'kiwi-plain', token,
+                     key_proof={'public_key': base64.b64encode(key).decode()})
+    assert json.loads(ws.recv(timeout=10))['msg'] == 'authenticated'
+    ws.close()
 
 
 def test_a_rejected_robot_is_refused_closed_and_nothing_is_kept(client: TestClient) -> None:
