@@ -295,3 +295,63 @@ def test_the_cli_lists_accepts_and_rejects_through_the_server(
         assert cli_main(['admission', 'list', '--server', live.url, '--token',
                          'lkw_not_an_admin_token_000']) == 1
         assert '401' in capsys.readouterr().err
+
+
+def test_an_accept_racing_the_connections_close_hands_the_token_to_the_same_key_later(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from lekiwi_fleet_server.gateway import admissions as admissions_module
+
+    port = _port(client)
+    desk = client.app.state.services.gateway.admissions  # type: ignore[attr-defined]
+    asker = Asker(port, 'kiwi-race')
+    assert asker.request()['msg'] == 'admission_pending'
+    # The store's enrolment waits until the robot's connection has closed: the race, made sure.
+    entered, gate = threading.Event(), threading.Event()
+    real_enrol = admissions_module.enrol_robot
+
+    def slow_enrol(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert gate.wait(20)
+        return real_enrol(*args, **kwargs)
+
+    monkeypatch.setattr(admissions_module, 'enrol_robot', slow_enrol)
+    answers: list[Any] = []
+    accepting = threading.Thread(target=lambda: answers.append(client.post(
+        '/api/v1/inventory/admissions/kiwi-race/accept', headers=ADMIN, json={})))
+    accepting.start()
+    assert entered.wait(20)  # the admin's accept is in the store now
+    asker.ws.close()
+    wait_for(lambda: not desk.pending())  # the server saw it go
+    gate.set()
+    accepting.join(20)
+    (answer,) = answers
+    assert answer.status_code == 200 and answer.json()['delivered'] is False, answer.text
+    # Another key asking for that id gets nothing, and does not spoil the grant.
+    thief = Asker(port, 'kiwi-race')
+    thief.send_auth(signature=thief.sign(thief.challenge()))
+    reply, code = thief.refusal()
+    assert reply['code'] == 'admission_refused' and 're-enrol' in reply['msg'] and code == 4403
+    # The robot reconnects and asks again with its key: the accepted token comes here.
+    again = Asker(port, 'kiwi-race')
+    again.key, again.public_key = asker.key, asker.public_key
+    again.send_auth(signature=again.sign(again.challenge()))
+    admitted = again.recv()
+    assert admitted['msg'] == 'admission_accepted' and admitted['token'].startswith('lkw_')
+    assert again.recv()['msg'] == 'authenticated'
+    assert client.app.state.services.gateway.is_connected('kiwi-race')  # type: ignore[attr-defined]
+    again.ws.close()
+    # Handed over once: asking once more is refused (the robot has its token now).
+    once_more = Asker(port, 'kiwi-race')
+    once_more.key, once_more.public_key = asker.key, asker.public_key
+    once_more.send_auth(signature=once_more.sign(once_more.challenge()))
+    assert once_more.refusal()[0]['code'] == 'admission_refused'
+
+
+def test_an_accept_that_reaches_its_connection_says_delivered(client: TestClient) -> None:
+    asker = Asker(_port(client), 'kiwi-del')
+    assert asker.request()['msg'] == 'admission_pending'
+    answer = client.post('/api/v1/inventory/admissions/kiwi-del/accept', headers=ADMIN, json={})
+    assert answer.status_code == 200 and answer.json()['delivered'] is True
+    assert asker.recv()['msg'] == 'admission_accepted'
