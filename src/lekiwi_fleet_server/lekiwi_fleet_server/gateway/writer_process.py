@@ -62,7 +62,7 @@ _PR_SET_PDEATHSIG = 1
 WRITER_METHODS = frozenset({
     'commit_frames', 'commit_batch', 'enrol_robot', 'revoke_robot', 'create_operator',
     'mark_all_offline', 'maintain', 'ping', 'rotate_robot_token', 'reenrol_robot',
-    'forget_robots',
+    'forget_robots', 'record_robot_event',
 })
 # The writes about one robot, which go to the writer of its shard.
 _ROBOT_METHODS = frozenset({'enrol_robot', 'revoke_robot', 'rotate_robot_token',
@@ -409,6 +409,8 @@ class WriterPool:
         """Run a store write on the writer it belongs to and return its result (SplitStore)."""
         if method in _ROBOT_METHODS:
             return self.process_of(args[0]).call_sync(method, *args, **kwargs)
+        if method == 'record_robot_event':  # args[0] is the event; its robot names the shard
+            return self.process_of(args[0].robot_id).call_sync(method, *args, **kwargs)
         if method == 'forget_robots':
             by_shard: dict[int, list[str]] = {}
             for robot_id in args[0]:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 RobotStatus = Literal['online', 'stale', 'offline', 'never_seen']
+
+if TYPE_CHECKING:
+    from lekiwi_fleet_server.domain.events import DomainEvent
 
 
 class StoreError(Exception):
@@ -269,6 +272,11 @@ class FleetStore(Protocol):
 
     def revoke_robot(self, robot_id: str, *, now: float, actor: str | None = None) -> None:
         """Revoke a robot's token; `actor` goes into the event's metadata."""
+        ...
+
+    def record_robot_event(self, event: DomainEvent, *, now: float, actor: str | None = None,
+                           causation: str = 'admin:record') -> None:
+        """Append a state-less event to an enrolled robot's stream (UnknownRobot if not)."""
         ...
 
     def rotate_robot_token(self, robot_id: str, token_sha256: str, *, by: str,

@@ -9,7 +9,7 @@ database has one writer. Calls block: use it from worker threads, as the routes 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lekiwi_fleet_server.store.interface import (
     BatchResult,
@@ -30,6 +30,9 @@ from lekiwi_fleet_server.store.interface import (
 )
 
 WriterCall = Callable[..., Any]
+
+if TYPE_CHECKING:
+    from lekiwi_fleet_server.domain.events import DomainEvent
 
 
 class SplitStore:
@@ -63,6 +66,11 @@ class SplitStore:
     def revoke_robot(self, robot_id: str, *, now: float, actor: str | None = None) -> None:
         """Revoke through the writer."""
         self._call('revoke_robot', robot_id, now=now, actor=actor)
+
+    def record_robot_event(self, event: DomainEvent, *, now: float, actor: str | None = None,
+                           causation: str = 'admin:record') -> None:
+        """Record through the writer (of the robot's shard)."""
+        self._call('record_robot_event', event, now=now, actor=actor, causation=causation)
 
     def rotate_robot_token(self, robot_id: str, token_sha256: str, *, by: str,
                            now: float) -> None:

@@ -41,6 +41,7 @@ from lekiwi_fleet_server.db.schema import (
     robot_current,
     robots,
 )
+from lekiwi_fleet_server.domain.events import DomainEvent
 from lekiwi_fleet_server.domain.robot_state import CurrentState, RobotAggregate, RobotState
 from lekiwi_fleet_server.migrations import current_revision, head_revision, upgrade
 from lekiwi_fleet_server.store import (
@@ -316,6 +317,20 @@ class SqlFleetStore:
 
         self._admin_write('enrol_robot', robot_id, write)
         return self._summary(robot_id, now)
+
+    def record_robot_event(self, event: DomainEvent, *, now: float, actor: str | None = None,
+                           causation: str = 'admin:record') -> None:
+        """Append a state-less event (a command sent, a presence report) to a robot's stream."""
+        robot_id = event.robot_id
+        if not _is_robot_id(robot_id):
+            raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
+
+        def write(conn: Connection, state: RobotState | None) -> ingest.BatchPlan:
+            if state is None or not state.aggregate.enrolled:
+                raise UnknownRobot(f'no robot {robot_id!r} is enrolled')
+            return self._commit_outcomes(conn, [state.on_recorded(event)], causation, now, actor)
+
+        self._admin_write('record_robot_event', robot_id, write)
 
     def revoke_robot(self, robot_id: str, *, now: float, actor: str | None = None) -> None:
         """Revoke a robot's token (the gateway refuses it from now on); idempotent."""
