@@ -156,3 +156,12 @@ def test_a_flapping_uplink_robot_is_reported_once_not_per_reconnect(
     # First online, then three changes reported, then one flapping report for the rest.
     assert states == ['online', 'offline', 'online', 'offline', 'flapping'], states
     assert changes[-1]['changes_in_window'] == 4
+    # The flap is one event on the robot's stream, not one per reconnect.
+    events = wait_for(lambda: [e for e in client.get(
+        '/api/v1/robots/kiwi-flap/events', headers=ADMIN, params={'limit': 500}).json()['events']
+        if e['type'] == 'RobotFlapped'])
+    assert len(events) == 1 and events[0]['data']['changes_in_window'] == 4
+    assert events[0]['metadata']['causation'] == 'discovery:presence'
+    timeline = client.get('/api/v1/timeline', headers=ADMIN,
+                          params={'robot_id': 'kiwi-flap', 'limit': 500}).json()['entries']
+    assert [e['severity'] for e in timeline if e['type'] == 'RobotFlapped'] == ['warning']
