@@ -131,3 +131,15 @@ def test_only_shareable_databases_get_a_writer_process(tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path, writer_shards=2).resolved_writer_shards == 1
     assert Settings(database_url='postgresql+psycopg://h/db', data_dir=tmp_path,
                     writer_shards=2).resolved_writer_shards == 2
+
+
+def test_a_command_is_recorded_through_the_writer_process(split_api: Api) -> None:
+    api = split_api
+    api.enrol('kiwi-split-cmd')
+    # Not connected: still an operator action, recorded by the writer process with its actor.
+    assert api.client.post('/api/v1/robots/kiwi-split-cmd/commands', headers=api.admin,
+                           json={'command_type': 'ping'}).status_code == 409
+    events = api.client.get('/api/v1/robots/kiwi-split-cmd/events',
+                            headers=api.viewer).json()['events']
+    (sent,) = [e for e in events if e['type'] == 'RobotCommandSent']
+    assert sent['data']['outcome'] == 'not_connected' and sent['metadata']['actor']

@@ -355,3 +355,48 @@ def test_an_accept_that_reaches_its_connection_says_delivered(client: TestClient
     answer = client.post('/api/v1/inventory/admissions/kiwi-del/accept', headers=ADMIN, json={})
     assert answer.status_code == 200 and answer.json()['delivered'] is True
     assert asker.recv()['msg'] == 'admission_accepted'
+
+
+@pytest.mark.parametrize('same_key', [True, False])
+def test_a_robot_that_asks_again_while_its_accept_is_stored(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch, same_key: bool) -> None:
+    import threading
+
+    from lekiwi_fleet_server.gateway import admissions as admissions_module
+
+    port = _port(client)
+    desk = client.app.state.services.gateway.admissions  # type: ignore[attr-defined]
+    asker = Asker(port, 'kiwi-again')
+    assert asker.request()['msg'] == 'admission_pending'
+    entered, gate = threading.Event(), threading.Event()
+    real_enrol = admissions_module.enrol_robot
+
+    def slow_enrol(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert gate.wait(20)
+        return real_enrol(*args, **kwargs)
+
+    monkeypatch.setattr(admissions_module, 'enrol_robot', slow_enrol)
+    answers: list[Any] = []
+    accepting = threading.Thread(target=lambda: answers.append(client.post(
+        '/api/v1/inventory/admissions/kiwi-again/accept', headers=ADMIN, json={})))
+    accepting.start()
+    assert entered.wait(20)
+    asker.ws.close()
+    wait_for(lambda: not desk.pending())
+    # It (or someone with another key) asks again before the enrolment has committed.
+    successor = Asker(port, 'kiwi-again')
+    if same_key:
+        successor.key, successor.public_key = asker.key, asker.public_key
+    assert successor.request()['msg'] == 'admission_pending'
+    gate.set()
+    accepting.join(20)
+    (answer,) = answers
+    assert answer.status_code == 200 and answer.json()['delivered'] is same_key
+    if same_key:
+        assert successor.recv()['msg'] == 'admission_accepted'
+        assert successor.recv()['msg'] == 'authenticated'
+    else:  # the id is admitted with the first key: the other key's request is refused
+        reply, code = successor.refusal()
+        assert reply['code'] == 'admission_refused' and 'another key' in reply['msg']
+        assert code == 4403
