@@ -140,8 +140,9 @@ def test_scheduled_scans_fill_the_inventory_without_asking(
 
 
 def test_a_flapping_uplink_robot_is_reported_once_not_per_reconnect(
-        make_client: Callable[..., TestClient]) -> None:
-    client = make_client(presence_flap_threshold=4, presence_flap_window_s=60.0)
+        make_client: Callable[..., TestClient], database_url: str) -> None:
+    client = make_client(presence_flap_threshold=4, presence_flap_window_s=60.0,
+                         database_url=database_url)
     token = enrol(client, 'kiwi-flap')
     port = client.app.state.services.gateway.port  # type: ignore[attr-defined]
     for _ in range(8):  # eight connect/disconnect cycles, each seen by a refresh
