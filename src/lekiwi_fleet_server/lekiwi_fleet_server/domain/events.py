@@ -511,6 +511,18 @@ class RobotWentStale(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class RobotStaleEnded(DomainEvent):
+    """A robot recorded stale was heard again before it went offline."""
+
+    TYPE: ClassVar[str] = 'RobotStaleEnded'
+    at: float = 0.0
+    reason: str = 'heard'
+
+    def summary(self) -> str:
+        return f'heard again after going stale ({self.reason})'
+
+
+@dataclass(frozen=True, slots=True)
 class RobotFlapped(DomainEvent):
     """The robot's presence changed often within the flap window: reported once per window."""
 
@@ -553,7 +565,7 @@ EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     TeleopSessionEnded, RobotVersionChanged, ResourceAlarmRaised, ResourceAlarmCleared,
     RobotEventReported, DeploymentStatusReported, RobotTokenRotated, RobotReEnrolled,
     *DEPLOYMENT_EVENT_CLASSES,
-    RobotCommandSent, RobotWentStale, RobotFlapped, RobotPresenceSettled,
+    RobotCommandSent, RobotWentStale, RobotStaleEnded, RobotFlapped, RobotPresenceSettled,
 )
 
 # The type registry: stored type name -> class. A constant: it never changes at run time.

@@ -9,7 +9,12 @@ from lekiwi_fleet_server.discovery.presence_flaps import (
     PresenceReporter,
     PresenceState,
 )
-from lekiwi_fleet_server.domain.events import RobotFlapped, RobotPresenceSettled, RobotWentStale
+from lekiwi_fleet_server.domain.events import (
+    RobotFlapped,
+    RobotPresenceSettled,
+    RobotStaleEnded,
+    RobotWentStale,
+)
 
 ON, STALE, OFF = PresenceState.ONLINE, PresenceState.STALE, PresenceState.OFFLINE
 
@@ -25,11 +30,16 @@ def test_stale_is_an_event_at_most_once_per_window_per_robot() -> None:
     out = events.events([PresenceChanged('r', STALE, ON, 'silent', 10.0),
                          PresenceChanged('r', ON, STALE, 'heard', 11.0),
                          PresenceChanged('r', STALE, ON, 'silent', 20.0),
+                         PresenceChanged('r', ON, STALE, 'heard', 21.0),
                          PresenceChanged('q', STALE, ON, 'silent', 20.0)])
+    # The second stale of r within the window is not recorded, nor is its end.
     assert out == [RobotWentStale('r', at=10.0, reason='silent'),
+                   RobotStaleEnded('r', at=11.0, reason='heard'),
                    RobotWentStale('q', at=20.0, reason='silent')]
-    assert events.events([PresenceChanged('r', STALE, ON, 'silent', 40.0)]) == [
-        RobotWentStale('r', at=40.0, reason='silent')]
+    assert events.events([PresenceChanged('r', STALE, ON, 'silent', 40.0),
+                          PresenceChanged('r', OFF, STALE, 'timeout', 41.5),
+                          PresenceChanged('r', ON, OFF, 'connected', 50.0)]) == [
+        RobotWentStale('r', at=40.0, reason='silent')]  # offline: the gateway's event
 
 
 def test_a_flapping_robot_makes_one_event_per_window_then_a_settled_one() -> None:

@@ -53,6 +53,7 @@ def _samples() -> list[ev.DomainEvent]:
         ev.RobotCommandSent('r', command_id='cmd-1', command_type='ping', outcome='accepted',
                             message='pong', at=10.0),
         ev.RobotWentStale('r', at=11.0, reason='silent'),
+        ev.RobotStaleEnded('r', at=11.5, reason='heard'),
         ev.RobotFlapped('r', at=12.0, changes_in_window=5),
         ev.RobotPresenceSettled('r', at=13.0, state='online', reason='flap_ended'),
     ]
