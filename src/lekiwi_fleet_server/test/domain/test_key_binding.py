@@ -83,3 +83,28 @@ def test_parse_auth_reads_a_key_proof_and_refuses_a_malformed_one() -> None:
     for bad in ('text', {'public_key': 7}, {'public_key': 'a', 'signature': 7}):
         with pytest.raises(ProtocolError, match='key_proof'):
             protocol.parse_auth({**frame, 'key_proof': bad})
+
+
+def test_key_proof_frames_match_the_protocol_schema() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    import orjson
+
+    path = Path(__file__).resolve().parents[3].parent / 'docs' / 'robot-protocol-v1.schema.json'
+    if not path.exists():
+        pytest.skip('protocol schema not found: run from the repository checkout')
+    schema = json.loads(path.read_text())
+
+    def valid(definition: str, frame: object) -> bool:
+        return jsonschema.Draft202012Validator(
+            {**schema, '$ref': f'#/$defs/{definition}'}).is_valid(frame)
+
+    challenge = orjson.loads(protocol.key_challenge_frame('kiwi-1', admission.new_nonce()))
+    assert valid('KeyChallengeFrame', challenge)
+    assert not valid('KeyChallengeFrame', {**challenge, 'nonce': ''})
+    login = {'op': 'auth', 'robot_id': 'kiwi-1', 'token': 't', 'protocol': ['lekiwi-fleet/1'],
+             'key_proof': {'public_key': 'AAAA', 'signature': 'BBBB'}}
+    assert valid('AuthFrame', login)
+    assert not valid('AuthFrame', {**login, 'key_proof': {'signature': 'BBBB'}})
