@@ -108,7 +108,8 @@ class AdmissionDesk:
             raise ProtocolError(ErrorCode.ADMISSION_REFUSED,
                                 f'robot {robot_id!r} is enrolled already: authenticate with '
                                 'its token (a token accepted for it that never arrived is '
-                                'gone: have an admin re-enrol it)', 'auth')
+                                'gone: an admin must rotate its token, or revoke and re-enrol '
+                                'it)', 'auth')
         if session.is_closed:
             return None
         try:
@@ -188,7 +189,9 @@ class AdmissionDesk:
         return any(session.admitted(enrolment) for session in targets)
 
     def _hand_over(self, robot_id: str, session: RobotSession, grant: Enrolment) -> None:
-        if not session.admitted(grant):  # gone again: keep it for the next try
+        # Gone again before it got it: keep it for the next try (a fresh TTL; the robot has
+        # proved its key once more).
+        if not session.admitted(grant):
             self.undelivered.put(robot_id, key_fingerprint_of(grant), grant, now=self._gw.now())
 
     def reject(self, robot_id: str, *, actor: str, fingerprint: str | None = None
