@@ -41,7 +41,7 @@ from lekiwi_fleet_server.discovery.targets import ProbeKind, expand_targets, pla
 from lekiwi_fleet_server.domain.events import DomainEvent
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.settings import Settings
-from lekiwi_fleet_server.store.interface import FleetStore, RobotFilter, StoreError, UnknownRobot
+from lekiwi_fleet_server.store.interface import FleetStore, RobotFilter, StoreError
 
 if TYPE_CHECKING:
     from lekiwi_fleet_server.gateway.server import RobotGateway
@@ -247,15 +247,15 @@ class DiscoveryService:
     async def record_presence_events(self) -> None:
         """Append the pending stale/flapping/settled events to the robots' streams."""
         events, self._unrecorded = self._unrecorded, []
-        for event in events:
-            try:
-                await run_in_threadpool(self.store.record_robot_event, event, now=self._now(),
-                                        causation='discovery:presence')
-            except UnknownRobot:
-                pass  # not enrolled (a dialled robot removed meanwhile): no stream to add to
-            except StoreError as exc:  # the store is down: these are lost, presence goes on
-                log.warning('presence event %s of %s not recorded: %s', event.TYPE,
-                            event.robot_id, exc)
+        if not events:
+            return
+        # One transaction for the refresh's events (10,000 robots going stale at once in a
+        # network blip are one write, not 10,000); robots not enrolled are skipped.
+        try:
+            await run_in_threadpool(self.store.record_robot_events, events, now=self._now(),
+                                    causation='discovery:presence')
+        except StoreError as exc:  # the store is down: these are lost, presence goes on
+            log.warning('%d presence events not recorded: %s', len(events), exc)
 
     # -- scans --------------------------------------------------------------------------------
     def start_scan(self, targets: Sequence[str] | None = None) -> ScanJob:

@@ -62,7 +62,7 @@ _PR_SET_PDEATHSIG = 1
 WRITER_METHODS = frozenset({
     'commit_frames', 'commit_batch', 'enrol_robot', 'revoke_robot', 'create_operator',
     'mark_all_offline', 'maintain', 'ping', 'rotate_robot_token', 'reenrol_robot',
-    'forget_robots', 'record_robot_event',
+    'forget_robots', 'record_robot_event', 'record_robot_events',
 })
 # The writes about one robot, which go to the writer of its shard.
 _ROBOT_METHODS = frozenset({'enrol_robot', 'revoke_robot', 'rotate_robot_token',
@@ -411,6 +411,13 @@ class WriterPool:
             return self.process_of(args[0]).call_sync(method, *args, **kwargs)
         if method == 'record_robot_event':  # args[0] is the event; its robot names the shard
             return self.process_of(args[0].robot_id).call_sync(method, *args, **kwargs)
+        if method == 'record_robot_events':  # events of many robots: each to its shard's writer
+            by_writer: dict[int, list[Any]] = {}
+            for event in args[0]:
+                by_writer.setdefault(shard_of(event.robot_id, self.shards), []).append(event)
+            calls = [self.processes[i].call(method, part, **kwargs)
+                     for i, part in by_writer.items()]
+            return sum(f.result() for f in calls)
         if method == 'forget_robots':
             by_shard: dict[int, list[str]] = {}
             for robot_id in args[0]:

@@ -279,6 +279,11 @@ class FleetStore(Protocol):
         """Append a state-less event to an enrolled robot's stream (UnknownRobot if not)."""
         ...
 
+    def record_robot_events(self, events: Sequence[DomainEvent], *, now: float,
+                            actor: str | None = None, causation: str = 'admin:record') -> int:
+        """Append state-less events of any robots in one transaction; return how many."""
+        ...
+
     def rotate_robot_token(self, robot_id: str, token_sha256: str, *, by: str,
                            now: float) -> None:
         """Replace an enrolled, unrevoked robot's token hash; record who did it."""

@@ -72,6 +72,13 @@ class SplitStore:
         """Record through the writer (of the robot's shard)."""
         self._call('record_robot_event', event, now=now, actor=actor, causation=causation)
 
+    def record_robot_events(self, events: Sequence[DomainEvent], *, now: float,
+                            actor: str | None = None, causation: str = 'admin:record') -> int:
+        """Record through the writers (each robot's shard)."""
+        recorded: int = self._call('record_robot_events', list(events), now=now, actor=actor,
+                                   causation=causation)
+        return recorded
+
     def rotate_robot_token(self, robot_id: str, token_sha256: str, *, by: str,
                            now: float) -> None:
         """Rotate through the writer."""

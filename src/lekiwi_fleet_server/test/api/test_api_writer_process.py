@@ -143,3 +143,10 @@ def test_a_command_is_recorded_through_the_writer_process(split_api: Api) -> Non
                             headers=api.viewer).json()['events']
     (sent,) = [e for e in events if e['type'] == 'RobotCommandSent']
     assert sent['data']['outcome'] == 'not_connected' and sent['metadata']['actor']
+    # A batch of many robots' events goes to each robot's writer.
+    from lekiwi_fleet_server.domain.events import RobotWentStale
+
+    api.enrol('kiwi-split-2')
+    assert api.services.store.record_robot_events(
+        [RobotWentStale('kiwi-split-cmd', at=1.0), RobotWentStale('kiwi-split-2', at=1.0),
+         RobotWentStale('nobody', at=1.0)], now=time.time()) == 2
