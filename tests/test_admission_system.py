@@ -3,16 +3,19 @@
 The real fleet server (PostgreSQL) and the real one-process agent with
 `request_admission:=true` and no token file: the request shows in the inventory as pending,
 the admin accepts it over REST, the agent receives its token on the same connection, writes it
-0600 and is online without reconnecting; restarted, it authenticates with the stored token.
+0600 and is online without reconnecting; restarted, it authenticates with the stored token
+and its key's proof (the token alone is refused).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
 
 from system_harness import FleetServerProcess, ProcessGroup, start_agent, wait_until
+from websockets.sync.client import connect
 
 
 def test_an_agent_without_a_token_is_admitted_and_keeps_its_token(
@@ -54,3 +57,12 @@ def test_an_agent_without_a_token_is_admitted_and_keeps_its_token(
                message=f'the robot back with its stored token\n{again.output()}')
     assert 'asking the server for admission' not in again.output()
     assert server.request('GET', '/api/v1/inventory/admissions') == []
+    # It logged in with its token and its key's proof; the token alone (copied off the
+    # robot) is refused with a message naming the key it is bound to.
+    with connect(server.gateway_url, open_timeout=5) as ws:
+        ws.send(json.dumps({'op': 'auth', 'robot_id': 'kiwi-adm', 'protocol': ['lekiwi-fleet/1'],
+                            'token': token_file.read_text().strip()}))
+        reply = json.loads(ws.recv(timeout=10))
+    assert reply['code'] == 'auth_failed', reply
+    assert f'bound to key {pending[0]["fingerprint"]}' in reply['msg']
+    assert server.robot('kiwi-adm')['status'] == 'online'  # the agent's connection stays

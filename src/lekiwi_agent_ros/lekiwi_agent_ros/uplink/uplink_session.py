@@ -26,6 +26,7 @@ from lekiwi_agent_ros.uplink.heartbeat_reducer import (
     HeartbeatReducer,
     ReducerConfig,
 )
+from lekiwi_agent_ros.uplink.key_proof import challenge_nonce, key_proof
 from lekiwi_agent_ros.uplink.outbox import STATE_KEY_SUFFIX, Outbox, OutboxEntry
 
 PROTOCOL = 'lekiwi-fleet/1'
@@ -214,6 +215,8 @@ class UplinkSession:
         self._config = config
         self._admission: AdmissionSigner | None = None  # set while asking admission
         self._admission_pending = False  # an admin decides: the server keeps the connection
+        # (token, key) of a login that offers its key's proof (uplink/key_proof.py)
+        self._key_login: tuple[str, AdmissionSigner] | None = None
         self._outbox = outbox
         self._handler = handler
         self._now = now
@@ -251,6 +254,10 @@ class UplinkSession:
         if not token and admission is not None:
             self._admission = admission
             return self._auth_frame(admission={'public_key': admission.public_key})
+        if admission is not None:  # its token may be bound to this key: offer its proof
+            self._key_login = (token, admission)
+            proof = key_proof(admission, self._config.robot_id)
+            return self._auth_frame(token=token, key_proof=proof)
         return self._auth_frame(token=token)
 
     def _auth_frame(self, **fields: Any) -> str:
@@ -283,6 +290,7 @@ class UplinkSession:
         self._retry.clear()
         self._admission = None
         self._admission_pending = False
+        self._key_login = None
 
     def frames_to_send(self) -> list[str]:
         """Return the frames to send now: retries, state, then history within the window."""
@@ -389,6 +397,8 @@ class UplinkSession:
             return self._on_authenticated(frame)
         if level == 'info' and frame.get('id') == 'admission' and self._admission is not None:
             return self._on_admission(frame)
+        if level == 'info' and frame.get('id') == 'key_proof' and self._key_login is not None:
+            return self._on_key_challenge(frame)
         if level != 'error':
             self._log(logging.DEBUG, f'server status {level}: {msg}')
             return Reaction()
@@ -451,6 +461,15 @@ class UplinkSession:
             self._log(logging.INFO, f'admission of {self._config.robot_id} accepted')
             return Reaction(token=token)
         return self._malformed(f'an admission status it cannot use: {msg!r}')
+
+    def _on_key_challenge(self, frame: dict[str, Any]) -> Reaction:
+        assert self._key_login is not None
+        token, signer = self._key_login
+        nonce = challenge_nonce(frame, self._config.robot_id)
+        if nonce is None or self._phase != 'authenticating':
+            return self._malformed(f'a key challenge it cannot use: {frame.get("msg")!r}')
+        proof = key_proof(signer, self._config.robot_id, nonce)
+        return Reaction(frames=[self._auth_frame(token=token, key_proof=proof)])
 
     def _give_up(self, problem: str) -> Reaction:
         self.stats.last_error = problem

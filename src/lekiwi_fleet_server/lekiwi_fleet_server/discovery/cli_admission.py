@@ -84,4 +84,7 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None)
                   f'{request["address"] or "-":<16}', file=out)
     else:
         print(f'{result["robot_id"]}: {result["status"]} (key {result["fingerprint"]})', file=out)
+        if result.get('delivered') is False:  # the accept/disconnect race (gateway/admissions)
+            print('  its connection closed as it was accepted: the token waits for the same '
+                  'key to ask again', file=out)
     return 0

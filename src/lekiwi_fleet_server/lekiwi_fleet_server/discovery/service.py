@@ -30,6 +30,7 @@ from lekiwi_fleet_server.discovery.inventory import (
     Source,
     entry_as_dict,
 )
+from lekiwi_fleet_server.discovery.presence_events import PresenceEvents
 from lekiwi_fleet_server.discovery.presence_flaps import (
     PresenceChanged,
     PresenceConfig,
@@ -37,9 +38,10 @@ from lekiwi_fleet_server.discovery.presence_flaps import (
 )
 from lekiwi_fleet_server.discovery.scanner import ProbeResult, ScanConfig, scan
 from lekiwi_fleet_server.discovery.targets import ProbeKind, expand_targets, plan_probes
+from lekiwi_fleet_server.domain.events import DomainEvent
 from lekiwi_fleet_server.gateway.bus import InProcessBus
 from lekiwi_fleet_server.settings import Settings
-from lekiwi_fleet_server.store.interface import FleetStore, RobotFilter
+from lekiwi_fleet_server.store.interface import FleetStore, RobotFilter, StoreError
 
 if TYPE_CHECKING:
     from lekiwi_fleet_server.gateway.server import RobotGateway
@@ -110,6 +112,9 @@ class DiscoveryService:
         self._dialled_live: set[str] = set()
         self._refreshes = 0
         self.presence_log: list[PresenceChanged] = []  # bounded; newest last
+        # Stale, flapping and settled changes, as events for the robots' streams (bounded).
+        self.presence_events = PresenceEvents(settings.presence_flap_window_s)
+        self._unrecorded: list[DomainEvent] = []
         self.ingests: list[Any] = []  # dialled rosbridge robots (rosbridge_ingest.py)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -215,6 +220,7 @@ class DiscoveryService:
             self.presence_log = (self.presence_log + presence)[-1000:]
             for p in presence:
                 log.info('robot %s %s (%s)', p.robot_id, p.state.value, p.reason)
+            self._unrecorded = (self._unrecorded + self.presence_events.events(presence))[-10_000:]
         if not changes and not presence:
             return
         # Several changes of one entry within a refresh: the last tells its state now.
@@ -234,8 +240,22 @@ class DiscoveryService:
                 if self._refreshes % _ENROLLED_EVERY == 0:
                     await self.refresh_enrolled()
                 self.refresh()
+                await self.record_presence_events()
             except Exception:  # a failed refresh must not end discovery
                 log.exception('discovery refresh failed')
+
+    async def record_presence_events(self) -> None:
+        """Append the pending stale/flapping/settled events to the robots' streams."""
+        events, self._unrecorded = self._unrecorded, []
+        if not events:
+            return
+        # One transaction for the refresh's events (10,000 robots going stale at once in a
+        # network blip are one write, not 10,000); robots not enrolled are skipped.
+        try:
+            await run_in_threadpool(self.store.record_robot_events, events, now=self._now(),
+                                    causation='discovery:presence')
+        except StoreError as exc:  # the store is down: these are lost, presence goes on
+            log.warning('%d presence events not recorded: %s', len(events), exc)
 
     # -- scans --------------------------------------------------------------------------------
     def start_scan(self, targets: Sequence[str] | None = None) -> ScanJob:

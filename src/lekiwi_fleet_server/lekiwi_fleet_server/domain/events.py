@@ -474,6 +474,84 @@ class DeploymentCompleted(DomainEvent):
                 f'{self.failed} failed, {self.skipped} skipped')
 
 
+@dataclass(frozen=True, slots=True)
+class RobotCommandSent(DomainEvent):
+    """An operator sent a command from the API; the actor is in the event's metadata."""
+
+    TYPE: ClassVar[str] = 'RobotCommandSent'
+    command_id: str = ''
+    command_type: str = ''
+    outcome: str = ''  # accepted, refused, timeout, not_connected, failed
+    message: str = ''
+    at: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'info' if self.outcome == 'accepted' else 'warning'
+
+    def summary(self) -> str:
+        tail = f': {self.message}' if self.message else ''
+        return f'command {self.command_type} {self.outcome}{tail}'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotWentStale(DomainEvent):
+    """The robot fell silent past the stale threshold (discovery/presence_flaps.py)."""
+
+    TYPE: ClassVar[str] = 'RobotWentStale'
+    at: float = 0.0
+    reason: str = 'silent'
+
+    @property
+    def severity(self) -> str:
+        return 'warning'
+
+    def summary(self) -> str:
+        return f'went stale ({self.reason})'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotStaleEnded(DomainEvent):
+    """A robot recorded stale was heard again before it went offline."""
+
+    TYPE: ClassVar[str] = 'RobotStaleEnded'
+    at: float = 0.0
+    reason: str = 'heard'
+
+    def summary(self) -> str:
+        return f'heard again after going stale ({self.reason})'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotFlapped(DomainEvent):
+    """The robot's presence changed often within the flap window: reported once per window."""
+
+    TYPE: ClassVar[str] = 'RobotFlapped'
+    at: float = 0.0
+    changes_in_window: int = 0
+    reason: str = 'flapping'
+
+    @property
+    def severity(self) -> str:
+        return 'warning'
+
+    def summary(self) -> str:
+        return f'flapping ({self.changes_in_window} presence changes in the window)'
+
+
+@dataclass(frozen=True, slots=True)
+class RobotPresenceSettled(DomainEvent):
+    """A flapping robot stayed in one state for a whole flap window."""
+
+    TYPE: ClassVar[str] = 'RobotPresenceSettled'
+    at: float = 0.0
+    state: str = ''
+    reason: str = ''
+
+    def summary(self) -> str:
+        return f'presence settled: {self.state} ({self.reason})'
+
+
 DEPLOYMENT_EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     DeploymentCreated, WaveStarted, RobotUpdateStarted, RobotUpdateDeferred, RobotUpdateSucceeded,
     RobotUpdateFailed, RobotUpdateSkipped, RobotRollbackStarted, RobotRolledBack,
@@ -487,6 +565,7 @@ EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     TeleopSessionEnded, RobotVersionChanged, ResourceAlarmRaised, ResourceAlarmCleared,
     RobotEventReported, DeploymentStatusReported, RobotTokenRotated, RobotReEnrolled,
     *DEPLOYMENT_EVENT_CLASSES,
+    RobotCommandSent, RobotWentStale, RobotStaleEnded, RobotFlapped, RobotPresenceSettled,
 )
 
 # The type registry: stored type name -> class. A constant: it never changes at run time.

@@ -116,6 +116,7 @@ class AuthRequest:
     protocols: tuple[str, ...]
     agent_version: str | None
     admission: AdmissionProof | None = None  # instead of a token: a robot asking admission
+    key_proof: AdmissionProof | None = None  # with a token: the key it is bound to (key_binding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,20 +214,21 @@ def parse_auth(frame: Mapping[str, Any]) -> AuthRequest:
     if type(token) is not str or not 1 <= len(token) <= 256:
         raise ProtocolError(ErrorCode.AUTH_FAILED, 'token must be a string of 1-256 characters',
                             'auth')
-    return AuthRequest(robot_id, token, protocol_tuple, agent_version)
+    key_proof = parse_admission(frame['key_proof'], 'key_proof') if 'key_proof' in frame else None
+    return AuthRequest(robot_id, token, protocol_tuple, agent_version, key_proof=key_proof)
 
 
-def parse_admission(value: Any) -> AdmissionProof:
-    """Read an auth frame's `admission` object, or raise `auth_failed`."""
+def parse_admission(value: Any, name: str = 'admission') -> AdmissionProof:
+    """Read an auth frame's `admission` (or `key_proof`) object, or raise `auth_failed`."""
     if type(value) is not dict:
-        raise ProtocolError(ErrorCode.AUTH_FAILED, "'admission' must be an object", 'auth')
+        raise ProtocolError(ErrorCode.AUTH_FAILED, f"'{name}' must be an object", 'auth')
     public_key, signature = value.get('public_key'), value.get('signature')
     if type(public_key) is not str or not 1 <= len(public_key) <= 128:
         raise ProtocolError(ErrorCode.AUTH_FAILED,
-                            "'admission.public_key' must be a base64 string", 'auth')
+                            f"'{name}.public_key' must be a base64 string", 'auth')
     if signature is not None and (type(signature) is not str or not 1 <= len(signature) <= 256):
         raise ProtocolError(ErrorCode.AUTH_FAILED,
-                            "'admission.signature' must be a base64 string", 'auth')
+                            f"'{name}.signature' must be a base64 string", 'auth')
     return AdmissionProof(public_key, signature)
 
 
@@ -234,6 +236,12 @@ def admission_status_frame(msg: str, robot_id: str, **fields: Any) -> bytes:
     """Encode an info `status` frame of the admission exchange (challenge, pending, admitted)."""
     return encode({'op': 'status', 'level': 'info', 'id': 'admission', 'msg': msg,
                    'robot_id': robot_id, **fields})
+
+
+def key_challenge_frame(robot_id: str, nonce: str) -> bytes:
+    """Encode the info `status` frame asking a key-bound robot to sign `nonce`."""
+    return encode({'op': 'status', 'level': 'info', 'id': 'key_proof', 'msg': 'key_challenge',
+                   'robot_id': robot_id, 'nonce': nonce})
 
 
 def negotiate(offered: Iterable[str], supported: tuple[str, ...] = SUPPORTED_PROTOCOLS) -> str:

@@ -300,6 +300,10 @@ class RobotState:
             return Outcome(self, stored=False)
         return self._with([RobotTokenRevoked(self.robot_id, revoked_at=now)])
 
+    def on_recorded(self, event: DomainEvent) -> Outcome:
+        """Append an event that changes no state (an operator's command, a presence report)."""
+        return self._with([event])
+
     def on_presence(self, online: bool, at: float, reason: str) -> Outcome:
         """Turn a presence change into RobotCameOnline / RobotWentOffline when it is one."""
         if online == self.aggregate.online:

@@ -31,11 +31,14 @@ from lekiwi_fleet_server.domain.admission import (
     AdmissionBook,
     AdmissionRefused,
     AdmissionRequest,
+    key_fingerprint,
     new_nonce,
     parse_public_key,
     signed_message,
     verify_signature,
 )
+from lekiwi_fleet_server.domain.admission_grants import UndeliveredGrants
+from lekiwi_fleet_server.domain.key_binding import bound_fingerprint
 from lekiwi_fleet_server.domain.protocol import AuthRequest, ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
@@ -43,6 +46,11 @@ if TYPE_CHECKING:
     from lekiwi_fleet_server.gateway.session import RobotSession
 
 log = logging.getLogger(__name__)
+
+
+def key_fingerprint_of(enrolment: Enrolment) -> str:
+    """Return the key an admitted robot's enrolment is bound to (its `key:` tag)."""
+    return bound_fingerprint(enrolment.robot.tags) or ''
 
 
 class AdmissionDesk:
@@ -54,6 +62,10 @@ class AdmissionDesk:
         self.book = AdmissionBook(settings.admission_max_pending, settings.admission_rate_per_s,
                                   settings.admission_rate_burst, time.monotonic())
         self._sessions: dict[str, RobotSession] = {}
+        # Tokens accepted while their connection closed (the accept/disconnect race), kept for
+        # the same key to fetch when it asks again (domain/admission_grants.py).
+        self.undelivered: UndeliveredGrants[Enrolment] = UndeliveredGrants(
+            settings.admission_timeout_s)
 
     def pending(self) -> list[AdmissionRequest]:
         """Return the waiting requests, oldest first."""
@@ -81,9 +93,23 @@ class AdmissionDesk:
             raise ProtocolError(ErrorCode.AUTH_FAILED,
                                 'the signature does not match the key and nonce', 'auth')
         if await self._gw.robot_known(robot_id):
+            if session.is_closed:
+                return None
+            grant = self.undelivered.take(robot_id, key_fingerprint(public_key),
+                                          now=self._gw.now())
+            if grant is not None:
+                # Accepted while its earlier connection closed: this connection proved the
+                # same key, so the token goes here (once `_request_admission` has made the
+                # session wait for it, hence call_soon).
+                log.info('robot %s asked again with its key: handing over its accepted token',
+                         robot_id)
+                asyncio.get_running_loop().call_soon(self._hand_over, robot_id, session, grant)
+                return None
             raise ProtocolError(ErrorCode.ADMISSION_REFUSED,
                                 f'robot {robot_id!r} is enrolled already: authenticate with '
-                                'its token', 'auth')
+                                'its token (a token accepted for it that never arrived is '
+                                'gone: an admin must rotate its token, or revoke and re-enrol '
+                                'it)', 'auth')
         if session.is_closed:
             return None
         try:
@@ -108,8 +134,12 @@ class AdmissionDesk:
 
     # -- the admin's side ---------------------------------------------------------------------
     async def accept(self, robot_id: str, *, actor: str, tags: Sequence[str] = (),
-                     fingerprint: str | None = None) -> tuple[AdmissionRequest, Enrolment]:
-        """Enrol the robot and send its token to the waiting connection; raise if not pending."""
+                     fingerprint: str | None = None
+                     ) -> tuple[AdmissionRequest, Enrolment, bool]:
+        """Enrol the robot and send its token to the waiting connection; raise if not pending.
+
+        Return the request, the enrolment and whether the token reached the robot.
+        """
         request = self.book.begin_decision(robot_id, fingerprint)
         key_tag = f'key:{request.fingerprint}'
         try:
@@ -119,15 +149,50 @@ class AdmissionDesk:
         except BaseException:
             self.book.abandon_decision(robot_id)
             raise
-        self.book.end_decision(robot_id)
-        session = self._sessions.pop(robot_id, None)
-        if session is None or not session.admitted(enrolment):
-            # Closed while the store enrolled it: enrolled all the same, its token never sent.
-            log.warning('robot %s accepted by %s, but its connection closed first; rotate its '
-                        'token to hand it one', robot_id, actor)
-        else:
+        delivered = self._deliver(request, enrolment)
+        if delivered:
             log.info('robot %s admitted by %s (key %s)', robot_id, actor, request.fingerprint)
-        return request, enrolment
+        else:
+            # Closed while the store enrolled it: enrolled all the same; its token waits for
+            # the same key to ask again (the agent reconnects and does, within seconds).
+            self.undelivered.put(robot_id, request.fingerprint, enrolment, now=self._gw.now())
+            log.warning('robot %s accepted by %s, but its connection closed first; its token '
+                        'waits %.0f s for key %s to ask again', robot_id, actor,
+                        self._gw.settings.admission_timeout_s, request.fingerprint)
+        return request, enrolment, delivered
+
+    def _deliver(self, request: AdmissionRequest, enrolment: Enrolment) -> bool:
+        """Send the token to the accepted request's connection, or to its same-key successor.
+
+        The store write took a while: the connection may have closed (its request withdrawn)
+        and the robot may have asked again on a new one. Only a connection that proved the
+        accepted key gets the token; a request of another key is refused (the id is taken).
+        """
+        robot_id = request.robot_id
+        self.book.abandon_decision(robot_id)
+        current = self.book.get(robot_id)
+        if current is not None:
+            self.book.withdraw(robot_id, current.connection)
+        waiting = self._sessions.get(robot_id)
+        if waiting is not None and waiting in (request.connection,
+                                               getattr(current, 'connection', None)):
+            del self._sessions[robot_id]
+        targets: list[RobotSession] = [request.connection]  # type: ignore[list-item]
+        if current is not None and current is not request:
+            successor: RobotSession = current.connection  # type: ignore[assignment]
+            if current.fingerprint == request.fingerprint:
+                targets.append(successor)
+            else:
+                successor.refuse(ProtocolError(
+                    ErrorCode.ADMISSION_REFUSED, f'robot {robot_id!r} was admitted with '
+                    f'another key ({request.fingerprint})', 'auth'))
+        return any(session.admitted(enrolment) for session in targets)
+
+    def _hand_over(self, robot_id: str, session: RobotSession, grant: Enrolment) -> None:
+        # Gone again before it got it: keep it for the next try (a fresh TTL; the robot has
+        # proved its key once more).
+        if not session.admitted(grant):
+            self.undelivered.put(robot_id, key_fingerprint_of(grant), grant, now=self._gw.now())
 
     def reject(self, robot_id: str, *, actor: str, fingerprint: str | None = None
                ) -> AdmissionRequest:

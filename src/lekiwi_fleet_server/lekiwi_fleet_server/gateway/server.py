@@ -43,7 +43,7 @@ from lekiwi_fleet_server.gateway.session import RobotSession
 from lekiwi_fleet_server.gateway.writer_metrics import WriterMetrics
 from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
-from lekiwi_fleet_server.store.interface import FleetStore, PresenceChange
+from lekiwi_fleet_server.store.interface import FleetStore, PresenceChange, RobotCredentials
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +317,8 @@ class RobotGateway:
         """Count a refused frame by its error code."""
         self._refused[code].inc()
 
-    async def verify_robot(self, robot_id: str, token: str) -> str:
-        """Check a robot's token against its stored hash; return the hash, or raise."""
+    async def verify_robot(self, robot_id: str, token: str) -> RobotCredentials:
+        """Check a robot's token against its stored hash; return its credentials, or raise."""
         credentials = await asyncio.get_running_loop().run_in_executor(
             self._readers, self._store.robot_credentials, robot_id)
         stored = credentials.token_sha256 if credentials is not None else self._decoy_hash
@@ -327,7 +327,7 @@ class RobotGateway:
             raise ProtocolError(ErrorCode.AUTH_FAILED, 'unknown robot or wrong token', 'auth')
         if credentials.revoked:
             raise ProtocolError(ErrorCode.AUTH_FAILED, 'robot token revoked', 'auth')
-        return credentials.token_sha256
+        return credentials  # its key binding is checked by the session (domain/key_binding)
 
     @property
     def store(self) -> FleetStore:

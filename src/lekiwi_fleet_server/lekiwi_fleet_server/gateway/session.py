@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
 from lekiwi_fleet_server.domain import protocol
+from lekiwi_fleet_server.domain.admission import new_nonce
+from lekiwi_fleet_server.domain.key_binding import check_key_proof
 from lekiwi_fleet_server.domain.protocol import (
     AuthRequest,
     ErrorCode,
@@ -83,6 +85,7 @@ class RobotSession(WSListener):
         self.fd = -1  # the socket's descriptor (picows names its logger after it)
         self.admission_nonce: str | None = None  # the challenge sent to this connection
         self.admission_robot_id: str | None = None  # the robot id it asked admission for
+        self.key_nonce: str | None = None  # the key challenge sent to this connection
         self._admission: AuthRequest | None = None
         self._admission_protocol: str | None = None
 
@@ -290,7 +293,13 @@ class RobotSession(WSListener):
 
     async def _authenticate(self, request: AuthRequest, protocol_version: str) -> None:
         try:
-            token_sha256 = await self._gw.verify_robot(request.robot_id, request.token)
+            credentials = await self._gw.verify_robot(request.robot_id, request.token)
+            # A token bound to an admission key counts only with the key's proof: the nonce
+            # is this connection's and used once (domain/key_binding.py).
+            nonce, self.key_nonce = self.key_nonce, None
+            proved = check_key_proof(request.robot_id, credentials.key_fingerprint,
+                                     request.key_proof, nonce)
+            token_sha256 = credentials.token_sha256
         except Exception as exc:
             if self.state is SessionState.CLOSED:
                 return
@@ -301,6 +310,13 @@ class RobotSession(WSListener):
             self.refuse(protocol_error_for(exc, 'auth'))
             return
         if self.state is SessionState.CLOSED:
+            return
+        if not proved:  # challenged: the signed auth frame comes next, within the auth timeout
+            self.key_nonce, self.state = new_nonce(), SessionState.AWAITING_AUTH
+            self.send(protocol.key_challenge_frame(request.robot_id, self.key_nonce))
+            held, self._pre_auth = self._pre_auth, []
+            for payload in held:
+                self.handle_payload(payload)
             return
         if self._auth_timer is not None:
             self._auth_timer.cancel()

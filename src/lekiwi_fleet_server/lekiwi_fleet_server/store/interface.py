@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 RobotStatus = Literal['online', 'stale', 'offline', 'never_seen']
+
+if TYPE_CHECKING:
+    from lekiwi_fleet_server.domain.events import DomainEvent
 
 
 class StoreError(Exception):
@@ -161,6 +164,9 @@ class RobotCredentials:
     robot_id: str
     token_sha256: str
     revoked: bool
+    # The admission key its token is bound to (its `key:` tag), None for token-only robots:
+    # the gateway then asks for the key's proof at every login (domain/key_binding.py).
+    key_fingerprint: str | None = None
 
 
 OperatorRole = Literal['viewer', 'operator', 'admin']
@@ -286,6 +292,16 @@ class FleetStore(Protocol):
 
     def revoke_robot(self, robot_id: str, *, now: float, actor: str | None = None) -> None:
         """Revoke a robot's token; `actor` goes into the event's metadata."""
+        ...
+
+    def record_robot_event(self, event: DomainEvent, *, now: float, actor: str | None = None,
+                           causation: str = 'admin:record') -> None:
+        """Append a state-less event to an enrolled robot's stream (UnknownRobot if not)."""
+        ...
+
+    def record_robot_events(self, events: Sequence[DomainEvent], *, now: float,
+                            actor: str | None = None, causation: str = 'admin:record') -> int:
+        """Append state-less events of any robots in one transaction; return how many."""
         ...
 
     def rotate_robot_token(self, robot_id: str, token_sha256: str, *, by: str,

@@ -22,6 +22,7 @@ from lekiwi_fleet_server.db.schema import (
     teleop_sessions,
     timeline,
 )
+from lekiwi_fleet_server.domain.key_binding import KEY_TAG_PREFIX, bound_fingerprint
 from lekiwi_fleet_server.domain.robot_state import RobotState, robot_status
 from lekiwi_fleet_server.domain.telemetry_codec import TelemetryState
 from lekiwi_fleet_server.store.event_store import stream_id
@@ -190,8 +191,18 @@ def list_teleop_sessions(conn: Connection, robot_id: str, limit: int) -> list[Te
 
 def robot_credentials(conn: Connection, robot_id: str) -> RobotCredentials | None:
     """Return a robot's token hash and whether it is revoked."""
-    row = conn.execute(sa.select(credentials).where(credentials.c.robot_id == robot_id)).first()
-    return RobotCredentials(row.robot_id, row.token_sha256, row.revoked) if row else None
+    # The key binding is the `key:SHA256:...` tag (domain/key_binding.py): read in the same
+    # statement, so a login costs one round trip as before.
+    key_tag = (sa.select(robot_tags.c.tag)
+               .where(robot_tags.c.robot_id == credentials.c.robot_id,
+                      robot_tags.c.tag.like(KEY_TAG_PREFIX + 'SHA256:%'))
+               .order_by(robot_tags.c.tag).limit(1).scalar_subquery())
+    row = conn.execute(sa.select(credentials, key_tag.label('key_tag'))
+                       .where(credentials.c.robot_id == robot_id)).first()
+    if row is None:
+        return None
+    return RobotCredentials(row.robot_id, row.token_sha256, row.revoked,
+                            bound_fingerprint([row.key_tag] if row.key_tag else []))
 
 
 def operator_by_token(conn: Connection, token_sha256: str) -> Operator | None:

@@ -47,6 +47,7 @@ from lekiwi_fleet_server.db.schema import (
     robot_current,
     robots,
 )
+from lekiwi_fleet_server.domain.events import DomainEvent
 from lekiwi_fleet_server.domain.robot_state import CurrentState, RobotAggregate, RobotState
 from lekiwi_fleet_server.migrations import current_revision, head_revision, upgrade
 from lekiwi_fleet_server.store import (
@@ -381,6 +382,54 @@ class SqlFleetStore:
 
         self._admin_write('enrol_robot', robot_id, write)
         return self._summary(robot_id, now)
+
+    def record_robot_event(self, event: DomainEvent, *, now: float, actor: str | None = None,
+                           causation: str = 'admin:record') -> None:
+        """Append a state-less event (a command sent, a presence report) to a robot's stream."""
+        if not self.record_robot_events([event], now=now, actor=actor, causation=causation):
+            raise UnknownRobot(f'no robot {event.robot_id!r} is enrolled')
+
+    def record_robot_events(self, events: Sequence[DomainEvent], *, now: float,
+                            actor: str | None = None, causation: str = 'admin:record') -> int:
+        """Append state-less events of any robots in one transaction; return how many.
+
+        Events of robots not enrolled are skipped. Unlike the admin writes nothing is
+        announced: these change no robot's credentials or state, so no server re-checks.
+        """
+        robot_ids = list(dict.fromkeys(e.robot_id for e in events if _is_robot_id(e.robot_id)))
+        if not robot_ids:
+            return 0
+        with self._lock, translate_errors('record_robot_events'):
+            for attempt in range(1, ADMIN_WRITE_ATTEMPTS + 1):
+                # Read back, as an admin write does: another process may have appended.
+                self._forget(robot_ids)
+                try:
+                    with self._writer.begin() as conn:
+                        conn.execute(sa.select(event_counter).with_for_update())
+                        self._ensure_loaded(conn, robot_ids)
+                        outcomes: list[ingest.Outcome] = []
+                        latest: dict[str, RobotState] = {}
+                        for event in events:
+                            state = latest.get(event.robot_id) or self._states.get(event.robot_id)
+                            if state is None or not state.aggregate.enrolled:
+                                continue
+                            outcome = state.on_recorded(event)
+                            latest[event.robot_id] = outcome.state
+                            outcomes.append(outcome)
+                        if not outcomes:
+                            return 0
+                        plan = self._commit_outcomes(conn, outcomes, causation, now, actor)
+                except ConcurrencyConflict:
+                    self._forget(robot_ids)
+                    if attempt == ADMIN_WRITE_ATTEMPTS:
+                        raise
+                    continue
+                except BaseException:
+                    self._forget(robot_ids)
+                    raise
+                self._states.update(plan.states)
+                return len(outcomes)
+        return 0  # not reached: the last attempt returns or raises
 
     def revoke_robot(self, robot_id: str, *, now: float, actor: str | None = None) -> None:
         """Revoke a robot's token (the gateway refuses it from now on); idempotent."""

@@ -25,7 +25,7 @@ BOOT = '9f2c4e1a7b3d5f60'
 def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
     settings = Settings(database_url=database_url, data_dir=tmp_path, gateway_port=0,
                         bootstrap_admin_token=ADMIN_TOKEN, commit_interval_ms=20,
-                        command_timeout_s=2, writer_process=False, flag_tick_s=0.1,
+                        command_timeout_s=2, flag_tick_s=0.1,
                         flag_guard_cooldown_s=0)
     with TestClient(create_app(settings)) as client:
         services: FleetServices = client.app.state.services  # type: ignore[attr-defined]

@@ -24,6 +24,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from lekiwi_fleet_server.cli import main as cli_main
 from lekiwi_fleet_server.domain.admission import key_fingerprint, signed_message
+from lekiwi_fleet_server.domain.key_binding import signed_message as key_signed_message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'api'))
 from live_server import live_server  # noqa: E402 (the API tests' live uvicorn server)
@@ -112,13 +113,83 @@ def test_an_accepted_robot_gets_its_token_on_the_same_connection(client: TestCli
     assert events[0]['type'] == 'RobotEnrolled'
     assert events[0]['metadata']['actor'].startswith('bootstrap-admin-')
     asker.ws.close()
-    # The token it received is a real one: a new connection authenticates with it.
+    # The token it received is a real one, bound to the key: a new connection authenticates
+    # with the token and the key's proof of a fresh nonce (domain/key_binding.py).
     again = connect(f'ws://127.0.0.1:{_port(client)}/', open_timeout=5, legacy=True)
     again.send(json.dumps({'op': 'auth', 'robot_id': 'kiwi-new', 'token': admitted['token'],
-                           'protocol': PROTOCOL}))
+                           'protocol': PROTOCOL, 'key_proof': {'public_key': asker.public_key}}))
+    challenge = json.loads(again.recv(timeout=10))
+    assert challenge['msg'] == 'key_challenge' and challenge['id'] == 'key_proof', challenge
+    proof = {'public_key': asker.public_key,
+             'signature': base64.b64encode(asker.key.sign(
+                 key_signed_message('kiwi-new', challenge['nonce']))).decode()}
+    again.send(json.dumps({'op': 'auth', 'robot_id': 'kiwi-new', 'token': admitted['token'],
+                           'protocol': PROTOCOL, 'key_proof': proof}))
     assert json.loads(again.recv(timeout=10))['msg'] == 'authenticated'
     again.close()
     assert client.get('/api/v1/inventory/admissions', headers=ADMIN).json() == []
+
+
+def _token_auth(port: int, robot_id: str, token: str, **extra: Any) -> ClientConnection:
+    ws = connect(f'ws://127.0.0.1:{port}/', open_timeout=5, legacy=True)
+    ws.send(json.dumps({'op': 'auth', 'robot_id': robot_id, 'token': token,
+                        'protocol': PROTOCOL, **extra}))
+    return ws
+
+
+def _refused(ws: ClientConnection) -> tuple[dict[str, Any], int | None]:
+    reply = json.loads(ws.recv(timeout=10))
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=10)
+    return reply, closed.value.rcvd.code if closed.value.rcvd else None
+
+
+def test_an_admitted_robots_token_without_its_key_is_refused(client: TestClient) -> None:
+    port = _port(client)
+    asker = Asker(port, 'kiwi-bound')
+    assert asker.request()['msg'] == 'admission_pending'
+    wait_for(lambda: client.get('/api/v1/inventory/admissions', headers=ADMIN).json())
+    assert client.post('/api/v1/inventory/admissions/kiwi-bound/accept', headers=ADMIN,
+                       json={}).status_code == 200
+    token = asker.recv()['token']
+    assert asker.recv()['msg'] == 'authenticated'
+    asker.ws.close()
+    # The token alone (copied off the robot): refused at once, the message names the binding.
+    reply, code = _refused(_token_auth(port, 'kiwi-bound', token))
+    assert reply['code'] == 'auth_failed' and code == 4401
+    assert f'bound to key {asker.fingerprint}' in reply['msg'] and 'key_proof' in reply['msg']
+    # The token with another key: refused before any challenge.
+    other = Asker(port, 'kiwi-other')
+    other.ws.close()
+    reply, code = _refused(_token_auth(port, 'kiwi-bound', token,
+                                       key_proof={'public_key': other.public_key}))
+    assert reply['code'] == 'auth_failed' and 'is not the key' in reply['msg'] and code == 4401
+    # The right key, but a signature of another nonce (a replayed one): refused.
+    ws = _token_auth(port, 'kiwi-bound', token, key_proof={'public_key': asker.public_key})
+    nonce = json.loads(ws.recv(timeout=10))['nonce']
+    stale = base64.b64encode(asker.key.sign(key_signed_message('kiwi-bound', 'x' + nonce)))
+    ws.send(json.dumps({'op': 'auth', 'robot_id': 'kiwi-bound', 'token': token,
+                        'protocol': PROTOCOL, 'key_proof': {'public_key': asker.public_key,
+                                                            'signature': stale.decode()}}))
+    reply, code = _refused(ws)
+    assert reply['code'] == 'auth_failed' and 'signature' in reply['msg'] and code == 4401
+    # A wrong token with the right key learns nothing about keys: the usual refusal.
+    reply, _ = _refused(_token_auth(port, 'kiwi-bound', 'lkw_wrong',
+                                    key_proof={'public_key': asker.public_key}))
+    assert reply['code'] == 'auth_failed' and reply['msg'] == 'unknown robot or wrong token'
+
+
+def test_a_robot_enrolled_by_token_only_needs_no_key(client: TestClient) -> None:
+    token = enrol(client, 'kiwi-plain')
+    ws = _token_auth(_port(client), 'kiwi-plain', token)
+    assert json.loads(ws.recv(timeout=10))['msg'] == 'authenticated'
+    ws.close()
+    # An agent that has a key anyway (it once asked admission elsewhere) is not challenged.
+    key = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    ws = _token_auth(_port(client), 'kiwi-plain', token,
+                     key_proof={'public_key': base64.b64encode(key).decode()})
+    assert json.loads(ws.recv(timeout=10))['msg'] == 'authenticated'
+    ws.close()
 
 
 def test_a_rejected_robot_is_refused_closed_and_nothing_is_kept(client: TestClient) -> None:
@@ -224,3 +295,108 @@ def test_the_cli_lists_accepts_and_rejects_through_the_server(
         assert cli_main(['admission', 'list', '--server', live.url, '--token',
                          'lkw_not_an_admin_token_000']) == 1
         assert '401' in capsys.readouterr().err
+
+
+def test_an_accept_racing_the_connections_close_hands_the_token_to_the_same_key_later(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from lekiwi_fleet_server.gateway import admissions as admissions_module
+
+    port = _port(client)
+    desk = client.app.state.services.gateway.admissions  # type: ignore[attr-defined]
+    asker = Asker(port, 'kiwi-race')
+    assert asker.request()['msg'] == 'admission_pending'
+    # The store's enrolment waits until the robot's connection has closed: the race, made sure.
+    entered, gate = threading.Event(), threading.Event()
+    real_enrol = admissions_module.enrol_robot
+
+    def slow_enrol(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert gate.wait(20)
+        return real_enrol(*args, **kwargs)
+
+    monkeypatch.setattr(admissions_module, 'enrol_robot', slow_enrol)
+    answers: list[Any] = []
+    accepting = threading.Thread(target=lambda: answers.append(client.post(
+        '/api/v1/inventory/admissions/kiwi-race/accept', headers=ADMIN, json={})))
+    accepting.start()
+    assert entered.wait(20)  # the admin's accept is in the store now
+    asker.ws.close()
+    wait_for(lambda: not desk.pending())  # the server saw it go
+    gate.set()
+    accepting.join(20)
+    (answer,) = answers
+    assert answer.status_code == 200 and answer.json()['delivered'] is False, answer.text
+    # Another key asking for that id gets nothing, and does not spoil the grant.
+    thief = Asker(port, 'kiwi-race')
+    thief.send_auth(signature=thief.sign(thief.challenge()))
+    reply, code = thief.refusal()
+    assert reply['code'] == 'admission_refused' and 're-enrol' in reply['msg'] and code == 4403
+    # The robot reconnects and asks again with its key: the accepted token comes here.
+    again = Asker(port, 'kiwi-race')
+    again.key, again.public_key = asker.key, asker.public_key
+    again.send_auth(signature=again.sign(again.challenge()))
+    admitted = again.recv()
+    assert admitted['msg'] == 'admission_accepted' and admitted['token'].startswith('lkw_')
+    assert again.recv()['msg'] == 'authenticated'
+    assert client.app.state.services.gateway.is_connected('kiwi-race')  # type: ignore[attr-defined]
+    again.ws.close()
+    # Handed over once: asking once more is refused (the robot has its token now).
+    once_more = Asker(port, 'kiwi-race')
+    once_more.key, once_more.public_key = asker.key, asker.public_key
+    once_more.send_auth(signature=once_more.sign(once_more.challenge()))
+    assert once_more.refusal()[0]['code'] == 'admission_refused'
+
+
+def test_an_accept_that_reaches_its_connection_says_delivered(client: TestClient) -> None:
+    asker = Asker(_port(client), 'kiwi-del')
+    assert asker.request()['msg'] == 'admission_pending'
+    answer = client.post('/api/v1/inventory/admissions/kiwi-del/accept', headers=ADMIN, json={})
+    assert answer.status_code == 200 and answer.json()['delivered'] is True
+    assert asker.recv()['msg'] == 'admission_accepted'
+
+
+@pytest.mark.parametrize('same_key', [True, False])
+def test_a_robot_that_asks_again_while_its_accept_is_stored(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch, same_key: bool) -> None:
+    import threading
+
+    from lekiwi_fleet_server.gateway import admissions as admissions_module
+
+    port = _port(client)
+    desk = client.app.state.services.gateway.admissions  # type: ignore[attr-defined]
+    asker = Asker(port, 'kiwi-again')
+    assert asker.request()['msg'] == 'admission_pending'
+    entered, gate = threading.Event(), threading.Event()
+    real_enrol = admissions_module.enrol_robot
+
+    def slow_enrol(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert gate.wait(20)
+        return real_enrol(*args, **kwargs)
+
+    monkeypatch.setattr(admissions_module, 'enrol_robot', slow_enrol)
+    answers: list[Any] = []
+    accepting = threading.Thread(target=lambda: answers.append(client.post(
+        '/api/v1/inventory/admissions/kiwi-again/accept', headers=ADMIN, json={})))
+    accepting.start()
+    assert entered.wait(20)
+    asker.ws.close()
+    wait_for(lambda: not desk.pending())
+    # It (or someone with another key) asks again before the enrolment has committed.
+    successor = Asker(port, 'kiwi-again')
+    if same_key:
+        successor.key, successor.public_key = asker.key, asker.public_key
+    assert successor.request()['msg'] == 'admission_pending'
+    gate.set()
+    accepting.join(20)
+    (answer,) = answers
+    assert answer.status_code == 200 and answer.json()['delivered'] is same_key
+    if same_key:
+        assert successor.recv()['msg'] == 'admission_accepted'
+        assert successor.recv()['msg'] == 'authenticated'
+    else:  # the id is admitted with the first key: the other key's request is refused
+        reply, code = successor.refusal()
+        assert reply['code'] == 'admission_refused' and 'another key' in reply['msg']
+        assert code == 4403

@@ -140,8 +140,9 @@ def test_scheduled_scans_fill_the_inventory_without_asking(
 
 
 def test_a_flapping_uplink_robot_is_reported_once_not_per_reconnect(
-        make_client: Callable[..., TestClient]) -> None:
-    client = make_client(presence_flap_threshold=4, presence_flap_window_s=60.0)
+        make_client: Callable[..., TestClient], database_url: str) -> None:
+    client = make_client(presence_flap_threshold=4, presence_flap_window_s=60.0,
+                         database_url=database_url)
     token = enrol(client, 'kiwi-flap')
     port = client.app.state.services.gateway.port  # type: ignore[attr-defined]
     for _ in range(8):  # eight connect/disconnect cycles, each seen by a refresh
@@ -156,3 +157,72 @@ def test_a_flapping_uplink_robot_is_reported_once_not_per_reconnect(
     # First online, then three changes reported, then one flapping report for the rest.
     assert states == ['online', 'offline', 'online', 'offline', 'flapping'], states
     assert changes[-1]['changes_in_window'] == 4
+    # The flap is one event on the robot's stream, not one per reconnect.
+    events = wait_for(lambda: [e for e in client.get(
+        '/api/v1/robots/kiwi-flap/events', headers=ADMIN, params={'limit': 500}).json()['events']
+        if e['type'] == 'RobotFlapped'])
+    assert len(events) == 1 and events[0]['data']['changes_in_window'] == 4
+    assert events[0]['metadata']['causation'] == 'discovery:presence'
+    timeline = client.get('/api/v1/timeline', headers=ADMIN,
+                          params={'robot_id': 'kiwi-flap', 'limit': 500}).json()['entries']
+    assert [e['severity'] for e in timeline if e['type'] == 'RobotFlapped'] == ['warning']
+
+
+def _raw_robot(port: int, robot_id: str, token: str) -> Any:
+    """Open a robot connection on a bare socket that never answers the gateway's pings."""
+    import base64
+    import os
+    import socket
+
+    sock = socket.create_connection(('127.0.0.1', port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f'GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n'
+                  f'Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n'
+                  'Sec-WebSocket-Version: 13\r\n\r\n').encode())
+    answer = b''
+    while b'\r\n\r\n' not in answer:
+        answer += sock.recv(4096)
+    assert answer.startswith(b'HTTP/1.1 101'), answer
+    sock.sendall(_client_frame(0x1, json.dumps({
+        'op': 'auth', 'robot_id': robot_id, 'token': token,
+        'protocol': ['lekiwi-fleet/1']}).encode()))
+    return sock
+
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    mask = b'\x01\x02\x03\x04'
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    if len(payload) < 126:
+        length = bytes([0x80 | len(payload)])
+    else:
+        assert len(payload) < 65536
+        length = bytes([0x80 | 126]) + len(payload).to_bytes(2, 'big')
+    return bytes([0x80 | opcode]) + length + mask + masked
+
+
+def test_a_silent_robot_goes_stale_and_back_and_each_is_an_event(
+        make_client: Callable[..., TestClient], database_url: str) -> None:
+    client = make_client(presence_stale_s=1.0, presence_timeout_s=8.0,
+                         database_url=database_url)
+    token = enrol(client, 'kiwi-quiet')
+    port = client.app.state.services.gateway.port  # type: ignore[attr-defined]
+    sock = _raw_robot(port, 'kiwi-quiet', token)
+    try:
+        def state() -> str | None:
+            entry = inventory(client).get('kiwi-quiet')
+            return entry['presence']['state'] if entry and entry['presence'] else None
+
+        wait_for(lambda: state() == 'stale')  # it answers no ping: silent past 1 s
+        sock.sendall(_client_frame(0xA, b''))  # a pong: heard again
+        wait_for(lambda: state() == 'online')
+
+        def recorded() -> list[tuple[str, str]]:
+            events = client.get('/api/v1/robots/kiwi-quiet/events', headers=ADMIN,
+                                params={'limit': 100}).json()['events']
+            return [(e['type'], e['data'].get('reason', '')) for e in events
+                    if e['type'] in ('RobotWentStale', 'RobotStaleEnded')]
+
+        assert wait_for(lambda: len(recorded()) == 2 and recorded()) == [
+            ('RobotWentStale', 'silent'), ('RobotStaleEnded', 'connected')]
+    finally:
+        sock.close()

@@ -50,6 +50,12 @@ def _samples() -> list[ev.DomainEvent]:
         ev.DeploymentAbortRequested('', deployment_id='d', by='op', at=1.0),
         ev.DeploymentAborted('', deployment_id='d', at=1.0),
         ev.DeploymentCompleted('', deployment_id='d', succeeded=1, failed=1, skipped=0, at=1.0),
+        ev.RobotCommandSent('r', command_id='cmd-1', command_type='ping', outcome='accepted',
+                            message='pong', at=10.0),
+        ev.RobotWentStale('r', at=11.0, reason='silent'),
+        ev.RobotStaleEnded('r', at=11.5, reason='heard'),
+        ev.RobotFlapped('r', at=12.0, changes_in_window=5),
+        ev.RobotPresenceSettled('r', at=13.0, state='online', reason='flap_ended'),
     ]
 
 
@@ -57,7 +63,7 @@ def test_every_class_is_registered_once_in_the_past_tense() -> None:
     assert set(ev.EVENT_TYPES) == {cls.TYPE for cls in ev.EVENT_CLASSES}
     assert len(ev.EVENT_TYPES) == len(ev.EVENT_CLASSES) == len(_samples())
     for name in ev.EVENT_TYPES:
-        assert name.endswith(('ed', 'Online', 'Offline', 'RolledBack')), name
+        assert name.endswith(('ed', 'Online', 'Offline', 'RolledBack', 'WentStale', 'Sent')), name
 
 
 @pytest.mark.parametrize('event', _samples(), ids=lambda e: e.TYPE)

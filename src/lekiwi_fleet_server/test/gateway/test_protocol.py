@@ -266,6 +266,8 @@ def _definition_of(frame: dict[str, Any]) -> str:
         return 'AckFrame' if frame['topic'] == 'fleet/ack' else PUBLISH_DEFS[frame['topic']]
     if op == 'status' and frame.get('id') == 'admission':
         return 'AdmissionStatusFrame'
+    if op == 'status' and frame.get('id') == 'key_proof':
+        return 'KeyChallengeFrame'
     if op == 'status':
         return 'AuthOkFrame' if frame['level'] == 'info' else 'ErrorFrame'
     return _OP_DEFS[op]

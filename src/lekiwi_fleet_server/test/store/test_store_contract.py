@@ -414,3 +414,30 @@ def test_reads_with_impossible_ids_find_nothing(store: SqlFleetStore) -> None:
         store.list_robots(RobotFilter(tag='a\x00'), now=T0)
     with pytest.raises(InvalidQuery):
         store.list_robots(RobotFilter(software_version='1\x00'), now=T0)
+
+
+def test_state_less_events_are_appended_with_their_actor(store: SqlFleetStore) -> None:
+    from lekiwi_fleet_server.domain.events import RobotCommandSent, RobotWentStale
+
+    enrol(store, 'kiwi-1')
+    enrol(store, 'kiwi-2')
+    store.record_robot_event(RobotCommandSent('kiwi-1', command_type='ping', outcome='accepted',
+                                              at=T0 + 1), now=T0 + 1, actor='ana',
+                             causation='api:command')
+    with pytest.raises(UnknownRobot):
+        store.record_robot_event(RobotWentStale('nobody', at=T0), now=T0)
+    # Many robots in one call; robots not enrolled are skipped, not an error.
+    assert store.record_robot_events(
+        [RobotWentStale('kiwi-1', at=T0 + 2), RobotWentStale('kiwi-2', at=T0 + 2),
+         RobotWentStale('nobody', at=T0 + 2), RobotWentStale('kiwi-1', at=T0 + 3)],
+        now=T0 + 3, causation='discovery:presence') == 3
+    assert store.record_robot_events([], now=T0) == 0
+    events = store.robot_timeline('kiwi-1', 0, 100).events
+    assert [e.type for e in events] == ['RobotEnrolled', 'RobotCommandSent', 'RobotWentStale',
+                                        'RobotWentStale']
+    assert events[1].metadata['actor'] == 'ana'
+    assert events[1].metadata['causation'] == 'api:command'
+    assert [e.type for e in store.robot_timeline('kiwi-2', 0, 100).events] == [
+        'RobotEnrolled', 'RobotWentStale']
+    # Recorded events change no state: the robot is still never seen.
+    assert store.get_robot('kiwi-1', now=T0 + 4).status == 'never_seen'  # type: ignore[union-attr]

@@ -43,7 +43,7 @@ async def accept_admission(robot_id: RobotId, body: AdmissionDecision, services:
                            admin: AdminOperator) -> dict[str, Any]:
     """Enrol the robot and send its token to its waiting connection (not to the caller)."""
     try:
-        request, enrolment = await services.gateway.admissions.accept(
+        request, enrolment, delivered = await services.gateway.admissions.accept(
             robot_id, actor=admin.name, tags=body.tags, fingerprint=body.fingerprint)
     except AdmissionRefused as exc:
         raise _not_pending(robot_id, exc) from None
@@ -55,7 +55,10 @@ async def accept_admission(robot_id: RobotId, body: AdmissionDecision, services:
     if services.discovery is not None:
         await services.discovery.refresh_enrolled()
     return {**request.as_dict(), 'status': 'accepted', 'accepted_by': admin.name,
-            'tags': list(enrolment.robot.tags)}
+            'tags': list(enrolment.robot.tags),
+            # False: its connection closed as it was accepted; the token waits for the same
+            # key to ask again (admission_timeout_s), else re-enrol it (gateway/admissions.py).
+            'delivered': delivered}
 
 
 @router.post('/{robot_id}/reject')
