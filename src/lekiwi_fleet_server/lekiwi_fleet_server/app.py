@@ -28,6 +28,7 @@ from lekiwi_fleet_server.api.routes import (
     health,
     inventory,
     releases,
+    robot_poll,
     robots,
     sequences,
     stream,
@@ -257,6 +258,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     for module in (auth, accounts):  # password logins and accounts (issue 19)
         app.include_router(module.router)
     app.include_router(admissions.router)  # admission of robots without a token (issue 18)
+    app.include_router(robot_poll.router)  # the uplink's HTTP long-polling transport (issue 20)
     mount_graphql(app, settings)
     mount_dashboard(app, settings.dashboard_dir)
 
