@@ -67,7 +67,7 @@ def test_post_answers_acks_after_commit_and_dedups(api: Api) -> None:
     coverage = api.client.get('/api/v1/robots/kiwi-poll/sequences', headers=api.admin).json()
     assert coverage['boots'][0]['count'] == 3
     robot = api.client.get('/api/v1/robots/kiwi-poll', headers=api.admin).json()
-    assert robot['connected'] is True
+    assert robot['connected'] is True and robot['transport'] == 'polling'
 
 
 def test_invalid_frames_get_the_gateways_errors(api: Api) -> None:
@@ -130,6 +130,8 @@ def test_revocation_ends_the_polling_session_at_once(api: Api) -> None:
 def test_a_later_transport_replaces_the_earlier(api: Api) -> None:
     token = api.enrol('kiwi-swap')
     ws = robot_connection(api, 'kiwi-swap', token)
+    robot = api.client.get('/api/v1/robots/kiwi-swap', headers=api.admin).json()
+    assert robot['transport'] == 'websocket'
     _open(api, 'kiwi-swap', token)  # polling replaces the WebSocket...
     replaced = json.loads(ws.recv(timeout=5))
     assert replaced['code'] == 'replaced'

@@ -24,6 +24,8 @@ def robot_out(services: FleetServices, robot: RobotSummary) -> RobotOut:
     """Return the API view of a robot row, with whether it is connected right now."""
     out = RobotOut.model_validate(robot)
     out.connected = services.gateway.is_connected(robot.robot_id)
+    if out.connected:  # the uplink's transport in use (gateway/http_uplink.py)
+        out.transport = services.gateway.polling.transport_of(robot.robot_id) or 'websocket'
     return out
 
 
