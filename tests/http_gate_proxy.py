@@ -5,12 +5,14 @@ upgrade requests to the gateway, and the test decides what it does with upgrades
 (`pass`), refuse them with 403 as a proxy that does not do WebSockets (`refuse`), or pass them
 and hold every chunk of the upgraded connection for `delay_s` in each direction (`delay`), as a
 congested or far-away link. It counts the bytes of the HTTP (polling) connections both ways,
-on the wire. Written with asyncio, in a thread of its own.
+and those of the WebSocket ones, on the wire, and when the first ack of each reached the robot.
+Written with asyncio, in a thread of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -29,6 +31,10 @@ class HttpGateProxy:
         self.delay_s = 0.0
         self.http_bytes_up = 0  # robot -> server, polling connections
         self.http_bytes_down = 0  # server -> robot, polling connections
+        self.ws_bytes_up = 0  # the same over WebSockets
+        self.ws_bytes_down = 0
+        # When the first ack reached the robot over each transport since mark() (monotonic).
+        self.first_ack: dict[str, float | None] = {'http': None, 'ws': None}
         self.upgrades_refused = 0
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
@@ -50,6 +56,14 @@ class HttpGateProxy:
     def byte_counts(self) -> tuple[int, int]:
         """Return the polling bytes (up, down) so far."""
         return self.http_bytes_up, self.http_bytes_down
+
+    def ws_byte_counts(self) -> tuple[int, int]:
+        """Return the WebSocket bytes (up, down) so far."""
+        return self.ws_bytes_up, self.ws_bytes_down
+
+    def mark(self) -> None:
+        """Forget the first acks seen: the next ones of each transport are noted again."""
+        self.first_ack = {'http': None, 'ws': None}
 
     def close(self) -> None:
         async def shutdown() -> None:
@@ -73,6 +87,11 @@ class HttpGateProxy:
         self._loop.run_forever()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Cancelled at close(): end quietly (asyncio logs a connection task that raises).
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._proxy(reader, writer)
+
+    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(_HEAD_END)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
@@ -95,15 +114,16 @@ class HttpGateProxy:
         for w in (writer, up_writer):
             w.is_websocket = upgrade  # type: ignore[attr-defined]
             self._writers.add(w)
-        if not upgrade:
-            self.http_bytes_up += len(head)
+        self.http_bytes_up += len(head) if not upgrade else 0
+        self.ws_bytes_up += len(head) if upgrade else 0
         up_writer.write(head)
-        await asyncio.gather(self._pipe(reader, up_writer, delay, not upgrade, True),
-                             self._pipe(up_reader, writer, delay, not upgrade, False),
+        kind = 'ws' if upgrade else 'http'
+        await asyncio.gather(self._pipe(reader, up_writer, delay, kind, True),
+                             self._pipe(up_reader, writer, delay, kind, False),
                              return_exceptions=True)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    delay_s: float, count: bool, up: bool) -> None:
+                    delay_s: float, kind: str, up: bool) -> None:
         # Delayed chunks keep their order: each waits until its own arrival + delay.
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -117,15 +137,14 @@ class HttpGateProxy:
                     await asyncio.sleep(wait)
                 writer.write(data)
                 await writer.drain()
+                name = f'{kind}_bytes_{"up" if up else "down"}'
+                setattr(self, name, getattr(self, name) + len(data))
+                if not up and self.first_ack[kind] is None and b'fleet/ack' in data:
+                    self.first_ack[kind] = time.monotonic()
 
         sender = asyncio.create_task(forward())
         try:
             while data := await reader.read(65536):
-                if count:
-                    if up:
-                        self.http_bytes_up += len(data)
-                    else:
-                        self.http_bytes_down += len(data)
                 queue.put_nowait((time.monotonic(), data))
             queue.put_nowait((time.monotonic(), b''))
             await sender
