@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from polling_server import PollingStandIn
+from uplink_server import UplinkTestServer
 
 from lekiwi_agent_ros.uplink.ack_latency import LatencyConfig
 from lekiwi_agent_ros.uplink.backoff import Backoff, BackoffConfig
@@ -149,3 +151,108 @@ def test_config_problems() -> None:
 @pytest.mark.parametrize('url', ['http://fleet:8000', 'https://fleet.example'])
 def test_good_urls(url: str) -> None:
     assert PollingConfig(poll_url=url).problems() == []
+
+
+def event(n: int) -> dict:
+    return {'header': {'stamp': {'sec': 1, 'nanosec': 0}, 'frame_id': ''}, 'robot_id': 'kiwi-1',
+            'boot_id': 'b00t0001', 'sequence': n, 'severity': 1, 'event_type': 'test.tick',
+            'payload_json': '{}'}
+
+
+def test_polling_delivers_acks_commands_and_goes_back_when_a_probe_opens(
+        tmp_path: Path) -> None:
+    logs: list[str] = []
+    probe_target = UplinkTestServer({'kiwi-1': 'lkw_token'})
+    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
+    for n in range(1, 6):
+        outbox.put('fleet/events', event(n))
+    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
+                            Handler(), time.monotonic, lambda level, text: None)
+    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+
+    async def go() -> PollingStandIn:
+        stand_in = PollingStandIn('kiwi-1', 'lkw_token')
+        url = await stand_in.start()
+        config = PollingConfig(poll_url=url, long_poll_s=0.2, probe_base_s=1.5,
+                               probe_cap_s=1.5)
+        fb = PollingFallback(config, probe_target.url, 'kiwi-1',
+                             lambda level, text: logs.append(text))
+        await stand_in.commands.put({
+            'op': 'call_service', 'service': 'fleet/command', 'id': 'cmd-1',
+            'args': {'command_id': 'cmd-1', 'command_type': 'ping', 'payload_json': '{}'}})
+        wake = asyncio.Event()
+        await asyncio.wait_for(fb.run('lkw_token', session, session.frames_to_send, wake,
+                                      asyncio.Event(), backoff), 20)
+        await stand_in.close()
+        assert fb.transport == WEBSOCKET and fb.switches == 2
+        return stand_in
+
+    try:
+        stand_in = asyncio.run(go())
+    finally:
+        probe_target.close()
+    assert stand_in.committed == [('b00t0001', n) for n in range(1, 6)]
+    assert len(outbox) == 0 and session.stats.acked_total == 5
+    assert stand_in.responses == [{'op': 'service_response', 'service': 'fleet/command',
+                                   'id': 'cmd-1', 'result': True,
+                                   'values': {'accepted': True, 'message': 'ok'}}]
+    assert 'the WebSocket opens again: leaving polling' in logs, logs
+    assert any('authenticated with http://127.0.0.1' in line for line in logs)
+    outbox.close()
+
+
+def test_a_polling_session_the_server_dropped_ends_and_a_wrong_token_is_refused(
+        tmp_path: Path) -> None:
+    logs: list[str] = []
+    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
+    outbox.put('fleet/events', event(1))
+    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
+                            Handler(), time.monotonic, lambda level, text: None)
+    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+
+    async def go(token: str) -> None:
+        stand_in = PollingStandIn('kiwi-1', 'lkw_token')
+        stand_in.refuse_frames = True
+        config = PollingConfig(poll_url=await stand_in.start(), long_poll_s=0.2)
+        fb = PollingFallback(config, 'ws://127.0.0.1:1/', 'kiwi-1',
+                             lambda level, text: logs.append(text))
+        await asyncio.wait_for(fb.run(token, session, session.frames_to_send, asyncio.Event(),
+                                      asyncio.Event(), backoff), 20)
+        await stand_in.close()
+
+    asyncio.run(go('lkw_token'))
+    assert any('ended: HTTP 409' in line for line in logs), logs
+    asyncio.run(go('lkw_wrong'))
+    assert any('ended: HTTP 401' in line for line in logs), logs
+    assert len(outbox) == 1  # nothing acked, nothing lost
+    outbox.close()
+
+
+def test_the_node_parameters_make_the_fallback(tmp_path: Path) -> None:
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from lekiwi_agent_ros.uplink.polling_config import polling_fallback
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        def node(**values: object) -> Node:
+            overrides = [Parameter(k, value=v) for k, v in values.items()]
+            return Node('fallback_params', context=context, parameter_overrides=overrides)
+
+        plain = node()
+        assert polling_fallback(plain, 'ws://x/', 'kiwi-1', print, 'ua') is None
+        plain.destroy_node()
+        on = node(poll_url='https://fleet.example', fallback_latency_p99_ms=250.0,
+                  websocket_probe_base_s=2.0)
+        fb = polling_fallback(on, 'ws://x/', 'kiwi-1', print, 'ua')
+        assert fb is not None and fb.transport == WEBSOCKET and fb.probe_delay() == 2.0
+        on.destroy_node()
+        bad = node(poll_url='ftp://fleet')
+        with pytest.raises(ValueError, match='poll_url must start with http'):
+            polling_fallback(bad, 'ws://x/', 'kiwi-1', print, 'ua')
+        bad.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
