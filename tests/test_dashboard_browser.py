@@ -97,6 +97,7 @@ def test_operator_watches_a_robot_come_online_and_drive_live(
 
         page.click(row)
         page.wait_for_selector(f'#robot-page[data-robot-id="{ROBOT}"]')
+        page.wait_for_selector('#robot-uplink:text-is("websocket")')  # the transport in use
         # uPlot draws into canvases once the downsampled range query returned buckets.
         page.wait_for_selector('.chart[data-chart=cpu_percent]:not([data-points="0"]) canvas',
                                timeout=60_000)

@@ -38,13 +38,15 @@ def _values(items: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
 
 def uplink_statuses(node_name: str, robot_id: str, *, connected: bool, server_url: str,
                     outbox_pending: int, acknowledged_total: int, storage_problem: str | None,
-                    held: int, max_outbox_messages: int) -> list[Status]:
+                    held: int, max_outbox_messages: int,
+                    transport: str = 'websocket') -> list[Status]:
     """Return the uplink's connection and outbox statuses."""
     connection = Status(
         f'{node_name}: connection', OK if connected else WARN,
-        'connected' if connected else 'not connected: queueing in the outbox, reconnecting',
+        (f'connected ({transport})' if connected else
+         'not connected: queueing in the outbox, reconnecting'),
         robot_id, _values({'server_url': server_url, 'connected': connected,
-                           'acknowledged_total': acknowledged_total}))
+                           'acknowledged_total': acknowledged_total, 'transport': transport}))
     if storage_problem is not None:
         level, message = ERROR, f'cannot write: {storage_problem}; {held} messages held'
     elif outbox_pending > max_outbox_messages:

@@ -27,6 +27,11 @@ def test_uplink_statuses_follow_the_connection_and_the_disk() -> None:
     assert (connection.name, connection.level, connection.hardware_id) == (
         'fleet_uplink: connection', OK, ROBOT)
     assert outbox.level == OK and ('pending', '2') in outbox.values
+    assert ('transport', 'websocket') in connection.values
+    connection, _ = uplink_statuses('fleet_uplink', ROBOT, connected=True, outbox_pending=0,
+                                    storage_problem=None, transport='polling', **common)
+    assert connection.message == 'connected (polling)' and ('transport', 'polling') in \
+        connection.values
     connection, outbox = uplink_statuses('fleet_uplink', ROBOT, connected=False,
                                          outbox_pending=200, storage_problem=None, **common)
     assert connection.level == WARN and outbox.level == WARN

@@ -32,6 +32,7 @@ def test_package_xml_declares_every_module_the_package_imports() -> None:
                 imported.add(node.module.split('.')[0])
     third_party = imported - set(sys.stdlib_module_names) - {'lekiwi_agent_ros'}
     keys['cryptography'] = 'python3-cryptography'  # the admission key (uplink/admission_key)
+    keys['httpx'] = 'python3-httpx'  # the uplink's polling fallback (uplink/http_transport)
     assert third_party <= set(keys), f'no rosdep key known for {third_party - set(keys)}'
     missing = {keys[m] for m in third_party} - declared
     assert not missing, f'package.xml lacks {missing}'

@@ -54,6 +54,7 @@ from lekiwi_agent_ros.uplink.outbox import (
     OutboxStorageError,
     TopicPolicy,
 )
+from lekiwi_agent_ros.uplink.polling_config import polling_fallback
 from lekiwi_agent_ros.uplink.state_throttle import StateThrottle
 from lekiwi_agent_ros.uplink.uplink_session import (
     DEPLOY_ACTION,
@@ -174,6 +175,7 @@ class FleetUplinkNode(Node):
         """Declare parameters, open the outbox, create ROS entities, start the WebSocket."""
         super().__init__(node_name, **node_kwargs)  # type: ignore[arg-type]
         self._client: UplinkClient | None = None
+        self._fallback = None
         self._outbox: Outbox | None = None
         try:
             self._setup(boot_id)
@@ -264,6 +266,10 @@ class FleetUplinkNode(Node):
                 f'admission key {self.config.admission_key_file}; without a token in '
                 f'{self.config.token_file} the uplink asks the server for admission'
             )
+        # HTTP long polling when the WebSocket is refused or slow (uplink/http_transport.py).
+        self._fallback = polling_fallback(
+            self, self.config.server_url, self.config.robot_id, self._log,
+            f'lekiwi-agent/{lekiwi_agent_ros.__version__}')
         self._client = UplinkClient(
             self.config.server_url,
             session,
@@ -274,6 +280,7 @@ class FleetUplinkNode(Node):
             max_frame_bytes=self.config.max_frame_bytes,
             admission=admission,
             on_token=self._store_token,
+            fallback=self._fallback,
         )
         self._client.start()
         self.get_logger().info(
@@ -565,7 +572,8 @@ class FleetUplinkNode(Node):
             outbox_pending=len(self._outbox) if self._outbox is not None else 0,
             acknowledged_total=self._session.stats.acked_total,
             storage_problem=self.storage_problem, held=len(self._held),
-            max_outbox_messages=self.config.max_outbox_messages)
+            max_outbox_messages=self.config.max_outbox_messages,
+            transport=self._fallback.transport if self._fallback is not None else 'websocket')
 
     def _close(self) -> None:
         if self._client is not None:

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
@@ -29,6 +30,9 @@ except ImportError as exc:  # websockets < 13: Ubuntu 24.04's python3-websockets
 
 from lekiwi_agent_ros.uplink.backoff import Backoff
 from lekiwi_agent_ros.uplink.uplink_session import AdmissionSigner, Log, UplinkSession
+
+if TYPE_CHECKING:  # imported by fleet_uplink only with a poll_url: httpx costs memory
+    from lekiwi_agent_ros.uplink.http_transport import PollingFallback
 
 # The close code of a server going down for a restart (RFC 6455 registry): come back soon.
 SERVICE_RESTART = 1012
@@ -51,7 +55,9 @@ class UplinkClient:
         now: Callable[[], float] = time.monotonic,
         admission: AdmissionSigner | None = None,
         on_token: Callable[[str], None] | None = None,
+        fallback: PollingFallback | None = None,
     ) -> None:
+        self._fallback = fallback  # HTTP polling when the WebSocket is refused or too slow
         # With `admission`, a robot without a token asks admission with that key, and
         # `on_token` stores the token an admin's acceptance sends (docs/robot-protocol.md, 1a).
         self._admission = admission
@@ -129,6 +135,9 @@ class UplinkClient:
             token = self._read_token()
             if token or self._admission is not None:
                 await self._connect_once(token)
+                if self._fallback is not None and token:  # uplink/http_transport.py
+                    await self._fallback.run(token, self._session, self._pending_frames,
+                                             self._wake_event, self._stop_event, self._backoff)
             self._session.connection_closed()
             self._backoff.disconnected()
             if self._stop_event.is_set():
@@ -169,7 +178,8 @@ class UplinkClient:
                 # The gateway (picows) does no permessage-deflate; offering it costs a zlib context.
                 compression=None,
                 user_agent_header=self._user_agent,
-            ) as ws:
+            ) as opened:
+                ws = opened if self._fallback is None else self._fallback.watch(opened)
                 self._log(logging.INFO, f'connected to {self._url}; authenticating')
                 await ws.send(self._session.connection_opened(token, self._admission))
                 await self._serve(ws)
@@ -192,7 +202,8 @@ class UplinkClient:
             while True:
                 # Cleared before looking, so a wake() from now on is never missed.
                 self._wake_event.clear()
-                reason = self._session.expired()
+                reason = self._session.expired() or (
+                    self._fallback.too_slow() if self._fallback is not None else None)
                 if reason:
                     self._log(logging.WARNING, f'dropping the connection: {reason}')
                     await ws.close(1000, reason[:120])

@@ -23,6 +23,7 @@ class RobotOut(_FromAttributes):
     enrolled_at: float
     revoked: bool
     connected: bool = False
+    transport: str | None = None  # while connected: 'websocket' or 'polling'
     last_heartbeat_at: float | None = None
     boot_id: str | None = None
     last_seq: int | None = None

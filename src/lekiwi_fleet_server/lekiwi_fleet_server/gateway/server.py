@@ -38,6 +38,7 @@ from lekiwi_fleet_server.gateway.commit_worker import (
     ThreadCommitter,
     refusal_error,
 )
+from lekiwi_fleet_server.gateway.http_uplink import HttpUplink
 from lekiwi_fleet_server.gateway.ownership import FencedCommitter, SessionOwnership
 from lekiwi_fleet_server.gateway.session import RobotSession
 from lekiwi_fleet_server.gateway.writer_metrics import WriterMetrics
@@ -146,6 +147,7 @@ class RobotGateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self.admissions = AdmissionDesk(self)  # robots without a token asking admission
+        self.polling = HttpUplink(self)  # robots on HTTP long polling (gateway/http_uplink.py)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:

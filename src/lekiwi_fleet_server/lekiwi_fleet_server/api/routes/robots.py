@@ -34,6 +34,8 @@ def robot_out(services: FleetServices, robot: RobotSummary,
     out.connected = owner is not None  # to whichever gateway of the fleet holds it
     if owner is None and robot.robot_id not in tokens:  # never claimed: this gateway's view
         out.connected = services.gateway.is_connected(robot.robot_id)
+    if services.gateway.is_connected(robot.robot_id):  # the uplink's transport in use here
+        out.transport = services.gateway.polling.transport_of(robot.robot_id) or 'websocket'
     return out
 
 

@@ -82,6 +82,26 @@ export function RobotPage({ state, stream, robotId }) {
   const [timeline, setTimeline] = useState([]);
   const [sessions, setSessions] = useState([]);
   const [error, setError] = useState(null);
+  const [uplink, setUplink] = useState(null); // the transport in use: websocket or polling
+
+  useEffect(() => {
+    // Not on the stream (the gateway knows it, not the read model): asked every 5 s.
+    let cancelled = false;
+    const load = async () => {
+      try {
+        const r = await api.robot(robotId);
+        if (!cancelled) setUplink(r.connected ? r.transport : null);
+      } catch {
+        if (!cancelled) setUplink(null);
+      }
+    };
+    load();
+    const id = setInterval(load, 5000);
+    return () => {
+      cancelled = true;
+      clearInterval(id);
+    };
+  }, [robotId]);
 
   useEffect(() => {
     let cancelled = false;
@@ -149,6 +169,7 @@ export function RobotPage({ state, stream, robotId }) {
       ${robot ? html`
         <dl class="facts">
           <dt>State</dt><dd>${robot.state || '—'}</dd>
+          <dt>Uplink</dt><dd id="robot-uplink">${uplink || 'not connected'}</dd>
           <dt>Heartbeat</dt><dd>${age(robot.last_heartbeat_at ? now - robot.last_heartbeat_at : null)}</dd>
           <dt>Software</dt><dd>${robot.software_version || '—'} (agent ${robot.agent_version || '—'})</dd>
           <dt>CPU</dt><dd>${percent(res.cpu_percent)}</dd>

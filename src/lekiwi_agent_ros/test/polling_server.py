@@ -1,0 +1,85 @@
+"""A stand-in for the fleet API's polling routes in the uplink's unit tests (asyncio, loopback).
+
+It answers what docs/robot-protocol.md section 7 says, in the test's own event loop: the
+session opens with the robot's `auth` frame and token, POSTed publish frames are "committed"
+once per (boot_id, seq) and acked in the answer, a GET hands out the queued commands, and
+`refuse_frames` makes every frames request a 409 (the session gone). It is not the real server:
+the system test tests/test_uplink_fallback.py runs the agent against that one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+class PollingStandIn:
+    """The polling routes of one robot, on 127.0.0.1 (port 0)."""
+
+    def __init__(self, robot_id: str, token: str) -> None:
+        self.robot_id, self.token = robot_id, token
+        self.committed: list[tuple[str, int]] = []
+        self.responses: list[dict[str, Any]] = []
+        self.commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.refuse_frames = False
+        self.requests = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, '127.0.0.1', 0)
+        return f'http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}'
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b'\r\n\r\n')
+                lines = head.decode().split('\r\n')
+                method, target, _ = lines[0].split(' ', 2)
+                headers = {k.lower(): v.strip() for k, v in
+                           (line.split(':', 1) for line in lines[1:] if ':' in line)}
+                body = await reader.readexactly(int(headers.get('content-length', '0')))
+                status, frames = await self._answer(method, target, headers, body)
+                payload = b''.join(json.dumps(f).encode() + b'\n' for f in frames)
+                writer.write(f'HTTP/1.1 {status} X\r\nContent-Length: {len(payload)}\r\n'
+                             'Content-Type: application/x-ndjson\r\n\r\n'.encode() + payload)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def _answer(self, method: str, target: str, headers: dict[str, str],
+                      body: bytes) -> tuple[int, list[dict[str, Any]]]:
+        self.requests += 1
+        url = urlsplit(target)
+        if headers.get('authorization') != f'Bearer {self.token}' \
+                or headers.get('x-robot-id') != self.robot_id:
+            return 401, []
+        frames = [json.loads(line) for line in body.split(b'\n') if line.strip()]
+        if url.path == '/api/v1/robot/uplink/session':
+            assert frames[0]['op'] == 'auth' and frames[0]['token'] == self.token
+            return 200, [{'op': 'status', 'level': 'info', 'id': 'auth', 'msg': 'authenticated',
+                          'protocol': frames[0]['protocol'][0], 'robot_id': self.robot_id}]
+        if self.refuse_frames:
+            return 409, []
+        if method == 'GET':
+            wait = float(parse_qs(url.query).get('wait_s', ['0'])[0])
+            try:
+                return 200, [await asyncio.wait_for(self.commands.get(), wait)]
+            except TimeoutError:
+                return 200, []
+        acks: dict[str, list[list[int]]] = {}
+        for frame in frames:
+            if frame['op'] == 'publish':
+                key = (frame['boot_id'], frame['seq'])
+                if key not in self.committed:
+                    self.committed.append(key)
+                acks.setdefault(frame['boot_id'], []).append([frame['seq'], frame['seq']])
+            else:
+                self.responses.append(frame)
+        return 200, [{'op': 'publish', 'topic': 'fleet/ack',
+                      'msg': {'boot_id': boot, 'ranges': ranges}} for boot, ranges in acks.items()]
