@@ -123,6 +123,14 @@ def test_operator_peer_raises_and_drops_the_teleop_score(harness: RosHarness) ->
         assert len({m.operator_id for m in topics.round_trips}) == 1
         assert fully_engaged(), f'score {status.score}'
         assert status.teleop_active and status.operator_present
+
+        def rtt_reported() -> bool:  # webrtc/status comes at its own period: wait for one
+            return any(m.connected_peers == 1 and m.video_tracks_sending == 1
+                       and not math.isnan(m.round_trip_ms) for _, m in topics.webrtc)
+
+        deadline = time.monotonic() + 5.0
+        while not rtt_reported() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         driving.cancel()
         closed_at = time.monotonic()
         await client.close()
