@@ -65,7 +65,10 @@ class JetStreamCommitter:
         for robot_id, received_at, payload in frames:
             try:
                 head = orjson.loads(payload)
-                msg_id = subjects.message_id(robot_id, head['boot_id'], head['seq'])
+                # lekiwi-fleet/2 state readings number in a space of their own (`state_seq`).
+                msg_id = (subjects.message_id(robot_id, head['boot_id'], head['seq'])
+                          if 'seq' in head else subjects.state_message_id(
+                              robot_id, head['boot_id'], head['state_seq']))
             except (ValueError, KeyError, TypeError) as exc:
                 # The session validated the frame: only a bug gets here. The writer would
                 # refuse it the same way; without an id it cannot be de-duplicated.

@@ -47,3 +47,8 @@ def updates_subject(partition: int | str) -> str:
 def message_id(robot_id: str, boot_id: str, seq: int) -> str:
     """Return the JetStream de-duplication id of a robot's message (`robot:boot:seq`)."""
     return f'{robot_id}:{boot_id}:{seq}'
+
+
+def state_message_id(robot_id: str, boot_id: str, state_seq: int) -> str:
+    """Return the de-duplication id of a lekiwi-fleet/2 state reading (`robot:boot:s<seq>`)."""
+    return f'{robot_id}:{boot_id}:s{state_seq}'

@@ -96,6 +96,42 @@ async def test_frames_are_committed_by_the_writer_and_acked_to_their_gateway(
         await writer.stop()
 
 
+def state_raw(state_seq: int) -> tuple[str, float, bytes]:
+    """A lekiwi-fleet/2 heartbeat: numbered in the state space (`state_seq`, no `seq`)."""
+    frame = rf.publish('fleet/heartbeat', 1, rf.heartbeat(ROBOT))
+    del frame['seq']
+    frame['state_seq'] = state_seq
+    return ROBOT, T0 + state_seq, orjson.dumps(frame)
+
+
+async def test_v2_state_readings_cross_the_broker_and_are_acked_in_their_own_space(
+        links: tuple[NatsLink, NatsLink], store: SqlFleetStore) -> None:
+    gateway_link, writer_link = links
+    delivered: list[CommitOutcome] = []
+    await AckInbox(gateway_link, 'gw1', delivered.append).start()
+    committer = JetStreamCommitter(gateway_link, 0, 'gw1')
+    outcome = await committer.commit([raw(1), state_raw(1), state_raw(2)], [], T0, False)
+    assert outcome.refusals == [] and outcome.messages == 3
+    writer = PartitionWriter(writer_link, CommitWorker(store), 0)
+    await writer.start()
+
+    def state_acked() -> list[int]:
+        seqs = []
+        for done in delivered:
+            for _robot, frame in done.acks:
+                for first, last in orjson.loads(frame)['msg'].get('state_ranges', []):
+                    seqs.extend(range(first, last + 1))
+        return sorted(seqs)
+
+    try:
+        await until(lambda: state_acked() == [1, 2] and acked_seqs(delivered) == [1])
+        assert all(not done.refusals for done in delivered)
+        # History stays gap-free: only the event's seq is in the durable record.
+        assert store.robot_sequences(ROBOT)[rf.BOOT].ranges == ((1, 1),)
+    finally:
+        await writer.stop()
+
+
 class CrashAfterCommit:
     """A worker that commits, then fails as a writer SIGKILLed before its JetStream acks."""
 
