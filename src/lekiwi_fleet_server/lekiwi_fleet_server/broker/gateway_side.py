@@ -96,6 +96,10 @@ class JetStreamCommitter:
         """Mark nothing: with a broker several gateways serve one fleet (presence is shared)."""
         return 0
 
+    async def flush_state(self, now: float) -> CommitOutcome | None:
+        """Flush nothing: the shard's writer role flushes its readings itself."""
+        return None
+
 
 Deliver = Callable[[CommitOutcome], None]
 

@@ -7,8 +7,8 @@ single writer (with writer shards, the gateway has one batcher per shard). When 
 fails, the batch goes back to the front of the queue and is retried: nothing is acknowledged,
 nothing is lost while the process lives, and robots resend whatever a crash took.
 Every `flush_interval_s` (settings.state_flush_interval_s) the batcher also has the committer
-write the coalesced current-state readings (`Committer.flush_state`, when it has one), and once
-more when it drains at shutdown.
+write the coalesced current-state readings (`Committer.flush_state`), and once more when it
+drains at shutdown.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ class CommitBatcher:
                  monotonic: Callable[[], float] = time.monotonic,
                  flush_interval_s: float | None = None) -> None:
         self._committer = committer
-        # The committer's flush_state (V's CommitWorker), if it has one; None: no flushes.
-        self._flush = getattr(committer, 'flush_state', None) if flush_interval_s else None
+        # Without a flush interval (tests of batching alone) the batcher never flushes.
+        self._flushes = bool(flush_interval_s)
         self._flush_interval_s = flush_interval_s or 0.0
-        self._next_flush = float('inf') if self._flush is None else float('-inf')
+        self._next_flush = float('-inf') if self._flushes else float('inf')
         self._interval_s = interval_s
         self._max_batch = max_batch
         self._max_pending = max_pending
@@ -160,11 +160,11 @@ class CommitBatcher:
 
     async def flush_once(self) -> bool:
         """Have the committer write its coalesced current-state readings; False if it failed."""
-        if self._flush is None:
+        if not self._flushes:
             return True
         self._next_flush = self._monotonic() + self._flush_interval_s
         try:
-            outcome = await self._flush(self._now())
+            outcome = await self._committer.flush_state(self._now())
         except Exception as exc:  # the readings stay in memory: the next flush retries
             self._metrics.commit_failures.inc()
             log.warning('current-state flush failed, will retry: %s', exc)
@@ -176,7 +176,7 @@ class CommitBatcher:
     async def _wait_for_work(self) -> None:
         """Wait for frames or presence, flushing the readings whenever a flush is due."""
         while not self._wakeup.is_set():
-            if self._flush is None:
+            if not self._flushes:
                 await self._wakeup.wait()
                 return
             due = self._next_flush - self._monotonic()

@@ -123,11 +123,8 @@ class CommitWorker:
         the dashboard with the commit that took them, so the outcome carries no update; its
         `messages` says how many robots' rows were written. Raises the store's error.
         """
-        flush = getattr(self._store, 'flush_state', None)  # a store without volatile state
-        if flush is None:
-            return None
         try:
-            written = flush(now=now)
+            written = self._store.flush_state(now=now)
         except Exception as exc:
             if self._metrics is not None:
                 self._metrics.failed(exc)
@@ -182,14 +179,16 @@ def refusal_error(refusal: Refusal) -> ProtocolError:
 
 
 class Committer(Protocol):
-    """Where the gateway's batches are committed: a writer thread or the writer process.
+    """Where the gateway's batches are committed: a writer thread or a writer role over NATS.
 
-    A committer may also offer `async flush_state(now) -> CommitOutcome | None` (both here
-    do): the batcher then calls it every `state_flush_interval_s` (issue 17).
+    The batcher calls `flush_state` every `state_flush_interval_s` (issue 17); a committer
+    whose writer flushes on its own (the writer role) answers None.
     """
 
     async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
                      now: float, want_update: bool) -> CommitOutcome: ...
+
+    async def flush_state(self, now: float) -> CommitOutcome | None: ...
 
     async def forget(self, robot_ids: Sequence[str]) -> None: ...
 

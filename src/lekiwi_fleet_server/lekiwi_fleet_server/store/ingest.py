@@ -89,12 +89,6 @@ class BatchPlan:
     cleaned: set[str] = field(default_factory=set)  # robots whose readings this batch writes
 
 
-def writes_nothing(plan: BatchPlan) -> bool:
-    """Tell whether a plan has no statement to run (only deferred readings, duplicates)."""
-    return not (plan.appends or plan.current_rows or plan.current_updates
-                or plan.telemetry_rows or plan.sequences or plan.snapshot_robots)
-
-
 def event_message_keys(messages: Sequence[RobotMessage]) -> list[tuple[str, str, int]]:
     """Return the keys of the batch's event messages (to look up after a key conflict)."""
     return [(m.robot_id, m.boot_id, m.seq) for m in messages
@@ -103,8 +97,10 @@ def event_message_keys(messages: Sequence[RobotMessage]) -> list[tuple[str, str,
 
 def boot_pairs(messages: Sequence[RobotMessage],
                robot_ids: Collection[str]) -> set[Pair]:
-    """Return the (robot_id, boot_id) pairs of the messages of the given robots."""
-    return {(m.robot_id, m.boot_id) for m in messages if m.robot_id in robot_ids}
+    """Return the (robot_id, boot_id) pairs of the history messages of the given robots."""
+    # State-space messages have no sequence record: looking their boots up found nothing.
+    return {(m.robot_id, m.boot_id) for m in messages
+            if not m.state_space and m.robot_id in robot_ids}
 
 
 def envelope_problem(message: RobotMessage) -> str | None:
@@ -276,6 +272,74 @@ def _plan_state(plan: BatchPlan, pending: dict[str, list[NewEvent]],
     plan.states[item.robot_id] = outcome.state
     plan.deferred.add(item.robot_id)
     plan.deferred_messages += 1
+
+
+@dataclass(slots=True)
+class Readings:
+    """State readings taken in memory, without a transaction (`take_readings`)."""
+
+    states: dict[str, RobotState] = field(default_factory=dict)  # next states, robots taken
+    acknowledged: list[MessageKey] = field(default_factory=list)
+    rejected: list[RejectedMessage] = field(default_factory=list)
+    duplicates: int = 0
+    # Robots with a reading that yields an event: none of their messages is taken here, the
+    # caller commits them all, in order, durably before their acks (plan_batch).
+    eventful: set[str] = field(default_factory=set)
+
+
+def take_readings(states: Mapping[str, RobotState], messages: Sequence[RobotMessage],
+                  config: StoreConfig) -> Readings:
+    """Take the state-space messages of loaded robots that yield no event (pure).
+
+    The fast path of a plain lekiwi-fleet/2 heartbeat or teleop status: no sequence record,
+    no plan of statements, no transaction; the caller acknowledges what this takes once its
+    memory holds the states, and writes them with the next flush. `messages` are state-space
+    messages of robots in `states` whose batch holds nothing else of them (no history message,
+    no presence change). Same answers as plan_batch's for them (`_plan_state`).
+    """
+    out = Readings()
+    taken = out.states
+    eventful = out.eventful
+    acknowledged, rejected = out.acknowledged, out.rejected
+    duplicate_robots: list[str] = []
+    for item in messages:
+        robot_id = item.robot_id
+        if robot_id in eventful:
+            continue
+        key = MessageKey(robot_id, item.boot_id, item.seq, True)
+        problem = envelope_problem(item)
+        if problem is None and item.topic not in STATE_TOPICS:
+            problem = f'{item.topic}: a history topic has no state_seq'
+        if problem is not None:
+            rejected.append(RejectedMessage(key, problem))
+            continue
+        state = taken.get(robot_id) or states[robot_id]
+        aggregate = state.aggregate
+        if not aggregate.enrolled or aggregate.revoked:
+            why = 'revoked' if aggregate.enrolled else 'not enrolled'
+            rejected.append(RejectedMessage(key, f'robot {robot_id!r} is {why}'))
+            continue
+        try:
+            outcome = _apply(state, item, config)
+        except InvalidRobotMessage as exc:
+            rejected.append(RejectedMessage(key, f'{item.topic}: {exc}'))
+            continue
+        if outcome.events:
+            eventful.add(robot_id)
+            continue
+        acknowledged.append(key)
+        if outcome.stored:
+            taken[robot_id] = outcome.state
+        else:
+            duplicate_robots.append(robot_id)
+    if eventful:  # whatever was taken of them before their event goes to the commit too
+        out.acknowledged = [k for k in acknowledged if k.robot_id not in eventful]
+        out.rejected = [r for r in rejected if r.key.robot_id not in eventful]
+        for robot_id in eventful:
+            taken.pop(robot_id, None)
+        duplicate_robots = [r for r in duplicate_robots if r not in eventful]
+    out.duplicates = len(duplicate_robots)
+    return out
 
 
 def _finish(plan: BatchPlan, pending: Mapping[str, list[NewEvent]],

@@ -210,24 +210,32 @@ class SqlFleetStore:
                      while_committing: Callable[[BatchResult], None] | None = None
                      ) -> BatchResult:
         """Store messages and presence changes in one transaction, idempotently."""
-        # Only ids that can be enrolled are looked up: anything else is refused by the plan.
-        robot_ids = {r for r in ({m.robot_id for m in messages} | {p.robot_id for p in presence})
-                     if _is_robot_id(r)}
         with self._lock, translate_errors('commit_batch'):
             if now >= self._next_maintenance:
                 self._maintain_quietly(now)
-            if not presence and robot_ids <= self._states.keys() and all(
-                    m.state_space for m in messages):
-                volatile = self._commit_in_memory(messages, now, while_committing)
-                if volatile is not None:
-                    return volatile
+            # The fast path of plain state readings (issue 17): taken in memory, no statement.
+            readings, messages = self._take_readings(messages, presence)
+            if readings is not None and not messages and not presence:
+                result = self._readings_result(readings, now)
+                if while_committing is not None:
+                    while_committing(result)
+                self._readings_taken(readings)
+                return result
+            taken = self._readings_result(readings, now) if readings is not None else None
+            answer = while_committing
+            if taken is not None and while_committing is not None:
+                answer = _answering_with(while_committing, taken)
+            # Only ids that can be enrolled are looked up: anything else is refused by the plan.
+            robot_ids = {r for r in ({m.robot_id for m in messages}
+                                     | {p.robot_id for p in presence}) if _is_robot_id(r)}
             for attempt in (1, 2):
                 try:
                     # The second attempt also looks up event message keys: a conflict on them
                     # means events committed before robot_sequences recorded their seqs.
-                    return self._commit(messages, presence, robot_ids, now,
-                                        look_up_events=attempt == 2,
-                                        while_committing=while_committing)
+                    result = self._commit(messages, presence, robot_ids, now,
+                                          look_up_events=attempt == 2,
+                                          while_committing=answer)
+                    break
                 except ConcurrencyConflict:
                     self._forget(robot_ids)
                     if attempt == 2:
@@ -237,25 +245,52 @@ class SqlFleetStore:
                 except BaseException:
                     self._forget(robot_ids)  # the commit's outcome may be unknown: reload
                     raise
-        raise AssertionError('unreachable')  # pragma: no cover
+            if readings is None or taken is None:
+                return result
+            # Committed: the readings' robots (none of them in the commit) take theirs too.
+            self._readings_taken(readings)
+            return _merged(result, taken)
 
-    def _commit_in_memory(self, messages: Sequence[RobotMessage], now: float,
-                          while_committing: Callable[[BatchResult], None] | None
-                          ) -> BatchResult | None:
-        """Take a batch of state readings of loaded robots without a transaction, if it can.
+    def _take_readings(self, messages: Sequence[RobotMessage],
+                       presence: Sequence[PresenceChange]
+                       ) -> tuple[ingest.Readings | None, Sequence[RobotMessage]]:
+        """Split off the plain state readings; return them and the messages left to commit.
 
-        None: something in it is to be stored (an event); the caller commits it as usual.
+        A robot's state-space messages take the fast path when it is loaded and the batch has
+        nothing else of it (a history message or a presence change goes through the commit
+        with them, in order); a reading that yields an event sends all of its robot's
+        messages to the commit. None: no message took the fast path.
         """
-        # State-space messages need no sequence records, so their plan reads nothing.
-        plan = ingest.plan_batch(self._states, {}, messages, (), self._config, now=now)
-        if not ingest.writes_nothing(plan):
-            return None
-        result = self._result(plan, [], now)
-        if while_committing is not None:
-            while_committing(result)
-        self._states.update(plan.states)
-        self._dirty.update(plan.deferred)
-        return result
+        states = self._states
+        blocked = {p.robot_id for p in presence}
+        blocked.update(m.robot_id for m in messages if not m.state_space)
+        fast = [m for m in messages if m.state_space and m.robot_id not in blocked
+                and m.robot_id in states]
+        if not fast:
+            return None, messages
+        readings = ingest.take_readings(states, fast, self._config)
+        if len(fast) == len(messages) and not readings.eventful:
+            return readings, ()
+        blocked |= readings.eventful
+        rest = [m for m in messages if not m.state_space or m.robot_id in blocked
+                or m.robot_id not in states]
+        return readings, rest
+
+    def _readings_result(self, readings: ingest.Readings, now: float) -> BatchResult:
+        """Return what taking the readings did (the memory follows in `_readings_taken`)."""
+        stale = self._config.stale_after_s
+        taken = readings.states
+        return BatchResult(
+            acknowledged=tuple(readings.acknowledged), duplicates=readings.duplicates,
+            changed_robots=tuple(queries.summary_from_state(taken[r], now=now,
+                                                            stale_after_s=stale)
+                                 for r in sorted(taken)),
+            new_events=(), rejected=tuple(readings.rejected),
+            deferred=len(readings.acknowledged) - readings.duplicates)
+
+    def _readings_taken(self, readings: ingest.Readings) -> None:
+        self._states.update(readings.states)
+        self._dirty.update(readings.states)
 
     @contextmanager
     def _batch_transaction(self) -> Iterator[Connection]:
@@ -698,6 +733,30 @@ class SqlFleetStore:
                 self._write_conn = None
         if self._owns_engine:
             self._engine.dispose()
+
+
+def _merged(committed: BatchResult, readings: BatchResult) -> BatchResult:
+    """Return a commit's result with the result of its batch's readings taken in memory."""
+    robots = committed.changed_robots + readings.changed_robots
+    return BatchResult(
+        acknowledged=committed.acknowledged + readings.acknowledged,
+        duplicates=committed.duplicates + readings.duplicates,
+        changed_robots=tuple(sorted(robots, key=_summary_id)) if committed.changed_robots
+        else readings.changed_robots,
+        new_events=committed.new_events, rejected=committed.rejected + readings.rejected,
+        deferred=committed.deferred + readings.deferred)
+
+
+def _answering_with(while_committing: Callable[[BatchResult], None], readings: BatchResult
+                    ) -> Callable[[BatchResult], None]:
+    """Return a while_committing that also answers the readings taken in memory."""
+    def answer(committed: BatchResult) -> None:
+        while_committing(_merged(committed, readings))
+    return answer
+
+
+def _summary_id(summary: RobotSummary) -> str:
+    return summary.robot_id
 
 
 def _is_robot_id(value: object) -> bool:
