@@ -324,12 +324,28 @@ class RobotState:
         if not is_newer(boot_id, seq, stamp, cur.heartbeat_boot_id, cur.heartbeat_seq,
                         cur.heartbeat_stamp):
             return Outcome(self, stored=False)
-        state_no = _int(msg.get('state', 0), 'state', 0, 255)
+        # The common types are checked inline (this runs for every heartbeat); anything else
+        # goes to the full checks, which raise or accept exactly as before.
+        state_no = msg.get('state', 0)
+        if state_no.__class__ is not int or not 0 <= state_no <= 255:
+            state_no = _int(state_no, 'state', 0, 255)
+        sequence = msg.get('sequence', 0)
+        if sequence.__class__ is not int or not 0 <= sequence < 2**63:
+            sequence = _int(sequence, 'sequence', 0, 2**63 - 1)
+        score = msg.get('teleop_score', 0.0)
+        if score.__class__ is not float or not math.isfinite(score):
+            score = _float(score, 'teleop_score')
         # Left out (a robot told FEATURE_RESOURCES_OPTIONAL): unchanged, keep the last ones.
         resources = (_resources(msg.get('resources') or {}) if 'resources' in msg
                      else cur.resources)
-        agent = _text(msg.get('agent_version', ''), 'agent_version', 128) or None
-        software = _text(msg.get('software_version', ''), 'software_version', 128) or None
+        agg = self.aggregate
+        # Versions equal to the aggregate's were checked when they were first taken.
+        agent = msg.get('agent_version', '')
+        if agent.__class__ is not str or agent != agg.agent_version:
+            agent = _text(agent, 'agent_version', 128) or None
+        software = msg.get('software_version', '')
+        if software.__class__ is not str or software != agg.software_version:
+            software = _text(software, 'software_version', 128) or None
         # A newer heartbeat of another boot means the robot restarted: follow its new boot.
         same_boot = boot_id == cur.boot_id
         if state_space:
@@ -339,16 +355,14 @@ class RobotState:
         # One constructor call, not dataclasses.replace: this runs for every heartbeat.
         current = CurrentState(
             last_heartbeat_at=received_at, heartbeat_stamp=stamp, heartbeat_boot_id=boot_id,
-            heartbeat_seq=seq,
-            heartbeat_sequence=_int(msg.get('sequence', 0), 'sequence', 0, 2**63 - 1),
+            heartbeat_seq=seq, heartbeat_sequence=sequence,
             state=HEARTBEAT_STATES[state_no] if state_no < len(HEARTBEAT_STATES) else 'unknown',
             teleop_active=_bool(msg.get('teleop_active', False), 'teleop_active'),
-            teleop_score=_float(msg.get('teleop_score', 0.0), 'teleop_score'),
+            teleop_score=score,
             teleop=cur.teleop, teleop_boot_id=cur.teleop_boot_id, teleop_seq=cur.teleop_seq,
             teleop_stamp=cur.teleop_stamp, resources=resources, boot_id=boot_id,
             last_seq=last_seq, telemetry=cur.telemetry, telemetry_at=cur.telemetry_at)
         events: list[DomainEvent] = []
-        agg = self.aggregate
         if (agent or software) and (agent, software) != (agg.agent_version,
                                                           agg.software_version):
             events.append(RobotVersionChanged(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -137,24 +136,18 @@ class CommitWorker:
 def _answer(outcome: CommitOutcome, undecodable: list[Refusal], result: BatchResult,
             now: float, deltas: SummaryDeltas | None) -> None:
     """Fill in what the gateway sends for a committed batch (again when it was replanned)."""
-    by_boot: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
-    state_by_boot: defaultdict[tuple[str, str], list[int]] | None = None
+    # Per robot and boot: its history seqs and its state seqs (index 1: `key.state_space`).
+    by_boot: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
     for key in result.acknowledged:
-        if key.state_space:
-            if state_by_boot is None:
-                state_by_boot = defaultdict(list)
-            state_by_boot[(key.robot_id, key.boot_id)].append(key.seq)
-        else:
-            by_boot[(key.robot_id, key.boot_id)].append(key.seq)
+        pair = (key.robot_id, key.boot_id)
+        seqs = by_boot.get(pair)
+        if seqs is None:
+            seqs = by_boot[pair] = ([], [])
+        seqs[key.state_space].append(key.seq)
     ack = protocol.ack_frame_of
-    if state_by_boot is None:  # lekiwi-fleet/1 robots only: the acks of v1
-        outcome.acks = [(robot_id, ack(boot_id, seqs)) for (robot_id, boot_id), seqs
-                        in by_boot.items()]
-    else:
-        # A boot without state seqs gets v1's ack (a lekiwi-fleet/1 robot never sees another).
-        outcome.acks = [(robot_id, ack(boot_id, by_boot.get((robot_id, boot_id), []),
-                                       state_by_boot.get((robot_id, boot_id))))
-                        for (robot_id, boot_id) in dict.fromkeys([*by_boot, *state_by_boot])]
+    # A boot without state seqs gets v1's ack (a lekiwi-fleet/1 robot never sees another).
+    outcome.acks = [(robot_id, ack(boot_id, history, states or None))
+                    for (robot_id, boot_id), (history, states) in by_boot.items()]
     outcome.refusals = undecodable + [
         # Valid by the protocol but refused by the store (say a delta whose names and
         # values differ in length): never acked, so the robot learns why instead.

@@ -423,11 +423,16 @@ def current_row(robot_id: str, cur: CurrentState,
 FLUSH_COLUMNS: tuple[str, ...] = CURRENT_GROUPS[0] + CURRENT_GROUPS[1] + CURRENT_GROUPS[3]
 
 
+_FLUSH_KEYS = ('robot_id', *FLUSH_COLUMNS)
+_flush_values = operator.attrgetter(*FLUSH_COLUMNS)  # plain values: no telemetry to encode
+
+
 def flush_rows(states: Mapping[str, RobotState], robot_ids: Collection[str]
                ) -> list[dict[str, Any]]:
     """Return the rows a flush writes for these robots (those still in memory), sorted."""
-    return [current_row(r, states[r].current, FLUSH_COLUMNS) for r in sorted(robot_ids)
-            if r in states]
+    keys, values = _FLUSH_KEYS, _flush_values
+    return [dict(zip(keys, (r, *values(states[r].current)), strict=True))
+            for r in sorted(robot_ids) if r in states]
 
 
 def current_from_row(row: Any) -> CurrentState:
