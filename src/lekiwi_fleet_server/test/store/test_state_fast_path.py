@@ -153,3 +153,28 @@ def test_bad_and_repeated_readings_on_the_fast_path_are_answered_as_before(
     assert result.duplicates == 1 and result.deferred == 0
     assert sorted(r.key.robot_id for r in result.rejected) == ['kiwi', 'kiwi-unknown']
     assert 'cpu_percent' in next(r.reason for r in result.rejected if r.key.robot_id == 'kiwi')
+
+
+def test_take_readings_leaves_every_message_of_an_eventful_robot_to_the_commit() -> None:
+    from lekiwi_fleet_server.domain.robot_state import RobotAggregate, RobotState
+    from lekiwi_fleet_server.store.config import StoreConfig
+    from lekiwi_fleet_server.store.ingest import take_readings
+
+    def loaded(robot_id: str) -> RobotState:
+        return RobotState(RobotAggregate(robot_id, version=3, enrolled=True,
+                                         agent_version='0.1.0', software_version='1.0.0'))
+
+    states = {'a': loaded('a'), 'b': loaded('b')}
+    readings = take_readings(states, [
+        state(heartbeat('a', BOOT, 1, T0 + 1, sequence=1)),
+        state(heartbeat('b', BOOT, 1, T0 + 1, sequence=1)),
+        state(heartbeat('a', BOOT, 2, T0 + 2, sequence=2, software='2.0.0')),
+        state(heartbeat('a', BOOT, 3, T0 + 3, sequence=3)),
+        state(heartbeat('b', BOOT, 1, T0 + 1, sequence=1)),  # repeated: a duplicate
+    ], StoreConfig())
+    assert readings.eventful == {'a'}
+    assert sorted(readings.states) == ['b']  # pure: `states` itself is left as it was
+    assert readings.states['b'].current.heartbeat_sequence == 1
+    assert states['b'].current.state is None
+    assert readings.acknowledged == [MessageKey('b', BOOT, 1, True)] * 2
+    assert readings.duplicates == 1 and readings.rejected == []
