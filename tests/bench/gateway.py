@@ -15,10 +15,13 @@ The last line sums up the largest N as key=value pairs.
     python tests/bench/gateway.py --robots 2000 --duration 10
     python tests/bench/gateway.py --robots 20000 --gateways 2   # NATS, writer role, 2 gateways
 
-With `--gateways K` above 1 (or `--broker`) the server runs as roles over NATS JetStream: a
-nats-server (temp dir, loopback), one `serve --role writer` process (every shard) and K
-`serve --role gateway` processes; the load spreads the robots over the gateways, the dashboards
-read the first gateway's stream, and the server's CPU and RSS are those of all of them.
+With `--gateways K` above 1 (or `--broker`) the server runs as roles over NATS: a nats-server
+(temp dir, loopback), one `serve --role writer --shard I` process per writer shard
+(`--writers`, default 2: LEKIWI_WRITER_SHARDS) and K `serve --role gateway` processes; the load
+spreads the robots over the gateways, the dashboards read the first gateway's stream, and the
+server's CPU and RSS are those of all of them (gateways and writers summed apart as well).
+Durable messages (telemetry) cross JetStream, lekiwi-fleet/2 heartbeats core NATS; the load
+prints their ack latencies apart too (`durable ack`, `state ack`).
 """
 
 from __future__ import annotations
@@ -211,6 +214,7 @@ class Roles:
     def __init__(self, env: dict[str, str], args: argparse.Namespace, tmp: Path) -> None:
         self._env = env
         self._k = args.gateways
+        self._writers = args.writers
         self._broker = args.broker or args.gateways > 1
         self._tmp = tmp
         self.procs: list[subprocess.Popen[str]] = []
@@ -221,8 +225,12 @@ class Roles:
         return self.procs[0]
 
     def others(self) -> list[psutil.Process]:
-        """Return every server process but the first (the other gateways and the writer)."""
+        """Return every server process but the first (the other gateways and the writers)."""
         return [psutil.Process(p.pid) for p in self.procs[1:]]
+
+    def writers(self) -> list[psutil.Process]:
+        """Return the writer role processes (none without a broker)."""
+        return [psutil.Process(p.pid) for p in self.procs[self._k:]] if self._broker else []
 
     def _serve(self, env: dict[str, str], *role: str) -> tuple[subprocess.Popen[str], str]:
         proc = subprocess.Popen([sys.executable, '-m', 'lekiwi_fleet_server', 'serve', *role],
@@ -245,7 +253,9 @@ class Roles:
                                            '-sd', str(self._tmp / 'nats')],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             env['LEKIWI_NATS_URL'] = f'nats://127.0.0.1:{port}'
-            self._serve(env, '--role', 'writer')
+            env['LEKIWI_WRITER_SHARDS'] = str(self._writers)
+            for shard in range(self._writers):  # one process per shard, as on many hosts
+                self._serve(env, '--role', 'writer', '--shard', str(shard))
         apis, gateways = [], []
         for i in range(self._k if self._broker else 1):
             role = ('--role', 'gateway') if self._broker else ()
@@ -255,8 +265,8 @@ class Roles:
                 raise RuntimeError(f'server did not start: {line!r}')
             apis.append(match.group(1))
             gateways.append(match.group(2))
-        if self._broker:  # the writer first in the list is not a gateway: put a gateway first
-            self.procs.append(self.procs.pop(0))
+        if self._broker:  # gateways first in the list, then the writers
+            self.procs = self.procs[self._writers:] + self.procs[:self._writers]
         return apis, gateways
 
     def stop(self) -> None:
@@ -290,7 +300,8 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             apis, gateways = roles.start()
             api, gateway = apis[0], ','.join(gateways)
             proc = psutil.Process(roles.first.pid)
-            writers = roles.others()  # the other gateways and the writer role, if any
+            writers = roles.others()  # the other gateways and the writer roles, if any
+            writer_roles = roles.writers()
             load = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name('gateway_load.py')),
                  '--gateway-url', gateway, '--stream-url',
@@ -310,6 +321,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             time.sleep(args.warmup)
             cpu0, pg0, load0 = proc.cpu_times(), postgres_cpu_seconds(), load_proc.cpu_times()
             writer0 = [w.cpu_times() for w in writers]
+            roles0 = [w.cpu_times() for w in writer_roles]
             rows0, tables0 = db.rows_written(), db.rows_by_table()
             text0 = metrics_text(api)
             batches0, buckets0 = values(text0, *BATCH_METRICS), histogram_buckets(text0)
@@ -323,6 +335,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             wall = time.monotonic() - w0
             cpu1, pg1 = proc.cpu_times(), postgres_cpu_seconds()
             writer1 = [w.cpu_times() for w in writers]
+            roles1 = [w.cpu_times() for w in writer_roles]
             load1 = load_proc.cpu_times() if load.poll() is None else load0
             rows1, tables1 = db.rows_written(), db.rows_by_table()
             text1 = metrics_text(api)
@@ -337,6 +350,9 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
         gateway_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
         writer_cpu = sum(b.user + b.system - a.user - a.system
                          for a, b in zip(writer0, writer1, strict=True)) / wall * 100
+        # With a broker: the writer roles' own CPU, summed, and the gateways' (all of them).
+        roles_cpu = [(b.user + b.system - a.user - a.system) / wall * 100
+                     for a, b in zip(roles0, roles1, strict=True)]
         delta = {k: (batches1[k] or 0) - (batches0[k] or 0) for k in BATCH_METRICS}
         batches = delta['lekiwi_store_commit_seconds_count'] or 1
         result.update({
@@ -346,6 +362,9 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             'cpu_percent': round(gateway_cpu + writer_cpu, 1),
             'gateway_cpu_percent': round(gateway_cpu, 1),
             'writer_cpu_percent': round(writer_cpu, 1),
+            'writer_roles_cpu_percent': round(sum(roles_cpu), 1),
+            'writer_role_cpu_percents': [round(c, 1) for c in roles_cpu],
+            'gateways_cpu_percent': round(gateway_cpu + writer_cpu - sum(roles_cpu), 1),
             'rss_mb': round((rss_peak + writer_rss_peak) / 2**20, 1),
             'postgres_cpu_percent': round(cpu_delta(pg0, pg1) / wall * 100, 1),
             'load_cpu_percent': round((load1.user + load1.system - load0.user - load0.system)
@@ -385,6 +404,8 @@ def main() -> int:
                         help='gateway processes (above 1: roles over NATS, see above)')
     parser.add_argument('--broker', action='store_true',
                         help='run the roles over NATS even with one gateway')
+    parser.add_argument('--writers', type=int, default=2,
+                        help='with a broker: writer shards, one writer process each')
     parser.add_argument('--protocol', type=int, choices=(1, 2), default=2,
                         help="the robots' protocol: 2 (the agent's) or 1")
     args = parser.parse_args()
@@ -421,6 +442,12 @@ def main() -> int:
               f'worst seconds (ack p99 / load loop lag max): '
               f'{", ".join(_second(w) for w in r.get("worst_seconds", []))} '
               f'errors={r["errors"]} disconnects={r["disconnects"]}', flush=True)
+        print(f'N={n}: acks by kind: durable p50={fmt(r["p50_durable_ack_ms"])}ms '
+              f'p99={fmt(r["p99_durable_ack_ms"])}ms (n={r["durable_samples"]}) state '
+              f'p50={fmt(r["p50_state_ack_ms"])}ms p99={fmt(r["p99_state_ack_ms"])}ms '
+              f'(n={r["state_samples"]}); gateways cpu={r["gateways_cpu_percent"]}% '
+              f'writer roles cpu={r["writer_roles_cpu_percent"]}% '
+              f'(per shard {r["writer_role_cpu_percents"]})', flush=True)
         print(f'N={n}: postgres rows per robot-second={r["rows_per_robot_s"]} (by table: '
               + ', '.join(f'{t} {v}' for t, v in r['rows_by_table'].items()) + ')', flush=True)
     last = results[-1]
@@ -428,7 +455,10 @@ def main() -> int:
           f'p99_commit_ms={fmt(last["p99_commit_ms"])} '
           f'p99_dashboard_ms={fmt(last["p99_dashboard_ms"])} '
           f'cpu_percent={last["cpu_percent"]} rss_mb={last["rss_mb"]} '
-          f'rows_per_s={last["rows_per_s"]} rows_per_robot_s={last["rows_per_robot_s"]}')
+          f'rows_per_s={last["rows_per_s"]} rows_per_robot_s={last["rows_per_robot_s"]} '
+          f'p99_durable_ack_ms={fmt(last["p99_durable_ack_ms"])} '
+          f'p99_state_ack_ms={fmt(last["p99_state_ack_ms"])} gateways={args.gateways} '
+          f'writer_cpu_percent={last["writer_roles_cpu_percent"]}')
     return 0
 
 

@@ -68,12 +68,12 @@ class JetStreamCommitter:
                 await asyncio.wait_for(self._link.ensure_partitions(
                     [self._shard], self._ack_wait_s), self._timeout_s)
                 self._partition_ready = True
+            if readings:  # first: they wait for nothing, not for JetStream's PubAcks
+                await self._send_readings(readings)
             # Bounded as a whole: while the broker is away publishing may also block (nats-py
             # caps the publishes awaiting their PubAck).
             await asyncio.wait_for(self._publish(durable, presence, now, outcome, futures),
                                    self._timeout_s)
-            if readings:
-                await self._send_readings(readings)
         except Exception as exc:  # broker down, stream full, timeout: hold the batch
             for future in futures:
                 future.cancel()
