@@ -279,23 +279,40 @@ class PartitionWriter:
         for refusal in outcome.refusals:
             by_gateway.setdefault(gateway_of.get(refusal[0], ''), ([], []))[1].append(refusal)
         single = len(by_gateway) == 1
+        # Thousands of acks for one gateway can exceed max_payload: send them in parts.
+        limit = max(64 * 1024, (nc.max_payload or 1024 * 1024) * 3 // 4)
         for gateway, (acks, refusals) in by_gateway.items():
-            if gateway and (acks or refusals):
-                # Per gateway: its messages less its refusals (its metrics); duplicates are
-                # the batch's, told when one gateway sent all of it.
-                acknowledged = max(0, counts.get(gateway, 0) - len(refusals))
-                await _quietly(nc.publish(subjects.ack_subject(gateway), encode_acks(
-                    acks, refusals, acknowledged, outcome.duplicates if single else 0)))
+            if not gateway or not (acks or refusals):
+                continue
+            # Per gateway: its messages less its refusals (its metrics); duplicates are the
+            # batch's, told when one gateway sent all of it.
+            acknowledged = max(0, counts.get(gateway, 0) - len(refusals))
+            duplicates = outcome.duplicates if single else 0
+            start, size = 0, 0
+            for i, (robot_id, frame) in enumerate(acks):
+                size += len(frame) + len(robot_id) + 16
+                if size > limit and i > start:
+                    await _quietly(nc.publish(subjects.ack_subject(gateway),
+                                              encode_acks(acks[start:i], [])))
+                    start, size = i, len(frame) + len(robot_id) + 16
+            await _quietly(nc.publish(subjects.ack_subject(gateway), encode_acks(
+                acks[start:], refusals, acknowledged, duplicates)))
         await self._publish_update(outcome.update)
 
     async def _publish_update(self, update: str | None) -> None:
         if update is None:
             return
-        self._seq += 1
-        await _quietly(self._link.nc.publish(
-            subjects.updates_subject(self.shard), update.encode(),
-            headers={subjects.PARTITION: str(self.shard), subjects.EPOCH: self._epoch,
-                     subjects.SEQ: str(self._seq)}))
+        nc = self._link.nc
+        # A batch of thousands of robots' rows can exceed the connection's max_payload (1 MB by
+        # default): NATS would refuse it, the partition's sequence would skip, and every
+        # dashboard would be dropped for a gap. Such an update goes as several, each a delta.
+        limit = max(64 * 1024, (nc.max_payload or 1024 * 1024) - 4096)
+        for part in split_update(update.encode(), limit):
+            self._seq += 1
+            await _quietly(nc.publish(
+                subjects.updates_subject(self.shard), part,
+                headers={subjects.PARTITION: str(self.shard), subjects.EPOCH: self._epoch,
+                         subjects.SEQ: str(self._seq)}))
 
     async def _flush_loop(self) -> None:
         flush = self._worker.flush_state
@@ -322,6 +339,27 @@ class PartitionWriter:
         store = self._worker.store
         await asyncio.get_running_loop().run_in_executor(self._thread, store.forget_robots,
                                                          list(robot_ids))
+
+
+def split_update(update: bytes, limit: int) -> list[bytes]:
+    """Split an encoded dashboard update into updates of at most about `limit` bytes each.
+
+    Its rows are deltas of distinct robots and its events stand alone, so applying the parts
+    one after the other is applying the whole. Within the limit it goes as it is.
+    """
+    if len(update) <= limit:
+        return [update]
+    body = orjson.loads(update)
+    items = [('robots', row) for row in body.get('robots', ())] + [
+        ('events', event) for event in body.get('events', ())]
+    parts = max(2, -(-len(update) // (limit * 3 // 4)))  # aim at 3/4 of the limit each
+    size = max(1, -(-len(items) // parts))
+    out = []
+    for start in range(0, len(items), size):
+        chunk = items[start:start + size]
+        out.append(orjson.dumps({**body, 'robots': [i for k, i in chunk if k == 'robots'],
+                                 'events': [i for k, i in chunk if k == 'events']}))
+    return out
 
 
 async def _quietly(awaitable: Any) -> None:

@@ -44,3 +44,18 @@ def test_only_state_space_frames_are_readings() -> None:
 def test_a_malformed_message_is_refused(data: bytes) -> None:
     with pytest.raises(ValueError):
         packing.unpack(data)
+
+
+def test_an_update_over_the_limit_goes_as_several_that_add_up_to_it() -> None:
+    from lekiwi_fleet_server.broker.writer_side import split_update
+
+    rows = [{'robot_id': f'kiwi-{i}', 'heartbeat_sequence': i, 'pad': 'x' * 100}
+            for i in range(3000)]
+    events = [{'type': 'RobotVersionChanged', 'n': i} for i in range(10)]
+    whole = orjson.dumps({'type': 'update', 'at': 1.5, 'robots': rows, 'events': events})
+    assert split_update(whole, len(whole)) == [whole]
+    parts = [orjson.loads(p) for p in split_update(whole, 64 * 1024)]
+    assert len(parts) > 1 and all(len(orjson.dumps(p)) <= 64 * 1024 for p in parts)
+    assert all(p['type'] == 'update' and p['at'] == 1.5 for p in parts)
+    assert [r for p in parts for r in p['robots']] == rows
+    assert [e for p in parts for e in p['events']] == events
