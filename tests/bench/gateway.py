@@ -228,6 +228,10 @@ class Roles:
         """Return every server process but the first (the other gateways and the writers)."""
         return [psutil.Process(p.pid) for p in self.procs[1:]]
 
+    def nats(self) -> psutil.Process | None:
+        """Return the nats-server process (None without a broker)."""
+        return psutil.Process(self._nats.pid) if self._nats is not None else None
+
     def writers(self) -> list[psutil.Process]:
         """Return the writer role processes (none without a broker)."""
         return [psutil.Process(p.pid) for p in self.procs[self._k:]] if self._broker else []
@@ -302,6 +306,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             proc = psutil.Process(roles.first.pid)
             writers = roles.others()  # the other gateways and the writer roles, if any
             writer_roles = roles.writers()
+            nats_proc = roles.nats()  # not part of the server's figures: printed apart
             load = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name('gateway_load.py')),
                  '--gateway-url', gateway, '--stream-url',
@@ -322,6 +327,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             cpu0, pg0, load0 = proc.cpu_times(), postgres_cpu_seconds(), load_proc.cpu_times()
             writer0 = [w.cpu_times() for w in writers]
             roles0 = [w.cpu_times() for w in writer_roles]
+            nats0 = nats_proc.cpu_times() if nats_proc is not None else None
             rows0, tables0 = db.rows_written(), db.rows_by_table()
             text0 = metrics_text(api)
             batches0, buckets0 = values(text0, *BATCH_METRICS), histogram_buckets(text0)
@@ -336,6 +342,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             cpu1, pg1 = proc.cpu_times(), postgres_cpu_seconds()
             writer1 = [w.cpu_times() for w in writers]
             roles1 = [w.cpu_times() for w in writer_roles]
+            nats1 = nats_proc.cpu_times() if nats_proc is not None else None
             load1 = load_proc.cpu_times() if load.poll() is None else load0
             rows1, tables1 = db.rows_written(), db.rows_by_table()
             text1 = metrics_text(api)
@@ -363,6 +370,8 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             'gateway_cpu_percent': round(gateway_cpu, 1),
             'writer_cpu_percent': round(writer_cpu, 1),
             'writer_roles_cpu_percent': round(sum(roles_cpu), 1),
+            'nats_cpu_percent': round((nats1.user + nats1.system - nats0.user - nats0.system)
+                                      / wall * 100, 1) if nats0 and nats1 else None,
             'writer_role_cpu_percents': [round(c, 1) for c in roles_cpu],
             'gateways_cpu_percent': round(gateway_cpu + writer_cpu - sum(roles_cpu), 1),
             'rss_mb': round((rss_peak + writer_rss_peak) / 2**20, 1),
@@ -447,6 +456,7 @@ def main() -> int:
               f'p50={fmt(r["p50_state_ack_ms"])}ms p99={fmt(r["p99_state_ack_ms"])}ms '
               f'(n={r["state_samples"]}); gateways cpu={r["gateways_cpu_percent"]}% '
               f'writer roles cpu={r["writer_roles_cpu_percent"]}% '
+              f'nats-server cpu={r["nats_cpu_percent"]}% '
               f'(per shard {r["writer_role_cpu_percents"]})', flush=True)
         print(f'N={n}: postgres rows per robot-second={r["rows_per_robot_s"]} (by table: '
               + ', '.join(f'{t} {v}' for t, v in r['rows_by_table'].items()) + ')', flush=True)
