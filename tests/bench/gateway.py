@@ -162,7 +162,8 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
 def metrics_text(api: str) -> str:
     """Fetch the server's /metrics once (a window's figures all come from the same scrape)."""
     import urllib.request
-    with urllib.request.urlopen(f'{api}/metrics', timeout=10) as response:
+    # A saturated gateway's loop answers late: wait rather than lose the run's figures.
+    with urllib.request.urlopen(f'{api}/metrics', timeout=60) as response:
         return response.read().decode()
 
 
