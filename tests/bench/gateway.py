@@ -287,6 +287,10 @@ class Roles:
             self._nats.wait(30)
 
 
+class LoadDied(RuntimeError):
+    """The load generator exited before its measured window."""
+
+
 def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
     name = f'lekiwi_bench_{n}_{os.getpid()}'
     with Database(pg_url, name) as db, tempfile.TemporaryDirectory() as tmp:
@@ -324,6 +328,14 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                 if load.poll() is not None or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
+            if load.poll() is not None:
+                # The load generator died before the window (at 20,000 robots on one host it
+                # may: its own descriptors, the machine's memory): say so, with what held.
+                held = sum(scrape(a, 'lekiwi_gateway_connections') or 0 for a in apis)
+                out = load.stdout.read() if load.stdout else ''
+                raise LoadDied(f'load generator exited with {load.returncode} before the '
+                               f'measured window; the gateways held {held:.0f} of {n} robots '
+                               f'then; its output: {out.strip()[-500:]!r}')
             time.sleep(args.warmup)
             cpu0, pg0, load0 = proc.cpu_times(), postgres_cpu_seconds(), load_proc.cpu_times()
             writer0 = [w.cpu_times() for w in writers]
@@ -429,7 +441,14 @@ def main() -> int:
           flush=True)
     results = []
     for n in counts:
-        r = run_one(n, args, pg_url)
+        try:
+            r = run_one(n, args, pg_url)
+        except LoadDied as exc:
+            print(f'N={n}: not measured: {exc}', flush=True)
+            if n == counts[-1] and not results:
+                print(f'robots={n} held=None (load generator died)')
+                return 1
+            continue
         results.append(r)
         print(f'N={n}: held={r["held"]}/{n} (server {fmt(r["server_connections"])}) '
               f'connect={r["connect_s"]}s '
