@@ -332,10 +332,18 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                 # The load generator died before the window (at 20,000 robots on one host it
                 # may: its own descriptors, the machine's memory): say so, with what held.
                 held = sum(scrape(a, 'lekiwi_gateway_connections') or 0 for a in apis)
-                out = load.stdout.read() if load.stdout else ''
-                raise LoadDied(f'load generator exited with {load.returncode} before the '
-                               f'measured window; the gateways held {held:.0f} of {n} robots '
-                               f'then; its output: {out.strip()[-500:]!r}')
+                out = (load.stdout.read() if load.stdout else '').strip()
+                try:  # it ran its whole schedule (not every robot connected): its figures
+                    seen = orjson.loads(out.splitlines()[-1])
+                    out = ' '.join(f'{k}={seen.get(k)}' for k in (
+                        'authenticated', 'held', 'p99_commit_ms', 'p99_durable_ack_ms',
+                        'p99_state_ack_ms', 'p99_dashboard_ms', 'errors', 'disconnects'))
+                except (ValueError, IndexError):
+                    out = repr(out[-500:])
+                raise LoadDied(f'load generator exited with {load.returncode} before every '
+                               f'robot connected (the server CPU window was not sampled); '
+                               f'the gateways held {held:.0f} of {n} robots; the load '
+                               f'printed: {out}')
             time.sleep(args.warmup)
             cpu0, pg0, load0 = proc.cpu_times(), postgres_cpu_seconds(), load_proc.cpu_times()
             writer0 = [w.cpu_times() for w in writers]
