@@ -287,6 +287,53 @@ class Roles:
             self._nats.wait(30)
 
 
+class Loads:
+    """The load generator processes of one run, seen as one (figures: sums, worst p99s)."""
+
+    def __init__(self, procs: list[subprocess.Popen[str]]) -> None:
+        self.procs = procs
+        self._ps = [psutil.Process(p.pid) for p in procs]
+
+    def poll(self) -> int | None:
+        codes = [p.poll() for p in self.procs]
+        return next((c for c in codes if c is not None), None)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
+
+    def cpu_times(self) -> Any:
+        times = [p.cpu_times() for p in self._ps]
+        return argparse.Namespace(user=sum(t.user for t in times),
+                                  system=sum(t.system for t in times))
+
+    def output(self) -> str:
+        return '\n'.join((p.stdout.read() if p.stdout else '').strip() for p in self.procs
+                         if p.poll() is not None)
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        results = [orjson.loads(p.communicate(timeout=timeout)[0].strip().splitlines()[-1])
+                   for p in self.procs]
+        if len(results) == 1:
+            return results[0]
+        merged = dict(results[0])  # the dashboards' figures are the first process's
+        for key in ('robots', 'authenticated', 'held', 'sent', 'acked', 'commit_samples',
+                    'durable_samples', 'state_samples', 'disconnects'):
+            merged[key] = sum(r[key] for r in results)
+        for key in ('p50_commit_ms', 'p99_commit_ms', 'max_commit_ms', 'p50_durable_ack_ms',
+                    'p99_durable_ack_ms', 'p50_state_ack_ms', 'p99_state_ack_ms',
+                    'p99_loop_lag_ms', 'max_loop_lag_ms', 'connect_s'):
+            known = [r[key] for r in results if r.get(key) is not None]
+            merged[key] = max(known) if known else None  # the worse process's
+        merged['errors'] = {}
+        for r in results:
+            for code, count in r['errors'].items():
+                merged['errors'][code] = merged['errors'].get(code, 0) + count
+        merged['worst_seconds'] = sorted((w for r in results for w in r['worst_seconds']),
+                                         key=lambda w: -w['p99_commit_ms'])[:3]
+        return merged
+
+
 class LoadDied(RuntimeError):
     """The load generator exited before its measured window."""
 
@@ -299,6 +346,13 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
         enrol_s = time.perf_counter() - t0
         tokens = Path(tmp) / 'tokens'
         tokens.write_text(''.join(f'{r} {t}\n' for r, t in credentials))
+        shares = [tokens] if args.loads == 1 else []
+        for j in range(args.loads if args.loads > 1 else 0):
+            # Robot i goes to gateway i mod K in one process as in several: share j holds
+            # every (loads)-th robot, and its process the matching gateways.
+            share = Path(tmp) / f'tokens-{j}'
+            share.write_text(''.join(f'{r} {t}\n' for r, t in credentials[j::args.loads]))
+            shares.append(share)
         admin = 'lkw_bench_' + secrets.token_hex(16)
         env = dict(os.environ, LEKIWI_DATABASE_URL=db.url, LEKIWI_API_PORT='0',
                    LEKIWI_GATEWAY_PORT='0', LEKIWI_BOOTSTRAP_ADMIN_TOKEN=admin,
@@ -312,16 +366,20 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             writers = roles.others()  # the other gateways and the writer roles, if any
             writer_roles = roles.writers()
             nats_proc = roles.nats()  # not part of the server's figures: printed apart
-            load = subprocess.Popen(
+            # One load process, or (--loads L) several, each with its share of the robots:
+            # a process's descriptors (nofile) cap the robots one generator can hold.
+            load = Loads([subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name('gateway_load.py')),
-                 '--gateway-url', gateway, '--stream-url',
+                 '--gateway-url', ','.join(gateways[j::args.loads]) or gateway,
+                 '--stream-url',
                  api.replace('http://', 'ws://') + '/api/v1/stream', '--admin-token', admin,
-                 '--tokens', str(tokens), '--dashboards', str(args.dashboards),
+                 '--tokens', str(share), '--dashboards', str(args.dashboards if j == 0 else 0),
                  '--warmup', str(args.warmup), '--duration', str(args.duration),
                  '--telemetry-period', str(args.telemetry_period),
                  '--protocol', str(args.protocol)],
                 stdout=subprocess.PIPE, text=True)
-            load_proc = psutil.Process(load.pid)
+                for j, share in enumerate(shares)])
+            load_proc = load
             # Sample over the measured window: wait for the load to connect and warm up.
             deadline = time.monotonic() + 600
             while sum(scrape(a, 'lekiwi_gateway_connections') or 0 for a in apis) < n * 0.999:
@@ -332,7 +390,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                 # The load generator died before the window (at 20,000 robots on one host it
                 # may: its own descriptors, the machine's memory): say so, with what held.
                 held = sum(scrape(a, 'lekiwi_gateway_connections') or 0 for a in apis)
-                out = (load.stdout.read() if load.stdout else '').strip()
+                out = load.output()
                 try:  # it ran its whole schedule (not every robot connected): its figures
                     seen = orjson.loads(out.splitlines()[-1])
                     out = ' '.join(f'{k}={seen.get(k)}' for k in (
@@ -371,8 +429,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             connections = sum(values(t, 'lekiwi_gateway_connections')
                               ['lekiwi_gateway_connections'] or 0
                               for t in [text1] + [metrics_text(a) for a in apis[1:]])
-            out, _ = load.communicate(timeout=args.duration + 600)
-            result = orjson.loads(out.strip().splitlines()[-1])
+            result = load.result(timeout=args.duration + 600)
         finally:
             roles.stop()
         gateway_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
@@ -434,6 +491,9 @@ def main() -> int:
                         help='gateway processes (above 1: roles over NATS, see above)')
     parser.add_argument('--broker', action='store_true',
                         help='run the roles over NATS even with one gateway')
+    parser.add_argument('--loads', type=int, default=1,
+                        help='load generator processes (each holds its share of the robots; '
+                             'more than one where one process\'s nofile is too few)')
     parser.add_argument('--writers', type=int, default=2,
                         help='with a broker: writer shards, one writer process each')
     parser.add_argument('--protocol', type=int, choices=(1, 2), default=2,
