@@ -386,6 +386,7 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                 if load.poll() is not None or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
+            time.sleep(args.warmup)
             if load.poll() is not None:
                 # The load generator died before the window (at 20,000 robots on one host it
                 # may: its own descriptors, the machine's memory): say so, with what held.
@@ -402,7 +403,6 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                                f'robot connected (the server CPU window was not sampled); '
                                f'the gateways held {held:.0f} of {n} robots; the load '
                                f'printed: {out}')
-            time.sleep(args.warmup)
             cpu0, pg0, load0 = proc.cpu_times(), postgres_cpu_seconds(), load_proc.cpu_times()
             writer0 = [w.cpu_times() for w in writers]
             roles0 = [w.cpu_times() for w in writer_roles]
@@ -418,6 +418,9 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                 writer_rss_peak = max(writer_rss_peak, sum(w.memory_info().rss for w in writers))
                 time.sleep(0.5)
             wall = time.monotonic() - w0
+            if wall < args.duration * 0.5:  # the load ended its schedule during the window
+                raise LoadDied(f'load generator ended {wall:.1f} s into the window: not '
+                               f'measured ({load.output()[-300:]!r})')
             cpu1, pg1 = proc.cpu_times(), postgres_cpu_seconds()
             writer1 = [w.cpu_times() for w in writers]
             roles1 = [w.cpu_times() for w in writer_roles]
