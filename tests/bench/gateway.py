@@ -15,10 +15,13 @@ The last line sums up the largest N as key=value pairs.
     python tests/bench/gateway.py --robots 2000 --duration 10
     python tests/bench/gateway.py --robots 20000 --gateways 2   # NATS, writer role, 2 gateways
 
-With `--gateways K` above 1 (or `--broker`) the server runs as roles over NATS JetStream: a
-nats-server (temp dir, loopback), one `serve --role writer` process (every shard) and K
-`serve --role gateway` processes; the load spreads the robots over the gateways, the dashboards
-read the first gateway's stream, and the server's CPU and RSS are those of all of them.
+With `--gateways K` above 1 (or `--broker`) the server runs as roles over NATS: a nats-server
+(temp dir, loopback), one `serve --role writer --shard I` process per writer shard
+(`--writers`, default 2: LEKIWI_WRITER_SHARDS) and K `serve --role gateway` processes; the load
+spreads the robots over the gateways, the dashboards read the first gateway's stream, and the
+server's CPU and RSS are those of all of them (gateways and writers summed apart as well).
+Durable messages (telemetry) cross JetStream, lekiwi-fleet/2 heartbeats core NATS; the load
+prints their ack latencies apart too (`durable ack`, `state ack`).
 """
 
 from __future__ import annotations
@@ -159,7 +162,8 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
 def metrics_text(api: str) -> str:
     """Fetch the server's /metrics once (a window's figures all come from the same scrape)."""
     import urllib.request
-    with urllib.request.urlopen(f'{api}/metrics', timeout=10) as response:
+    # A saturated gateway's loop answers late: wait rather than lose the run's figures.
+    with urllib.request.urlopen(f'{api}/metrics', timeout=60) as response:
         return response.read().decode()
 
 
@@ -211,6 +215,7 @@ class Roles:
     def __init__(self, env: dict[str, str], args: argparse.Namespace, tmp: Path) -> None:
         self._env = env
         self._k = args.gateways
+        self._writers = args.writers
         self._broker = args.broker or args.gateways > 1
         self._tmp = tmp
         self.procs: list[subprocess.Popen[str]] = []
@@ -221,8 +226,16 @@ class Roles:
         return self.procs[0]
 
     def others(self) -> list[psutil.Process]:
-        """Return every server process but the first (the other gateways and the writer)."""
+        """Return every server process but the first (the other gateways and the writers)."""
         return [psutil.Process(p.pid) for p in self.procs[1:]]
+
+    def nats(self) -> psutil.Process | None:
+        """Return the nats-server process (None without a broker)."""
+        return psutil.Process(self._nats.pid) if self._nats is not None else None
+
+    def writers(self) -> list[psutil.Process]:
+        """Return the writer role processes (none without a broker)."""
+        return [psutil.Process(p.pid) for p in self.procs[self._k:]] if self._broker else []
 
     def _serve(self, env: dict[str, str], *role: str) -> tuple[subprocess.Popen[str], str]:
         proc = subprocess.Popen([sys.executable, '-m', 'lekiwi_fleet_server', 'serve', *role],
@@ -245,7 +258,9 @@ class Roles:
                                            '-sd', str(self._tmp / 'nats')],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             env['LEKIWI_NATS_URL'] = f'nats://127.0.0.1:{port}'
-            self._serve(env, '--role', 'writer')
+            env['LEKIWI_WRITER_SHARDS'] = str(self._writers)
+            for shard in range(self._writers):  # one process per shard, as on many hosts
+                self._serve(env, '--role', 'writer', '--shard', str(shard))
         apis, gateways = [], []
         for i in range(self._k if self._broker else 1):
             role = ('--role', 'gateway') if self._broker else ()
@@ -255,8 +270,8 @@ class Roles:
                 raise RuntimeError(f'server did not start: {line!r}')
             apis.append(match.group(1))
             gateways.append(match.group(2))
-        if self._broker:  # the writer first in the list is not a gateway: put a gateway first
-            self.procs.append(self.procs.pop(0))
+        if self._broker:  # gateways first in the list, then the writers
+            self.procs = self.procs[self._writers:] + self.procs[:self._writers]
         return apis, gateways
 
     def stop(self) -> None:
@@ -272,6 +287,57 @@ class Roles:
             self._nats.wait(30)
 
 
+class Loads:
+    """The load generator processes of one run, seen as one (figures: sums, worst p99s)."""
+
+    def __init__(self, procs: list[subprocess.Popen[str]]) -> None:
+        self.procs = procs
+        self._ps = [psutil.Process(p.pid) for p in procs]
+
+    def poll(self) -> int | None:
+        codes = [p.poll() for p in self.procs]
+        return next((c for c in codes if c is not None), None)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
+
+    def cpu_times(self) -> Any:
+        times = [p.cpu_times() for p in self._ps]
+        return argparse.Namespace(user=sum(t.user for t in times),
+                                  system=sum(t.system for t in times))
+
+    def output(self) -> str:
+        return '\n'.join((p.stdout.read() if p.stdout else '').strip() for p in self.procs
+                         if p.poll() is not None)
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        results = [orjson.loads(p.communicate(timeout=timeout)[0].strip().splitlines()[-1])
+                   for p in self.procs]
+        if len(results) == 1:
+            return results[0]
+        merged = dict(results[0])  # the dashboards' figures are the first process's
+        for key in ('robots', 'authenticated', 'held', 'sent', 'acked', 'commit_samples',
+                    'durable_samples', 'state_samples', 'disconnects'):
+            merged[key] = sum(r[key] for r in results)
+        for key in ('p50_commit_ms', 'p99_commit_ms', 'max_commit_ms', 'p50_durable_ack_ms',
+                    'p99_durable_ack_ms', 'p50_state_ack_ms', 'p99_state_ack_ms',
+                    'p99_loop_lag_ms', 'max_loop_lag_ms', 'connect_s'):
+            known = [r[key] for r in results if r.get(key) is not None]
+            merged[key] = max(known) if known else None  # the worse process's
+        merged['errors'] = {}
+        for r in results:
+            for code, count in r['errors'].items():
+                merged['errors'][code] = merged['errors'].get(code, 0) + count
+        merged['worst_seconds'] = sorted((w for r in results for w in r['worst_seconds']),
+                                         key=lambda w: -w['p99_commit_ms'])[:3]
+        return merged
+
+
+class LoadDied(RuntimeError):
+    """The load generator exited before its measured window."""
+
+
 def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
     name = f'lekiwi_bench_{n}_{os.getpid()}'
     with Database(pg_url, name) as db, tempfile.TemporaryDirectory() as tmp:
@@ -280,6 +346,13 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
         enrol_s = time.perf_counter() - t0
         tokens = Path(tmp) / 'tokens'
         tokens.write_text(''.join(f'{r} {t}\n' for r, t in credentials))
+        shares = [tokens] if args.loads == 1 else []
+        for j in range(args.loads if args.loads > 1 else 0):
+            # Robot i goes to gateway i mod K in one process as in several: share j holds
+            # every (loads)-th robot, and its process the matching gateways.
+            share = Path(tmp) / f'tokens-{j}'
+            share.write_text(''.join(f'{r} {t}\n' for r, t in credentials[j::args.loads]))
+            shares.append(share)
         admin = 'lkw_bench_' + secrets.token_hex(16)
         env = dict(os.environ, LEKIWI_DATABASE_URL=db.url, LEKIWI_API_PORT='0',
                    LEKIWI_GATEWAY_PORT='0', LEKIWI_BOOTSTRAP_ADMIN_TOKEN=admin,
@@ -290,17 +363,23 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             apis, gateways = roles.start()
             api, gateway = apis[0], ','.join(gateways)
             proc = psutil.Process(roles.first.pid)
-            writers = roles.others()  # the other gateways and the writer role, if any
-            load = subprocess.Popen(
+            writers = roles.others()  # the other gateways and the writer roles, if any
+            writer_roles = roles.writers()
+            nats_proc = roles.nats()  # not part of the server's figures: printed apart
+            # One load process, or (--loads L) several, each with its share of the robots:
+            # a process's descriptors (nofile) cap the robots one generator can hold.
+            load = Loads([subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name('gateway_load.py')),
-                 '--gateway-url', gateway, '--stream-url',
+                 '--gateway-url', ','.join(gateways[j::args.loads]) or gateway,
+                 '--stream-url',
                  api.replace('http://', 'ws://') + '/api/v1/stream', '--admin-token', admin,
-                 '--tokens', str(tokens), '--dashboards', str(args.dashboards),
+                 '--tokens', str(share), '--dashboards', str(args.dashboards if j == 0 else 0),
                  '--warmup', str(args.warmup), '--duration', str(args.duration),
                  '--telemetry-period', str(args.telemetry_period),
                  '--protocol', str(args.protocol)],
                 stdout=subprocess.PIPE, text=True)
-            load_proc = psutil.Process(load.pid)
+                for j, share in enumerate(shares)])
+            load_proc = load
             # Sample over the measured window: wait for the load to connect and warm up.
             deadline = time.monotonic() + 600
             while sum(scrape(a, 'lekiwi_gateway_connections') or 0 for a in apis) < n * 0.999:
@@ -308,8 +387,26 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                     break
                 time.sleep(0.5)
             time.sleep(args.warmup)
+            if load.poll() is not None:
+                # The load generator died before the window (at 20,000 robots on one host it
+                # may: its own descriptors, the machine's memory): say so, with what held.
+                held = sum(scrape(a, 'lekiwi_gateway_connections') or 0 for a in apis)
+                out = load.output()
+                try:  # it ran its whole schedule (not every robot connected): its figures
+                    seen = orjson.loads(out.splitlines()[-1])
+                    out = ' '.join(f'{k}={seen.get(k)}' for k in (
+                        'authenticated', 'held', 'p99_commit_ms', 'p99_durable_ack_ms',
+                        'p99_state_ack_ms', 'p99_dashboard_ms', 'errors', 'disconnects'))
+                except (ValueError, IndexError):
+                    out = repr(out[-500:])
+                raise LoadDied(f'load generator exited with {load.returncode} before every '
+                               f'robot connected (the server CPU window was not sampled); '
+                               f'the gateways held {held:.0f} of {n} robots; the load '
+                               f'printed: {out}')
             cpu0, pg0, load0 = proc.cpu_times(), postgres_cpu_seconds(), load_proc.cpu_times()
             writer0 = [w.cpu_times() for w in writers]
+            roles0 = [w.cpu_times() for w in writer_roles]
+            nats0 = nats_proc.cpu_times() if nats_proc is not None else None
             rows0, tables0 = db.rows_written(), db.rows_by_table()
             text0 = metrics_text(api)
             batches0, buckets0 = values(text0, *BATCH_METRICS), histogram_buckets(text0)
@@ -321,8 +418,13 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
                 writer_rss_peak = max(writer_rss_peak, sum(w.memory_info().rss for w in writers))
                 time.sleep(0.5)
             wall = time.monotonic() - w0
+            if wall < args.duration * 0.5:  # the load ended its schedule during the window
+                raise LoadDied(f'load generator ended {wall:.1f} s into the window: not '
+                               f'measured ({load.output()[-300:]!r})')
             cpu1, pg1 = proc.cpu_times(), postgres_cpu_seconds()
             writer1 = [w.cpu_times() for w in writers]
+            roles1 = [w.cpu_times() for w in writer_roles]
+            nats1 = nats_proc.cpu_times() if nats_proc is not None else None
             load1 = load_proc.cpu_times() if load.poll() is None else load0
             rows1, tables1 = db.rows_written(), db.rows_by_table()
             text1 = metrics_text(api)
@@ -330,13 +432,15 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             connections = sum(values(t, 'lekiwi_gateway_connections')
                               ['lekiwi_gateway_connections'] or 0
                               for t in [text1] + [metrics_text(a) for a in apis[1:]])
-            out, _ = load.communicate(timeout=args.duration + 600)
-            result = orjson.loads(out.strip().splitlines()[-1])
+            result = load.result(timeout=args.duration + 600)
         finally:
             roles.stop()
         gateway_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100
         writer_cpu = sum(b.user + b.system - a.user - a.system
                          for a, b in zip(writer0, writer1, strict=True)) / wall * 100
+        # With a broker: the writer roles' own CPU, summed, and the gateways' (all of them).
+        roles_cpu = [(b.user + b.system - a.user - a.system) / wall * 100
+                     for a, b in zip(roles0, roles1, strict=True)]
         delta = {k: (batches1[k] or 0) - (batches0[k] or 0) for k in BATCH_METRICS}
         batches = delta['lekiwi_store_commit_seconds_count'] or 1
         result.update({
@@ -346,6 +450,11 @@ def run_one(n: int, args: argparse.Namespace, pg_url: str) -> dict[str, Any]:
             'cpu_percent': round(gateway_cpu + writer_cpu, 1),
             'gateway_cpu_percent': round(gateway_cpu, 1),
             'writer_cpu_percent': round(writer_cpu, 1),
+            'writer_roles_cpu_percent': round(sum(roles_cpu), 1),
+            'nats_cpu_percent': round((nats1.user + nats1.system - nats0.user - nats0.system)
+                                      / wall * 100, 1) if nats0 and nats1 else None,
+            'writer_role_cpu_percents': [round(c, 1) for c in roles_cpu],
+            'gateways_cpu_percent': round(gateway_cpu + writer_cpu - sum(roles_cpu), 1),
             'rss_mb': round((rss_peak + writer_rss_peak) / 2**20, 1),
             'postgres_cpu_percent': round(cpu_delta(pg0, pg1) / wall * 100, 1),
             'load_cpu_percent': round((load1.user + load1.system - load0.user - load0.system)
@@ -385,6 +494,11 @@ def main() -> int:
                         help='gateway processes (above 1: roles over NATS, see above)')
     parser.add_argument('--broker', action='store_true',
                         help='run the roles over NATS even with one gateway')
+    parser.add_argument('--loads', type=int, default=1,
+                        help='load generator processes (each holds its share of the robots; '
+                             'more than one where one process\'s nofile is too few)')
+    parser.add_argument('--writers', type=int, default=2,
+                        help='with a broker: writer shards, one writer process each')
     parser.add_argument('--protocol', type=int, choices=(1, 2), default=2,
                         help="the robots' protocol: 2 (the agent's) or 1")
     args = parser.parse_args()
@@ -398,7 +512,14 @@ def main() -> int:
           flush=True)
     results = []
     for n in counts:
-        r = run_one(n, args, pg_url)
+        try:
+            r = run_one(n, args, pg_url)
+        except LoadDied as exc:
+            print(f'N={n}: not measured: {exc}', flush=True)
+            if n == counts[-1] and not results:
+                print(f'robots={n} held=None (load generator died)')
+                return 1
+            continue
         results.append(r)
         print(f'N={n}: held={r["held"]}/{n} (server {fmt(r["server_connections"])}) '
               f'connect={r["connect_s"]}s '
@@ -421,6 +542,13 @@ def main() -> int:
               f'worst seconds (ack p99 / load loop lag max): '
               f'{", ".join(_second(w) for w in r.get("worst_seconds", []))} '
               f'errors={r["errors"]} disconnects={r["disconnects"]}', flush=True)
+        print(f'N={n}: acks by kind: durable p50={fmt(r["p50_durable_ack_ms"])}ms '
+              f'p99={fmt(r["p99_durable_ack_ms"])}ms (n={r["durable_samples"]}) state '
+              f'p50={fmt(r["p50_state_ack_ms"])}ms p99={fmt(r["p99_state_ack_ms"])}ms '
+              f'(n={r["state_samples"]}); gateways cpu={r["gateways_cpu_percent"]}% '
+              f'writer roles cpu={r["writer_roles_cpu_percent"]}% '
+              f'nats-server cpu={r["nats_cpu_percent"]}% '
+              f'(per shard {r["writer_role_cpu_percents"]})', flush=True)
         print(f'N={n}: postgres rows per robot-second={r["rows_per_robot_s"]} (by table: '
               + ', '.join(f'{t} {v}' for t, v in r['rows_by_table'].items()) + ')', flush=True)
     last = results[-1]
@@ -428,7 +556,10 @@ def main() -> int:
           f'p99_commit_ms={fmt(last["p99_commit_ms"])} '
           f'p99_dashboard_ms={fmt(last["p99_dashboard_ms"])} '
           f'cpu_percent={last["cpu_percent"]} rss_mb={last["rss_mb"]} '
-          f'rows_per_s={last["rows_per_s"]} rows_per_robot_s={last["rows_per_robot_s"]}')
+          f'rows_per_s={last["rows_per_s"]} rows_per_robot_s={last["rows_per_robot_s"]} '
+          f'p99_durable_ack_ms={fmt(last["p99_durable_ack_ms"])} '
+          f'p99_state_ack_ms={fmt(last["p99_state_ack_ms"])} gateways={args.gateways} '
+          f'writer_cpu_percent={last["writer_roles_cpu_percent"]}')
     return 0
 
 

@@ -36,6 +36,10 @@ class Stats:
     def __init__(self) -> None:
         self.measuring = False
         self.commit_ms: list[float] = []
+        # The same samples by kind: history seqs (`ranges`, stored before their ack) and
+        # lekiwi-fleet/2 state seqs (`state_ranges`, acked once the writer's memory has them).
+        self.durable_ms: list[float] = []
+        self.state_ms: list[float] = []
         self.dashboard_ms: list[float] = []
         self.sent = 0
         self.acked = 0
@@ -106,7 +110,8 @@ class SimRobot(WSListener):
         if data.get('topic') == 'fleet/ack':
             stats = self.stats
             msg = data['msg']
-            for key, sent_at in (('ranges', self.sent_at), ('state_ranges', self.state_sent_at)):
+            for key, sent_at, kind in (('ranges', self.sent_at, stats.durable_ms),
+                                       ('state_ranges', self.state_sent_at, stats.state_ms)):
                 for first, last in msg.get(key, ()):
                     for seq in range(first, last + 1):
                         t0 = sent_at.pop(seq, None)
@@ -115,6 +120,7 @@ class SimRobot(WSListener):
                             if stats.measuring:
                                 stats.commit_ms.append((now - t0) * 1000.0)
                                 stats.commit_second.append(stats.second)
+                                kind.append(stats.commit_ms[-1])
         elif data.get('op') == 'status':
             if data.get('level') == 'info':
                 if not self.authed.done():
@@ -357,6 +363,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         'p50_commit_ms': percentile(stats.commit_ms, 50),
         'p99_commit_ms': percentile(stats.commit_ms, 99),
         'max_commit_ms': max(stats.commit_ms) if stats.commit_ms else None,
+        'durable_samples': len(stats.durable_ms),
+        'p50_durable_ack_ms': percentile(stats.durable_ms, 50),
+        'p99_durable_ack_ms': percentile(stats.durable_ms, 99),
+        'state_samples': len(stats.state_ms),
+        'p50_state_ack_ms': percentile(stats.state_ms, 50),
+        'p99_state_ack_ms': percentile(stats.state_ms, 99),
         'dashboard_samples': len(stats.dashboard_ms),
         'p50_dashboard_ms': percentile(stats.dashboard_ms, 50),
         'p99_dashboard_ms': percentile(stats.dashboard_ms, 99),

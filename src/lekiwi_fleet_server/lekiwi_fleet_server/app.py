@@ -179,7 +179,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         gateway = RobotGateway(settings, store, bus, metrics, committers=committers, now=now,
                                registry=registry)
         if broker is not None:
-            await broker.deliver_acks_to(gateway.deliver)
+            await broker.deliver_acks_to(gateway.deliver, metrics)
         router = open_router(settings, gateway, registry)
         account_store = SqlAccountStore.open(settings.resolved_database_url)
         app.state.accounts = AccountService(

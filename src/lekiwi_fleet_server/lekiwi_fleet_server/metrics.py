@@ -57,9 +57,6 @@ class FleetMetrics:
             'lekiwi_stream_lag_seconds',
             "From a batch's commit start to its dashboard update written to a dashboard",
             registry=r, buckets=_LATENCY_BUCKETS)
-        self._writer_pending = Gauge('lekiwi_writer_requests_pending',
-                                     'Requests sent to a writer process and not answered yet',
-                                     ['shard'], registry=r)
 
         # Every status present from the start at 0: increase() sees the first change.
         self.deployment_transitions = Counter(
@@ -73,10 +70,6 @@ class FleetMetrics:
             'lekiwi_flag_guard_trips',
             'Flag guards that tripped (their cohort crossed a threshold), by flag, metric and '
             'action', ['flag', 'metric', 'action'], registry=r)
-
-    def track_writer_pending(self, shard: int, pending: Callable[[], float]) -> None:
-        """Read a writer process's unanswered requests whenever metrics are scraped."""
-        self._writer_pending.labels(str(shard)).set_function(pending)
 
     def add_collector(self, collector: Collector) -> None:
         """Register a collector read at scrape time (the fleet's state)."""

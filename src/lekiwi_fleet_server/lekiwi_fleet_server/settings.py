@@ -25,9 +25,11 @@ class Settings(BaseSettings):
     writer_shards: int = Field(
         2, ge=1, le=MAX_SHARDS,
         description='With a broker (nats_url): writer shards, each the only writer of its '
-                    'share of the robots (by a hash of the robot id) and the only consumer of '
-                    'its JetStream partition; PostgreSQL only, SQLite always has one. Without '
-                    'a broker one writer thread commits every robot')
+                    'share of the robots (by a hash of the robot id), the only consumer of its '
+                    'JetStream partition and of its state readings; run one writer role '
+                    'process per shard (serve --role writer --shard i), every role with the '
+                    'same value. PostgreSQL only, SQLite always has one. Without a broker one '
+                    'writer thread commits every robot')
     writer_priority: int = Field(5, ge=0, le=19,
                                  description='Nice steps a writer role process gains over the '
                                              'rest (best effort: needs CAP_SYS_NICE)')
@@ -214,8 +216,9 @@ class Settings(BaseSettings):
                           'database when present)')
     writer_metrics_port: int | None = Field(
         None, ge=0, le=65535,
-        description='Each writer process serves Prometheus metrics on this port + its shard '
-                    'index (0: a free port each); unset: writers serve none')
+        description='Each writer role (serve --role writer) serves its shards\' Prometheus '
+                    'metrics on this port + the shard index (0: a free port each); unset: '
+                    'writer roles serve none')
     # -- several gateways (broker/presence.py, broker/routing.py; issue 17) --
     redis_url: str | None = Field(
         None, description='Redis holding presence and session ownership, shared by every '

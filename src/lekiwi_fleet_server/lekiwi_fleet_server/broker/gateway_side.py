@@ -1,13 +1,21 @@
-"""The gateway's side of the broker: publish robots' messages durably, take their acks back.
+"""The gateway's side of the broker: hand robots' messages to the writers, take their acks back.
 
 `JetStreamCommitter` is the gateway's `Committer` (gateway/commit_worker.py) for one writer
-shard when a broker is configured: `commit` publishes the batch's frames (and presence changes)
-to the shard's JetStream partition, each with `Nats-Msg-Id = robot:boot:seq`, and returns once
-JetStream has stored every one of them, with no acks: the robots' acks come later, from the
-writer, once PostgreSQL committed (`AckInbox`). A publish that fails (the broker is down, the
-stream is full) raises StoreUnavailable: the batcher puts the batch back in front and retries,
-nothing is acknowledged meanwhile, and a retried message JetStream stored already is dropped
-as a duplicate by its id.
+shard when a broker is configured. `commit` splits the batch:
+
+- durable messages (history, and presence changes) go to the shard's JetStream partition, each
+  with `Nats-Msg-Id = robot:boot:seq`, and `commit` returns once JetStream has stored every one
+  of them. A publish that fails (the broker is down, the stream is full) raises
+  StoreUnavailable: the batcher puts the batch back in front and retries, nothing is
+  acknowledged meanwhile, and a retried message JetStream stored already is dropped as a
+  duplicate by its id;
+- lekiwi-fleet/2 state readings (`state_seq`) go on core NATS, packed: one message (or a few,
+  each under `max_payload`) per shard and batch (broker/packing.py). They are not stored: a
+  reading lost with NATS or with a writer that is gone is simply never acked, and the robot's
+  outbox resends it (or a newer reading supersedes it).
+
+Either way there are no acks in what `commit` returns: the robots' acks come later from the
+writer, once it committed (`AckInbox`).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from collections.abc import Callable, Sequence
 import orjson
 from nats.aio.msg import Msg
 
-from lekiwi_fleet_server.broker import subjects
+from lekiwi_fleet_server.broker import packing, subjects
 from lekiwi_fleet_server.broker.link import NatsLink
 from lekiwi_fleet_server.domain.protocol import ErrorCode
 from lekiwi_fleet_server.gateway.commit_worker import CommitOutcome, RawFrame, Refusal
@@ -32,29 +40,57 @@ class JetStreamCommitter:
     """Hand one writer shard's batches to its JetStream partition (see the module docstring)."""
 
     def __init__(self, link: NatsLink, shard: int, gateway_id: str, *,
-                 publish_timeout_s: float = 5.0) -> None:
+                 publish_timeout_s: float = 5.0, ack_wait_s: float = 30.0) -> None:
         self._link = link
         self._shard = shard
         self._subject = subjects.durable_subject(shard)
+        self._state_subject = subjects.state_subject(shard)
         self._gateway_id = gateway_id
         self._timeout_s = publish_timeout_s
+        self._ack_wait_s = ack_wait_s
+        self._partition_ready = False
+        self.durable_published = 0  # messages stored in JetStream
+        self.state_sent = 0  # readings sent on core NATS
+        self.state_messages = 0  # ... in this many packed messages
 
     async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
                      now: float, want_update: bool) -> CommitOutcome:
         """Store the batch in JetStream; raise StoreUnavailable unless all of it was stored."""
         outcome = CommitOutcome()
         futures: list[asyncio.Future[object]] = []
+        readings = [frame for frame in frames if packing.is_state_reading(frame[2])]
+        durable = frames if not readings else [
+            frame for frame in frames if not packing.is_state_reading(frame[2])]
         try:
+            if not self._partition_ready:
+                # The stream keeps a message only for a consumer: make sure the shard's is
+                # there before the first publish (the wiring made it; a test may not have).
+                await asyncio.wait_for(self._link.ensure_partitions(
+                    [self._shard], self._ack_wait_s), self._timeout_s)
+                self._partition_ready = True
+            if readings:  # first: they wait for nothing, not for JetStream's PubAcks
+                await self._send_readings(readings)
             # Bounded as a whole: while the broker is away publishing may also block (nats-py
             # caps the publishes awaiting their PubAck).
-            await asyncio.wait_for(self._publish(frames, presence, now, outcome, futures),
+            await asyncio.wait_for(self._publish(durable, presence, now, outcome, futures),
                                    self._timeout_s)
         except Exception as exc:  # broker down, stream full, timeout: hold the batch
             for future in futures:
                 future.cancel()
             raise StoreUnavailable(f'JetStream partition {self._shard}: {exc!r}') from exc
+        self.durable_published += len(durable) + len(presence)
         outcome.messages = len(frames)
         return outcome
+
+    async def _send_readings(self, readings: Sequence[RawFrame]) -> None:
+        """Send state readings packed on core NATS (no reply: the acks come to our inbox)."""
+        nc = self._link.nc
+        # The connection's limit (1 MB by default), less room for the protocol's own lines.
+        limit = max(64 * 1024, (nc.max_payload or 1024 * 1024) - 4096)
+        for body in packing.pack(self._gateway_id, readings, limit):
+            await nc.publish(self._state_subject, body)
+            self.state_messages += 1
+        self.state_sent += len(readings)
 
     async def _publish(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
                        now: float, outcome: CommitOutcome,
@@ -107,10 +143,12 @@ Deliver = Callable[[CommitOutcome], None]
 class AckInbox:
     """The gateway's subscription to its acks and refusals, handed to `deliver` as outcomes."""
 
-    def __init__(self, link: NatsLink, gateway_id: str, deliver: Deliver) -> None:
+    def __init__(self, link: NatsLink, gateway_id: str, deliver: Deliver,
+                 counted: Deliver = lambda _outcome: None) -> None:
         self._link = link
         self._subject = subjects.ack_subject(gateway_id)
         self._deliver = deliver
+        self._counted = counted  # the gateway's metrics: what the writers committed for it
         self._sub: object | None = None
 
     async def start(self) -> None:
@@ -119,23 +157,29 @@ class AckInbox:
 
     async def _on_message(self, msg: Msg) -> None:
         try:
-            acks, refusals = decode_acks(msg.data)
-        except (ValueError, TypeError) as exc:
+            outcome = decode_acks(msg.data)
+        except (ValueError, TypeError, KeyError) as exc:
             log.error('undecodable ack message on %s: %s', self._subject, exc)
             return
-        self._deliver(CommitOutcome(acks=acks, refusals=refusals, acknowledged=len(acks)))
+        self._counted(outcome)
+        self._deliver(outcome)
 
 
-def encode_acks(acks: Sequence[tuple[str, bytes]], refusals: Sequence[Refusal]) -> bytes:
-    """Encode the acks and refusals a writer sends one gateway for one batch."""
+def encode_acks(acks: Sequence[tuple[str, bytes]], refusals: Sequence[Refusal],
+                acknowledged: int = 0, duplicates: int = 0) -> bytes:
+    """Encode the acks and refusals a writer sends one gateway for one batch.
+
+    `acknowledged` and `duplicates` count this gateway's messages in the batch (its metrics).
+    """
     return orjson.dumps({'acks': [(robot, frame.decode()) for robot, frame in acks],
-                         'refusals': list(refusals)})
+                         'refusals': list(refusals), 'n': acknowledged, 'd': duplicates})
 
 
-def decode_acks(data: bytes) -> tuple[list[tuple[str, bytes]], list[Refusal]]:
-    """Decode what `encode_acks` made."""
+def decode_acks(data: bytes) -> CommitOutcome:
+    """Decode what `encode_acks` made, as the outcome the gateway delivers."""
     body = orjson.loads(data)
     acks = [(str(robot), str(frame).encode()) for robot, frame in body['acks']]
     refusals: list[Refusal] = [(str(r), str(c), str(m), None if f is None else str(f))
                                for r, c, m, f in body['refusals']]
-    return acks, refusals
+    return CommitOutcome(acks=acks, refusals=refusals, acknowledged=int(body.get('n', 0)),
+                         duplicates=int(body.get('d', 0)))

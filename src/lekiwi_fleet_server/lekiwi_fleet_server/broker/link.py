@@ -11,15 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 
-from lekiwi_fleet_server.broker.subjects import DURABLE_PREFIX, STREAM
+from lekiwi_fleet_server.broker.subjects import DURABLE_PREFIX, STREAM, durable_subject
 from lekiwi_fleet_server.store.interface import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -28,6 +36,11 @@ log = logging.getLogger(__name__)
 # retried publish, or a robot's resend through another gateway, is stored once. Beyond it the
 # store's idempotent message keys still refuse the duplicate.
 DUPLICATE_WINDOW_S = 120.0
+
+
+def partition_consumer(shard: int) -> str:
+    """Return the durable consumer of a shard's partition (one per shard, whoever runs it)."""
+    return f'writer-{shard}'
 
 
 class NatsLink:
@@ -67,15 +80,46 @@ class NatsLink:
         """Create the durable stream of every partition, or keep the one there is."""
         config = StreamConfig(
             name=STREAM, subjects=[f'{DURABLE_PREFIX}.>'],
-            # Work queue: a message is gone once its writer acked it (after its commit).
-            retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+            # Interest: a message is gone once its shard's consumer acked it (after its commit).
+            # Not a work queue, because a work queue refuses cumulative acks (AckPolicy.ALL);
+            # so every partition's consumer must exist before anything is published to it
+            # (`ensure_partitions`), or JetStream would keep no copy for nobody.
+            retention=RetentionPolicy.INTEREST, storage=StorageType.FILE,
             # Full (the writers far behind): refuse new messages, never drop stored ones; the
             # gateway then holds its robots' frames unacknowledged.
             discard=DiscardPolicy.NEW, duplicate_window=DUPLICATE_WINDOW_S)
         try:
             await self.js.add_stream(config)
         except nats.js.errors.BadRequestError:
-            await self.js.update_stream(config)  # exists with other settings
+            try:
+                await self.js.update_stream(config)  # exists with other settings
+            except nats.js.errors.APIError as exc:
+                # A stream of an older release (a work queue) cannot become an interest one
+                # in place: let its writers drain it, then delete it (`nats stream rm`).
+                raise StoreUnavailable(
+                    f'JetStream stream {STREAM} exists with settings this release cannot use '
+                    f'({exc}); drain it with the old writers, then delete it') from exc
+
+    async def ensure_partitions(self, shards: Iterable[int], ack_wait_s: float) -> None:
+        """Make sure each shard's durable consumer exists (before anything is published).
+
+        Whoever connects first creates them (a gateway or a writer); an existing one is kept
+        as it is. One consumer per partition, acked cumulatively by its single writer.
+        """
+        for shard in shards:
+            name = partition_consumer(shard)
+            try:
+                await self.js.consumer_info(STREAM, name)
+                continue
+            except nats.js.errors.NotFoundError:
+                pass
+            try:
+                await self.js.add_consumer(STREAM, ConsumerConfig(
+                    durable_name=name, ack_policy=AckPolicy.ALL,
+                    deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait_s, max_deliver=-1,
+                    max_ack_pending=-1, filter_subject=durable_subject(shard)))
+            except nats.js.errors.APIError as exc:  # made meanwhile by another process
+                log.debug('consumer %s: %s', name, exc)
 
     @property
     def nc(self) -> Client:

@@ -3,7 +3,9 @@
 One JetStream stream (`STREAM`) holds every partition: `lekiwi.durable.<shard>`, one per writer
 shard (domain/shards.py), so each writer is the single consumer of its robots' messages.
 Acks go back on core NATS to `lekiwi.acks.<gateway>`; dashboard updates on `lekiwi.updates.<n>`
-(n: the writer shard, or `api` for what the API publishes itself).
+(n: the writer shard, or `api` for what the API publishes itself). lekiwi-fleet/2 state readings
+travel on core NATS, packed (broker/packing.py), to `lekiwi.state.<shard>`: not stored, acked
+by the writer once its memory has them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ SEQ = 'Lekiwi-Seq'
 def durable_subject(shard: int) -> str:
     """Return the JetStream subject of a writer shard's partition."""
     return f'{DURABLE_PREFIX}.{shard}'
+
+
+def state_subject(shard: int) -> str:
+    """Return the core-NATS subject of a writer shard's packed state readings."""
+    return f'lekiwi.state.{shard}'
 
 
 def ack_subject(gateway_id: str) -> str:

@@ -12,9 +12,11 @@ from collections.abc import Callable
 
 from lekiwi_fleet_server.broker.gateway_side import AckInbox, JetStreamCommitter
 from lekiwi_fleet_server.broker.link import NatsLink
+from lekiwi_fleet_server.broker.metrics import GatewayBrokerCollector
 from lekiwi_fleet_server.broker.nats_bus import NatsBus
 from lekiwi_fleet_server.broker.writers import WriterShards, process_name
 from lekiwi_fleet_server.gateway.commit_worker import CommitOutcome, Committer
+from lekiwi_fleet_server.metrics import FleetMetrics
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.interface import FleetStore, StoreError
 
@@ -34,25 +36,42 @@ class BrokerWiring:
         self.gateway_id = settings.resolved_gateway_id
         self.link = NatsLink(settings.nats_url or '', process_name(role))
         self.bus = NatsBus(self.link, settings.bus_queue_updates)
-        shards = settings.resolved_writer_shards
-        self.committers: list[Committer] = [
+        self._shards = shards = settings.resolved_writer_shards
+        self._jetstream = [
             JetStreamCommitter(self.link, shard, self.gateway_id,
-                               publish_timeout_s=settings.broker_publish_timeout_s)
+                               publish_timeout_s=settings.broker_publish_timeout_s,
+                               ack_wait_s=settings.broker_ack_wait_s)
             for shard in range(shards)]
+        self.committers: list[Committer] = list(self._jetstream)
         self.writers: WriterShards | None = None
         self._inbox: AckInbox | None = None
 
     async def start(self) -> None:
         """Connect, subscribe the dashboard bus, and in role `all` start the writer shards."""
         await self.link.connect(self._settings.broker_connect_timeout_s)
+        # Before the first publish: the stream keeps a message only for a consumer.
+        await self.link.ensure_partitions(range(self._shards), self._settings.broker_ack_wait_s)
         await self.bus.start()
         if self.role == 'all':
             self.writers = WriterShards(self._settings, self.link)
             await self.writers.start()  # shard 0 migrates the database
 
-    async def deliver_acks_to(self, deliver: Callable[[CommitOutcome], None]) -> None:
-        """Hand the acks and refusals the writers send this gateway to `deliver`."""
-        self._inbox = AckInbox(self.link, self.gateway_id, deliver)
+    async def deliver_acks_to(self, deliver: Callable[[CommitOutcome], None],
+                              metrics: FleetMetrics | None = None) -> None:
+        """Hand the acks and refusals the writers send this gateway to `deliver`.
+
+        With `metrics`, the messages the writers committed for this gateway are counted as
+        its `messages_committed` (and duplicates), and what it handed them is collected.
+        """
+        if metrics is not None:
+            metrics.add_collector(GatewayBrokerCollector(self._jetstream))
+
+        def counted(outcome: CommitOutcome) -> None:
+            if metrics is not None:
+                metrics.messages_committed.inc(outcome.acknowledged)
+                metrics.duplicates.inc(outcome.duplicates)
+
+        self._inbox = AckInbox(self.link, self.gateway_id, deliver, counted)
         await self._inbox.start()
 
     def healthy(self) -> bool:

@@ -17,6 +17,7 @@ import socket
 from collections.abc import Sequence
 
 from lekiwi_fleet_server.broker.link import NatsLink
+from lekiwi_fleet_server.broker.metrics import WriterBrokerCollector
 from lekiwi_fleet_server.broker.writer_side import PartitionWriter
 from lekiwi_fleet_server.domain.shards import shard_of
 from lekiwi_fleet_server.gateway.commit_worker import CommitWorker
@@ -55,7 +56,7 @@ class WriterShards:
 
         self._loop = asyncio.get_running_loop()
         settings = self._settings
-        flush_s = float(getattr(settings, 'state_flush_interval_s', 1.0))
+        flush_s = settings.state_flush_interval_s
         for shard in sorted(self.shards):
             store = await asyncio.to_thread(open_store, settings, shard_index=shard,
                                             shard_count=self.count)
@@ -66,6 +67,7 @@ class WriterShards:
                 self._link, CommitWorker(store, metrics), shard,
                 max_batch=settings.max_batch_messages, retry_s=settings.store_retry_s,
                 ack_wait_s=settings.broker_ack_wait_s, state_flush_interval_s=flush_s)
+            metrics.registry.register(WriterBrokerCollector(writer))
             await writer.start()
             self.writers.append(writer)
         from lekiwi_fleet_server.store.changes import watcher_for

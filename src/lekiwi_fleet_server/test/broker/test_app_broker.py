@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -62,6 +63,13 @@ def test_robots_are_acked_through_the_writers_and_admin_writes_reach_them(
             assert acked(ws, {1, 2, 3}) >= {1, 2, 3}
         update = json.loads(dash.receive_text())
         assert update['type'] == 'update'
+    # The gateway reports what the writers committed for it and what it handed them.
+    metrics = api.client.get('/metrics').text
+    committed = re.search(r'^lekiwi_gateway_messages_committed_total (\S+)$', metrics, re.M)
+    durable = re.search(r'^lekiwi_broker_published_total\{kind="durable"\} (\S+)$', metrics,
+                        re.M)
+    assert committed and float(committed.group(1)) >= 9, metrics
+    assert durable and float(durable.group(1)) >= 9
     for robot_id in robots:
         coverage = api.client.get(f'/api/v1/robots/{robot_id}/sequences', headers=api.admin)
         assert coverage.status_code == 200 and '[1, 3]' in json.dumps(coverage.json())

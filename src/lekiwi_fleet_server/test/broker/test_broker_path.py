@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from nats_server import NatsServer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'gateway'))
 import robot_frames as rf  # noqa: E402
 
+from lekiwi_fleet_server.broker import subjects  # noqa: E402
 from lekiwi_fleet_server.broker.gateway_side import AckInbox, JetStreamCommitter  # noqa: E402
 from lekiwi_fleet_server.broker.link import NatsLink  # noqa: E402
 from lekiwi_fleet_server.broker.nats_bus import GapDetector, NatsBus  # noqa: E402
@@ -96,75 +98,162 @@ async def test_frames_are_committed_by_the_writer_and_acked_to_their_gateway(
         await writer.stop()
 
 
-def state_raw(state_seq: int) -> tuple[str, float, bytes]:
+def state_raw(state_seq: int, software_version: str = '1.0.0') -> tuple[str, float, bytes]:
     """A lekiwi-fleet/2 heartbeat: numbered in the state space (`state_seq`, no `seq`)."""
-    frame = rf.publish('fleet/heartbeat', 1, rf.heartbeat(ROBOT))
+    frame = rf.publish('fleet/heartbeat', 1, rf.heartbeat(ROBOT, sequence=state_seq,
+                                                          software_version=software_version))
     del frame['seq']
     frame['state_seq'] = state_seq
     return ROBOT, T0 + state_seq, orjson.dumps(frame)
 
 
-async def test_v2_state_readings_cross_the_broker_and_are_acked_in_their_own_space(
+def state_acked(outcomes: Sequence[CommitOutcome]) -> list[int]:
+    seqs = []
+    for done in outcomes:
+        for _robot, frame in done.acks:
+            for first, last in orjson.loads(frame)['msg'].get('state_ranges', []):
+                seqs.extend(range(first, last + 1))
+    return sorted(seqs)
+
+
+async def stored_in_jetstream(link: NatsLink) -> int:
+    return (await link.js.stream_info(subjects.STREAM)).state.messages
+
+
+async def test_v2_state_readings_travel_packed_on_core_nats_and_are_acked_in_their_own_space(
+        links: tuple[NatsLink, NatsLink], store: SqlFleetStore) -> None:
+    gateway_link, writer_link = links
+    delivered: list[CommitOutcome] = []
+    await AckInbox(gateway_link, 'gw1', delivered.append).start()
+    writer = PartitionWriter(writer_link, CommitWorker(store), 0)
+    await writer.start()
+    committer = JetStreamCommitter(gateway_link, 0, 'gw1')
+    try:
+        outcome = await committer.commit([raw(1), state_raw(1), state_raw(2)], [], T0, False)
+        assert outcome.refusals == [] and outcome.messages == 3
+        # One durable message in JetStream; both readings in one packed core-NATS message.
+        assert (committer.durable_published, committer.state_sent,
+                committer.state_messages) == (1, 2, 1)
+        await until(lambda: state_acked(delivered) == [1, 2] and acked_seqs(delivered) == [1])
+        assert all(not done.refusals for done in delivered)
+        assert sum(done.acknowledged for done in delivered) == 3  # the gateway's metrics
+        assert writer.readings_committed == 2
+        # History stays gap-free: only the event's seq is in the durable record.
+        assert store.robot_sequences(ROBOT)[rf.BOOT].ranges == ((1, 1),)
+        await until(lambda: writer.cumulative_acks == 1)
+        assert await stored_in_jetstream(gateway_link) == 0  # released by the one ack
+    finally:
+        await writer.stop()
+
+
+async def test_readings_sent_while_no_writer_runs_are_never_acked_and_the_resend_is(
         links: tuple[NatsLink, NatsLink], store: SqlFleetStore) -> None:
     gateway_link, writer_link = links
     delivered: list[CommitOutcome] = []
     await AckInbox(gateway_link, 'gw1', delivered.append).start()
     committer = JetStreamCommitter(gateway_link, 0, 'gw1')
-    outcome = await committer.commit([raw(1), state_raw(1), state_raw(2)], [], T0, False)
-    assert outcome.refusals == [] and outcome.messages == 3
+    await committer.commit([state_raw(1)], [], T0, False)  # nobody takes it: not stored
+    await gateway_link.nc.flush()
+    await asyncio.sleep(0.5)
     writer = PartitionWriter(writer_link, CommitWorker(store), 0)
     await writer.start()
-
-    def state_acked() -> list[int]:
-        seqs = []
-        for done in delivered:
-            for _robot, frame in done.acks:
-                for first, last in orjson.loads(frame)['msg'].get('state_ranges', []):
-                    seqs.extend(range(first, last + 1))
-        return sorted(seqs)
-
     try:
-        await until(lambda: state_acked() == [1, 2] and acked_seqs(delivered) == [1])
-        assert all(not done.refusals for done in delivered)
-        # History stays gap-free: only the event's seq is in the durable record.
-        assert store.robot_sequences(ROBOT)[rf.BOOT].ranges == ((1, 1),)
+        await asyncio.sleep(0.5)
+        assert state_acked(delivered) == [] and writer.readings_committed == 0
+        # The robot's outbox resends what was not acked, with its newer reading.
+        await committer.commit([state_raw(1), state_raw(2)], [], T0, False)
+        await until(lambda: state_acked(delivered) == [1, 2])
     finally:
         await writer.stop()
 
 
-class CrashAfterCommit:
-    """A worker that commits, then fails as a writer SIGKILLed before its JetStream acks."""
+async def test_a_reading_that_yields_an_event_is_durable_before_its_ack(
+        links: tuple[NatsLink, NatsLink], store: SqlFleetStore, tmp_path: Path) -> None:
+    gateway_link, writer_link = links
+    reader = SqlFleetStore.open(f'sqlite:///{tmp_path}/fleet.db', StoreConfig(), migrate=False,
+                                preload=False)
+    seen_at_ack: list[list[str]] = []
 
-    def __init__(self, worker: CommitWorker, crashes: int) -> None:
+    def deliver(outcome: CommitOutcome) -> None:
+        if 2 in state_acked([outcome]):  # what the database holds when the ack arrives
+            seen_at_ack.append([str(e.data.get('software_version'))
+                                for e in reader.robot_timeline(ROBOT, 0, 100).events
+                                if e.type == 'RobotVersionChanged'])
+
+    await AckInbox(gateway_link, 'gw1', deliver).start()
+    writer = PartitionWriter(writer_link, CommitWorker(store), 0)
+    await writer.start()
+    committer = JetStreamCommitter(gateway_link, 0, 'gw1')
+    try:
+        await committer.commit([state_raw(1)], [], T0, False)
+        await asyncio.sleep(0.3)
+        await committer.commit([state_raw(2, software_version='2.0.0')], [], T0, False)
+        await until(lambda: bool(seen_at_ack))
+        assert any('2.0.0' in version for version in seen_at_ack[0]), seen_at_ack
+    finally:
+        await writer.stop()
+        reader.close()
+
+
+class DiesAfterCommit:
+    """A worker that commits once, then hangs as a writer SIGKILLed before its JetStream ack."""
+
+    def __init__(self, worker: CommitWorker) -> None:
         self._worker = worker
         self.store = worker.store
-        self.crashes = crashes
+        self.committed = threading.Event()
+        self.release = threading.Event()
 
     def commit(self, *args: Any) -> CommitOutcome:
-        outcome = self._worker.commit(*args)
-        if self.crashes:
-            self.crashes -= 1
-            raise StoreUnavailable('killed after the commit, before the ack')
-        return outcome
+        self._worker.commit(*args)
+        self.committed.set()
+        self.release.wait(30)  # never answers: its process is gone
+        raise StoreUnavailable('killed after the commit, before the ack')
+
+    def flush_state(self, now: float) -> CommitOutcome | None:
+        return None
 
 
-async def test_a_batch_committed_but_not_acked_is_redelivered_and_stored_once(
-        links: tuple[NatsLink, NatsLink], store: SqlFleetStore) -> None:
+async def test_a_killed_writers_unacked_batch_is_redelivered_and_stored_once(
+        nats_server: NatsServer, links: tuple[NatsLink, NatsLink], store: SqlFleetStore) -> None:
     gateway_link, writer_link = links
     delivered: list[CommitOutcome] = []
     await AckInbox(gateway_link, 'gw1', delivered.append).start()
-    worker = CrashAfterCommit(CommitWorker(store), crashes=1)
-    writer = PartitionWriter(writer_link, worker, 0, retry_s=0.1)  # type: ignore[arg-type]
-    await writer.start()
+    committer = JetStreamCommitter(gateway_link, 0, 'gw1', ack_wait_s=1.0)
+    dying = DiesAfterCommit(CommitWorker(store))
+    first = PartitionWriter(writer_link, dying, 0, ack_wait_s=1.0)  # type: ignore[arg-type]
+    await first.start()
+    await committer.commit([raw(1), raw(2)], [], T0, True)
+    await until(dying.committed.is_set)
+    await writer_link.nc.close()  # the process is gone: its deliveries stay unacked
+    again = NatsLink(nats_server.url, 'writer-again')
+    await again.connect(10)
+    second = PartitionWriter(again, CommitWorker(store), 0, ack_wait_s=1.0, retry_s=0.1)
+    await second.start()
     try:
-        await JetStreamCommitter(gateway_link, 0, 'gw1').commit([raw(1), raw(2)], [], T0, True)
-        await until(lambda: acked_seqs(delivered) == [1, 2])
-        assert worker.crashes == 0 and writer.redelivered == 2
-        assert store.robot_sequences(ROBOT)[rf.BOOT].ranges == ((1, 2),)
+        # A newer message, delivered to the new writer before the old ones come back: it is
+        # committed and acked to its robot, but its cumulative ack would release 1 and 2
+        # unseen, so the writer holds it.
+        await committer.commit([raw(3)], [], T0, True)
+        await until(lambda: 3 in acked_seqs(delivered))
+        assert second.cumulative_acks == 0 and second.held_acks >= 1
+        await until(lambda: acked_seqs(delivered) == [1, 2, 3], 30)
+        assert second.redelivered == 2
+        await until(lambda: second.cumulative_acks >= 1)
+        assert await stored_in_jetstream(gateway_link) == 0
+        assert store.robot_sequences(ROBOT)[rf.BOOT].ranges == ((1, 3),)
         events = store.robot_timeline(ROBOT, 0, 100).events  # each once, not twice
-        assert [e.metadata.get('seq') for e in events if e.metadata.get('seq')] == [1, 2]
+        assert [e.metadata.get('seq') for e in events if e.metadata.get('seq')] == [1, 2, 3]
+        # In order again: the next batch is released by its own cumulative ack at once.
+        acks = second.cumulative_acks
+        await committer.commit([raw(4)], [], T0, True)
+        await until(lambda: second.cumulative_acks == acks + 1)
+        assert await stored_in_jetstream(gateway_link) == 0
     finally:
-        await writer.stop()
+        dying.release.set()
+        await second.stop()
+        await again.close()
+        await first.stop()
 
 
 async def test_without_the_broker_nothing_is_acked_and_all_of_it_arrives_later(
