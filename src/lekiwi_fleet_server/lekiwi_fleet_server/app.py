@@ -29,6 +29,7 @@ from lekiwi_fleet_server.api.routes import (
     health,
     inventory,
     releases,
+    robot_key,
     robot_poll,
     robots,
     sequences,
@@ -257,6 +258,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     app.include_router(admissions.router)  # admission of robots without a token (issue 18)
     app.include_router(flags.router)  # feature flags and migration plans (issue 20)
     app.include_router(robot_poll.router)  # the uplink's HTTP long-polling transport (issue 20)
+    app.include_router(robot_key.router)  # key proofs of robots' HTTP requests (issue 18)
     mount_graphql(app, settings)
     mount_dashboard(app, settings.dashboard_dir)
 
