@@ -161,6 +161,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         committers: list[Committer] | None = None
         watcher: ChangeWatcher | None = None
         engine: DeploymentEngine | None = None
+        leader: Any = None  # deployments/leadership.LeaderLoop: starts the engine if it leads
         flag_engine: Any = None  # flags/engine.py (issue 20)
         broker: BrokerWiring | None = None
         bus: InProcessBus | NatsBus
@@ -211,8 +212,12 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             release_store = await run_in_threadpool(_open_release_store, settings)
             engine = _deployment_engine(settings, store, release_store, gateway, bus, now,
                                         metrics)
-            if engine is not None:
-                await engine.start()
+            if engine is not None and role != 'api':  # it sends goals through the gateway
+                # One engine drives rollouts across processes (deployments/leadership.py).
+                from lekiwi_fleet_server.deployments.leadership import LeaderLoop, deployment_lease
+
+                leader = LeaderLoop(deployment_lease(settings), engine)
+                await leader.start()
             from lekiwi_fleet_server.flags.wiring import build_flag_engine
 
             flag_engine = build_flag_engine(settings, store, release_store, gateway, bus, now,
@@ -229,6 +234,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         finally:
             if flag_engine is not None:
                 await flag_engine.stop()
+            if leader is not None:
+                await leader.stop()
             if engine is not None:
                 await engine.stop()
             if discovery is not None:
