@@ -29,6 +29,7 @@ from lekiwi_fleet_server.api.routes import (
     health,
     inventory,
     releases,
+    robot_key,
     robot_poll,
     robots,
     sequences,
@@ -160,6 +161,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         committers: list[Committer] | None = None
         watcher: ChangeWatcher | None = None
         engine: DeploymentEngine | None = None
+        leader: Any = None  # deployments/leadership.LeaderLoop: starts the engine if it leads
         flag_engine: Any = None  # flags/engine.py (issue 20)
         broker: BrokerWiring | None = None
         bus: InProcessBus | NatsBus
@@ -210,8 +212,12 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             release_store = await run_in_threadpool(_open_release_store, settings)
             engine = _deployment_engine(settings, store, release_store, gateway, bus, now,
                                         metrics)
-            if engine is not None:
-                await engine.start()
+            if engine is not None and role != 'api':  # it sends goals through the gateway
+                # One engine drives rollouts across processes (deployments/leadership.py).
+                from lekiwi_fleet_server.deployments.leadership import LeaderLoop, deployment_lease
+
+                leader = LeaderLoop(deployment_lease(settings), engine)
+                await leader.start()
             from lekiwi_fleet_server.flags.wiring import build_flag_engine
 
             flag_engine = build_flag_engine(settings, store, release_store, gateway, bus, now,
@@ -228,6 +234,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         finally:
             if flag_engine is not None:
                 await flag_engine.stop()
+            if leader is not None:
+                await leader.stop()
             if engine is not None:
                 await engine.stop()
             if discovery is not None:
@@ -257,6 +265,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
     app.include_router(admissions.router)  # admission of robots without a token (issue 18)
     app.include_router(flags.router)  # feature flags and migration plans (issue 20)
     app.include_router(robot_poll.router)  # the uplink's HTTP long-polling transport (issue 20)
+    app.include_router(robot_key.router)  # key proofs of robots' HTTP requests (issue 18)
     mount_graphql(app, settings)
     mount_dashboard(app, settings.dashboard_dir)
 

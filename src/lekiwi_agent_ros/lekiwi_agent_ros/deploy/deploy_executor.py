@@ -101,7 +101,8 @@ class DeployExecutorNode(Node):
         config = StepsConfig(root, p['server_url'], p['robot_id'], token,
                              p['bandwidth_bytes_per_s'], int(p['min_free_mb'] * 1024 * 1024),
                              p['min_battery_percent'], p['teleop_wait_s'],
-                             p['lock_on_operator_present'], tuple(p['check_command']))
+                             p['lock_on_operator_present'], tuple(p['check_command']),
+                             key_file=p['admission_key_file'])
         self._robot_id = p['robot_id']
         group = ReentrantCallbackGroup()
         self._meters = {rule.topic: RateMeter() for rule in rules.topics}
@@ -137,6 +138,8 @@ class DeployExecutorNode(Node):
             'robot_id': ('', 'This robot id (sent with the token when fetching blobs)'),
             'token': ('', 'Robot token (prefer token_file)'),
             'token_file': ('', 'File holding the robot token'),
+            'admission_key_file': ('', "The uplink's admission key (admission_key.pem): a robot "
+                                       'admitted with it proves it at each download'),
             'command': ([''], "Application command; {release} is the release dir (default: "
                               "ros2 launch {release}/launch/robot.launch.py)"),
             'health_topics': ([''], 'topic:pkg/msg/Type:min_hz the application must publish'),

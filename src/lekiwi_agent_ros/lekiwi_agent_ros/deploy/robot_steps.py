@@ -22,6 +22,7 @@ from pathlib import Path
 from lekiwi_agent_ros.deploy import manifest as mf
 from lekiwi_agent_ros.deploy.executor import Goal, Refused, StepFailed
 from lekiwi_agent_ros.deploy.health import HealthReading, HealthRules, problems
+from lekiwi_agent_ros.deploy.request_proof import RequestProofError, load_prover
 from lekiwi_agent_ros.deploy.supervisor import AppSupervisor
 from lekiwi_agent_ros.deploy.transfer import (
     BlobFetcher,
@@ -47,6 +48,9 @@ class StepsConfig:
     lock_on_operator_present: bool = True
     check_command: tuple[str, ...] = ()
     poll_s: float = 0.1
+    # The admission key its token may be bound to ('' or absent: token only); a key-bound
+    # robot proves it at each download (request_proof.py).
+    key_file: str = ''
 
 
 class RobotSteps:
@@ -68,6 +72,8 @@ class RobotSteps:
             (config.root / sub).mkdir(parents=True, exist_ok=True)
         self._manifest: mf.Manifest | None = None
         self.started_at = 0.0
+        self._prover = load_prover(config.server_url, config.robot_id, config.token,
+                                   os.path.expanduser(config.key_file))
 
     # -- paths -------------------------------------------------------------------------------
     def release_dir(self, version: str) -> Path:
@@ -93,6 +99,11 @@ class RobotSteps:
         request = urllib.request.Request(url)
         request.add_header('Authorization', f'Bearer {self.config.token}')
         request.add_header('X-Robot-Id', self.config.robot_id)
+        try:
+            for name, value in self._proof('GET', url).items():
+                request.add_header(name, value)
+        except RequestProofError as exc:
+            raise StepFailed(f'manifest: {exc}') from None
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
                 return bytes(response.read())
@@ -130,7 +141,13 @@ class RobotSteps:
         return BlobFetcher(f'{self.config.server_url.rstrip("/")}/api/v1/blobs',
                            self.config.token, self.config.root / 'cache',
                            rate=RateLimiter(self.config.bandwidth_bytes_per_s),
-                           cancelled=cancelled, robot_id=self.config.robot_id)
+                           cancelled=cancelled, robot_id=self.config.robot_id,
+                           proof=self._proof)
+
+    def _proof(self, method: str, url: str) -> dict[str, str]:
+        if self._prover is None:
+            return {}
+        return self._prover.headers(method, url)
 
     def _sources(self) -> dict[str, Path]:
         assert self._manifest is not None

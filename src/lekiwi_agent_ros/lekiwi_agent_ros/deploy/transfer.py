@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lekiwi_agent_ros.deploy.manifest import Manifest, file_sha256
+from lekiwi_agent_ros.deploy.request_proof import RequestProofError
 
 _CHUNK = 64 * 1024
 
@@ -68,8 +69,10 @@ class BlobFetcher:
 
     def __init__(self, base_url: str, token: str, cache: Path, *, rate: RateLimiter,
                  timeout_s: float = 30.0, cancelled: Callable[[], bool] = lambda: False,
-                 robot_id: str = '') -> None:
+                 robot_id: str = '',
+                 proof: Callable[[str, str], Mapping[str, str]] | None = None) -> None:
         self._base = base_url.rstrip('/')
+        self._proof = proof  # a key-bound robot's per-request key proof (request_proof.py)
         self._robot_id = robot_id
         self._token = token
         self._cache = cache
@@ -106,10 +109,17 @@ class BlobFetcher:
         return moved
 
     def _download(self, digest: str, part: Path, have: int) -> int:
-        request = urllib.request.Request(f'{self._base}/{digest}')
+        url = f'{self._base}/{digest}'
+        request = urllib.request.Request(url)
         request.add_header('Authorization', f'Bearer {self._token}')
         if self._robot_id:
             request.add_header('X-Robot-Id', self._robot_id)
+        if self._proof is not None:
+            try:
+                for name, value in self._proof('GET', url).items():
+                    request.add_header(name, value)
+            except RequestProofError as exc:
+                raise TransferError(f'blob {digest[:12]}: {exc}') from None
         if have:
             request.add_header('Range', f'bytes={have}-')
         try:

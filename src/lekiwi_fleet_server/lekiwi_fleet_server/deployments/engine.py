@@ -82,13 +82,16 @@ class DeploymentEngine:
         self._wake = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def driving(self) -> bool:
+        """Tell whether this engine ticks (its process holds the lease: leadership.py)."""
+        return self._task is not None
+
     async def start(self) -> None:
         """Load the active deployments (resume after a restart) and start ticking."""
-        for deployment_id in await run_in_threadpool(self._store.active_ids):
-            rollout = await run_in_threadpool(self._store.load, deployment_id)
-            if rollout is not None:
-                self._active[deployment_id] = rollout
-                log.info('resuming deployment %s (%s)', deployment_id, rollout.status)
+        async with self._lock:
+            self._active.clear()  # another process may have driven them since: reload all
+            await self._load_new()
         self._gateway.actions.listener = self._on_result
         self._task = asyncio.create_task(self._loop(), name='deployment-engine')
 
@@ -100,6 +103,17 @@ class DeploymentEngine:
                 await self._task
             except asyncio.CancelledError:
                 pass
+            self._task = None
+
+    async def _load_new(self) -> None:
+        """Load the active deployments this engine does not hold (made by another process)."""
+        for deployment_id in await run_in_threadpool(self._store.active_ids):
+            if deployment_id in self._active:
+                continue
+            rollout = await run_in_threadpool(self._store.load, deployment_id)
+            if rollout is not None and rollout.active:
+                self._active[deployment_id] = rollout
+                log.info('driving deployment %s (%s)', deployment_id, rollout.status)
 
     async def _loop(self) -> None:
         while True:
@@ -115,7 +129,9 @@ class DeploymentEngine:
 
     # -- commands -----------------------------------------------------------------------------
     def get(self, deployment_id: str) -> Rollout:
-        rollout = self._active.get(deployment_id) or self._store.load(deployment_id)
+        # Not driving: another process appends, so the store's fold is the current one.
+        held = self._active.get(deployment_id) if self.driving else None
+        rollout = held or self._store.load(deployment_id)
         if rollout is None:
             raise UnknownDeployment(deployment_id)
         return rollout
@@ -128,6 +144,9 @@ class DeploymentEngine:
         if not request.robots:
             raise DeploymentRefused('no robots targeted')
         async with self._lock:
+            if not self.driving:  # another process drives: see what it made since
+                self._active.clear()
+                await self._load_new()
             busy = sorted({r for d in self._active.values() if d.active for r in d.robots}
                           & set(request.robots))
             if busy:
@@ -152,6 +171,9 @@ class DeploymentEngine:
     async def command(self, deployment_id: str, action: str, *, by: str) -> Rollout:
         """Pause, resume, abort or roll back a deployment; raise DeploymentRefused."""
         async with self._lock:
+            if not self.driving:  # the leader appended since: command the stored fold
+                self._active.pop(deployment_id, None)
+                await self._load_new()
             rollout = self._active.get(deployment_id)
             if rollout is None:
                 if await run_in_threadpool(self._store.load, deployment_id) is None:
@@ -186,18 +208,26 @@ class DeploymentEngine:
     # -- the tick -----------------------------------------------------------------------------
     async def tick(self) -> None:
         """Advance every active deployment by what its state machine decides."""
+        async with self._lock:
+            await self._load_new()  # made through another process's API (leadership.py)
         if not self._active:
             return
         teleop = await run_in_threadpool(self._teleop_robots)
         async with self._lock:
             for deployment_id, rollout in list(self._active.items()):
-                for _ in range(50):  # decide until settled (bounded: one event kind per step)
-                    decided = rollout.decide(self._now(), self._gateway.is_connected,
-                                             teleop.__contains__)
-                    if not decided:
-                        break
-                    await self._append(rollout, decided)
-                    self._perform(rollout, decided)
+                try:
+                    for _ in range(50):  # decide until settled (bounded: one kind per step)
+                        decided = rollout.decide(self._now(), self._gateway.is_connected,
+                                                 teleop.__contains__)
+                        if not decided:
+                            break
+                        await self._append(rollout, decided)
+                        self._perform(rollout, decided)
+                except ConcurrencyConflict:
+                    # Another process appended first (an operator's pause through it, or a
+                    # deposed leader): drop our fold; the next tick reloads the stored one.
+                    del self._active[deployment_id]
+                    continue
                 if not rollout.active:
                     del self._active[deployment_id]
 
@@ -206,7 +236,7 @@ class DeploymentEngine:
         try:
             await run_in_threadpool(self._store.append, rollout, list(events), now=self._now())
         except ConcurrencyConflict:
-            log.warning('deployment %s changed under us; reloaded', rollout.deployment_id)
+            log.warning('deployment %s changed under us; reloading', rollout.deployment_id)
             raise
         if rollout.status != before:  # stored: count it (a conflict above counted nothing)
             self._on_transition(rollout, before)

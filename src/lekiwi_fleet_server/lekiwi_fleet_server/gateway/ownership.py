@@ -220,15 +220,14 @@ class FencedCommitter:
 
     The gateway decides each change under its claim; this re-checks the robots' newest
     tokens right before the batch goes to the writer, so a change that waited in the batch
-    while another gateway claimed the robot is not committed over the new holder's.
+    while another gateway claimed the robot is not committed over the new holder's. It
+    forwards the Committer seam by name (commit, flush_state, forget, mark_all_offline) and
+    nothing else: a method added to the seam must be added here too, on purpose.
     """
 
     def __init__(self, inner: Committer, registry: PresenceRegistry) -> None:
         self._inner = inner
         self._registry = registry
-
-    def __getattr__(self, name: str) -> Any:  # forget, flush_state, process, ...
-        return getattr(self._inner, name)
 
     async def commit(self, frames: Sequence[RawFrame], presence: Sequence[PresenceChange],
                      now: float, want_update: bool) -> CommitOutcome:
@@ -240,6 +239,15 @@ class FencedCommitter:
             except RegistryUnavailable as exc:
                 log.warning('presence fence skipped (%s): committing the changes as decided', exc)
         return await self._inner.commit(frames, presence, now, want_update)
+
+    async def flush_state(self, now: float) -> CommitOutcome | None:
+        """Forward the current-state flush (it carries no presence: nothing to fence).
+
+        None when the inner committer has no flush of its own (a JetStream committer: the
+        writers flush there), as the Committer seam allows.
+        """
+        flush = getattr(self._inner, 'flush_state', None)  # optional on the seam
+        return None if flush is None else await flush(now)  # type: ignore[no-any-return]
 
     async def forget(self, robot_ids: Sequence[str]) -> None:
         """Forward to the inner committer."""

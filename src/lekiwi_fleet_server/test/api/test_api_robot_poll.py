@@ -97,9 +97,10 @@ def test_wrong_tokens_and_operator_tokens_are_refused(api: Api) -> None:
                            content=_auth('kiwi-auth', token)).status_code == 401
     assert not api.services.gateway.is_connected('kiwi-auth')
     _open(api, 'kiwi-auth', token)
-    assert api.client.get(f'{BASE}/frames?wait_s=0', headers=admin).status_code == 409
+    # An open session changes nothing: each request is authenticated (api/robot_auth.py).
+    assert api.client.get(f'{BASE}/frames?wait_s=0', headers=admin).status_code == 401
     assert api.client.get(f'{BASE}/frames?wait_s=0',
-                          headers=_headers('kiwi-auth', other)).status_code == 409
+                          headers=_headers('kiwi-auth', other)).status_code == 401
     # And a robot token opens no operator route.
     assert api.client.get('/api/v1/robots', headers=_headers('kiwi-auth', token)).status_code \
         == 401
@@ -121,7 +122,7 @@ def test_revocation_ends_the_polling_session_at_once(api: Api) -> None:
     codes = [f.get('code') for f in _frames(results[0].text)]
     assert codes == ['auth_failed'], results[0].text
     assert api.client.get(f'{BASE}/frames?wait_s=0',
-                          headers=_headers('kiwi-rev', token)).status_code == 409
+                          headers=_headers('kiwi-rev', token)).status_code == 401
     assert api.client.post(f'{BASE}/session', headers=_headers('kiwi-rev', token),
                            content=_auth('kiwi-rev', token)).status_code == 401
     assert not api.services.gateway.is_connected('kiwi-rev')

@@ -121,6 +121,45 @@ async def test_a_stale_gateways_late_offline_is_fenced_at_commit(
         await reg.close()
 
 
+class _Seam:
+    """A committer with the whole Committer seam, recording each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    async def commit(self, frames, presence, now, want_update):  # type: ignore[no-untyped-def]
+        self.calls.append(('commit', len(frames)))
+        return 'committed'
+
+    async def flush_state(self, now: float) -> str:
+        self.calls.append(('flush_state', now))
+        return 'flushed'
+
+    async def forget(self, robot_ids: list[str]) -> None:
+        self.calls.append(('forget', tuple(robot_ids)))
+
+    async def mark_all_offline(self, now: float) -> int:
+        self.calls.append(('mark_all_offline', now))
+        return 3
+
+    def not_on_the_seam(self) -> None:
+        raise AssertionError('forwarded a method that is not on the Committer seam')
+
+
+async def test_the_fenced_committer_forwards_the_committer_seam_explicitly() -> None:
+    inner = _Seam()
+    fenced = FencedCommitter(inner, registry=None)  # type: ignore[arg-type]
+    assert await fenced.commit([], [], 1.0, False) == 'committed'  # no presence: no fence
+    assert await fenced.flush_state(2.0) == 'flushed'
+    await fenced.forget(['kiwi-1'])
+    assert await fenced.mark_all_offline(3.0) == 3
+    assert inner.calls == [('commit', 0), ('flush_state', 2.0), ('forget', ('kiwi-1',)),
+                           ('mark_all_offline', 3.0)]
+    assert not hasattr(fenced, 'not_on_the_seam')  # nothing else leaks through
+    # An inner committer without a flush of its own (JetStream's): the flush is a no-op.
+    assert await FencedCommitter(_Inner(), registry=None).flush_state(4.0) is None  # type: ignore[arg-type]
+
+
 async def test_registry_down_at_auth_closes_try_again_later(
         memory_store: MemoryStore, redis_server: RedisServer) -> None:
     reg = RedisRegistry(redis_server.url, 5.0, timeout_s=0.5)

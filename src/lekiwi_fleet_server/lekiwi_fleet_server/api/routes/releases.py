@@ -1,7 +1,8 @@
 """Releases: upload (tarball), list, show, delete; manifests and blobs for robots.
 
 Robots fetch `GET /api/v1/releases/{version}/manifest` and `GET /api/v1/blobs/{sha256}` with
-their own token (`Authorization: Bearer <robot token>`, `X-Robot-Id: <robot id>`); blob
+their own token (`Authorization: Bearer <robot token>`, `X-Robot-Id: <robot id>`) and, for a
+robot bound to its admission key, the key's proof (`X-Robot-Key-Proof`, api/robot_auth.py); blob
 responses honour Range requests, so an interrupted download resumes.
 """
 
@@ -12,8 +13,6 @@ from typing import Annotated
 
 from fastapi import (
     APIRouter,
-    Depends,
-    Header,
     HTTPException,
     Path,
     Query,
@@ -22,16 +21,15 @@ from fastapi import (
     status,
 )
 from fastapi.responses import FileResponse
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from lekiwi_fleet_server.api.deps import CurrentOperator, OperatorRole, Services, _bearer
+from lekiwi_fleet_server.api.deps import CurrentOperator, OperatorRole, Services
 from lekiwi_fleet_server.api.errors import error_responses
+from lekiwi_fleet_server.api.robot_auth import CurrentRobot
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.domain.releases import VERSION_PATTERN, ReleaseRejected
 from lekiwi_fleet_server.domain.rollout import ACTIVE_STATUSES
-from lekiwi_fleet_server.domain.tokens import token_matches
 from lekiwi_fleet_server.store.releases import (
     ReleaseExists,
     ReleaseInfo,
@@ -67,24 +65,6 @@ def _releases(services: FleetServices) -> ReleaseStore:
     if services.releases is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, 'no release store')
     return services.releases
-
-
-def current_robot(services: Services,
-                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-                  x_robot_id: Annotated[str | None, Header()] = None) -> str:
-    """Authenticate a robot by its id and token (runs in the thread pool: it queries)."""
-    if credentials is None or not x_robot_id:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, 'robot id and token required',
-                            headers={'WWW-Authenticate': 'Bearer'})
-    found = services.store.robot_credentials(x_robot_id)
-    if found is None or found.revoked or not token_matches(credentials.credentials,
-                                                           found.token_sha256):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, 'unknown robot or wrong token',
-                            headers={'WWW-Authenticate': 'Bearer'})
-    return x_robot_id
-
-
-CurrentRobot = Annotated[str, Depends(current_robot)]
 
 
 @router.post('/releases', response_model=ReleaseOut, status_code=201)

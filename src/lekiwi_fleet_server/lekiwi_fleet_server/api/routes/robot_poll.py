@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from lekiwi_fleet_server.api.admin import ROBOT_ID
 from lekiwi_fleet_server.api.deps import Services, _bearer
 from lekiwi_fleet_server.api.errors import error_responses
+from lekiwi_fleet_server.api.robot_auth import authenticate_robot
 from lekiwi_fleet_server.gateway.http_uplink import NDJSON, HttpUplink, PollingClosed
 
 MAX_POST_WAIT_S = 5.0  # a POST answers once its frames are committed, or after this at most
@@ -34,13 +35,14 @@ _FRAMES_IN: dict[str, Any] = {'requestBody': {
 
 
 class RobotCredentials:
-    """The robot id and token a request carries (checked by the gateway, not here)."""
+    """The robot id and token a request carries (checked here and by the gateway)."""
 
     def __init__(self, robot_id: str, token: str) -> None:
         self.robot_id, self.token = robot_id, token
 
 
 def robot_credentials(
+        request: Request, services: Services,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         x_robot_id: Annotated[str | None, Header(pattern=f'^{ROBOT_ID.pattern}$')] = None
 ) -> RobotCredentials:
@@ -48,6 +50,10 @@ def robot_credentials(
     if credentials is None or not x_robot_id:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, 'robot id and token required',
                             headers={'WWW-Authenticate': 'Bearer'})
+    # Every request, not only the session's first: the release routes' one check (token,
+    # revocation, and a key-bound robot's key proof), so a token copied off a key-bound
+    # robot neither opens a session nor posts to or polls the robot's own (api/robot_auth.py).
+    authenticate_robot(request, services, x_robot_id, credentials.credentials)
     return RobotCredentials(x_robot_id, credentials.credentials)
 
 
