@@ -270,6 +270,12 @@ class FleetUplinkNode(Node):
         self._fallback = polling_fallback(
             self, self.config.server_url, self.config.robot_id, self._log,
             f'lekiwi-agent/{lekiwi_agent_ros.__version__}')
+        # The agent's own figures in its heartbeat (issue 20): memory, transport; the session
+        # adds its ack latency p99.
+        from lekiwi_agent_ros.uplink.agent_memory import AgentMemory
+
+        self._memory = AgentMemory(time.monotonic)
+        session.agent_figures = self._agent_figures
         self._client = UplinkClient(
             self.config.server_url,
             session,
@@ -565,6 +571,15 @@ class FleetUplinkNode(Node):
         response.last_heartbeat = self._last_heartbeat
         return response
 
+    def transport(self) -> str:
+        """Return the transport the uplink uses now: 'websocket' or 'polling'."""
+        return self._fallback.transport if self._fallback is not None else 'websocket'
+
+    def _agent_figures(self) -> dict[str, Any]:
+        rss_mb, uss_mb = self._memory.sample()  # cached: /proc is read every 5 s at most
+        return {'uplink_transport': self.transport(), 'agent_rss_mb': rss_mb,
+                'agent_uss_mb': uss_mb}
+
     def _diagnostic_statuses(self) -> list[Status]:
         return uplink_statuses(
             self.get_name(), self.config.robot_id, connected=self._session.ready,
@@ -573,7 +588,7 @@ class FleetUplinkNode(Node):
             acknowledged_total=self._session.stats.acked_total,
             storage_problem=self.storage_problem, held=len(self._held),
             max_outbox_messages=self.config.max_outbox_messages,
-            transport=self._fallback.transport if self._fallback is not None else 'websocket')
+            transport=self.transport())
 
     def _close(self) -> None:
         if self._client is not None:
