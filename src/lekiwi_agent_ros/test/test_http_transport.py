@@ -256,3 +256,57 @@ def test_the_node_parameters_make_the_fallback(tmp_path: Path) -> None:
         bad.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_the_transport_parameter_forces_polling_and_auto_goes_back(tmp_path: Path) -> None:
+    """fleet_uplink:transport (issue 20): polling polls over a working WebSocket, no probes."""
+    logs: list[str] = []
+    probe_target = UplinkTestServer({'kiwi-1': 'lkw_token'})
+    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
+    outbox.put('fleet/events', event(1))
+    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
+                            Handler(), time.monotonic, lambda level, text: None)
+    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+
+    async def go() -> None:
+        stand_in = PollingStandIn('kiwi-1', 'lkw_token')
+        config = PollingConfig(poll_url=await stand_in.start(), long_poll_s=0.2,
+                               probe_base_s=0.2, probe_cap_s=0.2)
+        fb = PollingFallback(config, probe_target.url, 'kiwi-1',
+                             lambda level, text: logs.append(text))
+        fb.set_mode('polling')
+        fb.watch(FakeWebSocket([]))  # type: ignore[arg-type]  # a WebSocket that worked
+        assert fb.too_slow() == 'the transport parameter says polling'
+        runner = asyncio.create_task(fb.run('lkw_token', session, session.frames_to_send,
+                                            asyncio.Event(), asyncio.Event(), backoff))
+        deadline = time.monotonic() + 10
+        while len(outbox) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # five probe periods: none may run while forced
+        assert fb.transport == POLLING and not runner.done()
+        assert not any('probe' in line for line in logs), logs
+        fb.set_mode('auto')
+        fb.notify_mode()
+        await asyncio.wait_for(runner, 10)
+        assert fb.transport == WEBSOCKET
+        await stand_in.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        probe_target.close()
+    assert len(outbox) == 0, 'the event was acked over polling'
+    assert 'the WebSocket opens again: leaving polling' in logs, logs
+    with pytest.raises(ValueError, match='transport must be one of'):
+        fallback([]).set_mode('carrier-pigeon')
+    outbox.close()
+
+
+def test_the_transport_parameter_websocket_never_polls(tmp_path: Path) -> None:
+    logs: list[str] = []
+    fb = fallback(logs)
+    fb.set_mode('websocket')
+    run(fb, tmp_path)  # the WebSocket was refused: auto would poll now
+    assert fb.transport == WEBSOCKET and fb.switches == 0
+    fb.watch(FakeWebSocket([]))  # type: ignore[arg-type]
+    assert fb.too_slow() is None

@@ -34,6 +34,11 @@ SESSION_PATH = '/api/v1/robot/uplink/session'
 FRAMES_PATH = '/api/v1/robot/uplink/frames'
 MAX_POST_BYTES = 192 * 1024  # under the server's 256 KiB body limit
 WEBSOCKET, POLLING = 'websocket', 'polling'
+AUTO = 'auto'
+# The `transport` parameter (fleet_uplink:transport, the `uplink_transport` flag's target):
+# auto: the WebSocket, polling when it is refused or too slow; websocket: the WebSocket only;
+# polling: polling only (no WebSocket, no probes).
+MODES = (AUTO, WEBSOCKET, POLLING)
 
 
 class PollingClosed(Exception):
@@ -82,6 +87,29 @@ class PollingFallback:
         self.transport = WEBSOCKET
         self.switches = 0  # transport changes so far (diagnostics)
         self.last_switch_reason = ''
+        self.mode = AUTO  # the `transport` parameter: set_mode() from any thread
+        self._mode_changed = asyncio.Event()  # set in the client's loop (notify_mode)
+
+    # -- the `transport` parameter ------------------------------------------------------------
+    def set_mode(self, mode: str) -> None:
+        """Take a new `transport` mode (any thread); the client then calls `notify_mode`."""
+        if mode not in MODES:
+            raise ValueError(f'transport must be one of {", ".join(MODES)}, got {mode!r}')
+        self.mode = mode
+
+    def notify_mode(self) -> None:
+        """Wake what waits on the mode (call in the client's event loop)."""
+        self._mode_changed.set()
+
+    @property
+    def forced_polling(self) -> bool:
+        """Tell whether the `transport` parameter says polling only."""
+        return self.mode == POLLING
+
+    async def _mode_wait(self, timeout_s: float | None) -> None:
+        self._mode_changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._mode_changed.wait(), timeout_s)
 
     # -- hooks of the WebSocket client --------------------------------------------------------
     def watch(self, ws: ClientConnection) -> WatchedConnection:
@@ -92,7 +120,10 @@ class PollingFallback:
 
     def too_slow(self) -> str | None:
         """Return why the open WebSocket must make way for polling, or None."""
-        reason = self._latency.too_slow()
+        if self.mode == WEBSOCKET:
+            return None  # the WebSocket only, however slow
+        reason = ('the transport parameter says polling' if self.mode == POLLING
+                  else self._latency.too_slow())
         if reason is not None:
             self._slow = reason
         return reason
@@ -103,7 +134,11 @@ class PollingFallback:
         """Poll while the WebSocket is refused or too slow; return to try the WebSocket again."""
         opened, slow = self._opened, self._slow
         self._opened, self._slow = False, None
-        if opened and slow is None:
+        if self.mode == WEBSOCKET:
+            return  # the parameter says the WebSocket only: the client tries it again
+        if self.mode == POLLING:
+            slow = 'the transport parameter says polling'
+        elif opened and slow is None:
             self._probe_failures = 0  # the WebSocket worked and was not too slow
             return
         reason = slow or 'the WebSocket could not be opened'
@@ -256,8 +291,17 @@ class _Polling:
             self._handle(await self._request('GET', FRAMES_PATH, params={'wait_s': wait}))
 
     async def _probe_loop(self) -> None:
+        owner = self._owner
         while True:
-            await asyncio.sleep(self._owner.probe_delay())
-            if await self._owner.probe():
-                self._owner._log(logging.INFO, 'the WebSocket opens again: leaving polling')
+            if owner.mode == POLLING:
+                await owner._mode_wait(None)  # no probes while the parameter says polling
+                continue
+            if owner.mode == WEBSOCKET:
+                owner._log(logging.INFO, 'the transport parameter says websocket: leaving polling')
+                return
+            await owner._mode_wait(owner.probe_delay())  # a mode change cuts the wait short
+            if owner.mode != AUTO:
+                continue
+            if await owner.probe():
+                owner._log(logging.INFO, 'the WebSocket opens again: leaving polling')
                 return

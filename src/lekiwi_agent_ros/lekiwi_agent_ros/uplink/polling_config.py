@@ -41,6 +41,30 @@ class PollingConfig:
         return found
 
 
+TRANSPORT_MODES = ('auto', 'websocket', 'polling')
+
+
+def transport_problem(mode: object, polling_available: bool) -> str | None:
+    """Return why `mode` cannot be the uplink's `transport` parameter now, or None."""
+    if mode not in TRANSPORT_MODES:
+        return f'transport must be one of {", ".join(TRANSPORT_MODES)}, got {mode!r}'
+    if mode == 'polling' and not polling_available:
+        return 'transport polling needs the poll_url parameter'
+    return None
+
+
+def declare_transport(node: Node) -> str:
+    """Declare the uplink's `transport` parameter (changeable at run time); return it."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    descriptor = ParameterDescriptor(
+        description='auto: the WebSocket, HTTP polling when it is refused or slow; websocket: '
+                    'the WebSocket only; polling: HTTP polling only (needs poll_url). '
+                    'The uplink_transport feature flag sets it (fleet_uplink:transport).',
+        additional_constraints='one of auto, websocket, polling')
+    return str(node.declare_parameter('transport', 'auto', descriptor).value)
+
+
 def read_polling_config(node: Node) -> PollingConfig | None:
     """Declare the fallback's parameters on the uplink node; None when `poll_url` is empty."""
     from rcl_interfaces.msg import ParameterDescriptor
