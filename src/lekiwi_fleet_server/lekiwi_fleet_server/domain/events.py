@@ -552,6 +552,32 @@ class RobotPresenceSettled(DomainEvent):
         return f'presence settled: {self.state} ({self.reason})'
 
 
+@dataclass(frozen=True, slots=True)
+class RobotFlagGuardTripped(DomainEvent):
+    """A flag's guard tripped over a cohort this robot is in (its timeline shows why its flag
+    values change next); the flag's own stream holds the FlagGuardTripped. Issue 20."""
+
+    TYPE: ClassVar[str] = 'RobotFlagGuardTripped'
+    flag: str = ''
+    metric: str = ''
+    above: float = 0.0
+    observed: float = 0.0  # the cohort's figure
+    own: float | None = None  # this robot's own figure, where it reports one
+    action: str = ''
+    value: Any = None
+    at: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'warning'
+
+    def summary(self) -> str:
+        own = f' (this robot {self.own:g})' if self.own is not None else ''
+        what = f'set {self.value}' if self.action == 'set' else self.action.replace('_', ' ')
+        return (f'flag {self.flag}: guard {self.metric} {self.observed:g} > {self.above:g}'
+                f'{own}: {what}')
+
+
 DEPLOYMENT_EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     DeploymentCreated, WaveStarted, RobotUpdateStarted, RobotUpdateDeferred, RobotUpdateSucceeded,
     RobotUpdateFailed, RobotUpdateSkipped, RobotRollbackStarted, RobotRolledBack,
@@ -566,6 +592,7 @@ EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     RobotEventReported, DeploymentStatusReported, RobotTokenRotated, RobotReEnrolled,
     *DEPLOYMENT_EVENT_CLASSES,
     RobotCommandSent, RobotWentStale, RobotStaleEnded, RobotFlapped, RobotPresenceSettled,
+    RobotFlagGuardTripped,
 )
 
 # The type registry: stored type name -> class. A constant: it never changes at run time.

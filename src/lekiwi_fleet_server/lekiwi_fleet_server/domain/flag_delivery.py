@@ -76,6 +76,15 @@ def _numbers(robots: Sequence[RobotView], name: str) -> list[float]:
     return found
 
 
+def own_metric(robot: RobotView, metric: str) -> float | None:
+    """Return one robot's own figure of a guard metric, or None where it reports none."""
+    if metric == 'error_rate':
+        return None if robot.state is None else float(robot.state == 'error')
+    name = {'agent_memory_mb': MEMORY_FIELD, 'uplink_latency_p99_ms': LATENCY_FIELD}[metric]
+    found = _numbers([robot], name)
+    return found[0] if found else None
+
+
 def cohort_metrics(robots: Sequence[RobotView]) -> dict[str, float]:
     """Return the guards' metrics over a cohort (absent where nobody reports one)."""
     metrics: dict[str, float] = {}
