@@ -27,6 +27,10 @@ class PollingConfig:
     probe_base_s: float = 5.0  # first WebSocket probe this long after falling back
     probe_cap_s: float = 60.0  # probes back off (doubling) up to this
     request_timeout_s: float = 10.0  # beyond the long-poll wait
+    # A POST waits this long after the first frame to send, so the frames of a heartbeat
+    # period go in one request (one set of HTTP headers) and a newer heartbeat supersedes
+    # an older one in the outbox rather than costing a request of its own.
+    post_linger_s: float = 1.0
 
     def problems(self) -> list[str]:
         """List what is wrong with these values."""
@@ -38,6 +42,8 @@ class PollingConfig:
                          f'{self.probe_cap_s}')
         if not self.long_poll_s >= 0:
             found.append(f'long_poll_s must be >= 0, got {self.long_poll_s}')
+        if not 0 <= self.post_linger_s <= 10:
+            found.append(f'post_linger_s must be 0..10, got {self.post_linger_s}')
         return found
 
 
@@ -91,6 +97,9 @@ def read_polling_config(node: Node) -> PollingConfig | None:
                                    'First WebSocket probe this long after falling back (s).')),
         probe_cap_s=float(declare('websocket_probe_cap_s', 60.0,
                                   'WebSocket probes back off, doubling, up to this (s).')),
+        post_linger_s=float(declare('post_linger_s', 1.0,
+                                    'While polling, a POST waits this long to take the frames '
+                                    'of a heartbeat period along (s); 0: at once.')),
     )
     if not url:
         return None

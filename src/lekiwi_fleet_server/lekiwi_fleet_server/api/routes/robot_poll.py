@@ -111,12 +111,12 @@ async def poll_frames(robot: Robot, services: Services,
                       wait_s: Annotated[float, Query(ge=0.0, le=60.0)] = 20.0) -> Response:
     """Wait for frames to the robot (commands, deploy goals, late acks), then answer them.
 
-    It waits at most `wait_s`, and never longer than half the presence timeout: a polling
-    robot is heard at each request.
+    It waits at most `wait_s`; while it waits, the robot counts as heard (every half
+    presence timeout), as a WebSocket's pongs keep it present.
     """
     polling = _polling(services)
     try:
         session = polling.find(robot.robot_id, robot.token)
     except PollingClosed as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    return _frames(await session.long_poll(min(wait_s, polling.long_poll_cap_s())))
+    return _frames(await session.long_poll(wait_s, polling.presence_s()))
