@@ -10,6 +10,7 @@ the system test tests/test_uplink_fallback.py runs the agent against that one.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +26,7 @@ class PollingStandIn:
         self.commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.refuse_frames = False
         self.requests = 0
+        self.gzipped = 0  # POST bodies that came gzipped
         self._server: asyncio.Server | None = None
 
     async def start(self) -> str:
@@ -59,6 +61,9 @@ class PollingStandIn:
         if headers.get('authorization') != f'Bearer {self.token}' \
                 or headers.get('x-robot-id') != self.robot_id:
             return 401, []
+        if headers.get('content-encoding') == 'gzip':  # the agent gzips its larger POSTs
+            body = gzip.decompress(body)
+            self.gzipped += 1
         frames = [json.loads(line) for line in body.split(b'\n') if line.strip()]
         if url.path == '/api/v1/robot/uplink/session':
             assert frames[0]['op'] == 'auth' and frames[0]['token'] == self.token

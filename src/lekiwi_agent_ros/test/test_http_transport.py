@@ -192,6 +192,7 @@ def test_polling_delivers_acks_commands_and_goes_back_when_a_probe_opens(
     finally:
         probe_target.close()
     assert stand_in.committed == [('b00t0001', n) for n in range(1, 6)]
+    assert stand_in.gzipped >= 1  # five events make a body worth compressing
     assert len(outbox) == 0 and session.stats.acked_total == 5
     assert stand_in.responses == [{'op': 'service_response', 'service': 'fleet/command',
                                    'id': 'cmd-1', 'result': True,

@@ -206,6 +206,29 @@ def test_a_long_poll_held_past_the_presence_timeout_keeps_the_robot_present(api:
     assert 'RobotWentOffline' not in [e['type'] for e in events['events']]
 
 
+def test_gzip_bodies_are_taken_and_bad_or_bombing_ones_refused(api: Api) -> None:
+    """The agent gzips its larger POSTs (issue 20: bytes); the server inflates them, bounded."""
+    import gzip
+
+    token = api.enrol('kiwi-gz')
+    _open(api, 'kiwi-gz', token)
+    headers = {**_headers('kiwi-gz', token), 'Content-Encoding': 'gzip'}
+    body = gzip.compress(_ndjson([event_frame(seq, 'kiwi-gz') for seq in (1, 2)]))
+    response = api.client.post(f'{BASE}/frames', headers=headers, content=body)
+    assert response.status_code == 200 and _acked(_frames(response.text)) == {1, 2}
+    bad = api.client.post(f'{BASE}/frames', headers=headers, content=b'not gzip')
+    assert bad.status_code == 400 and 'bad gzip body' in bad.text
+    bomb = gzip.compress(b'\n' * (4 * 1024 * 1024))  # 4 MiB of newlines in about 4 KB
+    assert len(bomb) < 64 * 1024
+    refused = api.client.post(f'{BASE}/frames', headers=headers, content=bomb)
+    assert refused.status_code == 413, refused.text
+    odd = api.client.post(f'{BASE}/frames', headers={**headers, 'Content-Encoding': 'br'},
+                          content=b'x')
+    assert odd.status_code == 400 and 'only gzip' in odd.text
+    coverage = api.client.get('/api/v1/robots/kiwi-gz/sequences', headers=api.admin).json()
+    assert coverage['boots'][0]['ranges'] == [[1, 2]]  # nothing else stored
+
+
 def test_routes_are_documented(api: Api) -> None:
     paths = api.client.get('/openapi.json').json()['paths']
     for path, method in ((f'{BASE}/session', 'post'), (f'{BASE}/frames', 'post'),

@@ -8,12 +8,14 @@ transport"). The work is the gateway's (gateway/http_uplink.py): these routes on
 
 from __future__ import annotations
 
+import zlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
 
 from lekiwi_fleet_server.api.admin import ROBOT_ID
+from lekiwi_fleet_server.api.body_limit import MAX_BODY_BYTES
 from lekiwi_fleet_server.api.deps import Services, _bearer
 from lekiwi_fleet_server.api.errors import error_responses
 from lekiwi_fleet_server.gateway.http_uplink import NDJSON, HttpUplink, PollingClosed
@@ -21,7 +23,7 @@ from lekiwi_fleet_server.gateway.http_uplink import NDJSON, HttpUplink, PollingC
 MAX_POST_WAIT_S = 5.0  # a POST answers once its frames are committed, or after this at most
 
 router = APIRouter(prefix='/api/v1/robot/uplink', tags=['robot uplink'],
-                   responses=error_responses(401, 409, 413, 422, 503))
+                   responses=error_responses(400, 401, 409, 413, 422, 503))
 
 _FRAMES_OUT: dict[int | str, dict[str, Any]] = {200: {
     'description': 'The frames the server sends the robot (status, acks after commit, '
@@ -65,6 +67,25 @@ def _frames(frames: list[bytes]) -> Response:
     return Response(b''.join(f + b'\n' for f in frames), media_type=NDJSON)
 
 
+def _inflated(body: bytes, encoding: str | None) -> bytes:
+    """Return a POST's body, gunzipped when it says `Content-Encoding: gzip` (bounded)."""
+    if not encoding or encoding == 'identity':
+        return body
+    if encoding != 'gzip':
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            f'Content-Encoding {encoding[:32]!r}: only gzip is taken')
+    inflate = zlib.decompressobj(wbits=31)
+    try:
+        # A small body that inflates beyond the limit (a "zip bomb") is refused like a big one.
+        out = inflate.decompress(body, MAX_BODY_BYTES + 1)
+    except zlib.error as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f'bad gzip body: {exc}') from None
+    if len(out) > MAX_BODY_BYTES or inflate.unconsumed_tail:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                            f'the body inflates beyond {MAX_BODY_BYTES} bytes')
+    return out
+
+
 def _lines(body: bytes) -> list[bytes]:
     return [line for line in body.split(b'\n') if line.strip()]
 
@@ -97,7 +118,7 @@ async def post_frames(request: Request, robot: Robot, services: Services) -> Res
     5 s), the errors of refused ones and whatever else waits for the robot.
     """
     polling = _polling(services)
-    body = await request.body()
+    body = _inflated(await request.body(), request.headers.get('content-encoding'))
     try:
         session = polling.find(robot.robot_id, robot.token)
     except PollingClosed as exc:
