@@ -27,6 +27,8 @@ class PollingStandIn:
         self.refuse_frames = False
         self.requests = 0
         self.gzipped = 0  # POST bodies that came gzipped
+        self.post_delay_s = 0.0  # a POST answers this late (its frames are committed at once)
+        self.sent: list[tuple[str, int]] = []  # every publish frame received, resends too
         self._server: asyncio.Server | None = None
 
     async def start(self) -> str:
@@ -81,10 +83,13 @@ class PollingStandIn:
         for frame in frames:
             if frame['op'] == 'publish':
                 key = (frame['boot_id'], frame['seq'])
+                self.sent.append(key)
                 if key not in self.committed:
                     self.committed.append(key)
                 acks.setdefault(frame['boot_id'], []).append([frame['seq'], frame['seq']])
             else:
                 self.responses.append(frame)
+        if self.post_delay_s:
+            await asyncio.sleep(self.post_delay_s)
         return 200, [{'op': 'publish', 'topic': 'fleet/ack',
                       'msg': {'boot_id': boot, 'ranges': ranges}} for boot, ranges in acks.items()]

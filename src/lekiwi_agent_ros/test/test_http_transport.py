@@ -311,3 +311,37 @@ def test_the_transport_parameter_websocket_never_polls(tmp_path: Path) -> None:
     assert fb.transport == WEBSOCKET and fb.switches == 0
     fb.watch(FakeWebSocket([]))  # type: ignore[arg-type]
     assert fb.too_slow() is None
+
+
+def test_going_back_to_the_websocket_waits_for_the_post_under_way(tmp_path: Path) -> None:
+    """The handover race (issue 20): a probe opens the WebSocket while a POST is answered
+    slowly; cut off, its acks would be lost and its frames sent again on the WebSocket."""
+    logs: list[str] = []
+    probe_target = UplinkTestServer({'kiwi-1': 'lkw_token'})
+    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
+    for n in range(1, 4):
+        outbox.put('fleet/events', event(n))
+    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
+                            Handler(), time.monotonic, lambda level, text: None)
+    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+
+    async def go() -> PollingStandIn:
+        stand_in = PollingStandIn('kiwi-1', 'lkw_token')
+        stand_in.post_delay_s = 1.5  # the probe (0.3 s) opens the WebSocket meanwhile
+        config = PollingConfig(poll_url=await stand_in.start(), long_poll_s=0.2,
+                               probe_base_s=0.3, probe_cap_s=0.3, post_linger_s=0.0)
+        fb = PollingFallback(config, probe_target.url, 'kiwi-1',
+                             lambda level, text: logs.append(text))
+        await asyncio.wait_for(fb.run('lkw_token', session, session.frames_to_send,
+                                      asyncio.Event(), asyncio.Event(), backoff), 20)
+        await stand_in.close()
+        return stand_in
+
+    try:
+        stand_in = asyncio.run(go())
+    finally:
+        probe_target.close()
+    assert 'the WebSocket opens again: leaving polling' in logs, logs
+    assert stand_in.sent == [('b00t0001', n) for n in range(1, 4)]  # each once
+    assert len(outbox) == 0, 'the POST was cut off: its frames would go again'
+    outbox.close()

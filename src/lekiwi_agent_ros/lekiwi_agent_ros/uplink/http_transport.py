@@ -205,6 +205,7 @@ class _Polling:
         self._backoff = backoff
         self._replies: collections.deque[str] = collections.deque()
         self._reply_ready = asyncio.Event()  # a command answer cuts a POST's linger short
+        self._leaving = False  # a probe opened the WebSocket: finish the POST under way, stop
         cfg = owner._config
         self._config = cfg
         self._client = httpx.AsyncClient(
@@ -222,12 +223,26 @@ class _Polling:
     async def serve(self) -> None:
         try:
             await self._open()
-            tasks = [asyncio.create_task(c) for c in
-                     (self._post_loop(), self._poll_loop(), self._probe_loop(), self._stop.wait())]
+            post = asyncio.create_task(self._post_loop())
+            probe = asyncio.create_task(self._probe_loop())
+            tasks = [post, asyncio.create_task(self._poll_loop()), probe,
+                     asyncio.create_task(self._stop.wait())]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()  # a PollingClosed ends the session with its reason
+                if probe in done and not post.done():
+                    # Back to the WebSocket: the POST on its way must finish, not be cut off.
+                    # Cut off, the server still commits its frames but its acks never arrive:
+                    # the frames would go again over the WebSocket (sent on both transports,
+                    # de-duplicated by the server, but twice the bytes) and the command
+                    # answers it carried would be lost.
+                    self._leaving = True
+                    self._reply_ready.set()  # cut a linger short
+                    self._wake.set()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(post),
+                                               self._config.request_timeout_s)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -270,6 +285,8 @@ class _Polling:
     async def _post_loop(self) -> None:
         session = self._session
         while True:
+            if self._leaving:
+                return  # the request before this one is answered: hand over now
             self._wake.clear()  # cleared before looking, so a wake() from now on is not missed
             reason = session.expired()
             if reason:
@@ -280,6 +297,8 @@ class _Polling:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._reply_ready.wait(), self._config.post_linger_s)
                 self._reply_ready.clear()
+                if self._leaving:
+                    return
             frames = [*self._drain_replies(), *self._pending()]
             self._last_batch = len(frames)
             while frames:
