@@ -420,3 +420,4 @@ def test_the_transport_parameter_is_checked_and_needs_poll_url_for_polling(
     assert not no_url.successful and 'poll_url' in no_url.reason
     (fine,) = node.set_parameters([Parameter('transport', value='websocket')])
     assert fine.successful and node.transport() == 'websocket'
+    harness.remove(node)  # closes its WebSocket before the stand-in server shuts down

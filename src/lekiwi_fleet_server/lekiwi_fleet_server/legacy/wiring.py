@@ -40,7 +40,7 @@ def start_migration(settings: Settings, gateway: Any, store: FleetStore, flags: 
                     now: Callable[[], float]) -> asyncio.Task[None] | None:
     """Start the legacy -> agent migration when an install command and a key are set."""
     if not settings.legacy_install_command.strip() or settings.legacy_ssh_key_file is None \
-            or flags is None:
+            or flags is None or not gateway.started:  # the API role holds no robots
         return None
     from lekiwi_fleet_server.domain.tokens import generate_token, hash_token
     from lekiwi_fleet_server.legacy.agent_install import (
