@@ -10,6 +10,7 @@ the system test tests/test_uplink_fallback.py runs the agent against that one.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +26,9 @@ class PollingStandIn:
         self.commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.refuse_frames = False
         self.requests = 0
+        self.gzipped = 0  # POST bodies that came gzipped
+        self.post_delay_s = 0.0  # a POST answers this late (its frames are committed at once)
+        self.sent: list[tuple[str, int]] = []  # every publish frame received, resends too
         self._server: asyncio.Server | None = None
 
     async def start(self) -> str:
@@ -59,6 +63,9 @@ class PollingStandIn:
         if headers.get('authorization') != f'Bearer {self.token}' \
                 or headers.get('x-robot-id') != self.robot_id:
             return 401, []
+        if headers.get('content-encoding') == 'gzip':  # the agent gzips its larger POSTs
+            body = gzip.decompress(body)
+            self.gzipped += 1
         frames = [json.loads(line) for line in body.split(b'\n') if line.strip()]
         if url.path == '/api/v1/robot/uplink/session':
             assert frames[0]['op'] == 'auth' and frames[0]['token'] == self.token
@@ -76,10 +83,13 @@ class PollingStandIn:
         for frame in frames:
             if frame['op'] == 'publish':
                 key = (frame['boot_id'], frame['seq'])
+                self.sent.append(key)
                 if key not in self.committed:
                     self.committed.append(key)
                 acks.setdefault(frame['boot_id'], []).append([frame['seq'], frame['seq']])
             else:
                 self.responses.append(frame)
+        if self.post_delay_s:
+            await asyncio.sleep(self.post_delay_s)
         return 200, [{'op': 'publish', 'topic': 'fleet/ack',
                       'msg': {'boot_id': boot, 'ranges': ranges}} for boot, ranges in acks.items()]

@@ -402,3 +402,22 @@ def test_a_full_disk_holds_messages_and_delivers_them_when_space_returns(
     assert wait_for(lambda: len(numbered()) == 40, timeout=15.0)
     assert [c.msg['sequence'] for c in numbered()] == list(range(40))
     assert wait_for(lambda: node.storage_problem is None)
+
+
+def test_the_transport_parameter_is_checked_and_needs_poll_url_for_polling(
+        harness: AgentHarness, server: UplinkTestServer, tmp_path: Path) -> None:
+    """fleet_uplink:transport (issue 20): the flag's target; refusals say why."""
+    from rclpy.parameter import Parameter
+
+    with pytest.raises(ValueError, match='transport polling needs the poll_url parameter'):
+        start(harness, server, tmp_path, transport='polling')
+    node = start(harness, server, tmp_path)
+    assert node.get_parameter('transport').value == 'auto'
+    assert node.get_parameter('transport').type_ == Parameter.Type.STRING
+    (bad,) = node.set_parameters([Parameter('transport', value='carrier-pigeon')])
+    assert not bad.successful and 'transport must be one of' in bad.reason
+    (no_url,) = node.set_parameters([Parameter('transport', value='polling')])
+    assert not no_url.successful and 'poll_url' in no_url.reason
+    (fine,) = node.set_parameters([Parameter('transport', value='websocket')])
+    assert fine.successful and node.transport() == 'websocket'
+    harness.remove(node)  # closes its WebSocket before the stand-in server shuts down

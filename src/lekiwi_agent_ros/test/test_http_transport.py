@@ -192,6 +192,7 @@ def test_polling_delivers_acks_commands_and_goes_back_when_a_probe_opens(
     finally:
         probe_target.close()
     assert stand_in.committed == [('b00t0001', n) for n in range(1, 6)]
+    assert stand_in.gzipped >= 1  # five events make a body worth compressing
     assert len(outbox) == 0 and session.stats.acked_total == 5
     assert stand_in.responses == [{'op': 'service_response', 'service': 'fleet/command',
                                    'id': 'cmd-1', 'result': True,
@@ -256,3 +257,91 @@ def test_the_node_parameters_make_the_fallback(tmp_path: Path) -> None:
         bad.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_the_transport_parameter_forces_polling_and_auto_goes_back(tmp_path: Path) -> None:
+    """fleet_uplink:transport (issue 20): polling polls over a working WebSocket, no probes."""
+    logs: list[str] = []
+    probe_target = UplinkTestServer({'kiwi-1': 'lkw_token'})
+    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
+    outbox.put('fleet/events', event(1))
+    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
+                            Handler(), time.monotonic, lambda level, text: None)
+    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+
+    async def go() -> None:
+        stand_in = PollingStandIn('kiwi-1', 'lkw_token')
+        config = PollingConfig(poll_url=await stand_in.start(), long_poll_s=0.2,
+                               probe_base_s=0.2, probe_cap_s=0.2)
+        fb = PollingFallback(config, probe_target.url, 'kiwi-1',
+                             lambda level, text: logs.append(text))
+        fb.set_mode('polling')
+        fb.watch(FakeWebSocket([]))  # type: ignore[arg-type]  # a WebSocket that worked
+        assert fb.too_slow() == 'the transport parameter says polling'
+        runner = asyncio.create_task(fb.run('lkw_token', session, session.frames_to_send,
+                                            asyncio.Event(), asyncio.Event(), backoff))
+        deadline = time.monotonic() + 10
+        while len(outbox) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # five probe periods: none may run while forced
+        assert fb.transport == POLLING and not runner.done()
+        assert not any('probe' in line for line in logs), logs
+        fb.set_mode('auto')
+        fb.notify_mode()
+        await asyncio.wait_for(runner, 10)
+        assert fb.transport == WEBSOCKET
+        await stand_in.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        probe_target.close()
+    assert len(outbox) == 0, 'the event was acked over polling'
+    assert 'the WebSocket opens again: leaving polling' in logs, logs
+    with pytest.raises(ValueError, match='transport must be one of'):
+        fallback([]).set_mode('carrier-pigeon')
+    outbox.close()
+
+
+def test_the_transport_parameter_websocket_never_polls(tmp_path: Path) -> None:
+    logs: list[str] = []
+    fb = fallback(logs)
+    fb.set_mode('websocket')
+    run(fb, tmp_path)  # the WebSocket was refused: auto would poll now
+    assert fb.transport == WEBSOCKET and fb.switches == 0
+    fb.watch(FakeWebSocket([]))  # type: ignore[arg-type]
+    assert fb.too_slow() is None
+
+
+def test_going_back_to_the_websocket_waits_for_the_post_under_way(tmp_path: Path) -> None:
+    """The handover race (issue 20): a probe opens the WebSocket while a POST is answered
+    slowly; cut off, its acks would be lost and its frames sent again on the WebSocket."""
+    logs: list[str] = []
+    probe_target = UplinkTestServer({'kiwi-1': 'lkw_token'})
+    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
+    for n in range(1, 4):
+        outbox.put('fleet/events', event(n))
+    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
+                            Handler(), time.monotonic, lambda level, text: None)
+    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+
+    async def go() -> PollingStandIn:
+        stand_in = PollingStandIn('kiwi-1', 'lkw_token')
+        stand_in.post_delay_s = 1.5  # the probe (0.3 s) opens the WebSocket meanwhile
+        config = PollingConfig(poll_url=await stand_in.start(), long_poll_s=0.2,
+                               probe_base_s=0.3, probe_cap_s=0.3, post_linger_s=0.0)
+        fb = PollingFallback(config, probe_target.url, 'kiwi-1',
+                             lambda level, text: logs.append(text))
+        await asyncio.wait_for(fb.run('lkw_token', session, session.frames_to_send,
+                                      asyncio.Event(), asyncio.Event(), backoff), 20)
+        await stand_in.close()
+        return stand_in
+
+    try:
+        stand_in = asyncio.run(go())
+    finally:
+        probe_target.close()
+    assert 'the WebSocket opens again: leaving polling' in logs, logs
+    assert stand_in.sent == [('b00t0001', n) for n in range(1, 4)]  # each once
+    assert len(outbox) == 0, 'the POST was cut off: its frames would go again'
+    outbox.close()

@@ -464,3 +464,27 @@ def test_v1_sends_state_messages_in_the_one_space_of_v1(rig: Rig) -> None:
         ('fleet/heartbeat', 2, False), ('fleet/events', 1, False)]
     rig.session.receive(ack([1, 2]))
     assert len(rig.outbox) == 0
+
+
+def test_heartbeats_carry_the_agents_own_figures_and_its_ack_latency(rig: Rig) -> None:
+    """Issue 20: transport, memory and the ack latency p99 on the wire; the schema takes them."""
+    transport = ['websocket']
+    rig.session.agent_figures = lambda: {'uplink_transport': transport[0],
+                                         'agent_rss_mb': 58.24, 'agent_uss_mb': 49.0}
+    rig.connect()
+    rig.outbox.put('fleet/heartbeat', heartbeat(1))
+    (first,) = rig.send()
+    assert first['msg']['uplink_transport'] == 'websocket'
+    assert first['msg']['resources']['agent_rss_mb'] == 58.24
+    assert first['msg']['resources']['uplink_ack_p99_ms'] is None  # no ack yet
+    rig.clock.t += 0.25  # the ack comes 250 ms after the send
+    rig.session.receive(ack([first['seq'], first['seq']]))
+    transport[0] = 'polling'
+    rig.outbox.put('fleet/heartbeat', heartbeat(2))
+    (second,) = rig.send()
+    assert second['msg']['uplink_transport'] == 'polling'
+    assert second['msg']['resources']['uplink_ack_p99_ms'] == 250.0
+    rig.clock.t += 31.0  # out of the 30 s window
+    rig.outbox.put('fleet/heartbeat', heartbeat(3))
+    (third,) = rig.send()
+    assert third['msg']['resources']['uplink_ack_p99_ms'] is None

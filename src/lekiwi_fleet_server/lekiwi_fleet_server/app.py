@@ -191,6 +191,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                    max_delay_s=settings.login_max_delay_s))
         discovery = None
         legacy_task: asyncio.Task[None] | None = None
+        migration_task: asyncio.Task[None] | None = None
         try:
             if settings.bootstrap_admin_token:
                 created = await run_in_threadpool(
@@ -224,6 +225,9 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                             metrics)
             if flag_engine is not None:
                 await flag_engine.start()
+            from lekiwi_fleet_server.legacy.wiring import start_migration  # issue 20
+
+            migration_task = start_migration(settings, gateway, store, flag_engine, now)
             services = FleetServices(settings, store, gateway, bus, metrics, now, discovery,
                                      releases=release_store, deployments=engine, router=router,
                                      broker=broker, flags=flag_engine)
@@ -242,6 +246,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                 await discovery.stop()
             if legacy_task is not None:
                 legacy_task.cancel()
+            if migration_task is not None:
+                migration_task.cancel()
             if watcher is not None:
                 await run_in_threadpool(watcher.stop)
             bus.close()

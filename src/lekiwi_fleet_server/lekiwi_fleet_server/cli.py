@@ -391,7 +391,8 @@ def build_server(settings: Settings, *, nofile: int = 0, tune: bool = True,
     app = create_app(settings, on_ready=ready.append, role=role)
     config = uvicorn.Config(app, log_level=settings.log_level, access_log=False,
                             lifespan='on', ws_max_size=1024 * 1024, loop='asyncio',
-                            backlog=2048)
+                            backlog=2048,
+                            server_header=False)  # issue 20: bytes of every polling answer
     return ListeningServer(config, announce), api_socket
 
 

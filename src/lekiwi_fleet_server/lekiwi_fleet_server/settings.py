@@ -174,6 +174,28 @@ class Settings(BaseSettings):
                                         description='Command printing the battery voltage')
     legacy_version_command: str = Field('', max_length=1000,
                                         description='Command printing the software version')
+    # The legacy -> agent migration (legacy/agent_install.py): off until an install command.
+    legacy_install_command: str = Field(
+        '', max_length=2000, description='Command run over SSH on a legacy robot that a step '
+        "of the migration flag reaches, to install and start the agent (the robot's new token "
+        'on its stdin; {robot_id}, {server_url} replaced); empty: no migration')
+    legacy_uninstall_command: str = Field(
+        '', max_length=2000, description='Command run over SSH on the robots of a failed '
+        'migration wave (rolls the agent back; {robot_id}, {server_url} replaced)')
+    legacy_migration_flag: str = Field(
+        'agent_uplink', pattern=r'^[a-z][a-z0-9_.-]{0,63}$',
+        description='The staged flag whose steps pace the migration to the agent')
+    legacy_agent_server_url: str | None = Field(
+        None, description='The gateway as migrated robots reach it ({server_url}); default '
+        'ws://<gateway_host>:<gateway_port>/')
+    legacy_install_timeout_s: float = Field(300.0, gt=0, le=3600,
+                                            description='Time limit of one install over SSH')
+    legacy_dial_in_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description='After its install, how long a robot has for its '
+        'agent to connect before it counts as failed')
+    legacy_install_max_failure_rate: float = Field(
+        0.2, ge=0, lt=1, description='Share of a migration wave that may fail; over it, the '
+        'wave is uninstalled and the flag steps back')
 
     # -- the store's thresholds (store/config.py, domain/robot_state.py's AlarmThresholds) --
     stale_after_s: float = Field(

@@ -57,6 +57,10 @@ class AckLatency:
         if key not in self._sent and len(self._sent) < _MAX_TRACKED:
             self._sent[key] = self._now()
 
+    def record(self, latency_s: float) -> None:
+        """Add one sample measured elsewhere (the session times acks on any transport)."""
+        self._samples.append((self._now(), latency_s))
+
     def received(self, text: str | bytes) -> None:
         """Note a frame from the server; an ack gives one sample per frame it names."""
         if isinstance(text, bytes) or '"fleet/ack"' not in text:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from action_msgs.msg import GoalStatus
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.action import ActionClient
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -54,7 +54,11 @@ from lekiwi_agent_ros.uplink.outbox import (
     OutboxStorageError,
     TopicPolicy,
 )
-from lekiwi_agent_ros.uplink.polling_config import polling_fallback
+from lekiwi_agent_ros.uplink.polling_config import (
+    declare_transport,
+    polling_fallback,
+    transport_problem,
+)
 from lekiwi_agent_ros.uplink.state_throttle import StateThrottle
 from lekiwi_agent_ros.uplink.uplink_session import (
     DEPLOY_ACTION,
@@ -270,6 +274,19 @@ class FleetUplinkNode(Node):
         self._fallback = polling_fallback(
             self, self.config.server_url, self.config.robot_id, self._log,
             f'lekiwi-agent/{lekiwi_agent_ros.__version__}')
+        # The agent's own figures in its heartbeat (issue 20): memory, transport; the session
+        # adds its ack latency p99.
+        from lekiwi_agent_ros.uplink.agent_memory import AgentMemory
+
+        self._memory = AgentMemory(time.monotonic)
+        session.agent_figures = self._agent_figures
+        # `transport` (auto | websocket | polling): the uplink_transport flag's target.
+        mode = declare_transport(self)
+        problem = transport_problem(mode, self._fallback is not None)
+        if problem:
+            raise ValueError('invalid fleet_uplink parameters: ' + problem)
+        if self._fallback is not None:
+            self._fallback.set_mode(mode)
         self._client = UplinkClient(
             self.config.server_url,
             session,
@@ -282,6 +299,7 @@ class FleetUplinkNode(Node):
             on_token=self._store_token,
             fallback=self._fallback,
         )
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._client.start()
         self.get_logger().info(
             f'uplink for robot {self.config.robot_id} (boot {self.boot_id}) to '
@@ -565,6 +583,28 @@ class FleetUplinkNode(Node):
         response.last_heartbeat = self._last_heartbeat
         return response
 
+    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        """Apply a new `transport`; refuse a value it cannot take (the others are read-only)."""
+        for param in params:
+            if param.name != 'transport':
+                continue
+            problem = transport_problem(param.value, self._fallback is not None)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+            assert self._client is not None
+            self._client.set_transport(str(param.value))
+            self.get_logger().info(f'transport parameter: {param.value}')
+        return SetParametersResult(successful=True)
+
+    def transport(self) -> str:
+        """Return the transport the uplink uses now: 'websocket' or 'polling'."""
+        return self._fallback.transport if self._fallback is not None else 'websocket'
+
+    def _agent_figures(self) -> dict[str, Any]:
+        rss_mb, uss_mb = self._memory.sample()  # cached: /proc is read every 5 s at most
+        return {'uplink_transport': self.transport(), 'agent_rss_mb': rss_mb,
+                'agent_uss_mb': uss_mb}
+
     def _diagnostic_statuses(self) -> list[Status]:
         return uplink_statuses(
             self.get_name(), self.config.robot_id, connected=self._session.ready,
@@ -573,7 +613,7 @@ class FleetUplinkNode(Node):
             acknowledged_total=self._session.stats.acked_total,
             storage_problem=self.storage_problem, held=len(self._held),
             max_outbox_messages=self.config.max_outbox_messages,
-            transport=self._fallback.transport if self._fallback is not None else 'websocket')
+            transport=self.transport())
 
     def _close(self) -> None:
         if self._client is not None:

@@ -56,6 +56,10 @@ def _default_tolerances() -> dict[str, Tolerance]:
         'network_tx_bytes_per_s': Tolerance(absolute=4096.0, relative=0.5),
         'network_rx_bytes_per_s': Tolerance(absolute=4096.0, relative=0.5),
         'uptime_s': Tolerance(absolute=math.inf),  # always moves: sent with each refresh
+        # The agent's own figures (issue 20), merged in by the uplink (`reduce(figures=...)`).
+        'agent_rss_mb': Tolerance(absolute=1.0),
+        'agent_uss_mb': Tolerance(absolute=1.0),
+        'uplink_ack_p99_ms': Tolerance(absolute=25.0, relative=0.25),
     }
 
 
@@ -126,12 +130,26 @@ class HeartbeatReducer:
         self._baseline_key = None
         self._pending.clear()
 
-    def reduce(self, key: tuple[str, int], msg_json: str) -> str:
-        """Return the heartbeat's JSON as it goes on the wire."""
+    def reduce(self, key: tuple[str, int], msg_json: str,
+               figures: Mapping[str, Any] | None = None) -> str:
+        """Return the heartbeat's JSON as it goes on the wire.
+
+        `figures`: the agent's own (docs/robot-protocol.md, "The agent's own figures"):
+        `uplink_transport` goes at the heartbeat's top level, the numbers join its resources
+        (so they are left out with them while they do not move).
+        """
         msg = json.loads(msg_json)
         resources = msg.get('resources')
+        if figures:
+            figures = dict(figures)
+            transport = figures.pop('uplink_transport', None)
+            if transport is not None:
+                msg['uplink_transport'] = transport
+            if isinstance(resources, dict):
+                resources.update(figures)
         if not isinstance(resources, dict):
-            return msg_json
+            return msg_json if not figures else json.dumps(
+                msg, separators=(',', ':'), allow_nan=False)
         digits = self._config.significant_digits
         rounded = {name: round_value(value, digits) for name, value in resources.items()}
         now = self._now()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gzip
 import logging
 import time
 from collections.abc import Callable
@@ -32,8 +33,15 @@ from lekiwi_agent_ros.uplink.uplink_session import Log, Reaction, UplinkSession
 NDJSON = 'application/x-ndjson'
 SESSION_PATH = '/api/v1/robot/uplink/session'
 FRAMES_PATH = '/api/v1/robot/uplink/frames'
-MAX_POST_BYTES = 192 * 1024  # under the server's 256 KiB body limit
+MAX_POST_BYTES = 192 * 1024  # under the server's 256 KiB body limit (inflated)
+GZIP_FROM_BYTES = 256  # smaller bodies save less than their Content-Encoding header costs
+GZIP_HEADERS = {'Content-Encoding': 'gzip'}
 WEBSOCKET, POLLING = 'websocket', 'polling'
+AUTO = 'auto'
+# The `transport` parameter (fleet_uplink:transport, the `uplink_transport` flag's target):
+# auto: the WebSocket, polling when it is refused or too slow; websocket: the WebSocket only;
+# polling: polling only (no WebSocket, no probes).
+MODES = (AUTO, WEBSOCKET, POLLING)
 
 
 class PollingClosed(Exception):
@@ -82,6 +90,29 @@ class PollingFallback:
         self.transport = WEBSOCKET
         self.switches = 0  # transport changes so far (diagnostics)
         self.last_switch_reason = ''
+        self.mode = AUTO  # the `transport` parameter: set_mode() from any thread
+        self._mode_changed = asyncio.Event()  # set in the client's loop (notify_mode)
+
+    # -- the `transport` parameter ------------------------------------------------------------
+    def set_mode(self, mode: str) -> None:
+        """Take a new `transport` mode (any thread); the client then calls `notify_mode`."""
+        if mode not in MODES:
+            raise ValueError(f'transport must be one of {", ".join(MODES)}, got {mode!r}')
+        self.mode = mode
+
+    def notify_mode(self) -> None:
+        """Wake what waits on the mode (call in the client's event loop)."""
+        self._mode_changed.set()
+
+    @property
+    def forced_polling(self) -> bool:
+        """Tell whether the `transport` parameter says polling only."""
+        return self.mode == POLLING
+
+    async def _mode_wait(self, timeout_s: float | None) -> None:
+        self._mode_changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._mode_changed.wait(), timeout_s)
 
     # -- hooks of the WebSocket client --------------------------------------------------------
     def watch(self, ws: ClientConnection) -> WatchedConnection:
@@ -92,7 +123,10 @@ class PollingFallback:
 
     def too_slow(self) -> str | None:
         """Return why the open WebSocket must make way for polling, or None."""
-        reason = self._latency.too_slow()
+        if self.mode == WEBSOCKET:
+            return None  # the WebSocket only, however slow
+        reason = ('the transport parameter says polling' if self.mode == POLLING
+                  else self._latency.too_slow())
         if reason is not None:
             self._slow = reason
         return reason
@@ -103,7 +137,11 @@ class PollingFallback:
         """Poll while the WebSocket is refused or too slow; return to try the WebSocket again."""
         opened, slow = self._opened, self._slow
         self._opened, self._slow = False, None
-        if opened and slow is None:
+        if self.mode == WEBSOCKET:
+            return  # the parameter says the WebSocket only: the client tries it again
+        if self.mode == POLLING:
+            slow = 'the transport parameter says polling'
+        elif opened and slow is None:
             self._probe_failures = 0  # the WebSocket worked and was not too slow
             return
         reason = slow or 'the WebSocket could not be opened'
@@ -166,27 +204,45 @@ class _Polling:
         self._stop = stop
         self._backoff = backoff
         self._replies: collections.deque[str] = collections.deque()
+        self._reply_ready = asyncio.Event()  # a command answer cuts a POST's linger short
+        self._leaving = False  # a probe opened the WebSocket: finish the POST under way, stop
         cfg = owner._config
         self._config = cfg
         self._client = httpx.AsyncClient(
             base_url=cfg.poll_url.rstrip('/'),
-            headers={'Authorization': f'Bearer {token}', 'X-Robot-Id': owner._robot_id,
-                     'User-Agent': owner._user_agent, 'Content-Type': NDJSON},
+            headers={'Authorization': f'Bearer {token}', 'X-Robot-Id': owner._robot_id},
             timeout=httpx.Timeout(cfg.request_timeout_s + cfg.long_poll_s))
-        for name in ('Accept', 'Accept-Encoding', 'Connection'):
+        for name in ('Accept', 'Accept-Encoding', 'Connection', 'User-Agent'):
             # httpx's defaults say nothing here (keep-alive is HTTP/1.1's own, the answers are
-            # small NDJSON): 60 bytes less on every request, a few a second.
+            # small NDJSON), and the session's opening request names the agent and the body's
+            # type once: 90 bytes less on every request after it.
             self._client.headers.pop(name, None)
+        self._opening_headers = {'User-Agent': owner._user_agent, 'Content-Type': NDJSON}
+        self._last_batch = 0  # frames of the last POST: a backlog goes without lingering
 
     async def serve(self) -> None:
         try:
             await self._open()
-            tasks = [asyncio.create_task(c) for c in
-                     (self._post_loop(), self._poll_loop(), self._probe_loop(), self._stop.wait())]
+            post = asyncio.create_task(self._post_loop())
+            probe = asyncio.create_task(self._probe_loop())
+            tasks = [post, asyncio.create_task(self._poll_loop()), probe,
+                     asyncio.create_task(self._stop.wait())]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()  # a PollingClosed ends the session with its reason
+                if probe in done and not post.done():
+                    # Back to the WebSocket: the POST on its way must finish, not be cut off.
+                    # Cut off, the server still commits its frames but its acks never arrive:
+                    # the frames would go again over the WebSocket (sent on both transports,
+                    # de-duplicated by the server, but twice the bytes) and the command
+                    # answers it carried would be lost.
+                    self._leaving = True
+                    self._reply_ready.set()  # cut a linger short
+                    self._wake.set()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(post),
+                                               self._config.request_timeout_s)
             finally:
                 for task in tasks:
                     task.cancel()
@@ -198,7 +254,8 @@ class _Polling:
 
     async def _open(self) -> None:
         auth = self._session.connection_opened(self._token)
-        lines = await self._request('POST', SESSION_PATH, content=auth.encode())
+        lines = await self._request('POST', SESSION_PATH, content=auth.encode(),
+                                    headers=self._opening_headers)
         self._handle(lines)
         if not self._session.ready:
             raise PollingClosed('the server did not authenticate the polling session')
@@ -218,6 +275,8 @@ class _Polling:
         for line in lines:
             reaction: Reaction = self._session.receive(line)
             self._replies.extend(reaction.frames)
+            if reaction.frames:
+                self._reply_ready.set()
             if reaction.close_reason:
                 raise PollingClosed(reaction.close_reason)
         if self._replies:
@@ -226,18 +285,33 @@ class _Polling:
     async def _post_loop(self) -> None:
         session = self._session
         while True:
+            if self._leaving:
+                return  # the request before this one is answered: hand over now
             self._wake.clear()  # cleared before looking, so a wake() from now on is not missed
             reason = session.expired()
             if reason:
                 raise PollingClosed(reason)
+            if self._config.post_linger_s > 0 and not self._replies and self._last_batch < 8:
+                # Light traffic: let the period's other frames (and a newer heartbeat, which
+                # supersedes this one in the outbox) join this POST. Command answers go at once.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._reply_ready.wait(), self._config.post_linger_s)
+                self._reply_ready.clear()
+                if self._leaving:
+                    return
             frames = [*self._drain_replies(), *self._pending()]
+            self._last_batch = len(frames)
             while frames:
                 batch, size = [], 0
                 while frames and (not batch or size + len(frames[0]) < MAX_POST_BYTES):
                     size += len(frames[0]) + 1
                     batch.append(frames.pop(0))
                 body = ''.join(f + '\n' for f in batch).encode()
-                self._handle(await self._request('POST', FRAMES_PATH, content=body))
+                headers = None
+                if len(body) >= GZIP_FROM_BYTES:  # JSON frames shrink to about half
+                    body, headers = gzip.compress(body, 6, mtime=0), GZIP_HEADERS
+                self._handle(await self._request('POST', FRAMES_PATH, content=body,
+                                                 headers=headers))
             if self._wake.is_set():
                 continue
             deadline = session.next_deadline()
@@ -256,8 +330,17 @@ class _Polling:
             self._handle(await self._request('GET', FRAMES_PATH, params={'wait_s': wait}))
 
     async def _probe_loop(self) -> None:
+        owner = self._owner
         while True:
-            await asyncio.sleep(self._owner.probe_delay())
-            if await self._owner.probe():
-                self._owner._log(logging.INFO, 'the WebSocket opens again: leaving polling')
+            if owner.mode == POLLING:
+                await owner._mode_wait(None)  # no probes while the parameter says polling
+                continue
+            if owner.mode == WEBSOCKET:
+                owner._log(logging.INFO, 'the transport parameter says websocket: leaving polling')
+                return
+            await owner._mode_wait(owner.probe_delay())  # a mode change cuts the wait short
+            if owner.mode != AUTO:
+                continue
+            if await owner.probe():
+                owner._log(logging.INFO, 'the WebSocket opens again: leaving polling')
                 return

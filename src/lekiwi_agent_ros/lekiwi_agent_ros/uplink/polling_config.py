@@ -27,6 +27,10 @@ class PollingConfig:
     probe_base_s: float = 5.0  # first WebSocket probe this long after falling back
     probe_cap_s: float = 60.0  # probes back off (doubling) up to this
     request_timeout_s: float = 10.0  # beyond the long-poll wait
+    # A POST waits this long after the first frame to send, so the frames of a heartbeat
+    # period go in one request (one set of HTTP headers) and a newer heartbeat supersedes
+    # an older one in the outbox rather than costing a request of its own.
+    post_linger_s: float = 1.0
 
     def problems(self) -> list[str]:
         """List what is wrong with these values."""
@@ -38,7 +42,33 @@ class PollingConfig:
                          f'{self.probe_cap_s}')
         if not self.long_poll_s >= 0:
             found.append(f'long_poll_s must be >= 0, got {self.long_poll_s}')
+        if not 0 <= self.post_linger_s <= 10:
+            found.append(f'post_linger_s must be 0..10, got {self.post_linger_s}')
         return found
+
+
+TRANSPORT_MODES = ('auto', 'websocket', 'polling')
+
+
+def transport_problem(mode: object, polling_available: bool) -> str | None:
+    """Return why `mode` cannot be the uplink's `transport` parameter now, or None."""
+    if mode not in TRANSPORT_MODES:
+        return f'transport must be one of {", ".join(TRANSPORT_MODES)}, got {mode!r}'
+    if mode == 'polling' and not polling_available:
+        return 'transport polling needs the poll_url parameter'
+    return None
+
+
+def declare_transport(node: Node) -> str:
+    """Declare the uplink's `transport` parameter (changeable at run time); return it."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    descriptor = ParameterDescriptor(
+        description='auto: the WebSocket, HTTP polling when it is refused or slow; websocket: '
+                    'the WebSocket only; polling: HTTP polling only (needs poll_url). '
+                    'The uplink_transport feature flag sets it (fleet_uplink:transport).',
+        additional_constraints='one of auto, websocket, polling')
+    return str(node.declare_parameter('transport', 'auto', descriptor).value)
 
 
 def read_polling_config(node: Node) -> PollingConfig | None:
@@ -67,6 +97,9 @@ def read_polling_config(node: Node) -> PollingConfig | None:
                                    'First WebSocket probe this long after falling back (s).')),
         probe_cap_s=float(declare('websocket_probe_cap_s', 60.0,
                                   'WebSocket probes back off, doubling, up to this (s).')),
+        post_linger_s=float(declare('post_linger_s', 1.0,
+                                    'While polling, a POST waits this long to take the frames '
+                                    'of a heartbeat period along (s); 0: at once.')),
     )
     if not url:
         return None

@@ -102,6 +102,19 @@ class UplinkClient:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(event.set)
 
+    def set_transport(self, mode: str) -> None:
+        """Apply the `transport` parameter (auto | websocket | polling; thread-safe)."""
+        if self._fallback is None:
+            if mode == 'polling':
+                raise ValueError('polling needs the poll_url parameter')
+            return  # without a fallback, auto and websocket are the same
+        self._fallback.set_mode(mode)
+        loop, event = self._loop, self._wake_event
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._fallback.notify_mode)
+                loop.call_soon_threadsafe(event.set)  # an open WebSocket looks again
+
     def send_soon(self, frame: str) -> None:
         """Send a frame that is not an outbox message, if connected (thread-safe)."""
         self._extra.append(frame)
@@ -134,7 +147,8 @@ class UplinkClient:
         while not self._stop_event.is_set():
             token = self._read_token()
             if token or self._admission is not None:
-                await self._connect_once(token)
+                if self._fallback is None or not self._fallback.forced_polling:
+                    await self._connect_once(token)
                 if self._fallback is not None and token:  # uplink/http_transport.py
                     await self._fallback.run(token, self._session, self._pending_frames,
                                              self._wake_event, self._stop_event, self._backoff)

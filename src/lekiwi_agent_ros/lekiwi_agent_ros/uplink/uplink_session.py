@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lekiwi_agent_ros.uplink.ack_latency import AckLatency, LatencyConfig
 from lekiwi_agent_ros.uplink.heartbeat_reducer import (
     HEARTBEAT_TOPIC,
     HeartbeatReducer,
@@ -77,6 +78,7 @@ class SessionConfig:
     retry_delay_s: float = 1.0  # after the server said server_error for a frame
     protocols: tuple[str, ...] = (PROTOCOL_V2, PROTOCOL)
     heartbeat: ReducerConfig = field(default_factory=ReducerConfig)
+    ack_latency_window_s: float = 30.0  # the heartbeat's uplink_ack_p99_ms is over this window
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -231,6 +233,11 @@ class UplinkSession:
         self._history_cursor = 0
         self._retry: dict[int, float] = {}  # outbox id -> when to send it again
         self.heartbeats = HeartbeatReducer(config.heartbeat, now)
+        # The ack latency of every frame, on whichever transport (the heartbeat reports its p99).
+        self.ack_latency = AckLatency(LatencyConfig(window_s=config.ack_latency_window_s,
+                                                    min_samples=1), now)
+        # The agent's own figures for its heartbeat (uplink_transport, memory), or None.
+        self.agent_figures: Callable[[], Mapping[str, Any]] | None = None
 
     @property
     def ready(self) -> bool:
@@ -323,7 +330,13 @@ class UplinkSession:
         self._in_flight[entry.key] = _InFlight(entry.id, entry.state, now)
         self.stats.sent_total += 1
         if entry.topic == HEARTBEAT_TOPIC:
-            return publish_frame(entry, self.heartbeats.reduce(entry.key, entry.msg_json))
+            figures = None
+            if self.agent_figures is not None:
+                p99 = self.ack_latency.p99()
+                figures = {**self.agent_figures(),
+                           'uplink_ack_p99_ms': None if p99 is None else round(p99 * 1000, 1)}
+            return publish_frame(entry, self.heartbeats.reduce(entry.key, entry.msg_json,
+                                                               figures))
         return publish_frame(entry)
 
     def _settle(self, key: tuple[str, int]) -> _InFlight | None:
@@ -506,8 +519,11 @@ class UplinkSession:
             for key in self._in_flight
             if key[0] in by_boot and any(low <= key[1] <= high for low, high in by_boot[key[0]])
         ]
+        now = self._now()
         for key in keys:
-            self._settle(key)
+            flight = self._settle(key)
+            if flight is not None:
+                self.ack_latency.record(now - flight.sent_at)
         self.heartbeats.acknowledged(keys)
         removed = self._outbox.remove(keys)
         self.stats.acked_total += removed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -14,6 +15,16 @@ from lekiwi_fleet_server.store.interface import RobotStatus
 
 class _FromAttributes(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+class AgentFigures(BaseModel):
+    """What the robot's agent reports of itself in its heartbeat (issue 20)."""
+
+    memory_rss_mb: float | None = Field(None, description="RSS of the agent's processes, MB")
+    memory_uss_mb: float | None = Field(None, description="USS of the agent's processes, MB")
+    uplink_ack_p99_ms: float | None = Field(
+        None, description="The uplink's ack latency p99 over its window, ms")
+    transport: str | None = Field(None, description="'websocket' or 'polling'")
 
 
 class RobotOut(_FromAttributes):
@@ -35,6 +46,23 @@ class RobotOut(_FromAttributes):
     software_version: str | None = None
     resources: dict[str, Any] = Field(default_factory=dict)
     telemetry: dict[str, float | None] = Field(default_factory=dict)
+    uplink_transport: str | None = None  # as the newest heartbeat reports it (issue 20)
+    agent: AgentFigures | None = None  # the agent's own figures; None from older agents
+
+
+def agent_figures(resources: Mapping[str, Any], transport: str | None) -> AgentFigures | None:
+    """Return the agent's own figures from a heartbeat's resources, or None if it has none."""
+    figures = AgentFigures(
+        memory_rss_mb=_finite(resources.get('agent_rss_mb')),
+        memory_uss_mb=_finite(resources.get('agent_uss_mb')),
+        uplink_ack_p99_ms=_finite(resources.get('uplink_ack_p99_ms')), transport=transport)
+    return figures if any(v is not None for v in figures.model_dump().values()) else None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 # The schema says what api/admin.py checks, so a request the schema allows is not refused.

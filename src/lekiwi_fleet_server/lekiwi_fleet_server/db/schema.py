@@ -155,6 +155,7 @@ robot_current = sa.Table(
     sa.Column('last_seq', sa.BigInteger, nullable=True),
     sa.Column('telemetry', sa.JSON, nullable=False),  # TelemetryState.to_json()
     sa.Column('telemetry_at', Time, nullable=True),
+    sa.Column('uplink_transport', sa.String(16), nullable=True),  # 0007, the heartbeat's own
     # Rewritten by every heartbeat batch: no secondary index and half-empty pages, so PostgreSQL
     # updates rows in place (HOT). See migration 0002.
     postgresql_with={'fillfactor': 50},

@@ -8,7 +8,7 @@ stored schema version is older than the class's. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,13 +35,14 @@ class DomainEvent:
 
     TYPE: ClassVar[str] = ''
     SCHEMA_VERSION: ClassVar[int] = 1
+    SEVERITY: ClassVar[str] = 'info'  # a class whose severity never depends on its data
 
     robot_id: str
 
     @property
     def severity(self) -> str:
         """Return how much attention the event deserves on the timeline."""
-        return 'info'
+        return self.SEVERITY
 
     def summary(self) -> str:
         """Return a one-line human description for the fleet timeline."""
@@ -552,6 +553,32 @@ class RobotPresenceSettled(DomainEvent):
         return f'presence settled: {self.state} ({self.reason})'
 
 
+@dataclass(frozen=True, slots=True)
+class RobotFlagGuardTripped(DomainEvent):
+    """A flag's guard tripped over a cohort this robot is in (its timeline shows why its flag
+    values change next); the flag's own stream holds the FlagGuardTripped. Issue 20."""
+
+    TYPE: ClassVar[str] = 'RobotFlagGuardTripped'
+    flag: str = ''
+    metric: str = ''
+    above: float = 0.0
+    observed: float = 0.0  # the cohort's figure
+    own: float | None = None  # this robot's own figure, where it reports one
+    action: str = ''
+    value: Any = None
+    at: float = 0.0
+
+    @property
+    def severity(self) -> str:
+        return 'warning'
+
+    def summary(self) -> str:
+        own = f' (this robot {self.own:g})' if self.own is not None else ''
+        what = f'set {self.value}' if self.action == 'set' else self.action.replace('_', ' ')
+        return (f'flag {self.flag}: guard {self.metric} {self.observed:g} > {self.above:g}'
+                f'{own}: {what}')
+
+
 DEPLOYMENT_EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     DeploymentCreated, WaveStarted, RobotUpdateStarted, RobotUpdateDeferred, RobotUpdateSucceeded,
     RobotUpdateFailed, RobotUpdateSkipped, RobotRollbackStarted, RobotRolledBack,
@@ -566,10 +593,19 @@ EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     RobotEventReported, DeploymentStatusReported, RobotTokenRotated, RobotReEnrolled,
     *DEPLOYMENT_EVENT_CLASSES,
     RobotCommandSent, RobotWentStale, RobotStaleEnded, RobotFlapped, RobotPresenceSettled,
+    RobotFlagGuardTripped,
 )
 
+def type_registry(classes: Sequence[type[DomainEvent]]) -> Mapping[str, type[DomainEvent]]:
+    """Return a type registry (stored type name -> class); a name used twice is an error."""
+    registry = {cls.TYPE: cls for cls in classes}
+    if len(registry) != len(classes) or '' in registry:
+        raise ValueError('event classes need distinct, non-empty TYPE names')
+    return registry
+
+
 # The type registry: stored type name -> class. A constant: it never changes at run time.
-EVENT_TYPES: Mapping[str, type[DomainEvent]] = {cls.TYPE: cls for cls in EVENT_CLASSES}
+EVENT_TYPES: Mapping[str, type[DomainEvent]] = type_registry(EVENT_CLASSES)
 
 # An upcaster turns the data of (type, version) into the data of (type, version + 1).
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]

@@ -7,9 +7,11 @@ rest) lets the server send a robot nothing while its revision has not changed.
 `cohort_metrics` gives the guards their live metrics over a cohort's robots, from the read
 model rows the server holds (the newest heartbeat and the reconstructed telemetry):
 - `error_rate`: the share of the cohort's robots with a heartbeat whose state is `error`;
-- `agent_memory_mb`: the 90th percentile of the robots' `agent_memory_bytes` (in MB of 10^6
-  bytes), so one robot's spike does not roll a whole cohort back;
-- `uplink_latency_p99_ms`: the 99th percentile of the robots' own `uplink_latency_p99_ms`.
+- `agent_memory_mb`: the 90th percentile of the robots' `agent_rss_mb` (the RSS of the agent's
+  processes in MB of 10^6 bytes, as the agent reports it in its heartbeat's resources), so one
+  robot's spike does not roll a whole cohort back;
+- `uplink_latency_p99_ms`: the 99th percentile of the robots' own `uplink_ack_p99_ms` (each
+  agent's ack latency p99 over its window, in its heartbeat's resources).
 A metric no robot of the cohort reports is absent, and an absent metric trips nothing.
 """
 
@@ -25,8 +27,8 @@ import orjson
 
 from lekiwi_fleet_server.domain.flags import Flag, evaluate
 
-MEMORY_FIELD = 'agent_memory_bytes'
-LATENCY_FIELD = 'uplink_latency_p99_ms'
+MEMORY_FIELD = 'agent_rss_mb'  # the agent's heartbeat figures (docs/robot-protocol.md)
+LATENCY_FIELD = 'uplink_ack_p99_ms'
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,15 @@ def _numbers(robots: Sequence[RobotView], name: str) -> list[float]:
     return found
 
 
+def own_metric(robot: RobotView, metric: str) -> float | None:
+    """Return one robot's own figure of a guard metric, or None where it reports none."""
+    if metric == 'error_rate':
+        return None if robot.state is None else float(robot.state == 'error')
+    name = {'agent_memory_mb': MEMORY_FIELD, 'uplink_latency_p99_ms': LATENCY_FIELD}[metric]
+    found = _numbers([robot], name)
+    return found[0] if found else None
+
+
 def cohort_metrics(robots: Sequence[RobotView]) -> dict[str, float]:
     """Return the guards' metrics over a cohort (absent where nobody reports one)."""
     metrics: dict[str, float] = {}
@@ -83,7 +94,7 @@ def cohort_metrics(robots: Sequence[RobotView]) -> dict[str, float]:
         metrics['error_rate'] = errors / len(reporting)
     memory = _numbers(robots, MEMORY_FIELD)
     if memory:
-        metrics['agent_memory_mb'] = percentile(memory, 0.9) / 1e6
+        metrics['agent_memory_mb'] = percentile(memory, 0.9)
     latency = _numbers(robots, LATENCY_FIELD)
     if latency:
         metrics['uplink_latency_p99_ms'] = percentile(latency, 0.99)

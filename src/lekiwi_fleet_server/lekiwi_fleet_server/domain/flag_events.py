@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from lekiwi_fleet_server.domain.events import DomainEvent
+from lekiwi_fleet_server.domain.events import DomainEvent, type_registry
 from lekiwi_fleet_server.domain.flags import (
     DEFAULT_STEPS,
     Flag,
@@ -62,66 +62,63 @@ def flag_from_dict(data: Mapping[str, Any], *, step: int = 0,
 
 
 @dataclass(frozen=True, slots=True)
-class FlagCreated(DomainEvent):
-    TYPE: ClassVar[str] = 'FlagCreated'
+class FlagEvent(DomainEvent):
+    """Base of a flag stream's events: the flag's name and when (robot_id is unused: '')."""
+
     flag: str = ''
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FlagCreated(FlagEvent):
+    TYPE: ClassVar[str] = 'FlagCreated'
     definition: Mapping[str, Any] = field(default_factory=dict)
     step: int = 0
-    at: float = 0.0
 
     def summary(self) -> str:
         return f'flag {self.flag} created'
 
 
 @dataclass(frozen=True, slots=True)
-class FlagDefinitionChanged(DomainEvent):
+class FlagDefinitionChanged(FlagEvent):
     """New rules, default, variants, steps, guards or targets (tripped guards are reset)."""
 
     TYPE: ClassVar[str] = 'FlagDefinitionChanged'
-    flag: str = ''
     definition: Mapping[str, Any] = field(default_factory=dict)
-    at: float = 0.0
 
     def summary(self) -> str:
         return f'flag {self.flag} changed'
 
 
 @dataclass(frozen=True, slots=True)
-class FlagStepAdvanced(DomainEvent):
+class FlagStepAdvanced(FlagEvent):
     TYPE: ClassVar[str] = 'FlagStepAdvanced'
-    flag: str = ''
     step: int = 0  # the step now
     percentage: float = 0.0
     reason: str = ''
-    at: float = 0.0
 
     def summary(self) -> str:
         return f'flag {self.flag} advanced to {self.percentage:g} % ({self.reason})'
 
 
 @dataclass(frozen=True, slots=True)
-class FlagSteppedBack(DomainEvent):
+class FlagSteppedBack(FlagEvent):
     TYPE: ClassVar[str] = 'FlagSteppedBack'
-    flag: str = ''
+    SEVERITY: ClassVar[str] = 'warning'
     step: int = 0  # the step now (-1: off)
     percentage: float = 0.0
     reason: str = ''
-    at: float = 0.0
-
-    @property
-    def severity(self) -> str:
-        return 'warning'
 
     def summary(self) -> str:
         return f'flag {self.flag} back to {self.percentage:g} % ({self.reason})'
 
 
 @dataclass(frozen=True, slots=True)
-class FlagGuardTripped(DomainEvent):
+class FlagGuardTripped(FlagEvent):
     """A guard saw its cohort's metric above its threshold and its action applied."""
 
     TYPE: ClassVar[str] = 'FlagGuardTripped'
-    flag: str = ''
+    SEVERITY: ClassVar[str] = 'error'
     guard: int = 0
     metric: str = ''
     above: float = 0.0
@@ -130,11 +127,6 @@ class FlagGuardTripped(DomainEvent):
     value: Any = None  # for 'set'
     step: int = 0  # the step after the action
     cohort: int = 0  # robots in the cohort the metric was taken over
-    at: float = 0.0
-
-    @property
-    def severity(self) -> str:
-        return 'error'
 
     def summary(self) -> str:
         return (f'flag {self.flag}: guard {self.metric} > {self.above:g} tripped '
@@ -142,53 +134,39 @@ class FlagGuardTripped(DomainEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class FlagPlanSet(DomainEvent):
+class FlagPlanSet(FlagEvent):
     """A migration plan: advance by itself after `soak_s` at each step while its gate holds."""
 
     TYPE: ClassVar[str] = 'FlagPlanSet'
-    flag: str = ''
     soak_s: float = 600.0
     min_applied: float = 0.8  # share of the step's cohort that must have applied the flag
-    at: float = 0.0
 
     def summary(self) -> str:
         return f'flag {self.flag}: migration plan, soak {self.soak_s:g} s per step'
 
 
 @dataclass(frozen=True, slots=True)
-class FlagPlanPaused(DomainEvent):
+class FlagPlanPaused(FlagEvent):
     TYPE: ClassVar[str] = 'FlagPlanPaused'
-    flag: str = ''
+    SEVERITY: ClassVar[str] = 'warning'
     reason: str = ''
-    at: float = 0.0
-
-    @property
-    def severity(self) -> str:
-        return 'warning'
 
     def summary(self) -> str:
         return f'flag {self.flag}: migration paused ({self.reason})'
 
 
 @dataclass(frozen=True, slots=True)
-class FlagPlanResumed(DomainEvent):
+class FlagPlanResumed(FlagEvent):
     TYPE: ClassVar[str] = 'FlagPlanResumed'
-    flag: str = ''
-    at: float = 0.0
 
     def summary(self) -> str:
         return f'flag {self.flag}: migration resumed'
 
 
 @dataclass(frozen=True, slots=True)
-class FlagDeleted(DomainEvent):
+class FlagDeleted(FlagEvent):
     TYPE: ClassVar[str] = 'FlagDeleted'
-    flag: str = ''
-    at: float = 0.0
-
-    @property
-    def severity(self) -> str:
-        return 'warning'
+    SEVERITY: ClassVar[str] = 'warning'
 
     def summary(self) -> str:
         return f'flag {self.flag} deleted'
@@ -199,7 +177,7 @@ FLAG_EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     FlagPlanSet, FlagPlanPaused, FlagPlanResumed, FlagDeleted,
 )
 # The flag streams' type registry (decode(..., event_types=FLAG_EVENT_TYPES)).
-FLAG_EVENT_TYPES: Mapping[str, type[DomainEvent]] = {c.TYPE: c for c in FLAG_EVENT_CLASSES}
+FLAG_EVENT_TYPES: Mapping[str, type[DomainEvent]] = type_registry(FLAG_EVENT_CLASSES)
 
 
 @dataclass(frozen=True, slots=True)

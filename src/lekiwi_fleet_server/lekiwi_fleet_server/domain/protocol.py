@@ -461,16 +461,23 @@ _RESOURCES = _object({
     'network_tx_bytes_per_s': _number_or_null,
     'network_rx_bytes_per_s': _number_or_null,
     'uptime_s': _number_or_null,
-})
+    # The agent's own figures (issue 20); older agents do not send them.
+    'agent_rss_mb': _number_or_null,
+    'agent_uss_mb': _number_or_null,
+    'uplink_ack_p99_ms': _number_or_null,
+}, optional=frozenset({'agent_rss_mb', 'agent_uss_mb', 'uplink_ack_p99_ms'}))
 
 MESSAGE_VALIDATORS: dict[str, Check] = {
     'fleet/heartbeat': _object({
         'header': _HEADER, 'robot_id': _STR, 'agent_version': _STR, 'software_version': _STR,
         'boot_id': _STR, 'sequence': _U64_CHECK, 'state': _integer(0, 6),
         'teleop_active': _boolean, 'teleop_score': _number_or_null, 'resources': _RESOURCES,
+        # The agent's own figures (issue 20): its transport here, its memory and ack latency
+        # as extra `resources` fields; older agents send neither.
+        'uplink_transport': _string(16, re.compile(r'websocket|polling')),
     # A robot told FEATURE_RESOURCES_OPTIONAL leaves unchanged resources out (v1 robots never
     # do): the server keeps the last ones it has.
-    }, optional=frozenset({'resources'})),
+    }, optional=frozenset({'resources', 'uplink_transport'})),
     'teleop/status': _object({
         'header': _HEADER, 'active': _boolean, 'score': _number_or_null,
         'joystick_signal': _number_or_null, 'video_signal': _number_or_null,

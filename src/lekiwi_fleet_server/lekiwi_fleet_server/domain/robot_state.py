@@ -212,6 +212,9 @@ class CurrentState:
     last_seq: int | None = None  # newest uplink seq committed for boot_id
     telemetry: TelemetryState = field(default_factory=TelemetryState)
     telemetry_at: float | None = None
+    # The transport the robot's own heartbeat says its uplink uses ('websocket' | 'polling';
+    # None from an agent that does not report it). Issue 20.
+    uplink_transport: str | None = None
 
     def evolve(self, **changes: Any) -> CurrentState:
         """Return a copy with `changes` (dataclasses.replace costs 4x this, once per message)."""
@@ -361,7 +364,8 @@ class RobotState:
             teleop_score=score,
             teleop=cur.teleop, teleop_boot_id=cur.teleop_boot_id, teleop_seq=cur.teleop_seq,
             teleop_stamp=cur.teleop_stamp, resources=resources, boot_id=boot_id,
-            last_seq=last_seq, telemetry=cur.telemetry, telemetry_at=cur.telemetry_at)
+            last_seq=last_seq, telemetry=cur.telemetry, telemetry_at=cur.telemetry_at,
+            uplink_transport=_transport(msg.get('uplink_transport')))
         events: list[DomainEvent] = []
         if (agent or software) and (agent, software) != (agg.agent_version,
                                                           agg.software_version):
@@ -581,6 +585,18 @@ def _resources(raw: Any) -> dict[str, Any]:
             raise InvalidRobotMessage(
                 f'{name} must be a number (integers within 64 bits) or null')
     return out
+
+
+UPLINK_TRANSPORTS = frozenset({'websocket', 'polling'})
+
+
+def _transport(value: Any) -> str | None:
+    """Return the heartbeat's `uplink_transport` (absent, from an older agent: None)."""
+    if value is None:
+        return None
+    if value.__class__ is not str or value not in UPLINK_TRANSPORTS:
+        raise InvalidRobotMessage("uplink_transport must be 'websocket' or 'polling'")
+    return value  # type: ignore[no-any-return]
 
 
 def _num(value: Any) -> float | None:

@@ -31,8 +31,13 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server.domain import flag_events as fe
-from lekiwi_fleet_server.domain.events import DomainEvent
-from lekiwi_fleet_server.domain.flag_delivery import RobotView, cohort_metrics, configure_payload
+from lekiwi_fleet_server.domain.events import DomainEvent, RobotFlagGuardTripped
+from lekiwi_fleet_server.domain.flag_delivery import (
+    RobotView,
+    cohort_metrics,
+    configure_payload,
+    own_metric,
+)
 from lekiwi_fleet_server.domain.flags import FlagError, apply_trip, check_guards, in_cohort
 from lekiwi_fleet_server.gateway.commands import CommandError
 from lekiwi_fleet_server.store.flags import Delivery, FlagStore
@@ -289,6 +294,7 @@ class FlagEngine:
                 self._last_trip[flag.name] = now
                 await self._append(state, flag.name, [event], 'guard')
                 self._on_trip(event)
+                await self._tell_robots(event, cohort)
                 return
         if state.plan is None:
             return
@@ -304,6 +310,18 @@ class FlagEngine:
             await self._append(state, flag.name, [fe.FlagStepAdvanced(
                 '', flag=flag.name, step=target, percentage=flag.steps[target],
                 reason=reason, at=now)], 'plan')
+
+    async def _tell_robots(self, trip: fe.FlagGuardTripped, cohort: list[RobotView]) -> None:
+        """Put the trip on the timeline of each robot of the cohort (actor `guard`)."""
+        events = [RobotFlagGuardTripped(
+            robot.robot_id, flag=trip.flag, metric=trip.metric, above=trip.above,
+            observed=trip.observed, own=own_metric(robot, trip.metric), action=trip.action,
+            value=trip.value, at=trip.at) for robot in cohort]
+        try:
+            await run_in_threadpool(self._fleet.record_robot_events, events, now=self._now(),
+                                    actor='guard', causation=f'flag:{trip.flag}')
+        except Exception:  # the trip itself is recorded on the flag's stream already
+            log.exception('flag %s: guard trip not put on the robots\' timelines', trip.flag)
 
     async def _deliver(self, robot: RobotView, payload: dict[str, Any]) -> None:
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import orjson
@@ -85,18 +85,32 @@ class HttpUplinkSession(RobotSession):
         self._changed.clear()
         return frames
 
-    async def wait_authenticated(self, timeout_s: float) -> None:
-        """Wait until the auth frame was answered (authenticated or refused)."""
+    async def _wait_until(self, done: Callable[[], bool], timeout_s: float,
+                          tick_s: float | None = None,
+                          on_tick: Callable[[], None] | None = None) -> None:
+        """Wait until `done()` (looked at after each change of the session) or the timeout.
+
+        With `tick_s`, `on_tick` runs at least that often while it waits (presence).
+        """
         deadline = time.monotonic() + timeout_s
-        while self.state in (SessionState.AWAITING_AUTH, SessionState.AUTHENTICATING):
+        while not done():
             left = deadline - time.monotonic()
             if left <= 0:
                 return
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), left)
+                await asyncio.wait_for(self._changed.wait(),
+                                       left if tick_s is None else min(left, tick_s))
             except TimeoutError:
-                return
+                if on_tick is not None and time.monotonic() < deadline:
+                    on_tick()
+                continue
+
+    async def wait_authenticated(self, timeout_s: float) -> None:
+        """Wait until the auth frame was answered (authenticated or refused)."""
+        await self._wait_until(lambda: self.state not in (SessionState.AWAITING_AUTH,
+                                                          SessionState.AUTHENTICATING),
+                               timeout_s)
 
     def receive(self, lines: Sequence[bytes]) -> None:
         """Handle the frames of a POST, one per line, as the WebSocket session does frames."""
@@ -112,44 +126,40 @@ class HttpUplinkSession(RobotSession):
 
     async def collect_acks(self, timeout_s: float) -> list[bytes]:
         """Wait until this robot has no frame waiting for its commit (or timeout); take all."""
-        assert self.robot_id is not None
-        batcher = self._gw.batcher_of(self.robot_id)
-        deadline = time.monotonic() + timeout_s
+        robot_id = self.robot_id
+        assert robot_id is not None
+        batcher = self._gw.batcher_of(robot_id)
         self._posting += 1
         try:
             # Acks are sent from the commit callback right after the batcher counts the
             # robot's frames done, so once none is pending, every ack is in the buffer.
-            while self.state is not SessionState.CLOSED \
-                    and batcher.robot_pending(self.robot_id) > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.clear()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), left)
-                except TimeoutError:
-                    break
+            await self._wait_until(lambda: self.state is SessionState.CLOSED
+                                   or batcher.robot_pending(robot_id) <= 0, timeout_s)
         finally:
             self._posting -= 1
         return self.take()
 
-    async def long_poll(self, wait_s: float) -> list[bytes]:
-        """Wait up to `wait_s` for frames to the robot (commands, goals, late acks); take all."""
-        assert self.robot_id is not None
-        self._gw.heard(self.robot_id)
-        deadline = time.monotonic() + wait_s
+    async def long_poll(self, wait_s: float, presence_s: float) -> list[bytes]:
+        """Wait up to `wait_s` for frames to the robot (commands, goals, late acks); take all.
+
+        The robot is heard every `presence_s` while its GET is held, as a WebSocket's pongs
+        keep it present: so a GET may be held far longer than the presence timeout, and a
+        polling robot pays for one GET's headers per `wait_s` instead of per `presence_s`.
+        """
+        robot_id = self.robot_id
+        assert robot_id is not None
+        self._gw.heard(robot_id)
+
+        def still_here() -> None:
+            if self.state is not SessionState.CLOSED:
+                self._gw.heard(robot_id)
+
         # While a POST waits for its commits the acks are its own: the GET waits on.
-        while self.state is not SessionState.CLOSED and (not self._out or self._posting):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                break
+        await self._wait_until(
+            lambda: self.state is SessionState.CLOSED or bool(self._out and not self._posting),
+            wait_s, tick_s=presence_s, on_tick=still_here)
         if self.state is not SessionState.CLOSED:
-            self._gw.heard(self.robot_id)
+            self._gw.heard(robot_id)
         return self.take()
 
 
@@ -160,8 +170,8 @@ class HttpUplink:
         self._gw = gateway
         self._sessions: dict[str, HttpUplinkSession] = {}
 
-    def long_poll_cap_s(self) -> float:
-        """Return how long a GET may wait: half the presence timeout, so presence holds."""
+    def presence_s(self) -> float:
+        """Return how often a held GET marks its robot heard: half the presence timeout."""
         return self._gw.settings.presence_timeout_s / 2.0
 
     async def open(self, robot_id: str, token: str, auth_line: bytes, peer: str | None

@@ -56,7 +56,7 @@ STATE_TOPICS = frozenset({topics.HEARTBEAT, topics.TELEOP_STATUS})
 # (a heartbeat batch leaves the telemetry and teleop columns alone).
 CURRENT_GROUPS: tuple[tuple[str, ...], ...] = (
     ('last_heartbeat_at', 'heartbeat_stamp', 'heartbeat_boot_id', 'heartbeat_seq',
-     'heartbeat_sequence', 'state', 'resources'),
+     'heartbeat_sequence', 'state', 'resources', 'uplink_transport'),
     ('teleop_active', 'teleop_score', 'teleop', 'teleop_boot_id', 'teleop_seq',
      'teleop_stamp'),
     ('telemetry', 'telemetry_at'),
@@ -445,7 +445,7 @@ def current_from_row(row: Any) -> CurrentState:
         teleop=row.teleop or {}, teleop_boot_id=row.teleop_boot_id, teleop_seq=row.teleop_seq,
         teleop_stamp=row.teleop_stamp, resources=row.resources or {}, boot_id=row.boot_id,
         last_seq=row.last_seq, telemetry=TelemetryState.from_json(row.telemetry),
-        telemetry_at=row.telemetry_at)
+        telemetry_at=row.telemetry_at, uplink_transport=row.uplink_transport)
 
 
 def write_batch(conn: Connection, plan: BatchPlan, history: telemetry.TelemetryHistory, *,

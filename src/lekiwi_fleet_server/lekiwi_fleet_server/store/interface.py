@@ -126,6 +126,7 @@ class RobotSummary:
     software_version: str | None = None
     resources: Mapping[str, Any] = field(default_factory=dict)  # ResourceUsage fields
     telemetry: Mapping[str, float | None] = field(default_factory=dict)  # reconstructed state
+    uplink_transport: str | None = None  # as the robot's newest heartbeat reports it
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,8 @@ def _summary_query(now: float, stale_after_s: float) -> sa.Select[Any]:
         robots, robot_current.c.last_heartbeat_at, robot_current.c.boot_id,
         robot_current.c.last_seq, robot_current.c.heartbeat_sequence, robot_current.c.state,
         robot_current.c.teleop_active, robot_current.c.teleop_score, robot_current.c.resources,
-        robot_current.c.telemetry, status_expr(now, stale_after_s).label('status'),
+        robot_current.c.telemetry, robot_current.c.uplink_transport,
+        status_expr(now, stale_after_s).label('status'),
     ).select_from(_JOINED)
 
 
@@ -84,6 +85,7 @@ def summary_from_row(row: Any) -> RobotSummary:
         agent_version=row.agent_version, software_version=row.software_version,
         resources=row.resources or {},
         telemetry=dict(TelemetryState.from_json(row.telemetry).values),
+        uplink_transport=row.uplink_transport,
     )
 
 
@@ -101,6 +103,7 @@ def summary_from_state(state: RobotState, *, now: float, stale_after_s: float) -
         agent_version=agg.agent_version, software_version=agg.software_version,
         # Shared, not copied: states are never changed in place (a new one per message).
         resources=cur.resources, telemetry=cur.telemetry.values,
+        uplink_transport=cur.uplink_transport,
     )
 
 

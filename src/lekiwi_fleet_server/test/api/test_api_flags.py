@@ -180,6 +180,11 @@ def test_robots_get_their_flags_on_connect_and_change_and_a_guard_turns_the_flag
     events = api.client.get('/api/v1/flags/uplink_transport/events', headers=api.viewer).json()
     assert events[-1]['type'] == 'FlagGuardTripped' and events[-1]['actor'] == 'guard'
     assert 'error_rate' in events[-1]['summary']
+    # ...and the robot's timeline says so, with its own figure (issue 20).
+    timeline = wait_for(lambda: [e for e in api.client.get(
+        '/api/v1/robots/kiwi-1/events?limit=500', headers=api.viewer).json()['events']
+        if e['type'] == 'RobotFlagGuardTripped'])
+    assert timeline[-1]['data']['own'] == 1.0 and timeline[-1]['metadata']['actor'] == 'guard'
     metrics = api.client.get('/metrics').text
     assert ('lekiwi_flag_guard_trips_total{action="off",flag="uplink_transport",'
             'metric="error_rate"} 1.0') in metrics

@@ -135,6 +135,8 @@ def test_a_later_transport_replaces_the_earlier(api: Api) -> None:
     assert robot['transport'] == 'websocket'
     _open(api, 'kiwi-swap', token)  # polling replaces the WebSocket...
     replaced = json.loads(ws.recv(timeout=5))
+    while replaced.get('op') == 'call_service':  # the flag engine's configure came first
+        replaced = json.loads(ws.recv(timeout=5))
     assert replaced['code'] == 'replaced'
     try:
         ws.recv(timeout=5)
@@ -171,6 +173,61 @@ def test_commands_travel_by_long_poll_and_answer_by_post(api: Api) -> None:
     caller.join(10)
     assert answer[0].status_code == 200, answer[0].text
     assert answer[0].json()['message'] == 'pong'
+
+
+def test_a_long_poll_held_past_the_presence_timeout_keeps_the_robot_present(api: Api) -> None:
+    """A GET may wait longer than the presence timeout (3 s): fewer requests, same presence."""
+    token = api.enrol('kiwi-hold')
+    _open(api, 'kiwi-hold', token)
+    assert api.services.settings.presence_timeout_s == 3.0
+    # The server's flag engine configures a robot that connects: answer that first.
+    answered = 0
+    for _ in range(10):
+        for call in _frames(api.client.get(f'{BASE}/frames?wait_s=1',
+                                           headers=_headers('kiwi-hold', token)).text):
+            reply = {'op': 'service_response', 'service': 'fleet/command', 'id': call['id'],
+                     'result': True, 'values': {'accepted': True, 'message': '{}'}}
+            api.client.post(f'{BASE}/frames', headers=_headers('kiwi-hold', token),
+                            content=_ndjson([reply]))
+            answered += 1
+        if answered:
+            break
+    assert answered == 1
+    held: list[Any] = []
+    started = time.monotonic()
+    getter = threading.Thread(target=lambda: held.append(api.client.get(
+        f'{BASE}/frames?wait_s=5', headers=_headers('kiwi-hold', token))))
+    getter.start()
+    time.sleep(4.2)  # past the presence timeout, with nothing but the held GET
+    robot = api.client.get('/api/v1/robots/kiwi-hold', headers=api.admin).json()
+    assert robot['connected'] is True and robot['status'] != 'offline', robot  # no heartbeat
+    getter.join(10)
+    assert held[0].status_code == 200 and time.monotonic() - started >= 4.9
+    events = api.client.get('/api/v1/robots/kiwi-hold/events', headers=api.admin).json()
+    assert 'RobotWentOffline' not in [e['type'] for e in events['events']]
+
+
+def test_gzip_bodies_are_taken_and_bad_or_bombing_ones_refused(api: Api) -> None:
+    """The agent gzips its larger POSTs (issue 20: bytes); the server inflates them, bounded."""
+    import gzip
+
+    token = api.enrol('kiwi-gz')
+    _open(api, 'kiwi-gz', token)
+    headers = {**_headers('kiwi-gz', token), 'Content-Encoding': 'gzip'}
+    body = gzip.compress(_ndjson([event_frame(seq, 'kiwi-gz') for seq in (1, 2)]))
+    response = api.client.post(f'{BASE}/frames', headers=headers, content=body)
+    assert response.status_code == 200 and _acked(_frames(response.text)) == {1, 2}
+    bad = api.client.post(f'{BASE}/frames', headers=headers, content=b'not gzip')
+    assert bad.status_code == 400 and 'bad gzip body' in bad.text
+    bomb = gzip.compress(b'\n' * (4 * 1024 * 1024))  # 4 MiB of newlines in about 4 KB
+    assert len(bomb) < 64 * 1024
+    refused = api.client.post(f'{BASE}/frames', headers=headers, content=bomb)
+    assert refused.status_code == 413, refused.text
+    odd = api.client.post(f'{BASE}/frames', headers={**headers, 'Content-Encoding': 'br'},
+                          content=b'x')
+    assert odd.status_code == 400 and 'only gzip' in odd.text
+    coverage = api.client.get('/api/v1/robots/kiwi-gz/sequences', headers=api.admin).json()
+    assert coverage['boots'][0]['ranges'] == [[1, 2]]  # nothing else stored
 
 
 def test_routes_are_documented(api: Api) -> None:

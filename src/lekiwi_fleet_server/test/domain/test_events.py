@@ -56,6 +56,9 @@ def _samples() -> list[ev.DomainEvent]:
         ev.RobotStaleEnded('r', at=11.5, reason='heard'),
         ev.RobotFlapped('r', at=12.0, changes_in_window=5),
         ev.RobotPresenceSettled('r', at=13.0, state='online', reason='flap_ended'),
+        ev.RobotFlagGuardTripped('r', flag='uplink_transport', metric='uplink_latency_p99_ms',
+                                 above=500.0, observed=1210.0, own=1210.0, action='set',
+                                 value='polling', at=14.0),
     ]
 
 

@@ -362,3 +362,21 @@ def test_a_heartbeat_may_leave_resources_out_and_the_auth_answer_says_so(
     del frame['msg']['teleop_score']
     assert not p.MESSAGE_FAST_CHECKS['fleet/heartbeat'](frame['msg'])
     assert not validator(schema, PUBLISH_DEFS['fleet/heartbeat']).is_valid(frame)
+
+
+def test_agent_figures_are_optional_in_both_validators(schema: dict[str, Any]) -> None:
+    """Issue 20: older agents send no figures; newer ones send them; both validators agree."""
+    check = validator(schema, PUBLISH_DEFS['fleet/heartbeat'])
+    old = rf.publish('fleet/heartbeat', 5)
+    new = copy.deepcopy(old)
+    new['msg']['uplink_transport'] = 'polling'
+    new['msg']['resources'].update(agent_rss_mb=58.2, agent_uss_mb=49.1, uplink_ack_p99_ms=None)
+    for frame in (old, new):
+        check.validate(frame)
+        p.parse_publish(frame)
+    for where, value in (('uplink_transport', 'carrier-pigeon'), ('uplink_transport', 3),
+                         ('agent_rss_mb', 'big'), ('uplink_ack_p99_ms', [1])):
+        bad = copy.deepcopy(new)
+        (bad['msg'] if where == 'uplink_transport' else bad['msg']['resources'])[where] = value
+        assert not check.is_valid(bad)
+        assert code_of(p.parse_publish, bad) is ErrorCode.INVALID_MESSAGE

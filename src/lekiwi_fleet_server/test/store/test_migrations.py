@@ -36,7 +36,7 @@ def test_upgrade_is_idempotent_and_reaches_head(engine: Engine) -> None:
     assert current_revision(engine) is None
     upgrade(engine)
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == '0006_flags'
+    assert current_revision(engine) == head_revision() == '0007_uplink_transport'
 
 
 def test_migrated_schema_matches_schema_py(engine: Engine) -> None:

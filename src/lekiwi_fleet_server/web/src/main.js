@@ -2,7 +2,7 @@
 import { html } from 'htm/preact';
 import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { api } from './api.js';
+import { api, request } from './api.js';
 import { FleetState } from './fleet_state.js';
 import { FleetStream } from './stream.js';
 import { DeploymentPage, DeploymentsPage } from './views/deployments.js';
@@ -48,6 +48,30 @@ function Banner({ status }) {
     role="status">${text}</div>`;
 }
 
+// Flag guards that tripped (issue 20): the flags the server's guards changed, from the flags'
+// state at load and live from the stream's `flag` updates, until the operator dismisses them.
+function GuardBanner({ stream }) {
+  const [trips, setTrips] = useState([]);
+  useEffect(() => {
+    let cancelled = false;
+    request('GET', '/api/v1/flags').then((flags) => {
+      const tripped = (flags || []).filter((f) => f.updated_by === 'guard')
+        .map((f) => ({ flag: f.name, summary: `a guard changed it (now ${f.percentage} %)` }));
+      if (!cancelled && tripped.length) setTrips((t) => [...t, ...tripped]);
+    }, () => {});
+    const off = stream.onUpdate('flag', (u) => {
+      if (u.event !== 'FlagGuardTripped') return;
+      setTrips((t) => [...t.filter((x) => x.flag !== u.flag), u].slice(-5));
+    });
+    return () => { cancelled = true; off(); };
+  }, [stream]);
+  if (!trips.length) return null;
+  return html`<div class="banner banner-guard" id="guard-banner" role="alert">
+    <b>Flag guard tripped</b>
+    <ul>${trips.map((t) => html`<li data-flag=${t.flag}>${t.flag}: ${t.summary}</li>`)}</ul>
+    <button onClick=${() => setTrips([])} id="guard-banner-dismiss">Dismiss</button></div>`;
+}
+
 function Dashboard({ me, onLogout }) {
   const state = useMemo(() => new FleetState(), []);
   const [status, setStatus] = useState({ name: 'connecting' });
@@ -83,6 +107,7 @@ function Dashboard({ me, onLogout }) {
       <button onClick=${logout} id="logout">Log out</button>
     </header>
     <${Banner} status=${status} />
+    <${GuardBanner} stream=${stream} />
     <main>${page}</main>`;
 }
 

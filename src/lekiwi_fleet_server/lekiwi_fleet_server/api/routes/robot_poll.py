@@ -8,12 +8,14 @@ transport"). The work is the gateway's (gateway/http_uplink.py): these routes on
 
 from __future__ import annotations
 
+import zlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
 
 from lekiwi_fleet_server.api.admin import ROBOT_ID
+from lekiwi_fleet_server.api.body_limit import MAX_BODY_BYTES
 from lekiwi_fleet_server.api.deps import Services, _bearer
 from lekiwi_fleet_server.api.errors import error_responses
 from lekiwi_fleet_server.api.robot_auth import authenticate_robot
@@ -22,7 +24,7 @@ from lekiwi_fleet_server.gateway.http_uplink import NDJSON, HttpUplink, PollingC
 MAX_POST_WAIT_S = 5.0  # a POST answers once its frames are committed, or after this at most
 
 router = APIRouter(prefix='/api/v1/robot/uplink', tags=['robot uplink'],
-                   responses=error_responses(401, 409, 413, 422, 503))
+                   responses=error_responses(400, 401, 409, 413, 422, 503))
 
 _FRAMES_OUT: dict[int | str, dict[str, Any]] = {200: {
     'description': 'The frames the server sends the robot (status, acks after commit, '
@@ -71,6 +73,25 @@ def _frames(frames: list[bytes]) -> Response:
     return Response(b''.join(f + b'\n' for f in frames), media_type=NDJSON)
 
 
+def _inflated(body: bytes, encoding: str | None) -> bytes:
+    """Return a POST's body, gunzipped when it says `Content-Encoding: gzip` (bounded)."""
+    if not encoding or encoding == 'identity':
+        return body
+    if encoding != 'gzip':
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            f'Content-Encoding {encoding[:32]!r}: only gzip is taken')
+    inflate = zlib.decompressobj(wbits=31)
+    try:
+        # A small body that inflates beyond the limit (a "zip bomb") is refused like a big one.
+        out = inflate.decompress(body, MAX_BODY_BYTES + 1)
+    except zlib.error as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f'bad gzip body: {exc}') from None
+    if len(out) > MAX_BODY_BYTES or inflate.unconsumed_tail:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                            f'the body inflates beyond {MAX_BODY_BYTES} bytes')
+    return out
+
+
 def _lines(body: bytes) -> list[bytes]:
     return [line for line in body.split(b'\n') if line.strip()]
 
@@ -103,7 +124,7 @@ async def post_frames(request: Request, robot: Robot, services: Services) -> Res
     5 s), the errors of refused ones and whatever else waits for the robot.
     """
     polling = _polling(services)
-    body = await request.body()
+    body = _inflated(await request.body(), request.headers.get('content-encoding'))
     try:
         session = polling.find(robot.robot_id, robot.token)
     except PollingClosed as exc:
@@ -117,12 +138,12 @@ async def poll_frames(robot: Robot, services: Services,
                       wait_s: Annotated[float, Query(ge=0.0, le=60.0)] = 20.0) -> Response:
     """Wait for frames to the robot (commands, deploy goals, late acks), then answer them.
 
-    It waits at most `wait_s`, and never longer than half the presence timeout: a polling
-    robot is heard at each request.
+    It waits at most `wait_s`; while it waits, the robot counts as heard (every half
+    presence timeout), as a WebSocket's pongs keep it present.
     """
     polling = _polling(services)
     try:
         session = polling.find(robot.robot_id, robot.token)
     except PollingClosed as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    return _frames(await session.long_poll(min(wait_s, polling.long_poll_cap_s())))
+    return _frames(await session.long_poll(wait_s, polling.presence_s()))

@@ -11,7 +11,13 @@ from fastapi import APIRouter, HTTPException, Query, status
 from lekiwi_fleet_server.api.admin import TAG, enrol_robot, reenrol_robot, rotate_token
 from lekiwi_fleet_server.api.deps import AdminOperator, CurrentOperator, RobotId, Services
 from lekiwi_fleet_server.api.errors import ADMIN, AUTHENTICATED, error_responses
-from lekiwi_fleet_server.api.schemas import EnrolRequest, EnrolResponse, RobotOut, TokenRotated
+from lekiwi_fleet_server.api.schemas import (
+    EnrolRequest,
+    EnrolResponse,
+    RobotOut,
+    TokenRotated,
+    agent_figures,
+)
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.broker.presence import Owner, RegistryUnavailable, live_status
 from lekiwi_fleet_server.domain.protocol import ErrorCode, ProtocolError
@@ -31,6 +37,7 @@ def robot_out(services: FleetServices, robot: RobotSummary,
     owner = owners.get(robot.robot_id)
     out.status = live_status(robot.status, owner, services.now(),  # type: ignore[assignment]
                              services.settings.stale_after_s, robot.robot_id in tokens)
+    out.agent = agent_figures(robot.resources, robot.uplink_transport)
     out.connected = owner is not None  # to whichever gateway of the fleet holds it
     if owner is None and robot.robot_id not in tokens:  # never claimed: this gateway's view
         out.connected = services.gateway.is_connected(robot.robot_id)

@@ -17,6 +17,8 @@ const COLUMNS = [
   { key: 'cpu', label: 'CPU', get: (r) => r.resources?.cpu_percent ?? -1 },
   { key: 'memory', label: 'Memory', get: (r) => memoryPercent(r.resources) ?? -1 },
   { key: 'battery', label: 'Battery', get: (r) => r.resources?.battery_percent ?? -1 },
+  // The transport the robot's heartbeat reports (issue 20): websocket, polling, or — (older).
+  { key: 'transport', label: 'Uplink', get: (r) => r.uplink_transport || '' },
 ];
 
 // Re-render when the fleet changed, at most every `intervalMs` (a 10,000-robot fleet sends
@@ -93,6 +95,9 @@ function Row({ robot, now, top }) {
       <span class="c-num">${percent(res.cpu_percent)}</span>
       <span class="c-num">${percent(memoryPercent(res))}</span>
       <span class="c-num">${percent(res.battery_percent)}</span>
+      <span class="c-transport">${robot.uplink_transport
+        ? html`<span class=${`badge transport-${robot.uplink_transport}`}>${robot.uplink_transport}</span>`
+        : '—'}</span>
     </a>`;
 }
 

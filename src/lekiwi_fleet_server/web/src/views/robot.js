@@ -175,6 +175,7 @@ export function RobotPage({ state, stream, robotId }) {
           <dt>CPU</dt><dd>${percent(res.cpu_percent)}</dd>
           <dt>Memory</dt><dd>${percent(memoryPercent(res))}</dd>
           <dt>Battery</dt><dd>${percent(res.battery_percent)}</dd>
+          <dt>Agent</dt><dd id="robot-agent">${agentFigures(robot)}</dd>
           <dt>Teleop score</dt><dd>${(robot.teleop_score ?? 0).toFixed(2)}</dd>
           <dt>Tags</dt><dd>${(robot.tags || []).join(', ') || '—'}</dd>
         </dl>` : html`<p>Not in the fleet (yet).</p>`}
@@ -213,4 +214,14 @@ export function RobotPage({ state, stream, robotId }) {
         <${DiscoverySources} robotId=${robotId} />
       </div>
     </div>`;
+}
+
+// What the agent reports of itself in its heartbeat (issue 20); older agents report none.
+function agentFigures(robot) {
+  const res = robot.resources || {};
+  const mb = (v) => (v === null || v === undefined ? '—' : `${Number(v).toFixed(1)} MB`);
+  if (res.agent_rss_mb === undefined && !robot.uplink_transport) return 'not reported';
+  const p99 = res.uplink_ack_p99_ms;
+  return `${robot.uplink_transport || '—'} · memory ${mb(res.agent_rss_mb)} RSS / ${
+    mb(res.agent_uss_mb)} USS · ack p99 ${p99 === null || p99 === undefined ? '—' : `${Math.round(p99)} ms`}`;
 }
