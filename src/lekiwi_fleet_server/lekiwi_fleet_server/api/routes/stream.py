@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from lekiwi_fleet_server.api.deps import SESSION_COOKIE, Services, operator_for_token, principal
 from lekiwi_fleet_server.api.presence_view import live_robots
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.api.snapshot import SharedSnapshots
 from lekiwi_fleet_server.broker.presence import RegistryUnavailable
 from lekiwi_fleet_server.domain.roles import role_allows
 from lekiwi_fleet_server.gateway.bus import Subscription, encode_update
@@ -80,6 +81,7 @@ async def stream(websocket: WebSocket, services: Services, inventory: bool = Fal
         await websocket.close(CLOSE_UNAUTHORIZED, 'unauthorized')
         return
     subscription = services.bus.subscribe()
+    ticket = _snapshots(websocket, services).ticket()  # right after subscribing: see snapshot.py
     services.metrics.dashboard_subscribers.inc()
     # Drain the client's side so that a close is noticed while we wait on the bus.
     reader = asyncio.create_task(_until_closed(websocket))
@@ -92,17 +94,15 @@ async def stream(websocket: WebSocket, services: Services, inventory: bool = Fal
         # update of a batch the snapshot already holds sets rows to what they are already or
         # were just before, and the updates after it, queued in commit order, bring them on.
         await services.bus.settled()
-        robots = await run_in_threadpool(services.store.list_robots, RobotFilter(),
-                                         now=services.now())
-        try:  # presence from the live registry, as REST (api/presence_view.py)
-            robots = await live_robots(services, robots)
+        try:  # one build shared by the dashboards that subscribed before it (api/snapshot.py)
+            snapshot = await _snapshots(websocket, services).get(ticket)
         except RegistryUnavailable as exc:
             # Status cannot be told without the registry: say so; the page retries (backoff).
             await websocket.send_text(orjson.dumps(
                 {'type': 'error', 'code': 'presence_unavailable', 'detail': str(exc)}).decode())
             await websocket.close(CLOSE_TRY_AGAIN, 'presence registry unavailable')
             return
-        await websocket.send_text(encode_update('snapshot', services.now(), robots, []))
+        await websocket.send_text(snapshot)
         if inventory and services.discovery is not None:
             await websocket.send_text(services.discovery.snapshot())
         lag = services.metrics.stream_lag_seconds
@@ -123,6 +123,22 @@ async def stream(websocket: WebSocket, services: Services, inventory: bool = Fal
             forward.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
+
+
+def _snapshots(websocket: WebSocket, services: FleetServices) -> SharedSnapshots:
+    """Return the app's shared snapshot builder (made with the first stream)."""
+    state = websocket.app.state
+    made: tuple[FleetServices, SharedSnapshots] | None = getattr(state, 'stream_snapshots', None)
+    if made is None or made[0] is not services:  # one per lifespan (an app may start twice)
+        async def build() -> str:
+            robots = await run_in_threadpool(services.store.list_robots, RobotFilter(),
+                                             now=services.now())
+            # Presence from the live registry, as REST (api/presence_view.py).
+            robots = await live_robots(services, robots)
+            return encode_update('snapshot', services.now(), robots, [])
+
+        made = state.stream_snapshots = (services, SharedSnapshots(build))
+    return made[1]
 
 
 @router.websocket('/api/v1/stream/inventory')
