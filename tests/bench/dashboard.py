@@ -317,12 +317,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  ','.join(gateway_urls),
                  '--stream-url', api.replace('http://', 'ws://') + '/api/v1/stream',
                  '--admin-token', admin, '--tokens', str(tokens), '--dashboards', '0',
-                 '--warmup', '2', '--duration', str(args.duration + 120)],
+                 '--warmup', '2',
+                 '--duration', str(args.duration + args.connect_timeout + 300)],
                 stdout=subprocess.PIPE, text=True)
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + args.connect_timeout
             while (held := sum(connections(g) for g in gateway_apis)) < n * 0.999:
-                if load.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError('the load generator did not connect its robots')
+                if load.poll() is not None:
+                    raise RuntimeError('the load generator ended before its robots connected')
+                if time.monotonic() > deadline:  # measure what a user meets: say it, go on
+                    print(f'only {held:.0f} of {n} robots connected after '
+                          f'{args.connect_timeout:.0f} s; measuring anyway', flush=True)
+                    break
                 time.sleep(1.0)
             print(f'{held:.0f} robots connected; warming up {args.warmup} s', flush=True)
             time.sleep(args.warmup)
@@ -397,6 +402,8 @@ def main() -> int:
     parser.add_argument('--robots', type=int, default=10_000)
     parser.add_argument('--duration', type=float, default=30.0, help='measured seconds')
     parser.add_argument('--warmup', type=float, default=5.0)
+    parser.add_argument('--connect-timeout', type=float, default=300.0,
+                        help='seconds to wait for the robots to connect before measuring')
     parser.add_argument('--roles', action='store_true',
                         help='run the server as roles: nats-server, redis-server, writers, '
                              'gateway(s) and an api role serving the page (see Server)')
