@@ -38,9 +38,14 @@ async def live_rows(services: FleetServices, rows: Sequence[RobotSummary]) -> li
     out = []
     for row in rows:
         owner = owners.get(row.robot_id)
-        claimed = row.robot_id in tokens
-        status = live_status(row.status, owner, now, stale_after_s, claimed)
-        connected = owner is not None or (not claimed and gateway.is_connected(row.robot_id))
+        # A session this process's gateway holds whose claim lapsed (a loaded host refreshed
+        # late; the gateway is claiming it again) is live all the same.
+        here = owner is None and gateway.is_connected(row.robot_id)
+        if here:
+            status = row.status if row.status in ('online', 'stale') else 'online'
+        else:
+            status = live_status(row.status, owner, now, stale_after_s, row.robot_id in tokens)
+        connected = owner is not None or here
         robot = row if status == row.status else dataclasses.replace(row, status=status)
         out.append(LiveRow(robot, connected))
     return out

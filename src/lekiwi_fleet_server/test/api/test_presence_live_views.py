@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_harness import ADMIN_TOKEN, Api
+import redis as redis_lib
+from api_harness import ADMIN_TOKEN, Api, robot_connection
 from fastapi.testclient import TestClient
 
 from lekiwi_fleet_server.app import create_app
@@ -96,6 +97,21 @@ def test_stream_snapshot_and_graphql_show_the_registry_presence_not_the_read_mod
         online = gql(client, ONLINE)['data']['robots']
         assert online['totalCount'] == 1
         assert [e['node']['robotId'] for e in online['edges']] == ['kiwi-away']
+
+        # A robot this gateway holds whose claim lapsed (a loaded host refreshed late; the
+        # next refresh claims it again) is still online: its session is here.
+        ws = robot_connection(api, 'kiwi-here', api.enrol('kiwi-here'))
+        deadline = time.monotonic() + 10
+        while snapshot_row(client, 'kiwi-here')['status'] != 'online':
+            assert time.monotonic() < deadline, 'kiwi-here never came online'
+            time.sleep(0.05)
+        redis_client = redis_lib.Redis.from_url(redis.url)
+        redis_client.delete('lekiwi:presence:own:kiwi-here')
+        redis_client.close()
+        assert snapshot_row(client, 'kiwi-here')['status'] == 'online'
+        here = gql(client, '{ robot(robotId: "kiwi-here") { status connected } }')
+        assert here['data']['robot'] == {'status': 'online', 'connected': True}
+        ws.close()
 
         # Without the registry the status cannot be told: an error, never a guess.
         redis.stop()
