@@ -73,17 +73,31 @@ class Probe(threading.Thread):
 
     def __init__(self, gateway: str, token: str) -> None:
         super().__init__(daemon=True)
-        self.ws = connect(gateway, open_timeout=30, max_queue=None)  # noqa: SIM115
-        self.ws.send(json.dumps({'op': 'auth', 'robot_id': PROBE, 'token': token,
-                                 'protocol': ['lekiwi-fleet/1'], 'agent_version': 'bench'}))
-        reply = json.loads(self.ws.recv(timeout=30))
-        assert reply.get('msg') == 'authenticated', reply
+        self.ws = self._connect(gateway, token)
         self.flips: list[tuple[bool, float]] = []  # (teleop_active, wall time sent)
         self.stop = threading.Event()
         self.boot = secrets.token_hex(8)
         self.seq = 0
         self.reader = threading.Thread(target=self._drain, daemon=True)
         self.reader.start()
+
+    @staticmethod
+    def _connect(gateway: str, token: str, attempts: int = 10) -> Any:
+        # A saturated gateway may time an auth out (auth_timeout): a robot tries again.
+        for attempt in range(attempts):
+            ws = connect(gateway, open_timeout=30, max_queue=None)  # noqa: SIM115
+            ws.send(json.dumps({'op': 'auth', 'robot_id': PROBE, 'token': token,
+                                'protocol': ['lekiwi-fleet/1'], 'agent_version': 'bench'}))
+            try:
+                reply = json.loads(ws.recv(timeout=30))
+            except TimeoutError:
+                reply = {'msg': 'no answer in 30 s'}
+            if reply.get('msg') == 'authenticated':
+                return ws
+            print(f'probe: auth attempt {attempt + 1}: {reply}', file=sys.stderr, flush=True)
+            ws.close()
+            time.sleep(2.0)
+        raise RuntimeError('the probe robot could not authenticate')
 
     def _drain(self) -> None:
         try:
