@@ -20,7 +20,9 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from lekiwi_fleet_server.api.admin import ROBOT_ID
+from lekiwi_fleet_server.api.presence_view import LiveRow, live_rows
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.broker.presence import RegistryUnavailable
 from lekiwi_fleet_server.graphql import types as t
 from lekiwi_fleet_server.graphql.access import IsViewer, bounded, services_of
 from lekiwi_fleet_server.graphql.cost import cost_limit_rule
@@ -82,9 +84,21 @@ class Robot:
         return [t.telemetry_bucket(p) for p in rows]
 
 
-def robot(services: FleetServices, row: RobotSummary) -> Robot:
-    """Build the GraphQL robot of a read-model row."""
-    return Robot(**t.robot_fields(row, services.gateway.is_connected(row.robot_id)))
+def robot(live: LiveRow) -> Robot:
+    """Build the GraphQL robot of a read-model row with its live presence."""
+    return Robot(**t.robot_fields(live.robot, live.connected))
+
+
+async def _live(services: FleetServices, rows: list[RobotSummary]) -> list[LiveRow]:
+    """Lay live presence over the rows (api/presence_view.py), as REST and the stream do."""
+    try:
+        return await live_rows(services, rows)
+    except RegistryUnavailable as exc:
+        raise PresenceUnavailable(f'presence registry: {exc}') from None
+
+
+class PresenceUnavailable(Exception):
+    """The presence registry cannot be reached: status cannot be told (REST answers 503)."""
 
 
 @strawberry.input
@@ -156,31 +170,35 @@ class Query(DeploymentQueries, InventoryQueries):
         f = filter or RobotFilterInput()
         if f.status is not None and f.status not in ROBOT_STATUSES:
             raise ValueError(f'status must be one of {", ".join(ROBOT_STATUSES)}')
-        rows = await run_in_threadpool(
+        # Status is live presence laid over the read model: filter after the overlay (REST too).
+        found = await run_in_threadpool(
             services.store.list_robots,
-            RobotFilter(status=f.status, teleop_active=f.teleop_active,  # type: ignore[arg-type]
-                        software_version=f.software_version, tag=f.tag), now=services.now())
+            RobotFilter(teleop_active=f.teleop_active, software_version=f.software_version,
+                        tag=f.tag), now=services.now())
         if f.search:
-            rows = [r for r in rows if f.search.lower() in r.robot_id.lower()]
-        rows.sort(key=lambda r: r.robot_id)
+            found = [r for r in found if f.search.lower() in r.robot_id.lower()]
+        rows = [r for r in await _live(services, found)
+                if f.status is None or r.robot.status == f.status]
+        rows.sort(key=lambda r: r.robot.robot_id)
         start_after = decode_cursor(after) if after else None
         if start_after is not None:
-            rows_after = [r for r in rows if r.robot_id > start_after]
+            rows_after = [r for r in rows if r.robot.robot_id > start_after]
         else:
             rows_after = rows
         page = rows_after[:_size(first)]
         return RobotConnection(
-            edges=[RobotEdge(cursor=encode_cursor(r.robot_id), node=robot(services, r))
+            edges=[RobotEdge(cursor=encode_cursor(r.robot.robot_id), node=robot(r))
                    for r in page],
             page_info=PageInfo(has_next_page=len(rows_after) > len(page),
-                               end_cursor=encode_cursor(page[-1].robot_id) if page else None),
+                               end_cursor=(encode_cursor(page[-1].robot.robot_id)
+                                           if page else None)),
             total_count=len(rows))
 
     @strawberry.field(permission_classes=[IsViewer])
     async def robot(self, info: Info, robot_id: str) -> Robot | None:
         services = _services(info)
         row = await run_in_threadpool(services.store.get_robot, robot_id, now=services.now())
-        return robot(services, row) if row is not None else None
+        return robot((await _live(services, [row]))[0]) if row is not None else None
 
     @strawberry.field(permission_classes=[IsViewer], description="A robot's events, paged")
     async def events(self, info: Info, robot_id: str, after: float = 0,
@@ -232,9 +250,9 @@ class Subscription:
         try:
             rows = await run_in_threadpool(services.store.list_robots, RobotFilter(),
                                            now=services.now())
+            rows = [r for r in rows if wanted is None or r.robot_id in wanted]
             yield RobotUpdate(kind='snapshot', at=services.now(), events=[], robots=[
-                orjson.loads(orjson.dumps(r)) for r in rows
-                if wanted is None or r.robot_id in wanted])
+                orjson.loads(orjson.dumps(r.robot)) for r in await _live(services, rows)])
             while (encoded := await subscription.get()) is not None:
                 update = orjson.loads(encoded)
                 if update.get('type') != 'update':

@@ -58,6 +58,7 @@ export class FleetStream {
     this.setStatus(this.attempt ? 'reconnecting' : 'connecting');
     const socket = new WebSocket(this.url);
     this.socket = socket;
+    this.state.timing = { connectAt: performance.now() }; // where a first render's time goes
     socket.onmessage = (message) => this.receive(message.data);
     socket.onclose = (close) => {
       if (this.socket !== socket) return;
@@ -81,12 +82,16 @@ export class FleetStream {
 
   receive(text) {
     let update;
+    const received = performance.now();
     try {
       update = JSON.parse(text);
     } catch {
       return;
     }
     if (update.type === 'snapshot') {
+      Object.assign(this.state.timing || {}, {
+        snapshotAt: received, snapshotBytes: text.length, parseMs: performance.now() - received,
+      });
       this.attempt = 0;
       this.state.applySnapshot(update.robots || []);
       this.setStatus('live');

@@ -3,7 +3,8 @@
 The operator authenticates with an `Authorization: Bearer` header or, from a browser (which
 cannot set headers on a WebSocket), with a first message `{"op": "auth", "token": "..."}`, or
 with the dashboard's login session cookie (same origin only).
-The first message is a snapshot of every robot (whole rows); then one update per committed
+The first message is a snapshot of every robot (whole rows, their status from live presence:
+api/presence_view.py); then one update per committed
 batch that changed something: its events, and per robot that changed its `robot_id` and the
 fields that changed (in `resources` and `telemetry`, the entries that changed, a removed one as
 null), or the whole row when the stream has not carried that robot before. A dashboard sets a
@@ -21,7 +22,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server.api.deps import SESSION_COOKIE, Services, operator_for_token, principal
+from lekiwi_fleet_server.api.presence_view import live_robots
 from lekiwi_fleet_server.api.services import FleetServices
+from lekiwi_fleet_server.api.snapshot import SharedSnapshots
+from lekiwi_fleet_server.broker.presence import RegistryUnavailable
 from lekiwi_fleet_server.domain.roles import role_allows
 from lekiwi_fleet_server.gateway.bus import Subscription, encode_update
 from lekiwi_fleet_server.store.interface import Operator, RobotFilter
@@ -30,6 +34,7 @@ router = APIRouter(tags=['stream'])
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4008
+CLOSE_TRY_AGAIN = 1013
 
 
 async def _read_token(websocket: WebSocket, timeout_s: float) -> str | None:
@@ -76,6 +81,7 @@ async def stream(websocket: WebSocket, services: Services, inventory: bool = Fal
         await websocket.close(CLOSE_UNAUTHORIZED, 'unauthorized')
         return
     subscription = services.bus.subscribe()
+    ticket = _snapshots(websocket, services).ticket()  # right after subscribing: see snapshot.py
     services.metrics.dashboard_subscribers.inc()
     # Drain the client's side so that a close is noticed while we wait on the bus.
     reader = asyncio.create_task(_until_closed(websocket))
@@ -88,9 +94,15 @@ async def stream(websocket: WebSocket, services: Services, inventory: bool = Fal
         # update of a batch the snapshot already holds sets rows to what they are already or
         # were just before, and the updates after it, queued in commit order, bring them on.
         await services.bus.settled()
-        robots = await run_in_threadpool(services.store.list_robots, RobotFilter(),
-                                         now=services.now())
-        await websocket.send_text(encode_update('snapshot', services.now(), robots, []))
+        try:  # one build shared by the dashboards that subscribed before it (api/snapshot.py)
+            snapshot = await _snapshots(websocket, services).get(ticket)
+        except RegistryUnavailable as exc:
+            # Status cannot be told without the registry: say so; the page retries (backoff).
+            await websocket.send_text(orjson.dumps(
+                {'type': 'error', 'code': 'presence_unavailable', 'detail': str(exc)}).decode())
+            await websocket.close(CLOSE_TRY_AGAIN, 'presence registry unavailable')
+            return
+        await websocket.send_text(snapshot)
         if inventory and services.discovery is not None:
             await websocket.send_text(services.discovery.snapshot())
         lag = services.metrics.stream_lag_seconds
@@ -111,6 +123,22 @@ async def stream(websocket: WebSocket, services: Services, inventory: bool = Fal
             forward.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
+
+
+def _snapshots(websocket: WebSocket, services: FleetServices) -> SharedSnapshots:
+    """Return the app's shared snapshot builder (made with the first stream)."""
+    state = websocket.app.state
+    made: tuple[FleetServices, SharedSnapshots] | None = getattr(state, 'stream_snapshots', None)
+    if made is None or made[0] is not services:  # one per lifespan (an app may start twice)
+        async def build() -> str:
+            robots = await run_in_threadpool(services.store.list_robots, RobotFilter(),
+                                             now=services.now())
+            # Presence from the live registry, as REST (api/presence_view.py).
+            robots = await live_robots(services, robots)
+            return encode_update('snapshot', services.now(), robots, [])
+
+        made = state.stream_snapshots = (services, SharedSnapshots(build))
+    return made[1]
 
 
 @router.websocket('/api/v1/stream/inventory')

@@ -22,18 +22,24 @@ const COLUMNS = [
 ];
 
 // Re-render when the fleet changed, at most every `intervalMs` (a 10,000-robot fleet sends
-// dozens of updates a second; the eye needs a few frames of them).
+// dozens of updates a second; the eye needs a few frames of them). The first change after a
+// quiet spell renders at once (the snapshot's first frame, a lone update): only changes that
+// follow a render closely wait for the rest of the interval.
 export function useFleetVersion(state, intervalMs = 150) {
   const [version, setVersion] = useState(state.version);
   useEffect(() => {
     let timer = null;
+    let last = -Infinity; // when the last render was asked for
+    const flush = () => {
+      timer = null;
+      last = performance.now();
+      setVersion(state.version);
+    };
     const unsubscribe = state.subscribe(() => {
-      if (timer === null) {
-        timer = setTimeout(() => {
-          timer = null;
-          setVersion(state.version);
-        }, intervalMs);
-      }
+      if (timer !== null) return;
+      const wait = last + intervalMs - performance.now();
+      if (wait <= 0) flush();
+      else timer = setTimeout(flush, wait);
     });
     setVersion(state.version);
     return () => {
