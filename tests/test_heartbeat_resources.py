@@ -21,7 +21,10 @@ def test_unchanged_resources_stay_off_the_wire_and_the_server_keeps_them(
         return robot if robot and robot.get('heartbeat_sequence') else None
 
     first = wait_until(listed, 30, message=f'the robot to be listed\n{processes.dump()}')
-    assert len(first['resources']) == 12 and first['resources']['memory_total_bytes'] > 0
+    # ResourceUsage's 12 fields and the agent's own 3 (issue 20: agent_rss_mb, agent_uss_mb,
+    # uplink_ack_p99_ms), which travel and are left out with them.
+    assert len(first['resources']) == 15 and first['resources']['memory_total_bytes'] > 0
+    assert first['resources']['agent_rss_mb'] > 0
     # Uptime moves with every sample: heartbeats that carried resources would change it. Newer
     # heartbeats with the same uptime came without resources, and the server kept the last.
     previous, kept = first, None
@@ -36,4 +39,4 @@ def test_unchanged_resources_stay_off_the_wire_and_the_server_keeps_them(
         previous = current
     assert kept is not None, 'every heartbeat carried changed resources'
     assert kept['resources']['memory_total_bytes'] > 0 and kept['status'] == 'online'
-    assert len(kept['resources']) == 12
+    assert len(kept['resources']) == 15
