@@ -1,9 +1,12 @@
 """Fixtures shared by the agent package's tests."""
 
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from agent_harness import AgentHarness, agent_harness
+from uplink_server import UplinkTestServer
 
 
 @pytest.fixture
@@ -30,3 +33,25 @@ def fill(path: Path) -> None:
                 handle.flush()
         except OSError:
             pass
+
+
+@pytest.fixture
+def make_uplink_server() -> Iterator[Callable[[str, str], UplinkTestServer]]:
+    """Make protocol-checking uplink servers for a robot id and token; each must end clean."""
+    made: list[UplinkTestServer] = []
+
+    def make(robot_id: str, token: str) -> UplinkTestServer:
+        made.append(UplinkTestServer({robot_id: token}))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.close()
+        assert server.violations == []
+
+
+@pytest.fixture
+def harness() -> Iterator[AgentHarness]:
+    """The agent's ROS harness (one context and executor for the test's nodes)."""
+    with agent_harness() as harness:
+        yield harness

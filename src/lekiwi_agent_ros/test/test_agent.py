@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,8 @@ TOKEN = 'lkw_agent_token'
 
 
 @pytest.fixture
-def server() -> Iterator[UplinkTestServer]:
-    server = UplinkTestServer({ROBOT: TOKEN})
-    yield server
-    server.close()
-    assert server.violations == []
-
+def server(make_uplink_server: Callable[[str, str], UplinkTestServer]) -> UplinkTestServer:
+    return make_uplink_server(ROBOT, TOKEN)
 
 def test_agent_nodes_share_one_boot_and_reach_the_server(
     server: UplinkTestServer, tmp_path: Path

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from agent_harness import AgentHarness, agent_harness, wait_for
+from agent_harness import AgentHarness, wait_for
 from conftest import fill
 from test_fleet_uplink import ROBOT, TOKEN, event, start
 from uplink_server import UplinkTestServer
@@ -43,18 +43,8 @@ def test_the_reporter_reports_a_full_disk_at_once_then_every_repeat_then_its_rec
 
 
 @pytest.fixture
-def server() -> Iterator[UplinkTestServer]:
-    server = UplinkTestServer({ROBOT: TOKEN})
-    yield server
-    server.close()
-    assert server.violations == []
-
-
-@pytest.fixture
-def harness() -> Iterator[AgentHarness]:
-    with agent_harness() as harness:
-        yield harness
-
+def server(make_uplink_server: Callable[[str, str], UplinkTestServer]) -> UplinkTestServer:
+    return make_uplink_server(ROBOT, TOKEN)
 
 def test_the_server_learns_of_a_full_disk_while_it_lasts_and_when_it_ends(
     harness: AgentHarness, server: UplinkTestServer, tmp_path: Path, small_filesystem: Path

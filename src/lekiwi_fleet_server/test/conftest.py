@@ -10,14 +10,18 @@
 - `store`: an SqlFleetStore opened (and so migrated) on `database_url`, closed after the test.
 - `make_store`: a factory opening further stores on a URL (closed after the test), for restart
   and two-writer tests.
+- `redis_server`: a running redis-server on a free loopback port (test/broker/redis_server.py),
+  skipped with the reason when the binary is missing.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -26,6 +30,9 @@ from sqlalchemy.engine import make_url
 
 from lekiwi_fleet_server.store.config import StoreConfig
 from lekiwi_fleet_server.store.sql_store import SqlFleetStore
+
+sys.path.insert(0, str(Path(__file__).parent / 'broker'))
+from redis_server import MISSING, REDIS_BINARY, RedisServer  # noqa: E402
 
 DATABASE_ENV = 'LEKIWI_TEST_DATABASE_URL'
 
@@ -101,3 +108,16 @@ def make_store(store_config: StoreConfig) -> Iterator[Callable[..., SqlFleetStor
 def store(database_url: str, make_store: Callable[..., SqlFleetStore]) -> SqlFleetStore:
     """Return a migrated SqlFleetStore on `database_url`."""
     return make_store(database_url)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """Yield a running redis-server on a free loopback port; stop it after the test."""
+    if REDIS_BINARY is None:
+        pytest.skip(MISSING)
+    server = RedisServer(tmp_path / 'redis')
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

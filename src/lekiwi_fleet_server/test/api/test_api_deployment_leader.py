@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from api_harness import ADMIN_TOKEN, Api
 from fastapi.testclient import TestClient
+from redis_server import RedisServer  # test/broker/, on the path by test/conftest.py
 from test_api_deployment_restart import open_api
 from test_api_deployments import FakeRobotAgent, push_release, wait_status
 
 from lekiwi_fleet_server.app import create_app
 from lekiwi_fleet_server.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).parents[1] / 'broker'))
-from redis_server import MISSING, REDIS_BINARY, RedisServer  # noqa: E402
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if REDIS_BINARY is None:
-        pytest.skip(MISSING)
-    server = RedisServer(tmp_path / 'redis')
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_deployment_made_through_the_follower_is_driven_by_the_leader_alone(

@@ -8,15 +8,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis_server import RedisServer  # test/broker/, on the path by test/conftest.py
 
-sys.path.insert(0, str(Path(__file__).parents[1] / 'broker'))
-from redis_server import MISSING, REDIS_BINARY, RedisServer  # noqa: E402
-
-from lekiwi_fleet_server.deployments.leadership import LeaderLoop, SoleLease  # noqa: E402
+from lekiwi_fleet_server.deployments.leadership import LeaderLoop, SoleLease
 
 pytestmark = pytest.mark.anyio
 
@@ -42,18 +39,6 @@ PROCESS = textwrap.dedent('''
 
     asyncio.run(main())
 ''')
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if REDIS_BINARY is None:
-        pytest.skip(MISSING)
-    server = RedisServer(tmp_path / 'redis')
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _lines(path: Path) -> list[str]:

@@ -297,36 +297,58 @@ def test_the_cli_lists_accepts_and_rejects_through_the_server(
         assert '401' in capsys.readouterr().err
 
 
+class HeldAccept:
+    """An admin's accept held inside the store's enrolment while the asker's connection closes.
+
+    The accept/disconnect race, made sure: the enrolment waits on `gate` until the robot's
+    connection has gone; `finish()` lets it commit and returns the accept's answer.
+    """
+
+    def __init__(self, client: TestClient, monkeypatch: pytest.MonkeyPatch,
+                 robot_id: str) -> None:
+        import threading
+
+        from lekiwi_fleet_server.gateway import admissions as admissions_module
+
+        self.port = _port(client)
+        desk = client.app.state.services.gateway.admissions  # type: ignore[attr-defined]
+        self.asker = Asker(self.port, robot_id)
+        assert self.asker.request()['msg'] == 'admission_pending'
+        entered, self._gate = threading.Event(), threading.Event()
+        real_enrol = admissions_module.enrol_robot
+
+        def slow_enrol(*args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            assert self._gate.wait(20)
+            return real_enrol(*args, **kwargs)
+
+        monkeypatch.setattr(admissions_module, 'enrol_robot', slow_enrol)
+        self._answers: list[Any] = []
+        self._accepting = threading.Thread(target=lambda: self._answers.append(client.post(
+            f'/api/v1/inventory/admissions/{robot_id}/accept', headers=ADMIN, json={})))
+        self._accepting.start()
+        assert entered.wait(20)  # the admin's accept is in the store now
+        self.asker.ws.close()
+        wait_for(lambda: not desk.pending())  # the server saw it go
+
+    def same_key(self, asker: Asker) -> Asker:
+        """Give `asker` the first asker's key pair; return it."""
+        asker.key, asker.public_key = self.asker.key, self.asker.public_key
+        return asker
+
+    def finish(self) -> Any:
+        """Let the enrolment commit; return the accept's HTTP answer."""
+        self._gate.set()
+        self._accepting.join(20)
+        (answer,) = self._answers
+        return answer
+
+
 def test_an_accept_racing_the_connections_close_hands_the_token_to_the_same_key_later(
         client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
-
-    from lekiwi_fleet_server.gateway import admissions as admissions_module
-
-    port = _port(client)
-    desk = client.app.state.services.gateway.admissions  # type: ignore[attr-defined]
-    asker = Asker(port, 'kiwi-race')
-    assert asker.request()['msg'] == 'admission_pending'
-    # The store's enrolment waits until the robot's connection has closed: the race, made sure.
-    entered, gate = threading.Event(), threading.Event()
-    real_enrol = admissions_module.enrol_robot
-
-    def slow_enrol(*args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        assert gate.wait(20)
-        return real_enrol(*args, **kwargs)
-
-    monkeypatch.setattr(admissions_module, 'enrol_robot', slow_enrol)
-    answers: list[Any] = []
-    accepting = threading.Thread(target=lambda: answers.append(client.post(
-        '/api/v1/inventory/admissions/kiwi-race/accept', headers=ADMIN, json={})))
-    accepting.start()
-    assert entered.wait(20)  # the admin's accept is in the store now
-    asker.ws.close()
-    wait_for(lambda: not desk.pending())  # the server saw it go
-    gate.set()
-    accepting.join(20)
-    (answer,) = answers
+    held = HeldAccept(client, monkeypatch, 'kiwi-race')
+    port = held.port
+    answer = held.finish()
     assert answer.status_code == 200 and answer.json()['delivered'] is False, answer.text
     # Another key asking for that id gets nothing, and does not spoil the grant.
     thief = Asker(port, 'kiwi-race')
@@ -334,8 +356,7 @@ def test_an_accept_racing_the_connections_close_hands_the_token_to_the_same_key_
     reply, code = thief.refusal()
     assert reply['code'] == 'admission_refused' and 're-enrol' in reply['msg'] and code == 4403
     # The robot reconnects and asks again with its key: the accepted token comes here.
-    again = Asker(port, 'kiwi-race')
-    again.key, again.public_key = asker.key, asker.public_key
+    again = held.same_key(Asker(port, 'kiwi-race'))
     again.send_auth(signature=again.sign(again.challenge()))
     admitted = again.recv()
     assert admitted['msg'] == 'admission_accepted' and admitted['token'].startswith('lkw_')
@@ -343,8 +364,7 @@ def test_an_accept_racing_the_connections_close_hands_the_token_to_the_same_key_
     assert client.app.state.services.gateway.is_connected('kiwi-race')  # type: ignore[attr-defined]
     again.ws.close()
     # Handed over once: asking once more is refused (the robot has its token now).
-    once_more = Asker(port, 'kiwi-race')
-    once_more.key, once_more.public_key = asker.key, asker.public_key
+    once_more = held.same_key(Asker(port, 'kiwi-race'))
     once_more.send_auth(signature=once_more.sign(once_more.challenge()))
     assert once_more.refusal()[0]['code'] == 'admission_refused'
 
@@ -360,38 +380,13 @@ def test_an_accept_that_reaches_its_connection_says_delivered(client: TestClient
 @pytest.mark.parametrize('same_key', [True, False])
 def test_a_robot_that_asks_again_while_its_accept_is_stored(
         client: TestClient, monkeypatch: pytest.MonkeyPatch, same_key: bool) -> None:
-    import threading
-
-    from lekiwi_fleet_server.gateway import admissions as admissions_module
-
-    port = _port(client)
-    desk = client.app.state.services.gateway.admissions  # type: ignore[attr-defined]
-    asker = Asker(port, 'kiwi-again')
-    assert asker.request()['msg'] == 'admission_pending'
-    entered, gate = threading.Event(), threading.Event()
-    real_enrol = admissions_module.enrol_robot
-
-    def slow_enrol(*args: Any, **kwargs: Any) -> Any:
-        entered.set()
-        assert gate.wait(20)
-        return real_enrol(*args, **kwargs)
-
-    monkeypatch.setattr(admissions_module, 'enrol_robot', slow_enrol)
-    answers: list[Any] = []
-    accepting = threading.Thread(target=lambda: answers.append(client.post(
-        '/api/v1/inventory/admissions/kiwi-again/accept', headers=ADMIN, json={})))
-    accepting.start()
-    assert entered.wait(20)
-    asker.ws.close()
-    wait_for(lambda: not desk.pending())
+    held = HeldAccept(client, monkeypatch, 'kiwi-again')
     # It (or someone with another key) asks again before the enrolment has committed.
-    successor = Asker(port, 'kiwi-again')
+    successor = Asker(held.port, 'kiwi-again')
     if same_key:
-        successor.key, successor.public_key = asker.key, asker.public_key
+        held.same_key(successor)
     assert successor.request()['msg'] == 'admission_pending'
-    gate.set()
-    accepting.join(20)
-    (answer,) = answers
+    answer = held.finish()
     assert answer.status_code == 200 and answer.json()['delivered'] is same_key
     if same_key:
         assert successor.recv()['msg'] == 'admission_accepted'

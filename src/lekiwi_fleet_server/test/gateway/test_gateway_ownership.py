@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from gateway_harness import running_gateway
 from memory_store import MemoryStore
+from redis_server import RedisServer  # test/broker/, on the path by test/conftest.py
 from ws_client import Robot
 
 from lekiwi_fleet_server.broker.presence import RedisRegistry
 from lekiwi_fleet_server.gateway.ownership import FencedCommitter
 from lekiwi_fleet_server.store.interface import PresenceChange
 
-sys.path.insert(0, str(Path(__file__).parents[1] / 'broker'))
-from redis_server import MISSING, REDIS_BINARY, RedisServer  # noqa: E402
-
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if REDIS_BINARY is None:
-        pytest.skip(MISSING)
-    server = RedisServer(tmp_path / 'redis')
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def wait_for(predicate: object, timeout: float = 5.0) -> None:

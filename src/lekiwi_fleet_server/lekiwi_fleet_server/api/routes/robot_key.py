@@ -19,7 +19,7 @@ from lekiwi_fleet_server.api.robot_auth import REQUEST_NONCE_TTL_S, robot_by_tok
 from lekiwi_fleet_server.domain.request_proof import HEADER, new_request_nonce
 
 router = APIRouter(prefix='/api/v1/robot', tags=['robot uplink'],
-                   responses=error_responses(401, 503))
+                   responses=error_responses(401, 422, 503))
 
 
 class KeyChallengeOut(BaseModel):
