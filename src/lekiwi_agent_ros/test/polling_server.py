@@ -10,6 +10,7 @@ the system test tests/test_uplink_fallback.py runs the agent against that one.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 from typing import Any
@@ -29,6 +30,11 @@ class PollingStandIn:
         self.gzipped = 0  # POST bodies that came gzipped
         self.post_delay_s = 0.0  # a POST answers this late (its frames are committed at once)
         self.sent: list[tuple[str, int]] = []  # every publish frame received, resends too
+        # A key-bound robot's public key (base64 Ed25519): each request must prove it, as the
+        # server's api/robot_auth.py asks (X-Robot-Key-Proof over a key challenge's nonce).
+        self.public_key: str | None = None
+        self.nonces: list[str] = []
+        self.proved = 0  # requests whose key proof was good
         self._server: asyncio.Server | None = None
 
     async def start(self) -> str:
@@ -63,6 +69,15 @@ class PollingStandIn:
         if headers.get('authorization') != f'Bearer {self.token}' \
                 or headers.get('x-robot-id') != self.robot_id:
             return 401, []
+        if self.public_key is not None:
+            if url.path == '/api/v1/robot/key-challenge':
+                self.nonces.append(f'nonce-{len(self.nonces)}')
+                return 200, [{'robot_id': self.robot_id, 'nonce': self.nonces[-1],
+                              'expires_in_s': 60, 'key_bound': True,
+                              'header': 'X-Robot-Key-Proof'}]
+            if not self._proof_holds(headers.get('x-robot-key-proof', ''), method, url.path):
+                return 401, []
+            self.proved += 1
         if headers.get('content-encoding') == 'gzip':  # the agent gzips its larger POSTs
             body = gzip.decompress(body)
             self.gzipped += 1
@@ -93,3 +108,19 @@ class PollingStandIn:
             await asyncio.sleep(self.post_delay_s)
         return 200, [{'op': 'publish', 'topic': 'fleet/ack',
                       'msg': {'boot_id': boot, 'ranges': ranges}} for boot, ranges in acks.items()]
+
+    def _proof_holds(self, header: str, method: str, path: str) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        parts = header.split(' ')
+        if len(parts) != 3 or parts[0] != self.public_key or parts[1] not in self.nonces:
+            return False
+        signed = (b'lekiwi-request-proof/1\n' + self.robot_id.encode() + b'\n'
+                  + parts[1].encode() + b'\n' + method.encode() + b' ' + path.encode())
+        try:
+            Ed25519PublicKey.from_public_bytes(base64.b64decode(self.public_key)).verify(
+                base64.b64decode(parts[2]), signed)
+        except (InvalidSignature, ValueError):
+            return False
+        return True

@@ -345,3 +345,48 @@ def test_going_back_to_the_websocket_waits_for_the_post_under_way(tmp_path: Path
     assert stand_in.sent == [('b00t0001', n) for n in range(1, 4)]  # each once
     assert len(outbox) == 0, 'the POST was cut off: its frames would go again'
     outbox.close()
+
+
+def test_a_key_bound_robot_proves_its_key_on_every_polling_request(tmp_path: Path) -> None:
+    from lekiwi_agent_ros.uplink.admission_key import AdmissionKey
+
+    key = AdmissionKey.load_or_create(str(tmp_path / 'admission_key.pem'))
+    logs: list[str] = []
+    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
+    for n in range(1, 4):
+        outbox.put('fleet/events', event(n))
+    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
+                            Handler(), time.monotonic, lambda level, text: None)
+    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+
+    async def go(signer: AdmissionKey | None) -> PollingStandIn:
+        stand_in = PollingStandIn('kiwi-1', 'lkw_token')
+        stand_in.public_key = key.public_key
+        config = PollingConfig(poll_url=await stand_in.start(), long_poll_s=0.2,
+                               probe_base_s=30.0, probe_cap_s=30.0)
+        fb = PollingFallback(config, 'ws://127.0.0.1:1/', 'kiwi-1',
+                             lambda level, text: logs.append(text))
+        stop = asyncio.Event()
+
+        async def stop_when_acked() -> None:
+            while len(outbox) and not any('ended' in line for line in logs):
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # a few more requests, each with its proof
+            stop.set()
+
+        stopper = asyncio.create_task(stop_when_acked())
+        await asyncio.wait_for(fb.run('lkw_token', session, session.frames_to_send,
+                                      asyncio.Event(), stop, backoff, signer), 20)
+        await stopper
+        await stand_in.close()
+        return stand_in
+
+    refused = asyncio.run(go(None))  # without the key: the token alone is refused
+    assert any('ended: HTTP 401' in line for line in logs), logs
+    assert refused.proved == 0 and len(outbox) == 3
+    logs.clear()
+    proved = asyncio.run(go(key))
+    assert len(outbox) == 0 and session.stats.acked_total == 3
+    # The session, its POSTs and GETs: every one proved (the stand-in refuses any other).
+    assert proved.proved >= 3 and proved.nonces == ['nonce-0']
+    outbox.close()

@@ -19,12 +19,21 @@ import contextlib
 import gzip
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from lekiwi_agent_ros.deploy.request_proof import (
+    CHALLENGE_PATH,
+    KeySigner,
+    signed_request,
+)
+from lekiwi_agent_ros.deploy.request_proof import (
+    HEADER as PROOF_HEADER,
+)
 from lekiwi_agent_ros.uplink.ack_latency import AckLatency
 from lekiwi_agent_ros.uplink.backoff import Backoff
 from lekiwi_agent_ros.uplink.polling_config import PollingConfig
@@ -42,6 +51,7 @@ AUTO = 'auto'
 # auto: the WebSocket, polling when it is refused or too slow; websocket: the WebSocket only;
 # polling: polling only (no WebSocket, no probes).
 MODES = (AUTO, WEBSOCKET, POLLING)
+NONCE_RENEW_MARGIN_S = 10.0  # a key challenge's nonce is renewed this long before it expires
 
 
 class PollingClosed(Exception):
@@ -133,8 +143,13 @@ class PollingFallback:
 
     # -- the polling transport ----------------------------------------------------------------
     async def run(self, token: str, session: UplinkSession, pending: Callable[[], list[str]],
-                  wake: asyncio.Event, stop: asyncio.Event, backoff: Backoff) -> None:
-        """Poll while the WebSocket is refused or too slow; return to try the WebSocket again."""
+                  wake: asyncio.Event, stop: asyncio.Event, backoff: Backoff,
+                  signer: KeySigner | None = None) -> None:
+        """Poll while the WebSocket is refused or too slow; return to try the WebSocket again.
+
+        With `signer` (the robot's admission key), each request carries the key's proof, which
+        the server asks of a robot whose token is bound to that key (api/robot_auth.py).
+        """
         opened, slow = self._opened, self._slow
         self._opened, self._slow = False, None
         if self.mode == WEBSOCKET:
@@ -150,7 +165,8 @@ class PollingFallback:
         session.connection_closed()
         self._switch(POLLING, reason)
         try:
-            await _Polling(self, token, session, pending, wake, stop, backoff).serve()
+            await _Polling(self, token, session, pending, wake, stop, backoff,
+                           signer).serve()
         except PollingClosed as exc:
             self._log(logging.WARNING, f'polling {self._config.poll_url} ended: {exc}')
         except Exception as exc:  # the thread must outlive any surprise and keep retrying
@@ -195,7 +211,7 @@ class _Polling:
 
     def __init__(self, owner: PollingFallback, token: str, session: UplinkSession,
                  pending: Callable[[], list[str]], wake: asyncio.Event, stop: asyncio.Event,
-                 backoff: Backoff) -> None:
+                 backoff: Backoff, signer: KeySigner | None = None) -> None:
         self._owner = owner
         self._token = token
         self._session = session
@@ -219,6 +235,13 @@ class _Polling:
             self._client.headers.pop(name, None)
         self._opening_headers = {'User-Agent': owner._user_agent, 'Content-Type': NDJSON}
         self._last_batch = 0  # frames of the last POST: a backlog goes without lingering
+        # The key proof of each request (a key-bound robot's; see PollingFallback.run): the
+        # signed path is the one the server sees, under the API's base URL.
+        self._signer = signer
+        self._base_path = urllib.parse.urlsplit(cfg.poll_url).path.rstrip('/')
+        self._key_bound: bool | None = None if signer is not None else False
+        self._nonce = ''
+        self._renew_at = float('-inf')
 
     async def serve(self) -> None:
         try:
@@ -262,7 +285,38 @@ class _Polling:
         self._backoff.connected()
         self._owner._log(logging.INFO, f'authenticated with {self._config.poll_url} (polling)')
 
+    async def _proof(self, method: str, path: str) -> dict[str, str]:
+        """Return the key-proof header of one request, or none for a token-only robot."""
+        if self._key_bound is False:
+            return {}
+        now = self._owner._now
+        if now() >= self._renew_at:
+            started = now()
+            try:
+                response = await self._client.get(CHALLENGE_PATH)
+                answer = response.json() if response.status_code == 200 else None
+                nonce, ttl = answer['nonce'], float(answer['expires_in_s'])
+                bound = answer['key_bound']
+            except httpx.HTTPError as exc:
+                raise PollingClosed(f'key challenge: {type(exc).__name__}: {exc}') from None
+            except (ValueError, KeyError, TypeError):
+                raise PollingClosed(f'key challenge: HTTP {response.status_code}: '
+                                    f'{response.text[:200]}') from None
+            if not isinstance(nonce, str) or not isinstance(bound, bool):
+                raise PollingClosed('key challenge: an answer without nonce and key_bound')
+            self._key_bound, self._nonce = bound, nonce
+            self._renew_at = started + max(0.0, ttl - NONCE_RENEW_MARGIN_S)
+            if not bound:
+                return {}
+        assert self._signer is not None
+        signature = self._signer.sign(signed_request(
+            self._owner._robot_id, self._nonce, method, self._base_path + path))
+        return {PROOF_HEADER: f'{self._signer.public_key} {self._nonce} {signature}'}
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> list[str]:
+        proof = await self._proof(method, path)
+        if proof:
+            kwargs['headers'] = {**(kwargs.get('headers') or {}), **proof}
         try:
             response = await self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:

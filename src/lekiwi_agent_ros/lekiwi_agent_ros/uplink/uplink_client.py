@@ -151,7 +151,8 @@ class UplinkClient:
                     await self._connect_once(token)
                 if self._fallback is not None and token:  # uplink/http_transport.py
                     await self._fallback.run(token, self._session, self._pending_frames,
-                                             self._wake_event, self._stop_event, self._backoff)
+                                             self._wake_event, self._stop_event, self._backoff,
+                                             self._admission)
             self._session.connection_closed()
             self._backoff.disconnected()
             if self._stop_event.is_set():

@@ -38,6 +38,10 @@ class PollingClosed(Exception):
 class HttpUplinkSession(RobotSession):
     """One robot's polling session: a `RobotSession` whose outgoing frames wait in a buffer."""
 
+    # Each polling request passed api/robot_auth.py, which refuses a key-bound robot's token
+    # without its key's proof: the session's login needs no key challenge of its own.
+    key_proved_by_request = True
+
     def __init__(self, gateway: RobotGateway, peer: str | None) -> None:
         super().__init__(gateway)
         self._peer = peer

@@ -63,6 +63,10 @@ def protocol_error_for(exc: BaseException, frame_id: str | None = None) -> Proto
 class RobotSession(WSListener):
     """The gateway's side of one robot WebSocket."""
 
+    # True where every request of the connection has proved the robot's key already (HTTP
+    # polling: api/robot_auth.py checks each request's X-Robot-Key-Proof): no key challenge.
+    key_proved_by_request = False
+
     def __init__(self, gateway: RobotGateway) -> None:
         super().__init__()
         self._gw = gateway
@@ -297,8 +301,8 @@ class RobotSession(WSListener):
             # A token bound to an admission key counts only with the key's proof: the nonce
             # is this connection's and used once (domain/key_binding.py).
             nonce, self.key_nonce = self.key_nonce, None
-            proved = check_key_proof(request.robot_id, credentials.key_fingerprint,
-                                     request.key_proof, nonce)
+            proved = self.key_proved_by_request or check_key_proof(
+                request.robot_id, credentials.key_fingerprint, request.key_proof, nonce)
             token_sha256 = credentials.token_sha256
         except Exception as exc:
             if self.state is SessionState.CLOSED:

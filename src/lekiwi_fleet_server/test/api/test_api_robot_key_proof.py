@@ -150,3 +150,29 @@ def test_polling_refuses_a_key_bound_robots_token_without_the_proof(
     polled = api.client.get(f'{POLL}/frames', params={'wait_s': 0}, headers=headers | {
         HEADER: key.proof('kiwi-key', nonce, 'GET', f'{POLL}/frames')})
     assert polled.status_code == 409  # past auth: no polling session of this robot yet
+
+
+def test_a_key_bound_robot_polls_with_the_proof_on_each_request(
+        api: Api, bound: tuple[str, RobotKey]) -> None:
+    """The HTTP proof stands for the login's key challenge; every request needs its own."""
+    token, key = bound
+    headers = _robot('kiwi-key', token) | {'Content-Type': 'application/x-ndjson'}
+    nonce = _nonce(api, 'kiwi-key', token)
+
+    def proved(method: str, path: str) -> dict[str, str]:
+        return headers | {HEADER: key.proof('kiwi-key', nonce, method, path)}
+
+    opened = api.client.post(f'{POLL}/session', headers=proved('POST', f'{POLL}/session'),
+                             content=_auth_frame('kiwi-key', token))
+    assert opened.status_code == 200, opened.text
+    assert json.loads(opened.text.splitlines()[0])['msg'] == 'authenticated'
+    assert api.services.gateway.is_connected('kiwi-key')
+    polled = api.client.get(f'{POLL}/frames', params={'wait_s': 0},
+                            headers=proved('GET', f'{POLL}/frames'))
+    assert polled.status_code == 200, polled.text
+    # The session's proof does not carry over: a request without its own is refused.
+    assert api.client.get(f'{POLL}/frames', params={'wait_s': 0},
+                          headers=headers).status_code == 401
+    # Nor does a proof made for another route.
+    assert api.client.post(f'{POLL}/frames', headers=proved('GET', f'{POLL}/frames'),
+                           content=b'').status_code == 401
