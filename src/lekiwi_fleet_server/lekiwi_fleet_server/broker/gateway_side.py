@@ -154,6 +154,7 @@ class AckInbox:
     async def start(self) -> None:
         """Subscribe to this gateway's ack subject."""
         self._sub = await self._link.nc.subscribe(self._subject, cb=self._on_message)
+        await self._link.nc.flush()  # subscribed at the server before any batch is handed over
 
     async def _on_message(self, msg: Msg) -> None:
         try:

@@ -58,6 +58,9 @@ class NatsBus:
         """Subscribe to every partition's updates."""
         self._sub = await self._link.nc.subscribe(f'{subjects.UPDATES_PREFIX}.>',
                                                   cb=self._on_update)
+        # The server has the subscription once start returns: no update published after it
+        # is missed (without the flush a loaded host lost the first ones, seen as no gap).
+        await self._link.nc.flush()
 
     async def _on_update(self, msg: Msg) -> None:
         headers = msg.headers or {}

@@ -110,6 +110,7 @@ class PartitionWriter:
         forget = await self._link.nc.subscribe(subjects.forget_subject(self.shard),
                                                cb=self._on_forget)
         self._subs = [pull, readings, forget]
+        await self._link.nc.flush()  # the server has both subscriptions before we say we run
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._consume(pull), name=f'writer-{self.shard}'),
