@@ -511,12 +511,12 @@ def main() -> int:
           f'cpus={os.cpu_count()} nofile={nofile} protocol=lekiwi-fleet/{args.protocol}',
           flush=True)
     results = []
-    for n in counts:
+    for i, n in enumerate(counts):
         try:
             r = run_one(n, args, pg_url)
         except LoadDied as exc:
             print(f'N={n}: not measured: {exc}', flush=True)
-            if n == counts[-1] and not results:
+            if i == len(counts) - 1 and not results:  # N may repeat: runs in a row
                 print(f'robots={n} held=None (load generator died)')
                 return 1
             continue
