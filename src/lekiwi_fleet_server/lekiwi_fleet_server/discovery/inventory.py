@@ -8,6 +8,7 @@ later sighting names the robot, and is then merged into that robot's entry.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -113,6 +114,9 @@ class Inventory:
         self._entries: dict[str, InventoryEntry] = {}
         self._enrolled: set[str] = set()
         self._pending: set[str] = set()
+        # No sighting expires before this (a lower bound: sightings are only ever renewed), so
+        # `expire`, called four times a second, skips its pass over every entry until then.
+        self._next_expiry = math.inf
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -140,6 +144,8 @@ class Inventory:
         key = sighting.key
         seen = SourceSeen(sighting.seen_at, sighting.address, sighting.port,
                           dict(sighting.details))
+        if (ttl := self._ttl.get(sighting.source)) is not None:
+            self._next_expiry = min(self._next_expiry, sighting.seen_at + ttl)
         entry = self._entries.get(key)
         merged_from = None
         if sighting.robot_id is not None:
@@ -171,12 +177,22 @@ class Inventory:
 
     def expire(self, now: float) -> list[InventoryChange]:
         """Drop sightings older than their source's TTL; entries left with none go."""
+        if now <= self._next_expiry:
+            return []
         changes = []
+        next_expiry = math.inf
         for entry in list(self._entries.values()):
-            old = {src for src, seen in entry.sources.items()
-                   if (ttl := self._ttl.get(src)) is not None and now - seen.last_seen > ttl}
+            old = set()
+            for src, seen in entry.sources.items():
+                if (ttl := self._ttl.get(src)) is None:
+                    continue
+                if now - seen.last_seen > ttl:
+                    old.add(src)
+                else:
+                    next_expiry = min(next_expiry, seen.last_seen + ttl)
             if old:
                 changes.append(self._drop_sources(entry, old))
+        self._next_expiry = next_expiry
         return changes
 
     def set_enrolled(self, robot_ids: Iterable[str]) -> list[InventoryChange]:

@@ -163,19 +163,21 @@ class DiscoveryService:
     def refresh(self) -> None:
         """Take the gateway's live robots in, tick presence and TTLs, publish what changed."""
         now = self._now()
-        live: set[str] = set()
-        for robot_id, heard_at in self._gateway.presence.last_heard():
-            self._pending_presence += self.presence.heard(robot_id, heard_at, 'connected')
-            if robot_id in self.dialled:
-                self._keep_dialled(robot_id, heard_at)
-                continue
-            live.add(robot_id)
-            if robot_id not in self._uplink:
-                self._uplink.add(robot_id)
-                # Only a robot whose token the gateway accepted is live there: enrolled.
-                self.inventory.mark_enrolled(robot_id)
-                self.observe(Sighting(Source.UPLINK, heard_at, robot_id,
-                                      self._gateway.peer_address(robot_id)))
+        heard = self._gateway.presence.last_heard()
+        self._pending_presence += self.presence.heard_all(heard, 'connected')
+        # Set arithmetic, not a loop over every connected robot: at 10,000 robots, four times a
+        # second, the Python loop cost the gateway's event loop several percent of a core.
+        heard_at = dict(heard)
+        dialled = self.dialled
+        for robot_id in heard_at.keys() & dialled:
+            self._keep_dialled(robot_id, heard_at[robot_id])
+        live = heard_at.keys() - dialled
+        for robot_id in sorted(live - self._uplink):
+            self._uplink.add(robot_id)
+            # Only a robot whose token the gateway accepted is live there: enrolled.
+            self.inventory.mark_enrolled(robot_id)
+            self.observe(Sighting(Source.UPLINK, heard_at[robot_id], robot_id,
+                                  self._gateway.peer_address(robot_id)))
         for robot_id in self._uplink - live:
             self._uplink.discard(robot_id)
             self.withdraw(Source.UPLINK, robot_id)

@@ -88,3 +88,18 @@ def test_enrolment_and_pending_admission_mark_entries_and_filter() -> None:
     inv.set_enrolled(['kiwi-1', 'kiwi-3'])
     (added,) = inv.observe(Sighting(Source.MDNS, 1.0, 'kiwi-3', '127.0.0.4', 1))
     assert added.entry is not None and added.entry.status == 'enrolled'
+
+
+def test_renewed_and_later_sightings_expire_on_time_after_an_expiry_pass() -> None:
+    # expire() skips its pass until the earliest sighting could expire: renewals and new
+    # sightings made after a pass must still expire exactly at their own TTL.
+    inv = Inventory({Source.SCAN: 10.0})
+    inv.observe(Sighting(Source.SCAN, 0.0, 'kiwi-1', '127.0.0.2', 1))
+    inv.observe(Sighting(Source.SCAN, 5.0, 'kiwi-2', '127.0.0.3', 1))
+    inv.observe(Sighting(Source.SCAN, 8.0, 'kiwi-1', '127.0.0.2', 1))  # renewed
+    assert inv.expire(10.5) == []  # kiwi-1 was renewed at 8, kiwi-2 is due at 15
+    inv.observe(Sighting(Source.SCAN, 11.0, 'kiwi-3', '127.0.0.4', 1))
+    assert [c.key for c in inv.expire(15.5)] == ['kiwi-2']
+    assert [c.key for c in inv.expire(18.5)] == ['kiwi-1']
+    assert inv.expire(20.9) == [] and [c.key for c in inv.expire(21.1)] == ['kiwi-3']
+    assert len(inv) == 0 and inv.expire(1e9) == []

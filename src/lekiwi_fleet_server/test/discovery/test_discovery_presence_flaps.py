@@ -105,3 +105,17 @@ def test_the_config_is_validated() -> None:
         PresenceConfig(stale_after_s=3.0, offline_after_s=3.0)
     with pytest.raises(ValueError):
         PresenceConfig(flap_threshold=1)
+
+
+def test_many_robots_heard_at_once_answer_as_each_heard_alone() -> None:
+    one, many = reporter(), reporter()
+    for p in (one, many):
+        p.heard('a', 0.0)
+        p.heard('b', 0.0)
+        p.tick(2.0)  # both stale
+        p.lost('b', 2.5, 'disconnected')
+    sightings = [('a', 3.0), ('b', 3.0), ('c', 3.0), ('a', 2.0)]  # an older time never wins
+    alone = [change for robot_id, at in sightings for change in one.heard(robot_id, at)]
+    assert many.heard_all(sightings) == alone and len(alone) == 3
+    assert many.state('a') == one.state('a') == (ONLINE, 'heard', 3.0)
+    assert many.tick(4.6) == one.tick(4.6) and many.state('a')[0] is STALE
