@@ -26,6 +26,8 @@ from lekiwi_fleet_server.domain.flag_events import (
 )
 from lekiwi_fleet_server.store.interface import ConcurrencyConflict
 
+_CHUNK = 500  # robots per statement of record_deliveries (bound parameters stay few)
+
 
 @dataclass(frozen=True, slots=True)
 class RecordedFlagEvent:
@@ -157,15 +159,28 @@ class FlagStore:
     # -- deliveries -----------------------------------------------------------------------
     def record_delivery(self, delivery: Delivery) -> None:
         """Store what a robot was sent and reported (replacing its previous row)."""
-        row = {'boot_id': delivery.boot_id, 'revision': delivery.revision,
-               'flags': delivery.flags, 'accepted': delivery.accepted,
-               'applied': delivery.applied, 'message': delivery.message[:2000],
-               'delivered_at': delivery.delivered_at}
+        self.record_deliveries([delivery])
+
+    def record_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Store what robots were sent and reported, replacing their rows, in one transaction.
+
+        The flag engine hands over what a tick delivered at once: 10,000 robots connecting
+        after a restart are 10,000 deliveries, which one transaction each would make seconds.
+        The last delivery of a robot listed twice wins.
+        """
+        rows = {d.robot_id: {'robot_id': d.robot_id, 'boot_id': d.boot_id,
+                             'revision': d.revision, 'flags': d.flags, 'accepted': d.accepted,
+                             'applied': d.applied, 'message': d.message[:2000],
+                             'delivered_at': d.delivered_at} for d in deliveries}
+        if not rows:
+            return
+        ids = sorted(rows)
         with self._engine.begin() as conn:
-            updated = conn.execute(sa.update(flag_deliveries).where(
-                flag_deliveries.c.robot_id == delivery.robot_id).values(**row)).rowcount
-            if not updated:
-                conn.execute(sa.insert(flag_deliveries).values(robot_id=delivery.robot_id, **row))
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                conn.execute(sa.delete(flag_deliveries).where(
+                    flag_deliveries.c.robot_id.in_(chunk)))
+                conn.execute(sa.insert(flag_deliveries), [rows[r] for r in chunk])
 
     def deliveries(self) -> dict[str, Delivery]:
         """Return every robot's last delivery."""

@@ -101,3 +101,18 @@ def test_deliveries_keep_each_robots_latest(engine: Engine) -> None:
     assert set(found) == {'r1', 'r2'}
     assert found['r1'].revision == 'rev2' and found['r1'].applied == [{'x': 1}]
     assert found['r1'].accepted is False and found['r1'].boot_id == 'b2'
+
+
+def test_a_batch_of_deliveries_is_stored_at_once_and_replaces_each_robots_row(
+        engine: Engine) -> None:
+    store = FlagStore(engine)
+    store.record_delivery(Delivery('r0', 'b0', 'old', {'f': True}, False, [], 'no', 1.0))
+    batch = [Delivery(f'r{i}', 'b1', 'rev1', {}, True, [], 'ok', 2.0) for i in range(1200)]
+    batch.append(Delivery('r7', 'b2', 'rev2', {'f': False}, True, [], 'again', 3.0))
+    store.record_deliveries(batch)
+    found = store.deliveries()
+    assert len(found) == 1200  # more robots than one statement's chunk, each once
+    assert found['r0'].revision == 'rev1' and found['r0'].accepted is True
+    assert found['r7'].revision == 'rev2' and found['r7'].boot_id == 'b2'  # the last one wins
+    store.record_deliveries([])
+    assert len(store.deliveries()) == 1200
