@@ -45,6 +45,7 @@ class Stats:
         self.acked = 0
         self.errors: dict[str, int] = {}
         self.disconnects = 0
+        self.commands = 0  # fleet/command calls answered (the flag engine's configure)
         self.dashboard_updates = 0
         self.dashboard_bytes = 0
         self.dashboard_measured_bytes = 0  # received by all dashboards while measuring
@@ -121,6 +122,8 @@ class SimRobot(WSListener):
                                 stats.commit_ms.append((now - t0) * 1000.0)
                                 stats.commit_second.append(stats.second)
                                 kind.append(stats.commit_ms[-1])
+        elif data.get('op') == 'call_service':
+            self._answer(data)
         elif data.get('op') == 'status':
             if data.get('level') == 'info':
                 if not self.authed.done():
@@ -130,6 +133,23 @@ class SimRobot(WSListener):
                 self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
                 if not self.authed.done():
                     self.authed.set_result(False)
+
+    def _answer(self, call: dict[str, Any]) -> None:
+        # As the agent does (docs/robot-protocol.md, section 4): a `configure` (the flag
+        # engine's, sent to every robot once it connects) is answered with a report of what
+        # was applied; a robot that never answered would be sent it again every few seconds.
+        args = call.get('args') or {}
+        message = 'pong'
+        if args.get('command_type') == 'configure':
+            payload = orjson.loads(args.get('payload_json') or '{}')
+            message = orjson.dumps({'revision': payload.get('revision'),
+                                    'flags': payload.get('flags', {}), 'applied': [],
+                                    'failed': []}).decode()
+        self.stats.commands += 1
+        if self.transport is not None:
+            self.transport.send(WSMsgType.TEXT, orjson.dumps({
+                'op': 'service_response', 'service': call.get('service'), 'id': call.get('id'),
+                'result': True, 'values': {'accepted': True, 'message': message}}))
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self.open:
@@ -172,6 +192,11 @@ class SimRobot(WSListener):
     def telemetry(self, wall: float) -> None:
         self.telemetry_seq += 1
         full = self.telemetry_seq == 1
+        # Values a healthy robot reports, consistent with its heartbeat: random temperatures
+        # up to 100 °C in the snapshot raised an alarm each telemetry and the next heartbeat
+        # (50 °C) cleared it, so a fifth of the robots flapped an alarm every five seconds.
+        ranges = {'cpu_percent': (5.0, 60.0), 'temperature_c': (45.0, 55.0),
+                  'battery_voltage_v': (11.8, 12.4), 'network_tx_bytes_per_s': (100.0, 1000.0)}
         names = ['cpu_percent', 'temperature_c', 'battery_voltage_v'] if full else [
             'cpu_percent', 'network_tx_bytes_per_s']
         self._publish('fleet/telemetry', {
@@ -179,7 +204,7 @@ class SimRobot(WSListener):
             'robot_id': self.robot_id, 'boot_id': self.boot_id,
             'sequence': self.telemetry_seq, 'base_sequence': self.telemetry_seq - 1,
             'full_snapshot': full, 'field_names': names,
-            'field_values': [round(random.uniform(0, 100), 1) for _ in names]})
+            'field_values': [round(random.uniform(*ranges[n]), 1) for n in names]})
 
     def prune(self, older_than: float) -> None:
         for table in (self.sent_at, self.seen_at, self.state_sent_at, self.state_seen_at):
@@ -379,7 +404,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         'dashboard_mb': round(stats.dashboard_bytes / 1e6, 1),
         'dashboard_kb_per_s': round(stats.dashboard_measured_bytes / 1e3 / args.duration
                                     / max(1, len(dashboards))),
-        'errors': stats.errors, 'disconnects': stats.disconnects,
+        'errors': stats.errors, 'disconnects': stats.disconnects, 'commands': stats.commands,
         'measured_s': args.duration, 'nofile': raise_nofile_limit(),
     }
     for robot in order:
