@@ -25,8 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).parents[1] / 'src/lekiwi_fleet_server/test/broker'))
-import nats_server  # noqa: E402
-import redis_server  # noqa: E402
+from redis_and_nats import running_redis_and_nats  # noqa: E402
 
 TTL_S = 2.0
 
@@ -69,18 +68,8 @@ class RobotLink:
 
 @pytest.fixture
 def brokers(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    if redis_server.REDIS_BINARY is None:
-        pytest.skip(redis_server.MISSING)
-    if nats_server.NATS_BINARY is None:
-        pytest.skip(nats_server.MISSING)
-    redis, nats = redis_server.RedisServer(tmp_path / 'redis'), nats_server.NatsServer()
-    redis.start()
-    nats.start()
-    try:
+    with running_redis_and_nats(tmp_path) as (redis, nats):
         yield redis.url, nats.url
-    finally:
-        redis.stop()
-        nats.stop()
 
 
 def status_of(server: FleetServerProcess, robot_id: str) -> tuple[str, bool] | None:

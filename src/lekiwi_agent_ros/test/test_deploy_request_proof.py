@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lekiwi_agent_ros.deploy.request_proof import (
-    HEADER,
-    RequestProofError,
-    RequestProver,
-    signed_request,
-)
+from lekiwi_agent_ros.deploy.key_challenge import HEADER, signed_request
+from lekiwi_agent_ros.deploy.request_proof import RequestProofError, RequestProver
 
 
 class Signer:

@@ -56,10 +56,7 @@ def fallback(logs: list[str], url: str = 'http://127.0.0.1:1',
 
 
 def run(fb: PollingFallback, tmp_path: Path) -> None:
-    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
-    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
-                            Handler(), lambda: 0.0, lambda level, text: None)
-    backoff = Backoff(BackoffConfig(), random.random, lambda: 0.0)
+    outbox, session, backoff = uplink_parts(tmp_path, now=lambda: 0.0)
 
     async def go() -> None:
         await fb.run('lkw_token', session, session.frames_to_send, asyncio.Event(),
@@ -159,16 +156,22 @@ def event(n: int) -> dict:
             'payload_json': '{}'}
 
 
+def uplink_parts(tmp_path: Path, events: int = 0, now: Callable[[], float] = time.monotonic
+                 ) -> tuple[Outbox, UplinkSession, Backoff]:
+    """Return an outbox holding events 1..`events`, a session over it and the backoff."""
+    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
+    for n in range(1, events + 1):
+        outbox.put('fleet/events', event(n))
+    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
+                            Handler(), now, lambda level, text: None)
+    return outbox, session, Backoff(BackoffConfig(), random.random, now)
+
+
 def test_polling_delivers_acks_commands_and_goes_back_when_a_probe_opens(
         tmp_path: Path) -> None:
     logs: list[str] = []
     probe_target = UplinkTestServer({'kiwi-1': 'lkw_token'})
-    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
-    for n in range(1, 6):
-        outbox.put('fleet/events', event(n))
-    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
-                            Handler(), time.monotonic, lambda level, text: None)
-    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+    outbox, session, backoff = uplink_parts(tmp_path, events=5)
 
     async def go() -> PollingStandIn:
         stand_in = PollingStandIn('kiwi-1', 'lkw_token')
@@ -205,11 +208,7 @@ def test_polling_delivers_acks_commands_and_goes_back_when_a_probe_opens(
 def test_a_polling_session_the_server_dropped_ends_and_a_wrong_token_is_refused(
         tmp_path: Path) -> None:
     logs: list[str] = []
-    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
-    outbox.put('fleet/events', event(1))
-    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
-                            Handler(), time.monotonic, lambda level, text: None)
-    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+    outbox, session, backoff = uplink_parts(tmp_path, events=1)
 
     async def go(token: str) -> None:
         stand_in = PollingStandIn('kiwi-1', 'lkw_token')
@@ -263,11 +262,7 @@ def test_the_transport_parameter_forces_polling_and_auto_goes_back(tmp_path: Pat
     """fleet_uplink:transport (issue 20): polling polls over a working WebSocket, no probes."""
     logs: list[str] = []
     probe_target = UplinkTestServer({'kiwi-1': 'lkw_token'})
-    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
-    outbox.put('fleet/events', event(1))
-    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
-                            Handler(), time.monotonic, lambda level, text: None)
-    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+    outbox, session, backoff = uplink_parts(tmp_path, events=1)
 
     async def go() -> None:
         stand_in = PollingStandIn('kiwi-1', 'lkw_token')
@@ -318,12 +313,7 @@ def test_going_back_to_the_websocket_waits_for_the_post_under_way(tmp_path: Path
     slowly; cut off, its acks would be lost and its frames sent again on the WebSocket."""
     logs: list[str] = []
     probe_target = UplinkTestServer({'kiwi-1': 'lkw_token'})
-    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
-    for n in range(1, 4):
-        outbox.put('fleet/events', event(n))
-    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
-                            Handler(), time.monotonic, lambda level, text: None)
-    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+    outbox, session, backoff = uplink_parts(tmp_path, events=3)
 
     async def go() -> PollingStandIn:
         stand_in = PollingStandIn('kiwi-1', 'lkw_token')
@@ -352,12 +342,7 @@ def test_a_key_bound_robot_proves_its_key_on_every_polling_request(tmp_path: Pat
 
     key = AdmissionKey.load_or_create(str(tmp_path / 'admission_key.pem'))
     logs: list[str] = []
-    outbox = Outbox(str(tmp_path / 'o.db'), 'b00t0001', {'fleet/events': TopicPolicy(False)})
-    for n in range(1, 4):
-        outbox.put('fleet/events', event(n))
-    session = UplinkSession(SessionConfig(robot_id='kiwi-1', agent_version='0'), outbox,
-                            Handler(), time.monotonic, lambda level, text: None)
-    backoff = Backoff(BackoffConfig(), random.random, time.monotonic)
+    outbox, session, backoff = uplink_parts(tmp_path, events=3)
 
     async def go(signer: AdmissionKey | None) -> PollingStandIn:
         stand_in = PollingStandIn('kiwi-1', 'lkw_token')

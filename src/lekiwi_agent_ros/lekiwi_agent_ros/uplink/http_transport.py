@@ -26,14 +26,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from lekiwi_agent_ros.deploy.request_proof import (
-    CHALLENGE_PATH,
-    KeySigner,
-    signed_request,
-)
-from lekiwi_agent_ros.deploy.request_proof import (
-    HEADER as PROOF_HEADER,
-)
+from lekiwi_agent_ros.deploy.key_challenge import CHALLENGE_PATH, KeyChallenge, KeySigner
 from lekiwi_agent_ros.uplink.ack_latency import AckLatency
 from lekiwi_agent_ros.uplink.backoff import Backoff
 from lekiwi_agent_ros.uplink.polling_config import PollingConfig
@@ -51,7 +44,6 @@ AUTO = 'auto'
 # auto: the WebSocket, polling when it is refused or too slow; websocket: the WebSocket only;
 # polling: polling only (no WebSocket, no probes).
 MODES = (AUTO, WEBSOCKET, POLLING)
-NONCE_RENEW_MARGIN_S = 10.0  # a key challenge's nonce is renewed this long before it expires
 
 
 class PollingClosed(Exception):
@@ -237,11 +229,8 @@ class _Polling:
         self._last_batch = 0  # frames of the last POST: a backlog goes without lingering
         # The key proof of each request (a key-bound robot's; see PollingFallback.run): the
         # signed path is the one the server sees, under the API's base URL.
-        self._signer = signer
+        self._challenge = KeyChallenge(owner._robot_id, signer)
         self._base_path = urllib.parse.urlsplit(cfg.poll_url).path.rstrip('/')
-        self._key_bound: bool | None = None if signer is not None else False
-        self._nonce = ''
-        self._renew_at = float('-inf')
 
     async def serve(self) -> None:
         try:
@@ -287,31 +276,23 @@ class _Polling:
 
     async def _proof(self, method: str, path: str) -> dict[str, str]:
         """Return the key-proof header of one request, or none for a token-only robot."""
-        if self._key_bound is False:
-            return {}
-        now = self._owner._now
-        if now() >= self._renew_at:
-            started = now()
+        now = self._owner._now()
+        if self._challenge.due(now):
             try:
                 response = await self._client.get(CHALLENGE_PATH)
                 answer = response.json() if response.status_code == 200 else None
-                nonce, ttl = answer['nonce'], float(answer['expires_in_s'])
-                bound = answer['key_bound']
             except httpx.HTTPError as exc:
                 raise PollingClosed(f'key challenge: {type(exc).__name__}: {exc}') from None
-            except (ValueError, KeyError, TypeError):
+            except ValueError:
+                answer = None
+            if answer is None:
                 raise PollingClosed(f'key challenge: HTTP {response.status_code}: '
-                                    f'{response.text[:200]}') from None
-            if not isinstance(nonce, str) or not isinstance(bound, bool):
-                raise PollingClosed('key challenge: an answer without nonce and key_bound')
-            self._key_bound, self._nonce = bound, nonce
-            self._renew_at = started + max(0.0, ttl - NONCE_RENEW_MARGIN_S)
-            if not bound:
-                return {}
-        assert self._signer is not None
-        signature = self._signer.sign(signed_request(
-            self._owner._robot_id, self._nonce, method, self._base_path + path))
-        return {PROOF_HEADER: f'{self._signer.public_key} {self._nonce} {signature}'}
+                                    f'{response.text[:200]}')
+            try:
+                self._challenge.answered(answer, now)
+            except ValueError as exc:
+                raise PollingClosed(f'key challenge: {exc}') from None
+        return self._challenge.header(method, self._base_path + path)
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> list[str]:
         proof = await self._proof(method, path)

@@ -1,8 +1,10 @@
-"""What API tests hold: the running app's client, services and operator headers."""
+"""What API tests hold: the app's client, services and operator headers; frames and tarballs."""
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,3 +50,12 @@ def event_frame(seq: int, robot_id: str) -> dict[str, Any]:
                     'event_type': 'bench.note', 'payload_json': '{}'}}
 
 
+def release_tar(files: dict[str, bytes]) -> bytes:
+    """Return a gzipped tarball of `files` (name: content), as a release upload's body."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w:gz') as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

@@ -1,4 +1,9 @@
-"""API test fixtures: the real app (create_app) on SQLite and PostgreSQL via TestClient."""
+"""API test fixtures: the real app (create_app) on SQLite and PostgreSQL via TestClient.
+
+- `api`: the app on `database_url`, with admin and viewer headers.
+- `redis_and_nats`: a running redis-server and nats-server (test/broker/redis_and_nats.py) for
+  an app sharing its presence and broker, skipped with the reason when a binary is missing.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,9 @@ from pathlib import Path
 import pytest
 from api_harness import ADMIN_TOKEN, Api
 from fastapi.testclient import TestClient
+from nats_server import NatsServer
+from redis_and_nats import running_redis_and_nats  # test/broker/, on the path by test/conftest.py
+from redis_server import RedisServer
 
 from lekiwi_fleet_server.api.admin import create_operator
 from lekiwi_fleet_server.api.services import FleetServices
@@ -27,3 +35,10 @@ def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
                                                 now=time.time())
         yield Api(client, services, {'Authorization': f'Bearer {ADMIN_TOKEN}'},
                   {'Authorization': f'Bearer {viewer_token}'})
+
+
+@pytest.fixture
+def redis_and_nats(tmp_path: Path) -> Iterator[tuple[RedisServer, NatsServer]]:
+    """Yield a running redis-server and nats-server; stop both after the test."""
+    with running_redis_and_nats(tmp_path) as servers:
+        yield servers

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
-from api_harness import Api
+from api_harness import Api, release_tar
 
 from lekiwi_fleet_server.api.admin import create_operator
 from lekiwi_fleet_server.cli import main
-
-
-def release_tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode='w:gz') as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def operator_headers(api: Api, role: str) -> dict[str, str]:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
-import tarfile
 from typing import Any
 
 import pytest
-from api_harness import Api
+from api_harness import Api, release_tar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -36,16 +34,6 @@ class RobotKey:
         return f'{self.public} {nonce} {signature}'
 
 
-def _tarball(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode='w:gz') as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @pytest.fixture
 def bound(api: Api) -> tuple[str, RobotKey]:
     """Enrol `kiwi-key` bound to a fresh key (as an accepted admission does); give its token."""
@@ -66,7 +54,7 @@ def _nonce(api: Api, robot_id: str, token: str) -> str:
 
 def _release(api: Api) -> str:
     created = api.client.post('/api/v1/releases?version=1.0', headers=api.admin,
-                              content=_tarball({'run.sh': b'echo hi\n' * 100}))
+                              content=release_tar({'run.sh': b'echo hi\n' * 100}))
     assert created.status_code == 201, created.text
     return str(created.json()['manifest_sha256'])
 

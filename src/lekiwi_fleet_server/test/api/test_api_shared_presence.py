@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from api_harness import ADMIN_TOKEN, Api, event_frame, robot_connection
 from fastapi.testclient import TestClient
+from nats_server import NatsServer  # test/broker/, on the path by test/conftest.py
+from redis_server import RedisServer
 
 from lekiwi_fleet_server.app import create_app
 from lekiwi_fleet_server.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).parents[1] / 'broker'))
-import nats_server  # noqa: E402
-import redis_server  # noqa: E402
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[tuple[redis_server.RedisServer, nats_server.NatsServer]]:
-    if redis_server.REDIS_BINARY is None:
-        pytest.skip(redis_server.MISSING)
-    if nats_server.NATS_BINARY is None:
-        pytest.skip(nats_server.MISSING)
-    redis, nats = redis_server.RedisServer(tmp_path / 'redis'), nats_server.NatsServer()
-    redis.start()
-    nats.start()
-    try:
-        yield redis, nats
-    finally:
-        redis.stop()
-        nats.stop()
 
 
 def until(predicate: object, timeout: float = 10.0) -> None:
@@ -44,9 +23,8 @@ def until(predicate: object, timeout: float = 10.0) -> None:
 
 
 def test_presence_from_the_registry_and_readyz_degraded_while_redis_or_nats_is_down(
-        servers: tuple[redis_server.RedisServer, nats_server.NatsServer],
-        tmp_path: Path) -> None:
-    redis, nats = servers
+        redis_and_nats: tuple[RedisServer, NatsServer], tmp_path: Path) -> None:
+    redis, nats = redis_and_nats
     settings = Settings(database_url=f'sqlite:///{tmp_path}/fleet.db', data_dir=tmp_path,
                         gateway_port=0, bootstrap_admin_token=ADMIN_TOKEN,
                         commit_interval_ms=20, command_timeout_s=2,

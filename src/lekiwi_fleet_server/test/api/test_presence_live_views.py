@@ -4,44 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis as redis_lib
 from api_harness import ADMIN_TOKEN, Api, robot_connection
 from fastapi.testclient import TestClient
+from nats_server import NatsServer  # test/broker/, on the path by test/conftest.py
+from redis_server import RedisServer
 
 from lekiwi_fleet_server.app import create_app
 from lekiwi_fleet_server.broker.presence import RedisRegistry
 from lekiwi_fleet_server.settings import Settings
 
-sys.path.insert(0, str(Path(__file__).parents[1] / 'broker'))
-import nats_server  # noqa: E402
-import redis_server  # noqa: E402
-
 ADMIN = {'Authorization': f'Bearer {ADMIN_TOKEN}'}
 ROBOT = '{ robot(robotId: "kiwi-away") { status connected } }'
 ONLINE = '{ robots(filter: {status: "online"}) { totalCount edges { node { robotId } } } }'
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[tuple[redis_server.RedisServer, nats_server.NatsServer]]:
-    if redis_server.REDIS_BINARY is None:
-        pytest.skip(redis_server.MISSING)
-    if nats_server.NATS_BINARY is None:
-        pytest.skip(nats_server.MISSING)
-    redis, nats = redis_server.RedisServer(tmp_path / 'redis'), nats_server.NatsServer()
-    redis.start()
-    nats.start()
-    try:
-        yield redis, nats
-    finally:
-        redis.stop()
-        nats.stop()
 
 
 def gql(client: TestClient, query: str) -> dict[str, Any]:
@@ -71,9 +50,8 @@ def claim_elsewhere(url: str, robot_id: str) -> None:
 
 
 def test_stream_snapshot_and_graphql_show_the_registry_presence_not_the_read_model(
-        servers: tuple[redis_server.RedisServer, nats_server.NatsServer],
-        tmp_path: Path) -> None:
-    redis, nats = servers
+        redis_and_nats: tuple[RedisServer, NatsServer], tmp_path: Path) -> None:
+    redis, nats = redis_and_nats
     settings = Settings(database_url=f'sqlite:///{tmp_path}/fleet.db', data_dir=tmp_path,
                         gateway_port=0, bootstrap_admin_token=ADMIN_TOKEN,
                         commit_interval_ms=20, redis_url=redis.url, nats_url=nats.url,

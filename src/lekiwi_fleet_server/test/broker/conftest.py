@@ -1,6 +1,6 @@
-"""Broker test fixtures: real redis-server and nats-server (with JetStream) per test.
+"""Broker test fixtures: a real nats-server (with JetStream) per test.
 
-Each is skipped, saying why, when its binary is not installed.
+Skipped, saying why, when its binary is not installed. `redis_server` is test/conftest.py's.
 """
 
 from __future__ import annotations
@@ -13,25 +13,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from nats_server import NatsServer, nats_binary  # noqa: E402
-from redis_server import MISSING, REDIS_BINARY, RedisServer  # noqa: E402
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return 'asyncio'
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """Yield a running redis-server on a free loopback port; stop it after the test."""
-    if REDIS_BINARY is None:
-        pytest.skip(MISSING)
-    server = RedisServer(tmp_path / 'redis')
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -70,12 +70,18 @@ async def until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def gateway_side(link: NatsLink, **committer_options: float
+                       ) -> tuple[list[CommitOutcome], JetStreamCommitter]:
+    """Start gateway gw1's ack inbox; return the outcomes it collects and gw1's committer."""
+    delivered: list[CommitOutcome] = []
+    await AckInbox(link, 'gw1', delivered.append).start()
+    return delivered, JetStreamCommitter(link, 0, 'gw1', **committer_options)
+
+
 async def test_frames_are_committed_by_the_writer_and_acked_to_their_gateway(
         links: tuple[NatsLink, NatsLink], store: SqlFleetStore) -> None:
     gateway_link, writer_link = links
-    delivered: list[CommitOutcome] = []
-    await AckInbox(gateway_link, 'gw1', delivered.append).start()
-    committer = JetStreamCommitter(gateway_link, 0, 'gw1')
+    delivered, committer = await gateway_side(gateway_link)
     # Stored in JetStream before any writer runs: the gateway's commit returns, no acks yet.
     outcome = await committer.commit([raw(1), raw(2), raw(3)], [], T0, True)
     assert outcome.acks == [] and outcome.messages == 3
@@ -123,11 +129,9 @@ async def stored_in_jetstream(link: NatsLink) -> int:
 async def test_v2_state_readings_travel_packed_on_core_nats_and_are_acked_in_their_own_space(
         links: tuple[NatsLink, NatsLink], store: SqlFleetStore) -> None:
     gateway_link, writer_link = links
-    delivered: list[CommitOutcome] = []
-    await AckInbox(gateway_link, 'gw1', delivered.append).start()
+    delivered, committer = await gateway_side(gateway_link)
     writer = PartitionWriter(writer_link, CommitWorker(store), 0)
     await writer.start()
-    committer = JetStreamCommitter(gateway_link, 0, 'gw1')
     try:
         outcome = await committer.commit([raw(1), state_raw(1), state_raw(2)], [], T0, False)
         assert outcome.refusals == [] and outcome.messages == 3
@@ -149,9 +153,7 @@ async def test_v2_state_readings_travel_packed_on_core_nats_and_are_acked_in_the
 async def test_readings_sent_while_no_writer_runs_are_never_acked_and_the_resend_is(
         links: tuple[NatsLink, NatsLink], store: SqlFleetStore) -> None:
     gateway_link, writer_link = links
-    delivered: list[CommitOutcome] = []
-    await AckInbox(gateway_link, 'gw1', delivered.append).start()
-    committer = JetStreamCommitter(gateway_link, 0, 'gw1')
+    delivered, committer = await gateway_side(gateway_link)
     await committer.commit([state_raw(1)], [], T0, False)  # nobody takes it: not stored
     await gateway_link.nc.flush()
     await asyncio.sleep(0.5)
@@ -217,9 +219,7 @@ class DiesAfterCommit:
 async def test_a_killed_writers_unacked_batch_is_redelivered_and_stored_once(
         nats_server: NatsServer, links: tuple[NatsLink, NatsLink], store: SqlFleetStore) -> None:
     gateway_link, writer_link = links
-    delivered: list[CommitOutcome] = []
-    await AckInbox(gateway_link, 'gw1', delivered.append).start()
-    committer = JetStreamCommitter(gateway_link, 0, 'gw1', ack_wait_s=1.0)
+    delivered, committer = await gateway_side(gateway_link, ack_wait_s=1.0)
     dying = DiesAfterCommit(CommitWorker(store))
     first = PartitionWriter(writer_link, dying, 0, ack_wait_s=1.0)  # type: ignore[arg-type]
     await first.start()
@@ -260,11 +260,9 @@ async def test_without_the_broker_nothing_is_acked_and_all_of_it_arrives_later(
         nats_server: NatsServer, links: tuple[NatsLink, NatsLink],
         store: SqlFleetStore) -> None:
     gateway_link, writer_link = links
-    delivered: list[CommitOutcome] = []
-    await AckInbox(gateway_link, 'gw1', delivered.append).start()
+    delivered, committer = await gateway_side(gateway_link, publish_timeout_s=1.0)
     writer = PartitionWriter(writer_link, CommitWorker(store), 0, retry_s=0.1)
     await writer.start()
-    committer = JetStreamCommitter(gateway_link, 0, 'gw1', publish_timeout_s=1.0)
     try:
         await committer.commit([raw(1)], [], T0, True)
         await until(lambda: acked_seqs(delivered) == [1])
