@@ -194,7 +194,8 @@ def test_a_deployment_driven_by_one_gateway_reaches_the_robots_of_the_other(
         tmp_path: Path) -> None:
     redis_url, nats_url = brokers
     env = {'LEKIWI_REDIS_URL': redis_url, 'LEKIWI_NATS_URL': nats_url,
-           'LEKIWI_PRESENCE_TTL_S': str(TTL_S), 'LEKIWI_DEPLOYMENT_TICK_S': '0.2'}
+           'LEKIWI_PRESENCE_TTL_S': str(TTL_S), 'LEKIWI_DEPLOYMENT_TICK_S': '0.2',
+           'LEKIWI_FLAG_TICK_S': '0.2'}
     # The roles as deployed: one writer (it migrates the database), two gateways serving the API.
     writer = processes.start('writer', [sys.executable, '-m', 'lekiwi_fleet_server', 'serve',
                                         '--role', 'writer'], {
@@ -219,6 +220,14 @@ def test_a_deployment_driven_by_one_gateway_reaches_the_robots_of_the_other(
         for robot_id in ('kiwi-near', 'kiwi-far'):
             wait_until(lambda r=robot_id: status_of(a, r) == ('online', True), 20,
                        message=f'{robot_id} online')
+        # Each robot's flags are delivered by the gateway whose registry claim holds it, once.
+        for server, robot_id in ((a, 'kiwi-near'), (b, 'kiwi-far')):
+            wait_until(lambda s=server, r=robot_id: s.request(
+                'GET', f'/api/v1/robots/{r}/flags')['delivered'], 20,
+                message=f'the flags of {robot_id} delivered')
+        for robot in (near, far):
+            calls = [f for f in list(robot.frames.queue) if f.get('op') == 'call_service']
+            assert len(calls) == 1, calls
         push_release(b, '2')
         # Made through b's API; a's engine drives it: a's robot is local, b's is not.
         made = b.request('POST', '/api/v1/deployments', {
