@@ -142,8 +142,9 @@ class FleetServerProcess:
     """The real fleet server as a child process, with the REST calls the tests need."""
 
     def __init__(self, processes: ProcessGroup, database_url: str, data_dir: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
         self.processes = processes
+        self.args = tuple(args)  # after `serve`: `--role gateway`, say
         self.database_url = database_url
         self.data_dir = data_dir
         self.admin_token = secrets.token_hex(24)
@@ -168,7 +169,8 @@ class FleetServerProcess:
             **self.extra_env,
         }
         self.process = self.processes.start(
-            'fleet-server', [sys.executable, '-m', 'lekiwi_fleet_server', 'serve'], env)
+            'fleet-server', [sys.executable, '-m', 'lekiwi_fleet_server', 'serve', *self.args],
+            env)
         line = wait_until(lambda: self._ready_line(), timeout, message='the server to start')
         fields = dict(part.split('=', 1) for part in line.split() if '=' in part)
         self.api_url = fields['api']

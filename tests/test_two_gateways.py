@@ -4,23 +4,28 @@ A robot's second connection, to the other gateway, replaces the first; its prese
 online; a command sent through either server's API reaches it through the gateway holding it.
 Then the gateway holding two robots is SIGKILLed: the robot that reconnects to the survivor
 is online at once, the one that does not shows offline once the dead gateway's claims expired
-(presence_ttl_s). The robots here are WebSocket clients speaking the robot protocol (a stand-in
-for the agent, whose uplink has its own system tests); everything on the server side is real.
+(presence_ttl_s). A deployment driven by one gateway process (the lease holder) reaches a
+robot held by the other, whose result completes it. The robots here are WebSocket clients
+speaking the robot protocol (a stand-in for the agent, whose uplink has its own system tests);
+everything on the server side is real.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import queue
 import sys
+import tarfile
 import threading
 import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from system_harness import FleetServerProcess, ProcessGroup, wait_until
+from system_harness import READY_MARK, FleetServerProcess, ProcessGroup, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -31,7 +36,7 @@ TTL_S = 2.0
 
 
 class RobotLink:
-    """One robot connection: authenticates, answers fleet/command calls, notes how it closed."""
+    """One robot connection: authenticates, answers commands and Deploy goals, notes its close."""
 
     def __init__(self, url: str, robot_id: str, token: str, answer: str) -> None:
         self.ws: ClientConnection = connect(url, open_timeout=10)
@@ -53,6 +58,14 @@ class RobotLink:
                     self.ws.send(json.dumps({
                         'op': 'service_response', 'service': 'fleet/command', 'id': frame['id'],
                         'result': True, 'values': {'accepted': True, 'message': self.answer}}))
+                elif frame.get('op') == 'send_action_goal':  # a Deploy goal: done at once
+                    self.ws.send(json.dumps({
+                        'op': 'action_result', 'id': frame['id'], 'action': frame['action'],
+                        'status': 4, 'result': True, 'values': {
+                            'success': True, 'status': 'succeeded', 'message': 'healthy',
+                            'final_version': frame['args']['release_version'],
+                            'previous_version': '1', 'rolled_back': False,
+                            'transferred_bytes': 10, 'full_bytes': 100, 'duration_s': 0.1}}))
         except ConnectionClosed:
             pass
         self.close_code = self.ws.close_code
@@ -148,3 +161,78 @@ def test_robot_moves_between_gateways_and_survives_a_gateway_sigkill(
         message='the expiry recorded as RobotWentOffline')
     assert status_of(a, 'kiwi-move') == ('online', True)
     again.close()
+
+
+def push_release(server: FleetServerProcess, version: str) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w') as tar:
+        data = f'app {version}'.encode()
+        info = tarfile.TarInfo('launch/robot.launch.py')
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    request = urllib.request.Request(
+        f'{server.api_url}/api/v1/releases?version={version}', data=buf.getvalue(),
+        method='POST', headers={'Authorization': f'Bearer {server.admin_token}',
+                                'Content-Type': 'application/x-tar'})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+
+
+def test_a_deployment_driven_by_one_gateway_reaches_the_robots_of_the_other(
+        pg_url: str, brokers: tuple[str, str], processes: ProcessGroup,
+        tmp_path: Path) -> None:
+    redis_url, nats_url = brokers
+    env = {'LEKIWI_REDIS_URL': redis_url, 'LEKIWI_NATS_URL': nats_url,
+           'LEKIWI_PRESENCE_TTL_S': str(TTL_S), 'LEKIWI_DEPLOYMENT_TICK_S': '0.2',
+           'LEKIWI_FLAG_TICK_S': '0.2'}
+    # The roles as deployed: one writer (it migrates the database), two gateways serving the API.
+    writer = processes.start('writer', [sys.executable, '-m', 'lekiwi_fleet_server', 'serve',
+                                        '--role', 'writer'], {
+        **env, 'LEKIWI_DATABASE_URL': pg_url, 'LEKIWI_DATA_DIR': str(tmp_path / 'writer'),
+        'LEKIWI_LOG_LEVEL': 'warning'})
+    wait_until(lambda: writer.find_line(READY_MARK) or not writer.alive(), 60,
+               message='the writer to start')
+    assert writer.alive(), writer.output()
+    servers = []
+    for name in ('gw-a', 'gw-b'):  # gw-a starts first: it takes the deployment engine's lease
+        server = FleetServerProcess(processes, pg_url, tmp_path / name,
+                                    env={**env, 'LEKIWI_GATEWAY_ID': name},
+                                    args=('--role', 'gateway'))
+        if servers:
+            server.admin_token = servers[0].admin_token
+        server.start(timeout=60)
+        servers.append(server)
+    a, b = servers
+    near = RobotLink(a.gateway_url, 'kiwi-near', a.enrol('kiwi-near'), answer='a')
+    far = RobotLink(b.gateway_url, 'kiwi-far', b.enrol('kiwi-far'), answer='b')
+    try:
+        for robot_id in ('kiwi-near', 'kiwi-far'):
+            wait_until(lambda r=robot_id: status_of(a, r) == ('online', True), 20,
+                       message=f'{robot_id} online')
+        # Each robot's flags are delivered by the gateway whose registry claim holds it, once.
+        for server, robot_id in ((a, 'kiwi-near'), (b, 'kiwi-far')):
+            wait_until(lambda s=server, r=robot_id: s.request(
+                'GET', f'/api/v1/robots/{r}/flags')['delivered'], 20,
+                message=f'the flags of {robot_id} delivered')
+        for robot in (near, far):
+            calls = [f for f in list(robot.frames.queue) if f.get('op') == 'call_service']
+            assert len(calls) == 1, calls
+        push_release(b, '2')
+        # Made through b's API; a's engine drives it: a's robot is local, b's is not.
+        made = b.request('POST', '/api/v1/deployments', {
+            'release_version': '2', 'robots': ['kiwi-near', 'kiwi-far'], 'waves': [1.0]})
+        seen: list[Any] = []
+        try:
+            wait_until(lambda: seen.append(a.request(
+                'GET', f'/api/v1/deployments/{made["deployment_id"]}'))
+                or seen[-1]['status'] == 'completed', 30, message='the deployment to complete')
+        except AssertionError as exc:
+            raise AssertionError(f'{exc}; last seen {seen[-1]}') from None
+        assert {r['robot_id']: r['state'] for r in seen[-1]['robots']} == {
+            'kiwi-near': 'succeeded', 'kiwi-far': 'succeeded'}
+        for robot in (near, far):  # one goal each: one engine drove, and it sent each once
+            goals = [f for f in list(robot.frames.queue) if f.get('op') == 'send_action_goal']
+            assert len(goals) == 1, goals
+    finally:
+        near.close()
+        far.close()

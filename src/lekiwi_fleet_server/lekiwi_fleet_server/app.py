@@ -40,7 +40,7 @@ from lekiwi_fleet_server.api.routes import (
 from lekiwi_fleet_server.api.services import FleetServices
 from lekiwi_fleet_server.broker.presence import open_registry
 from lekiwi_fleet_server.broker.routing import open_router
-from lekiwi_fleet_server.deployments.engine import DeploymentEngine
+from lekiwi_fleet_server.deployments.engine import DeploymentEngine, GoalRouter
 from lekiwi_fleet_server.discovery.service import DiscoveryService
 from lekiwi_fleet_server.domain.login_throttle import LoginThrottle
 from lekiwi_fleet_server.fleet_collector import FleetStateCollector
@@ -83,7 +83,7 @@ def _open_release_store(settings: Settings) -> ReleaseStore | None:
 
 
 def _deployment_engine(settings: Settings, store: FleetStore, releases: ReleaseStore | None,
-                       gateway: RobotGateway, bus: InProcessBus, now: Callable[[], float],
+                       router: GoalRouter, bus: InProcessBus, now: Callable[[], float],
                        metrics: FleetMetrics | None = None) -> DeploymentEngine | None:
     """Build the rollout engine beside the release store (none without one)."""
     if releases is None:
@@ -108,7 +108,7 @@ def _deployment_engine(settings: Settings, store: FleetStore, releases: ReleaseS
             metrics.deployment_transitions.labels(rollout.status).inc()
 
     url = settings.public_url or f'http://{settings.api_host}:{settings.api_port}'
-    engine = DeploymentEngine(DeploymentStore(releases.engine), releases, gateway,
+    engine = DeploymentEngine(DeploymentStore(releases.engine), releases, router,
                               public_url=url, teleop_robots=teleop_robots, now=now,
                               tick_s=settings.deployment_tick_s, on_change=progress,
                               on_transition=transition)
@@ -211,7 +211,8 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                 if watcher is not None:
                     await run_in_threadpool(watcher.start)
             release_store = await run_in_threadpool(_open_release_store, settings)
-            engine = _deployment_engine(settings, store, release_store, gateway, bus, now,
+            # Goals, connectivity and results through the router: the robots of every gateway.
+            engine = _deployment_engine(settings, store, release_store, router, bus, now,
                                         metrics)
             if engine is not None and role != 'api':  # it sends goals through the gateway
                 # One engine drives rollouts across processes (deployments/leadership.py).

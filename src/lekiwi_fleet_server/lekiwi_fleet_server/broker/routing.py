@@ -6,6 +6,13 @@ a NATS request on the gateway's own subject, `lekiwi.gateway.<gateway_id>.robot`
 gateway sends the frame over the robot's session and replies with the robot's answer. With
 one gateway (the embedded default, no NATS), `LocalRouter` calls it directly.
 
+The deployment engine goes the same way (deployments/engine.py): `connected` is who the
+router can reach, and `results` carries the robots' Deploy results back. Over NATS every
+gateway publishes each `action_result` its robots send on `lekiwi.actions.results` and every
+process's router hands them to its `results` relay, so the one engine that drives (the lease
+holder, deployments/leadership.py) hears the robots of every gateway; a result lost with NATS
+is a goal without an answer, failed after the deployment's `robot_timeout_s`.
+
 Wire format (JSON, orjson): a request `{"kind": "command" | "goal" | "cancel", "robot_id",
 ...}`; a reply `{"ok": true, ...}` or `{"ok": false, "error": "not_connected" | "timeout" |
 "invalid", "message"}`, which the caller turns back into the gateway's own exceptions, so the
@@ -17,13 +24,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from lekiwi_fleet_server.broker.presence import PresenceRegistry, RegistryUnavailable
+from lekiwi_fleet_server.broker.subjects import ACTION_RESULTS
 from lekiwi_fleet_server.domain.protocol import CommandResponse
+from lekiwi_fleet_server.gateway.actions import (
+    ActionRelay,
+    ActionResult,
+    result_message,
+    result_of_message,
+)
 from lekiwi_fleet_server.gateway.commands import (
     CommandDispatcher,
     CommandError,
@@ -56,6 +70,11 @@ class LocalRouter:
 
     def __init__(self, gateway: RobotGateway) -> None:
         self._gw = gateway
+        self.results: ActionRelay = gateway.actions  # its robots are all there are
+
+    async def connected(self, robot_ids: Collection[str]) -> set[str]:
+        """Return those of the robots with a session on the gateway."""
+        return {r for r in robot_ids if self._gw.is_connected(r)}
 
     async def send_command(self, robot_id: str, command_type: str, payload_json: str,
                            timeout_s: float | None = None) -> CommandResponse:
@@ -95,6 +114,8 @@ class NatsRouter:
         self._command_timeout_s = command_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._nc: Any = None
+        self.results = ActionRelay()  # the Deploy results of every gateway of the fleet
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Connect (retrying in the background if NATS is away) and serve our subject."""
@@ -104,12 +125,18 @@ class NatsRouter:
             self._url, name=f'lekiwi-router-{self._gateway_id or "api"}',
             connect_timeout=self._connect_timeout_s, allow_reconnect=True,
             max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        await self._nc.subscribe(ACTION_RESULTS, cb=self._take_result)
+        if self._gw is not None:
+            # Not to a listener here: the engine that drives may be another process's.
+            self._gw.actions.listener = self._publish_result
         if self._gw is not None and self._gateway_id is not None:
             await self._nc.subscribe(subject_of(self._gateway_id), cb=self._serve)
-            await self._nc.flush()
+        await self._nc.flush()
 
     async def close(self) -> None:
         """Drain and close the connection."""
+        if self._gw is not None and self._gw.actions.listener == self._publish_result:
+            self._gw.actions.listener = None
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await asyncio.wait_for(self._nc.drain(), 3.0)
@@ -126,6 +153,13 @@ class NatsRouter:
             raise RoutingUnavailable(f'nats: {exc}') from None
 
     # -- the API side ---------------------------------------------------------------------
+    async def connected(self, robot_ids: Collection[str]) -> set[str]:
+        """Return those of the robots some gateway of the fleet holds (the registry's view)."""
+        try:
+            return set(await self._registry.lookup(robot_ids))
+        except RegistryUnavailable as exc:
+            raise RoutingUnavailable(str(exc)) from None
+
     async def _holder(self, robot_id: str) -> str:
         try:
             owner = (await self._registry.lookup([robot_id])).get(robot_id)
@@ -193,6 +227,25 @@ class NatsRouter:
             return False
 
     # -- the gateway side -----------------------------------------------------------------
+    def _publish_result(self, result: ActionResult) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._nc.publish(ACTION_RESULTS, result_message(result)))
+        self._publishing.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Task[None]) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning('routing: a Deploy result not published (%s)', task.exception())
+
+    async def _take_result(self, msg: Any) -> None:
+        try:
+            result = result_of_message(msg.data)
+        except ValueError as exc:
+            log.warning('routing: bad Deploy result message (%s)', exc)
+            return
+        self.results.result(result)
+
     def _local_goal(self, request: dict[str, Any]) -> bool:
         assert self._gw is not None
         if request['kind'] == 'goal':

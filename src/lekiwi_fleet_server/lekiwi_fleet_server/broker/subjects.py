@@ -5,7 +5,7 @@ shard (domain/shards.py), so each writer is the single consumer of its robots' m
 Acks go back on core NATS to `lekiwi.acks.<gateway>`; dashboard updates on `lekiwi.updates.<n>`
 (n: the writer shard, or `api` for what the API publishes itself). lekiwi-fleet/2 state readings
 travel on core NATS, packed (broker/packing.py), to `lekiwi.state.<shard>`: not stored, acked
-by the writer once its memory has them.
+by the writer once its memory has them. Robots' Deploy results go to `lekiwi.actions.results`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from __future__ import annotations
 STREAM = 'LEKIWI_DURABLE'
 DURABLE_PREFIX = 'lekiwi.durable'
 UPDATES_PREFIX = 'lekiwi.updates'
+# Every gateway publishes its robots' Deploy results here (core NATS, not stored) and every
+# process listens: the driving deployment engine may run beside any gateway (routing.py).
+ACTION_RESULTS = 'lekiwi.actions.results'
 
 # Headers of a durable message (the payload is the robot's validated publish frame, as is).
 MSG_ID = 'Nats-Msg-Id'

@@ -2,12 +2,17 @@
 
 Every tick it asks each active deployment what should happen next (`Rollout.decide`, given who
 is connected and who is being teleoperated), appends those events, and performs what they
-ask for: a `RobotUpdateStarted` sends the robot a Deploy goal through the gateway, a
-`RobotRollbackStarted` a goal of the robot's previous release. Robots' `action_result` frames
-come back through the gateway's action relay and become events too. All state is the fold of
-the stored streams: a server restarted mid-rollout loads the active ones and carries on (a goal
-sent before the restart times out after `robot_timeout_s` unless its result arrives; the
-robot's executor answers a resent goal of the release it already runs with success).
+ask for: a `RobotUpdateStarted` sends the robot a Deploy goal, a `RobotRollbackStarted` a goal
+of the robot's previous release. Robots' `action_result` frames come back and become events
+too. It reaches robots through the router the API's commands use (broker/routing.py): with
+several gateways, who is connected is the presence registry's view, goals go to the gateway
+holding the robot, and every gateway's results reach the one engine that drives (a result
+seen twice, or one of an old goal, changes nothing: it is checked against the fold).
+
+All state is the fold of the stored streams: a server restarted mid-rollout loads the active
+ones and carries on (a goal sent before the restart times out after `robot_timeout_s` unless
+its result arrives; the robot's executor answers a resent goal of the release it already runs
+with success).
 
 Two deployments aimed at the same robot: refused (409) while the first is active; robots are
 never queued behind another deployment, so what runs on a robot is always one deployment's.
@@ -18,15 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 
 from lekiwi_fleet_server.domain import events as ev
 from lekiwi_fleet_server.domain.rollout import Rollout
-from lekiwi_fleet_server.gateway.actions import ActionResult
+from lekiwi_fleet_server.gateway.actions import ActionRelay, ActionResult
+from lekiwi_fleet_server.gateway.commands import CommandError
 from lekiwi_fleet_server.store.deployments import DeploymentStore
 from lekiwi_fleet_server.store.interface import ConcurrencyConflict
 from lekiwi_fleet_server.store.releases import ReleaseStore
@@ -58,10 +64,33 @@ class DeploymentRequest:
     force: bool = False
 
 
+class GoalRouter(Protocol):
+    """How the engine reaches robots: broker/routing.py's LocalRouter or NatsRouter."""
+
+    results: ActionRelay  # the robots' Deploy results; the driving engine listens
+
+    async def connected(self, robot_ids: Collection[str]) -> set[str]:
+        """Return those of the robots the router can reach now; raise CommandError."""
+        ...
+
+    async def send_action_goal(self, robot_id: str, goal_id: str, args: Mapping[str, Any]
+                               ) -> bool: ...
+
+    async def cancel_action_goal(self, robot_id: str, goal_id: str) -> bool: ...
+
+
+def robots_to_look_up(rollouts: Iterable[Rollout]) -> set[str]:
+    """Return the robots whose connection the next decisions may ask about."""
+    # decide() asks about pending robots (to start or defer them, a wave it starts in the same
+    # tick included) and running ones (gone mid-deploy); ended robots need no lookup.
+    return {r.robot_id for rollout in rollouts for r in rollout.robots.values()
+            if r.state in ('pending', 'running')}
+
+
 class DeploymentEngine:
     """Drive deployments; one instance per server, built in the lifespan."""
 
-    def __init__(self, store: DeploymentStore, releases: ReleaseStore, gateway: Any, *,
+    def __init__(self, store: DeploymentStore, releases: ReleaseStore, router: GoalRouter, *,
                  public_url: str, teleop_robots: Callable[[], set[str]],
                  now: Callable[[], float], tick_s: float = 0.5,
                  on_change: Callable[[Rollout], None] = lambda r: None,
@@ -69,7 +98,7 @@ class DeploymentEngine:
         self._store = store
         self.store = store
         self._releases = releases
-        self._gateway = gateway
+        self._router = router
         self._url = public_url.rstrip('/')
         self._teleop_robots = teleop_robots
         self._now = now
@@ -92,11 +121,11 @@ class DeploymentEngine:
         async with self._lock:
             self._active.clear()  # another process may have driven them since: reload all
             await self._load_new()
-        self._gateway.actions.listener = self._on_result
+        self._router.results.listener = self._on_result
         self._task = asyncio.create_task(self._loop(), name='deployment-engine')
 
     async def stop(self) -> None:
-        self._gateway.actions.listener = None
+        self._router.results.listener = None  # results seen while not driving: not ours
         if self._task is not None:
             self._task.cancel()
             try:
@@ -214,15 +243,21 @@ class DeploymentEngine:
             return
         teleop = await run_in_threadpool(self._teleop_robots)
         async with self._lock:
+            try:
+                # Under the lock: a deployment created meanwhile is looked up with the rest.
+                online = await self._router.connected(robots_to_look_up(self._active.values()))
+            except CommandError as exc:  # presence unknown: decide nothing rather than guess
+                log.warning('deployment engine: who is connected is unknown (%s)', exc)
+                return
             for deployment_id, rollout in list(self._active.items()):
                 try:
                     for _ in range(50):  # decide until settled (bounded: one kind per step)
-                        decided = rollout.decide(self._now(), self._gateway.is_connected,
+                        decided = rollout.decide(self._now(), online.__contains__,
                                                  teleop.__contains__)
                         if not decided:
                             break
                         await self._append(rollout, decided)
-                        self._perform(rollout, decided)
+                        await self._perform(rollout, decided)
                 except ConcurrencyConflict:
                     # Another process appended first (an operator's pause through it, or a
                     # deposed leader): drop our fold; the next tick reloads the stored one.
@@ -249,22 +284,30 @@ class DeploymentEngine:
                 'manifest_sha256': sha, 'health_timeout_s': rollout.created.health_timeout_s,
                 'force': rollout.created.force}
 
-    def _perform(self, rollout: Rollout, events: Sequence[ev.DomainEvent]) -> None:
+    async def _perform(self, rollout: Rollout, events: Sequence[ev.DomainEvent]) -> None:
+        sends = []
         for event in events:
             if isinstance(event, ev.RobotUpdateStarted):
                 args = self._goal_args(rollout, rollout.release_version, rollout.manifest_sha256)
-                self._gateway.send_action_goal(event.robot_id, event.goal_id, args)
+                sends.append(self._router.send_action_goal(event.robot_id, event.goal_id, args))
             elif isinstance(event, ev.RobotRollbackStarted):
                 info = self._releases.get(event.to_version)
                 if info is None:
                     continue  # times out as a failed rollback: the release was deleted
                 args = self._goal_args(rollout, event.to_version, info.manifest_sha256)
                 args['force'] = True  # undoing our own update: do not wait for teleop again
-                self._gateway.send_action_goal(event.robot_id, event.goal_id, args)
+                sends.append(self._router.send_action_goal(event.robot_id, event.goal_id, args))
             elif isinstance(event, ev.DeploymentAbortRequested | ev.DeploymentRollbackStarted):
                 for robot in rollout.robots.values():
                     if robot.state == 'running':
-                        self._gateway.cancel_action_goal(robot.robot_id, robot.goal_id)
+                        sends.append(self._router.cancel_action_goal(robot.robot_id,
+                                                                     robot.goal_id))
+        # At once: a wave's goals may each take a NATS hop to another gateway.
+        for outcome in await asyncio.gather(*sends, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                # Not sent: the robot's goal times out (robot_timeout_s) or, gone, is deferred.
+                log.warning('deployment %s: a goal not sent (%s)', rollout.deployment_id,
+                            outcome)
 
     # -- results ------------------------------------------------------------------------------
     def _on_result(self, result: ActionResult) -> None:

@@ -18,13 +18,24 @@ Every `tick_s` it reads the robots' read model once and:
    stored in `flag_deliveries`. A change thus reaches robots at the next tick, a robot that
    (re)connects or restarts gets its flags at the next tick after it is seen, and one that
    failed is retried after `retry_s`.
+
+Several server processes (`serve --role gateway`, broker/): each runs this engine, and each
+delivers only to the robots its own gateway holds, by design: a configure goes over the
+robot's session, and the registry's claim (`held_here`) makes the holder the one process of
+the fleet that sends it, so two processes never configure the same robot (an api role holds
+none and delivers nothing). Not fleet-wide yet, with several processes: every process checks
+guards and plans (the flag streams' optimistic concurrency keeps one of two equal appends, the
+other's tick fails and reloads), and a plan's gate counts the deliveries this process made or
+loaded at its start, so robots configured by another gateway since are not counted as applied
+and its plan waits; a fleet-wide gate would read `flag_deliveries` (or lead, as deployments
+do) - not built.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -62,10 +73,15 @@ class FlagEngine:
                  guard_cooldown_s: float = 30.0, command_timeout_s: float = 10.0,
                  publish: Callable[[dict[str, Any]], None] = lambda update: None,
                  on_trip: Callable[[fe.FlagGuardTripped], None] = lambda event: None,
-                 idle_ticks: int = 5, max_sending: int = 500) -> None:
+                 idle_ticks: int = 5, max_sending: int = 500,
+                 held_here: Callable[[Sequence[str]], Awaitable[set[str]]] | None = None
+                 ) -> None:
         self.store = store
         self._fleet = fleet_store
         self._gateway = gateway
+        # Which of the robots with a session here this process delivers to (RobotGateway's:
+        # the registry's current claim); None: all of them (one process, or a test's gateway).
+        self._held_here = held_here
         self._now = now
         self._tick_s = tick_s
         self._retry_s = retry_s
@@ -288,9 +304,12 @@ class FlagEngine:
             for state in self.live():
                 await self._check(state, robots, now)
         self._more = False
+        due: list[tuple[RobotView, dict[str, Any]]] = []
         for robot in robots:
-            if len(self._sending) >= self._max_sending:
+            if len(self._sending) + len(due) >= self._max_sending:
                 break  # the rest go in the next tick (self._more)
+            # Only robots with a session on this process's gateway: the deliberate split of
+            # the fleet between processes (module docstring).
             if robot.robot_id in self._sending or not self._gateway.is_connected(robot.robot_id):
                 continue
             payload = self.payload_for(robot.robot_id, robot.tags)
@@ -300,6 +319,15 @@ class FlagEngine:
                 continue
             if now - self._tried.get(robot.robot_id, -1e18) < self._retry_s:
                 continue
+            due.append((robot, payload))
+        if due and self._held_here is not None:
+            try:
+                held = await self._held_here([robot.robot_id for robot, _ in due])
+            except Exception as exc:  # the registry is away: deliver nothing rather than twice
+                log.warning('flags: not delivered this tick, holders unknown (%s)', exc)
+                return
+            due = [(robot, payload) for robot, payload in due if robot.robot_id in held]
+        for robot, payload in due:
             self._sending.add(robot.robot_id)
             self._more = True
             task = asyncio.create_task(self._deliver(robot, payload))

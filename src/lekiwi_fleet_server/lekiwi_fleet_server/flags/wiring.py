@@ -30,4 +30,4 @@ def build_flag_engine(settings: Settings, store: Any, releases: Any, gateway: An
                       tick_s=settings.flag_tick_s,
                       guard_cooldown_s=settings.flag_guard_cooldown_s,
                       command_timeout_s=settings.command_timeout_s, publish=publish,
-                      on_trip=tripped)
+                      on_trip=tripped, held_here=gateway.held_here)

@@ -481,6 +481,19 @@ class RobotGateway:
         """Tell whether the robot has an authenticated connection."""
         return robot_id in self._sessions
 
+    async def held_here(self, robot_ids: Sequence[str]) -> set[str]:
+        """Return those of the robots this gateway answers for; raise RegistryUnavailable.
+
+        A session here and, with a shared registry, the robot's current claim: during a
+        handover the old gateway keeps its session until the new claim's notice arrives, and
+        only the new holder answers for the robot meanwhile.
+        """
+        local = [r for r in robot_ids if r in self._sessions]
+        if not local or not self.ownership.registry.shared:
+            return set(local)
+        owners = await self.ownership.registry.lookup(local)
+        return {r for r, owner in owners.items() if owner.gateway_id == self.gateway_id}
+
     def peer_address(self, robot_id: str) -> str | None:
         """Return the IP address a connected robot's socket comes from (discovery lists it)."""
         session = self._sessions.get(robot_id)

@@ -1,10 +1,10 @@
-"""The flag engine under a large fleet: idle ticks skip the fleet, deliveries come in waves."""
+"""The flag engine at scale: idle ticks skip the fleet, waves of deliveries, held robots only."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -133,3 +133,33 @@ def test_a_flag_with_guards_is_measured_every_tick(engine: Engine) -> None:
 
     asyncio.run(with_guarded_flag())
     assert fleet.listings >= 12  # about 50 ticks, each one listing the fleet
+
+
+def test_only_the_robots_whose_claim_this_gateway_holds_are_configured(engine: Engine) -> None:
+    fleet, gateway = Fleet(10), Gateway()  # a session here for every robot
+    asked: list[list[str]] = []
+    held_elsewhere = {'kiwi-0003', 'kiwi-0007'}  # their new gateway's claim came first
+
+    async def held_here(robot_ids: Sequence[str]) -> set[str]:
+        asked.append(list(robot_ids))
+        return set(robot_ids) - held_elsewhere
+
+    store = FlagStore(engine)
+    flag_engine = FlagEngine(store, fleet, gateway, now=time.time, tick_s=0.02,
+                             held_here=held_here)
+    asyncio.run(run_for(flag_engine, 0.5))
+    assert gateway.calls == 8
+    assert set(store.deliveries()) == {r.robot_id for r in fleet.robots} - held_elsewhere
+    assert all(held_elsewhere <= set(ids) for ids in asked)  # asked again, never sent
+
+
+def test_nothing_is_configured_while_the_holders_are_unknown(engine: Engine) -> None:
+    fleet, gateway = Fleet(5), Gateway()
+
+    async def held_here(robot_ids: Sequence[str]) -> set[str]:
+        raise ConnectionError('redis: connection refused')
+
+    flag_engine = FlagEngine(FlagStore(engine), fleet, gateway, now=time.time, tick_s=0.02,
+                             held_here=held_here)
+    asyncio.run(run_for(flag_engine, 0.3))
+    assert gateway.calls == 0
