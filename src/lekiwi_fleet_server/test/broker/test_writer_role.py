@@ -20,6 +20,7 @@ from nats_server import NatsServer
 from lekiwi_fleet_server.broker.link import DUPLICATE_WINDOW_S, NatsLink, partition_consumer
 from lekiwi_fleet_server.broker.subjects import DURABLE_PREFIX, STREAM
 from lekiwi_fleet_server.broker.writers import run_writer_role
+from lekiwi_fleet_server.cli import main as cli_main
 from lekiwi_fleet_server.settings import Settings
 from lekiwi_fleet_server.store.interface import StoreUnavailable
 
@@ -36,6 +37,23 @@ def closed_port_url() -> tuple[socket.socket, str]:
 def writer_settings(tmp_path: Path, nats_url: str) -> Settings:
     return Settings(database_url=f'sqlite:///{tmp_path / "fleet.db"}', data_dir=tmp_path,
                     nats_url=nats_url, writer_priority=0, broker_connect_timeout_s=10.0)
+
+
+def test_a_shard_the_fleet_has_not_is_refused_before_nats_is_tried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    held, url = closed_port_url()
+    with held:
+        monkeypatch.setenv('LEKIWI_DATABASE_URL', f'sqlite:///{tmp_path / "fleet.db"}')
+        monkeypatch.setenv('LEKIWI_DATA_DIR', str(tmp_path))
+        monkeypatch.setenv('LEKIWI_NATS_URL', url)  # nobody there: a wait would be in vain
+        monkeypatch.setenv('LEKIWI_BROKER_CONNECT_TIMEOUT_S', '3')
+        monkeypatch.setenv('LEKIWI_WRITER_PRIORITY', '0')
+        started = time.monotonic()
+        assert cli_main(['serve', '--role', 'writer', '--shard', '3']) == 2
+        assert time.monotonic() - started < 2.0
+    # SQLite has one writer shard: 0.
+    assert 'lekiwi-fleet-server: writer shard 3 is not one of 0..0' in capsys.readouterr().err
 
 
 async def test_the_writer_role_says_it_is_ready_consumes_its_partition_and_stops(
