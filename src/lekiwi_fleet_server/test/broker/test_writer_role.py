@@ -56,6 +56,21 @@ def test_a_shard_the_fleet_has_not_is_refused_before_nats_is_tried(
     assert 'lekiwi-fleet-server: writer shard 3 is not one of 0..0' in capsys.readouterr().err
 
 
+def test_a_writer_role_without_a_broker_gives_up_after_the_connect_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    held, url = closed_port_url()
+    with held:
+        monkeypatch.setenv('LEKIWI_DATABASE_URL', f'sqlite:///{tmp_path / "fleet.db"}')
+        monkeypatch.setenv('LEKIWI_DATA_DIR', str(tmp_path))
+        monkeypatch.setenv('LEKIWI_NATS_URL', url)
+        monkeypatch.setenv('LEKIWI_BROKER_CONNECT_TIMEOUT_S', '0.5')
+        monkeypatch.setenv('LEKIWI_WRITER_PRIORITY', '0')
+        assert cli_main(['serve', '--role', 'writer']) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'lekiwi-fleet-server: NATS at {url} unreachable: ')
+
+
 async def test_the_writer_role_says_it_is_ready_consumes_its_partition_and_stops(
         tmp_path: Path, nats_server: NatsServer, capsys: pytest.CaptureFixture[str]) -> None:
     stop = asyncio.Event()
