@@ -409,6 +409,7 @@ def serve_writer(settings: Settings, shards: Sequence[int] | None) -> int:
     import signal
 
     from lekiwi_fleet_server.broker.writers import run_writer_role
+    from lekiwi_fleet_server.store.interface import StoreUnavailable
 
     if settings.writer_priority:
         # The writer is ingest's one serial step: when CPU is short it should wait last.
@@ -429,4 +430,7 @@ def serve_writer(settings: Settings, shards: Sequence[int] | None) -> int:
     except ValueError as exc:  # a shard that is not one of the settings'
         print(f'lekiwi-fleet-server: {exc}', file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:  # NATS (or the database) not there in time
+        print(f'lekiwi-fleet-server: {exc}', file=sys.stderr)
+        return 1
     return 0

@@ -58,18 +58,23 @@ class NatsLink:
 
     async def connect(self, timeout_s: float = 30.0) -> None:
         """Connect (retrying until `timeout_s`) and make sure the durable stream exists."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         while True:
             try:
-                self._nc = await nats.connect(
+                # With max_reconnect_attempts=-1 nats-py retries an unreachable server itself,
+                # first connection included, and never returns: bound it by the time left.
+                self._nc = await asyncio.wait_for(nats.connect(
                     self._url, name=self._name, max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5, connect_timeout=2,
                     disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
-                    error_cb=self._error, closed_cb=self._disconnected)
+                    error_cb=self._error, closed_cb=self._disconnected),
+                    max(0.0, deadline - loop.time()))
                 break
             except Exception as exc:  # nats-py raises several kinds; all mean "not yet"
-                if asyncio.get_running_loop().time() > deadline:
-                    raise StoreUnavailable(f'NATS at {self._url} unreachable: {exc}') from exc
+                if loop.time() >= deadline:
+                    why = self._last_error or f'{type(exc).__name__}: {exc}'  # its last attempt's
+                    raise StoreUnavailable(f'NATS at {self._url} unreachable: {why}') from exc
                 await asyncio.sleep(0.5)
         # Up to a whole batch in flight at once (max_batch_messages is 20,000 by default).
         self._js = self._nc.jetstream(timeout=5.0, publish_async_max_pending=50_000)

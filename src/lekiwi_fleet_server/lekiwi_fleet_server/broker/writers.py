@@ -100,8 +100,10 @@ async def run_writer_role(settings: Settings, shards: Sequence[int] | None,
                           stop: asyncio.Event) -> None:
     """Run writer shards until `stop` is set (`serve --role writer`)."""
     link = NatsLink(settings.nats_url or '', process_name('writer'))
-    await link.connect(settings.broker_connect_timeout_s)
+    # The shards first: a shard the fleet has not is refused at once, not after waiting on
+    # NATS (up to broker_connect_timeout_s), and leaves no connection open behind it.
     writers = WriterShards(settings, link, shards)
+    await link.connect(settings.broker_connect_timeout_s)
     try:
         await writers.start()
         log.info('writer role: shards %s of %d on %s', writers.shards, writers.count,

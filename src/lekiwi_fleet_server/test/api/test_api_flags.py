@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from api_harness import ADMIN_TOKEN, Api, robot_connection
 from fastapi.testclient import TestClient
-from websockets.sync.client import ClientConnection
+from live_server import live_server
+from websockets.sync.client import ClientConnection, connect
 
 from lekiwi_fleet_server.api.admin import create_operator
 from lekiwi_fleet_server.api.services import FleetServices
@@ -236,3 +238,37 @@ def test_a_migration_plan_moves_the_fleet_step_by_step_while_its_gate_holds(api:
     assert resumed.status_code == 200 and resumed.json()['plan']['paused'] is False
     assert api.client.post('/api/v1/flags/agent_uplink/plan/resume', headers=api.admin
                            ).status_code == 409
+
+
+def test_a_dashboard_on_the_stream_sees_each_flag_change(tmp_path: Path) -> None:
+    settings = Settings(database_url=f'sqlite:///{tmp_path / "fleet.db"}', data_dir=tmp_path,
+                        gateway_port=0, bootstrap_admin_token=ADMIN_TOKEN, flag_tick_s=0.1)
+    admin = {'Authorization': f'Bearer {ADMIN_TOKEN}'}
+    with live_server(settings) as server, \
+            connect(server.url.replace('http', 'ws') + '/api/v1/stream', open_timeout=5,
+                    additional_headers=admin) as dash:
+        assert json.loads(dash.recv(timeout=10))['type'] == 'snapshot'
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            assert http.post('/api/v1/flags', headers=admin,
+                             json={'name': 'quiet', 'default': True}).status_code == 201
+            assert http.post('/api/v1/flags/quiet/step', headers=admin,
+                             json={'action': 'advance'}).status_code == 200
+        seen = []
+        while len(seen) < 2:
+            update = json.loads(dash.recv(timeout=10))
+            if update['type'] == 'flag':
+                seen.append(update)
+    assert [(u['flag'], u['event'], u['percentage']) for u in seen] == [
+        ('quiet', 'FlagCreated', 5.0), ('quiet', 'FlagStepAdvanced', 25.0)]
+    assert all(u['by'].startswith('bootstrap-admin') and not u['deleted'] for u in seen)
+
+
+def test_on_an_in_memory_database_there_is_no_flag_engine(tmp_path: Path) -> None:
+    settings = Settings(database_url='sqlite:///:memory:', data_dir=tmp_path, gateway_port=0,
+                        bootstrap_admin_token=ADMIN_TOKEN)
+    with TestClient(create_app(settings)) as client:
+        admin = {'Authorization': f'Bearer {ADMIN_TOKEN}'}
+        listed = client.get('/api/v1/flags', headers=admin)
+        assert listed.status_code == 503 and listed.json()['detail'] == 'no flag engine'
+        assert client.post('/api/v1/flags', headers=admin,
+                           json={'name': 'quiet', 'default': True}).status_code == 503
