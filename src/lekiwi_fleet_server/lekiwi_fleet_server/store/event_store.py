@@ -57,6 +57,16 @@ class StreamAppend:
     events: Sequence[NewEvent]
 
 
+def lock_appends(conn: Connection) -> None:
+    """Hold the appenders' lock until the caller's transaction ends: no event commits meanwhile.
+
+    On SQLite the caller's write transaction already holds the database-wide write lock.
+    """
+    if conn.dialect.name == 'postgresql':
+        conn.execute(sa.select(event_counter.c.position).where(event_counter.c.id == 1)
+                     .with_for_update())
+
+
 def append(conn: Connection, appends: Sequence[StreamAppend], *,
            recorded_at: float) -> list[RecordedEvent]:
     """Append to several streams in the caller's transaction; raise ConcurrencyConflict.

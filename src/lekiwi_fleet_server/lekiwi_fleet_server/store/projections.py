@@ -159,9 +159,23 @@ def rebuild(conn: Connection, names: Sequence[str] = PROJECTIONS,
 
 
 def catch_up(conn: Connection, aggregates: Mapping[str, RobotAggregate]) -> int:
-    """Project events a projection has not seen yet (none, unless a projection was added)."""
-    seen = positions(conn)
+    """Project events a projection has not seen yet (none, unless a projection was added).
+
+    Every append projects in its own transaction, so a committed log has its projections at its
+    head. The head is read before the positions: read the other way round, an append committed
+    between the two reads would look unprojected, and replaying it would insert its timeline
+    rows a second time (a CLI opening the store next to a running server met this). When a
+    projection is behind, the log's append lock is taken first, so no append commits while it
+    is replayed, and the positions are read again under it: a second process that waited for
+    the lock then finds nothing left to do.
+    """
     head = event_store.head_position(conn)
+    seen = positions(conn)
+    if all(seen.get(name, 0) >= head for name in PROJECTIONS):
+        return 0
+    event_store.lock_appends(conn)
+    head = event_store.head_position(conn)
+    seen = positions(conn)
     replayed = 0
     for name in PROJECTIONS:
         if seen.get(name, 0) < head:
