@@ -10,6 +10,8 @@
 - `store`: an SqlFleetStore opened (and so migrated) on `database_url`, closed after the test.
 - `make_store`: a factory opening further stores on a URL (closed after the test), for restart
   and two-writer tests.
+- `sqlite_engine`: an engine on a migrated SQLite file in tmp_path, disposed after the test, for
+  the parts that take an engine rather than a store (flag, deployment and release stores).
 - `redis_server`: a running redis-server on a free loopback port (test/broker/redis_server.py),
   skipped with the reason when the binary is missing.
 """
@@ -28,6 +30,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from lekiwi_fleet_server.db.engine import make_engine
+from lekiwi_fleet_server.migrations import upgrade
 from lekiwi_fleet_server.store.config import StoreConfig
 from lekiwi_fleet_server.store.sql_store import SqlFleetStore
 
@@ -108,6 +112,15 @@ def make_store(store_config: StoreConfig) -> Iterator[Callable[..., SqlFleetStor
 def store(database_url: str, make_store: Callable[..., SqlFleetStore]) -> SqlFleetStore:
     """Return a migrated SqlFleetStore on `database_url`."""
     return make_store(database_url)
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    """Yield an engine on a migrated SQLite database in tmp_path; dispose of it after the test."""
+    engine = make_engine(f'sqlite:///{tmp_path / "fleet.db"}')
+    upgrade(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

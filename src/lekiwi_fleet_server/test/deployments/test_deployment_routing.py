@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Collection, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,7 +12,6 @@ import orjson
 import pytest
 from sqlalchemy.engine import Engine
 
-from lekiwi_fleet_server.db.engine import make_engine
 from lekiwi_fleet_server.deployments.engine import (
     DeploymentEngine,
     DeploymentRequest,
@@ -28,16 +26,7 @@ from lekiwi_fleet_server.gateway.actions import (
     result_of_message,
 )
 from lekiwi_fleet_server.gateway.commands import CommandError
-from lekiwi_fleet_server.migrations import upgrade
 from lekiwi_fleet_server.store.deployments import DeploymentStore
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f'sqlite:///{tmp_path / "deployments.db"}')
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 class Releases:
@@ -110,9 +99,9 @@ def test_only_pending_and_running_robots_are_looked_up() -> None:
 
 
 def test_a_robot_the_router_reaches_is_deployed_and_its_result_twice_records_once(
-        engine: Engine) -> None:
+        sqlite_engine: Engine) -> None:
     router = Router({'kiwi-elsewhere'})  # held by another gateway: no local session at all
-    deployments = make(engine, router)
+    deployments = make(sqlite_engine, router)
 
     async def run() -> Rollout:
         await deployments.start()
@@ -132,16 +121,16 @@ def test_a_robot_the_router_reaches_is_deployed_and_its_result_twice_records_onc
     rollout = asyncio.run(run())
     assert rollout.robots['kiwi-elsewhere'].state == 'succeeded'
     assert router.goals == [('kiwi-elsewhere', f'{rollout.deployment_id}:kiwi-elsewhere:1')]
-    stored = DeploymentStore(engine).events(rollout.deployment_id)
+    stored = DeploymentStore(sqlite_engine).events(rollout.deployment_id)
     assert sum(isinstance(e, ev.RobotUpdateSucceeded) for e in stored) == 1
     assert router.results.listener is None  # a stopped engine hears no results
 
 
 def test_nothing_is_decided_while_the_router_cannot_tell_who_is_connected(
-        engine: Engine) -> None:
+        sqlite_engine: Engine) -> None:
     router = Router({'kiwi-1'})
     router.down = CommandError('redis: connection refused')
-    deployments = make(engine, router)
+    deployments = make(sqlite_engine, router)
 
     async def run() -> Rollout:
         await deployments.start()
@@ -150,7 +139,7 @@ def test_nothing_is_decided_while_the_router_cannot_tell_who_is_connected(
                                             by='test')
             await asyncio.sleep(0.2)  # ten ticks
             assert not router.goals
-            stored = DeploymentStore(engine).events(made.deployment_id)
+            stored = DeploymentStore(sqlite_engine).events(made.deployment_id)
             assert [type(e) for e in stored] == [ev.DeploymentCreated]  # not deferred 'offline'
             router.down = None
             await until(lambda: router.goals)

@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
-import pytest
 from sqlalchemy.engine import Engine
 
-from lekiwi_fleet_server.db.engine import make_engine
 from lekiwi_fleet_server.domain.protocol import CommandResponse
 from lekiwi_fleet_server.flags.engine import FlagEngine
-from lekiwi_fleet_server.migrations import upgrade
 from lekiwi_fleet_server.store.flags import FlagStore
-
-
-@pytest.fixture
-def engine(tmp_path: Any) -> Iterator[Engine]:
-    engine = make_engine(f'sqlite:///{tmp_path / "flags.db"}')
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 class Fleet:
@@ -80,9 +69,9 @@ async def run_for(flag_engine: FlagEngine, seconds: float) -> None:
 
 
 def test_a_fleet_reconnecting_at_once_is_configured_in_waves_and_stored_in_batches(
-        engine: Engine) -> None:
+        sqlite_engine: Engine) -> None:
     fleet, gateway = Fleet(1200), Gateway()
-    store = FlagStore(engine)
+    store = FlagStore(sqlite_engine)
     batches: list[int] = []
     record = store.record_deliveries
     store.record_deliveries = lambda b: (batches.append(len(b)), record(b))[1]  # type: ignore
@@ -106,17 +95,17 @@ def test_a_fleet_reconnecting_at_once_is_configured_in_waves_and_stored_in_batch
     assert all(flag_engine.delivery(r.robot_id) is not None for r in fleet.robots)
 
 
-def test_an_idle_engine_lists_the_fleet_only_every_few_ticks(engine: Engine) -> None:
+def test_an_idle_engine_lists_the_fleet_only_every_few_ticks(sqlite_engine: Engine) -> None:
     fleet, gateway = Fleet(50), Gateway()
-    asyncio.run(run_for(make(engine, fleet, gateway, idle_ticks=10), 1.0))
+    asyncio.run(run_for(make(sqlite_engine, fleet, gateway, idle_ticks=10), 1.0))
     # About 50 ticks in a second: the first few deliver (a listing each), then one in ten.
     idle = fleet.listings
     assert gateway.calls == 50 and 2 <= idle <= 16
 
 
-def test_a_flag_with_guards_is_measured_every_tick(engine: Engine) -> None:
+def test_a_flag_with_guards_is_measured_every_tick(sqlite_engine: Engine) -> None:
     fleet, gateway = Fleet(50), Gateway()
-    flag_engine = make(engine, fleet, gateway, idle_ticks=10)
+    flag_engine = make(sqlite_engine, fleet, gateway, idle_ticks=10)
 
     async def with_guarded_flag() -> None:
         await flag_engine.start()
@@ -135,7 +124,8 @@ def test_a_flag_with_guards_is_measured_every_tick(engine: Engine) -> None:
     assert fleet.listings >= 12  # about 50 ticks, each one listing the fleet
 
 
-def test_only_the_robots_whose_claim_this_gateway_holds_are_configured(engine: Engine) -> None:
+def test_only_the_robots_whose_claim_this_gateway_holds_are_configured(
+        sqlite_engine: Engine) -> None:
     fleet, gateway = Fleet(10), Gateway()  # a session here for every robot
     asked: list[list[str]] = []
     held_elsewhere = {'kiwi-0003', 'kiwi-0007'}  # their new gateway's claim came first
@@ -144,7 +134,7 @@ def test_only_the_robots_whose_claim_this_gateway_holds_are_configured(engine: E
         asked.append(list(robot_ids))
         return set(robot_ids) - held_elsewhere
 
-    store = FlagStore(engine)
+    store = FlagStore(sqlite_engine)
     flag_engine = FlagEngine(store, fleet, gateway, now=time.time, tick_s=0.02,
                              held_here=held_here)
     asyncio.run(run_for(flag_engine, 0.5))
@@ -153,13 +143,13 @@ def test_only_the_robots_whose_claim_this_gateway_holds_are_configured(engine: E
     assert all(held_elsewhere <= set(ids) for ids in asked)  # asked again, never sent
 
 
-def test_nothing_is_configured_while_the_holders_are_unknown(engine: Engine) -> None:
+def test_nothing_is_configured_while_the_holders_are_unknown(sqlite_engine: Engine) -> None:
     fleet, gateway = Fleet(5), Gateway()
 
     async def held_here(robot_ids: Sequence[str]) -> set[str]:
         raise ConnectionError('redis: connection refused')
 
-    flag_engine = FlagEngine(FlagStore(engine), fleet, gateway, now=time.time, tick_s=0.02,
+    flag_engine = FlagEngine(FlagStore(sqlite_engine), fleet, gateway, now=time.time, tick_s=0.02,
                              held_here=held_here)
     asyncio.run(run_for(flag_engine, 0.3))
     assert gateway.calls == 0

@@ -15,9 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from ssh_lab import SshLab
 
-from lekiwi_fleet_server.db.engine import make_engine
 from lekiwi_fleet_server.domain.flags import bucket
 from lekiwi_fleet_server.flags.engine import FlagEngine
 from lekiwi_fleet_server.legacy.agent_install import (
@@ -27,7 +27,6 @@ from lekiwi_fleet_server.legacy.agent_install import (
     WaveGate,
 )
 from lekiwi_fleet_server.legacy.poller import SshCredentials
-from lekiwi_fleet_server.migrations import upgrade
 from lekiwi_fleet_server.store.flags import FlagStore
 
 FLAG = 'agent_uplink'
@@ -51,7 +50,7 @@ def test_the_wave_gate_counts_failed_installs_and_agents_that_never_dial_in() ->
 
 
 def test_each_step_installs_its_new_robots_over_ssh_and_a_failed_wave_rolls_back(
-        ssh_lab: SshLab, tmp_path: Path) -> None:
+        ssh_lab: SshLab, tmp_path: Path, sqlite_engine: sa.Engine) -> None:
     marks = tmp_path / 'marks'
     marks.mkdir(mode=0o777)
     install = tmp_path / 'install.sh'
@@ -72,10 +71,8 @@ def test_each_step_installs_its_new_robots_over_ssh_and_a_failed_wave_rolls_back
                       if steps[0] < bucket(FLAG, f'legacy-refuse-{i}') < steps[1])
     refusing = replace(ssh_lab.refusing, robot_id=refused_id)
     hosts = [real[0], real[1], refusing, real[2]]
-    engine = make_engine(f'sqlite:///{tmp_path / "flags.db"}')
-    upgrade(engine)
     now = [1000.0]
-    flags = FlagEngine(FlagStore(engine), None, None, now=lambda: now[0])
+    flags = FlagEngine(FlagStore(sqlite_engine), None, None, now=lambda: now[0])
     tokens: dict[str, str] = {}
     never_dials = {hosts[1].robot_id}  # its install works, its agent never connects
 
@@ -136,7 +133,4 @@ def test_each_step_installs_its_new_robots_over_ssh_and_a_failed_wave_rolls_back
         assert (marks / f'installed-{real[1].robot_id}').exists()
         assert tokens[real[1].robot_id].endswith('_3')  # a fresh token for the new install
 
-    try:
-        asyncio.run(go())
-    finally:
-        engine.dispose()
+    asyncio.run(go())
