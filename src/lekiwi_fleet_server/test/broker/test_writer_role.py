@@ -39,16 +39,22 @@ def writer_settings(tmp_path: Path, nats_url: str) -> Settings:
                     nats_url=nats_url, writer_priority=0, broker_connect_timeout_s=10.0)
 
 
+def unreachable_broker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, nats_url: str, *,
+                           connect_timeout_s: float) -> None:
+    """Point the CLI at SQLite in tmp_path and at `nats_url`, where nobody listens."""
+    monkeypatch.setenv('LEKIWI_DATABASE_URL', f'sqlite:///{tmp_path / "fleet.db"}')
+    monkeypatch.setenv('LEKIWI_DATA_DIR', str(tmp_path))
+    monkeypatch.setenv('LEKIWI_NATS_URL', nats_url)
+    monkeypatch.setenv('LEKIWI_BROKER_CONNECT_TIMEOUT_S', str(connect_timeout_s))
+    monkeypatch.setenv('LEKIWI_WRITER_PRIORITY', '0')
+
+
 def test_a_shard_the_fleet_has_not_is_refused_before_nats_is_tried(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     held, url = closed_port_url()
     with held:
-        monkeypatch.setenv('LEKIWI_DATABASE_URL', f'sqlite:///{tmp_path / "fleet.db"}')
-        monkeypatch.setenv('LEKIWI_DATA_DIR', str(tmp_path))
-        monkeypatch.setenv('LEKIWI_NATS_URL', url)  # nobody there: a wait would be in vain
-        monkeypatch.setenv('LEKIWI_BROKER_CONNECT_TIMEOUT_S', '3')
-        monkeypatch.setenv('LEKIWI_WRITER_PRIORITY', '0')
+        unreachable_broker_env(monkeypatch, tmp_path, url, connect_timeout_s=3)
         started = time.monotonic()
         assert cli_main(['serve', '--role', 'writer', '--shard', '3']) == 2
         assert time.monotonic() - started < 2.0
@@ -61,11 +67,7 @@ def test_a_writer_role_without_a_broker_gives_up_after_the_connect_timeout(
         capsys: pytest.CaptureFixture[str]) -> None:
     held, url = closed_port_url()
     with held:
-        monkeypatch.setenv('LEKIWI_DATABASE_URL', f'sqlite:///{tmp_path / "fleet.db"}')
-        monkeypatch.setenv('LEKIWI_DATA_DIR', str(tmp_path))
-        monkeypatch.setenv('LEKIWI_NATS_URL', url)
-        monkeypatch.setenv('LEKIWI_BROKER_CONNECT_TIMEOUT_S', '0.5')
-        monkeypatch.setenv('LEKIWI_WRITER_PRIORITY', '0')
+        unreachable_broker_env(monkeypatch, tmp_path, url, connect_timeout_s=0.5)
         assert cli_main(['serve', '--role', 'writer']) == 1
     err = capsys.readouterr().err
     assert err.startswith(f'lekiwi-fleet-server: NATS at {url} unreachable: ')
