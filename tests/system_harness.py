@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.error
@@ -173,6 +175,8 @@ class FleetServerProcess:
             env)
         line = wait_until(lambda: self._ready_line(), timeout, message='the server to start')
         fields = dict(part.split('=', 1) for part in line.split() if '=' in part)
+        if 'api' not in fields:  # `--role writer` serves neither
+            return
         self.api_url = fields['api']
         self.gateway_url = fields['gateway']
         self.api_port = int(self.api_url.rsplit(':', 1)[1])
@@ -188,6 +192,21 @@ class FleetServerProcess:
         """SIGKILL the server: no shutdown handler runs."""
         assert self.process is not None
         self.process.kill(signal.SIGKILL)
+
+    def upload_release(self, version: str) -> None:
+        """Upload a one-file release tarball (its launch file) through the REST API as admin."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode='w:gz') as tar:
+            data = f'# release {version}\n'.encode()
+            info = tarfile.TarInfo('launch/robot.launch.py')
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        request = urllib.request.Request(
+            f'{self.api_url}/api/v1/releases?version={version}', data=buf.getvalue(),
+            method='POST', headers={'Authorization': f'Bearer {self.admin_token}',
+                                    'Content-Type': 'application/gzip'})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 201
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """Call the REST API as the bootstrap admin and return the decoded JSON body."""

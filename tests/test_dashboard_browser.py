@@ -13,10 +13,7 @@ Screenshots go to tests/artifacts/dashboard/.
 
 from __future__ import annotations
 
-import io
 import sys
-import tarfile
-import urllib.request
 
 import pytest
 from dashboard_browser import ARTIFACTS, build_dashboard, chromium, missing_browser
@@ -30,21 +27,6 @@ RELEASE = '2.0.0'
 pytestmark = pytest.mark.skipif(missing_browser() is not None,
                                 reason=missing_browser() or '')
 
-
-def push_release(server: FleetServerProcess, version: str) -> None:
-    """Upload a small release tarball through the REST API as the admin."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode='w:gz') as tar:
-        data = f'# release {version}\n'.encode()
-        info = tarfile.TarInfo('launch/robot.launch.py')
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    request = urllib.request.Request(
-        f'{server.api_url}/api/v1/releases?version={version}', data=buf.getvalue(),
-        method='POST', headers={'Authorization': f'Bearer {server.admin_token}',
-                                'Content-Type': 'application/gzip'})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 201
 
 
 @pytest.fixture
@@ -117,7 +99,7 @@ def test_operator_watches_a_robot_come_online_and_drive_live(
 
         # Deployments: a release pushed through the API, started and paused from the page.
         server.enrol(SPARE, ['spare'])
-        push_release(server, RELEASE)
+        server.upload_release(RELEASE)
         page.click('#nav-deployments')
         page.wait_for_selector(f'#start-deployment select[name=release] option[value="{RELEASE}"]',
                                state='attached')

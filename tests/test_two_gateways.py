@@ -12,11 +12,9 @@ everything on the server side is real.
 
 from __future__ import annotations
 
-import io
 import json
 import queue
 import sys
-import tarfile
 import threading
 import urllib.error
 import urllib.request
@@ -25,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from system_harness import READY_MARK, FleetServerProcess, ProcessGroup, wait_until
+from system_harness import FleetServerProcess, ProcessGroup, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -163,20 +161,6 @@ def test_robot_moves_between_gateways_and_survives_a_gateway_sigkill(
     again.close()
 
 
-def push_release(server: FleetServerProcess, version: str) -> None:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode='w') as tar:
-        data = f'app {version}'.encode()
-        info = tarfile.TarInfo('launch/robot.launch.py')
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    request = urllib.request.Request(
-        f'{server.api_url}/api/v1/releases?version={version}', data=buf.getvalue(),
-        method='POST', headers={'Authorization': f'Bearer {server.admin_token}',
-                                'Content-Type': 'application/x-tar'})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 201
-
 
 def test_a_deployment_driven_by_one_gateway_reaches_the_robots_of_the_other(
         pg_url: str, brokers: tuple[str, str], processes: ProcessGroup,
@@ -186,13 +170,8 @@ def test_a_deployment_driven_by_one_gateway_reaches_the_robots_of_the_other(
            'LEKIWI_PRESENCE_TTL_S': str(TTL_S), 'LEKIWI_DEPLOYMENT_TICK_S': '0.2',
            'LEKIWI_FLAG_TICK_S': '0.2'}
     # The roles as deployed: one writer (it migrates the database), two gateways serving the API.
-    writer = processes.start('writer', [sys.executable, '-m', 'lekiwi_fleet_server', 'serve',
-                                        '--role', 'writer'], {
-        **env, 'LEKIWI_DATABASE_URL': pg_url, 'LEKIWI_DATA_DIR': str(tmp_path / 'writer'),
-        'LEKIWI_LOG_LEVEL': 'warning'})
-    wait_until(lambda: writer.find_line(READY_MARK) or not writer.alive(), 60,
-               message='the writer to start')
-    assert writer.alive(), writer.output()
+    FleetServerProcess(processes, pg_url, tmp_path / 'writer', env=env,
+                       args=('--role', 'writer')).start(timeout=60)
     servers = []
     for name in ('gw-a', 'gw-b'):  # gw-a starts first: it takes the deployment engine's lease
         server = FleetServerProcess(processes, pg_url, tmp_path / name,
@@ -217,7 +196,7 @@ def test_a_deployment_driven_by_one_gateway_reaches_the_robots_of_the_other(
         for robot in (near, far):
             calls = [f for f in list(robot.frames.queue) if f.get('op') == 'call_service']
             assert len(calls) == 1, calls
-        push_release(b, '2')
+        b.upload_release('2')
         # Made through b's API; a's engine drives it: a's robot is local, b's is not.
         made = b.request('POST', '/api/v1/deployments', {
             'release_version': '2', 'robots': ['kiwi-near', 'kiwi-far'], 'waves': [1.0]})

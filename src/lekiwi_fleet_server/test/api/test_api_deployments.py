@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import tarfile
 import threading
 import time
 from typing import Any
 
-from api_harness import ADMIN_TOKEN, Api, robot_connection
+from api_harness import ADMIN_TOKEN, Api, release_tar, robot_connection
 from websockets.exceptions import ConnectionClosed
 
 
 def push_release(api: Api, version: str) -> None:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode='w') as tar:
-        data = f'app {version}'.encode()
-        info = tarfile.TarInfo('launch/robot.launch.py')
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    response = api.client.post(f'/api/v1/releases?version={version}', content=buf.getvalue(),
+    body = release_tar({'launch/robot.launch.py': f'app {version}'.encode()})
+    response = api.client.post(f'/api/v1/releases?version={version}', content=body,
                                headers=api.admin)
     assert response.status_code == 201, response.text
 
