@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lekiwi_agent_ros.deploy.key_challenge import CHALLENGE_PATH
 from lekiwi_agent_ros.deploy.request_proof import (
     RequestProofError,
     RequestProver,
@@ -17,7 +18,8 @@ from lekiwi_agent_ros.deploy.request_proof import (
 )
 from lekiwi_agent_ros.uplink.admission_key import AdmissionKey
 
-ANSWERS = {'/object': (200, b'{"nonce": "n1", "expires_in_s": 60, "key_bound": true}'),
+CHALLENGE = (200, b'{"nonce": "n1", "expires_in_s": 60, "key_bound": true}')
+ANSWERS = {'/object': CHALLENGE, CHALLENGE_PATH: CHALLENGE,
            '/list': (200, b'[1, 2]'), '/bad': (200, b'not json'), '/gone': (404, b'{}')}
 
 
@@ -55,15 +57,14 @@ def test_the_fetch_returns_an_object_and_refuses_everything_else(server: str) ->
         _fetch_json('http://127.0.0.1:9/nothing', {}, 1.0)
 
 
-def test_a_prover_is_loaded_only_with_a_key_and_signs_with_it(tmp_path: Path) -> None:
-    assert load_prover('http://127.0.0.1:9', 'kiwi-1', 'tok', '') is None
-    assert load_prover('http://127.0.0.1:9', 'kiwi-1', 'tok', str(tmp_path / 'none')) is None
+def test_a_prover_is_loaded_only_with_a_key_and_signs_with_it(
+        tmp_path: Path, server: str) -> None:
+    assert load_prover(server, 'kiwi-1', 'tok', '') is None
+    assert load_prover(server, 'kiwi-1', 'tok', str(tmp_path / 'none')) is None
     key_file = tmp_path / 'admission.key'
     key = AdmissionKey.load_or_create(str(key_file))
-    prover = load_prover('http://127.0.0.1:9', 'kiwi-1', 'tok', str(key_file))
+    prover = load_prover(server, 'kiwi-1', 'tok', str(key_file))
     assert isinstance(prover, RequestProver)
-    answers = [{'nonce': 'n1', 'expires_in_s': 60, 'key_bound': True}]
-    prover._fetch = lambda _u, _h, _t: answers[0]  # noqa: SLF001 (no server needed here)
-    header = prover.headers('GET', 'http://127.0.0.1:9/api/v1/robot/releases/1.0')
+    header = prover.headers('GET', f'{server}/api/v1/robot/releases/1.0')
     (value,) = header.values()
     assert value.startswith(f'{key.public_key} n1 ')
