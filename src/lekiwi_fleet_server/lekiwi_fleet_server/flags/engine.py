@@ -23,12 +23,10 @@ Several server processes (`serve --role gateway`, broker/): each runs this engin
 delivers only to the robots its own gateway holds, by design: a configure goes over the
 robot's session, and the registry's claim (`held_here`) makes the holder the one process of
 the fleet that sends it, so two processes never configure the same robot (an api role holds
-none and delivers nothing). Not fleet-wide yet, with several processes: every process checks
-guards and plans (the flag streams' optimistic concurrency keeps one of two equal appends, the
-other's tick fails and reloads), and a plan's gate counts the deliveries this process made or
-loaded at its start, so robots configured by another gateway since are not counted as applied
-and its plan waits; a fleet-wide gate would read `flag_deliveries` (or lead, as deployments
-do) - not built.
+none and delivers nothing). Guards and plans are the fleet's, not a process's: only the
+process holding the `flag-guards` lease measures them (`measuring`, leadership.py), and its
+plan gates count what every gateway delivered, read from `flag_deliveries` (at most every
+`gate_refresh_s`, merged with this process's newer ones), not only its own deliveries.
 """
 
 from __future__ import annotations
@@ -74,8 +72,8 @@ class FlagEngine:
                  publish: Callable[[dict[str, Any]], None] = lambda update: None,
                  on_trip: Callable[[fe.FlagGuardTripped], None] = lambda event: None,
                  idle_ticks: int = 5, max_sending: int = 500,
-                 held_here: Callable[[Sequence[str]], Awaitable[set[str]]] | None = None
-                 ) -> None:
+                 held_here: Callable[[Sequence[str]], Awaitable[set[str]]] | None = None,
+                 gate_refresh_s: float = 5.0) -> None:
         self.store = store
         self._fleet = fleet_store
         self._gateway = gateway
@@ -115,6 +113,12 @@ class FlagEngine:
         self._unrecorded: list[Delivery] = []
         self._more = False  # the last tick sent configures: the next looks again at once
         self._recorder: asyncio.Task[None] | None = None
+        # Guards and plans: measured here while this process holds the fleet's `flag-guards`
+        # lease (always, with one process); see the module docstring.
+        self.measuring = True
+        self._gate_refresh_s = gate_refresh_s
+        self._fleet_delivered: dict[str, Delivery] = {}
+        self._fleet_read_at = -1e18
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def load(self) -> None:
@@ -157,7 +161,29 @@ class FlagEngine:
 
     def _watching(self) -> bool:
         """Tell whether a live flag has guards or a plan, which each tick measures."""
-        return any(s.flag.guards or s.plan is not None for s in self.live())
+        return self.measuring and any(s.flag.guards or s.plan is not None for s in self.live())
+
+    def wake(self) -> None:
+        """Tick at once (not at the next idle listing)."""
+        self._wake.set()
+
+    def measuring_duty(self) -> MeasuringDuty:
+        """Return the `flag-guards` duty (leadership.py) that turns `measuring` on and off."""
+        return MeasuringDuty(self)
+
+    async def _gate_deliveries(self, now: float) -> Mapping[str, Delivery]:
+        """Return every robot's last delivery, by any process, for the plans' gates."""
+        if self._held_here is None:  # one process: its own deliveries are all there are
+            return self._delivered
+        if now - self._fleet_read_at >= self._gate_refresh_s:
+            self._fleet_delivered = await run_in_threadpool(self.store.deliveries)
+            self._fleet_read_at = now
+        merged = dict(self._fleet_delivered)
+        for robot_id, own in self._delivered.items():  # this process's, when newer
+            stored = merged.get(robot_id)
+            if stored is None or own.delivered_at >= stored.delivered_at:
+                merged[robot_id] = own
+        return merged
 
     # -- reads --------------------------------------------------------------------------------
     def live(self) -> list[fe.FlagState]:
@@ -301,8 +327,12 @@ class FlagEngine:
                     fresh = await run_in_threadpool(self.store.load, name)
                     if fresh is not None:
                         self._states[name] = fresh
-            for state in self.live():
-                await self._check(state, robots, now)
+            if self.measuring:
+                live = self.live()
+                gate = await self._gate_deliveries(now) if any(
+                    st.plan is not None for st in live) else self._delivered
+                for state in live:
+                    await self._check(state, robots, gate, now)
         self._more = False
         due: list[tuple[RobotView, dict[str, Any]]] = []
         for robot in robots:
@@ -334,7 +364,8 @@ class FlagEngine:
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
 
-    async def _check(self, state: fe.FlagState, robots: list[RobotView], now: float) -> None:
+    async def _check(self, state: fe.FlagState, robots: list[RobotView],
+                     delivered: Mapping[str, Delivery], now: float) -> None:
         flag = state.flag
         cohort = [r for r in robots if in_cohort(flag, r.robot_id, r.tags)]
         if flag.guards and cohort and \
@@ -357,7 +388,7 @@ class FlagEngine:
             return
         revision_ok = 0
         for robot in cohort:
-            last = self._delivered.get(robot.robot_id)
+            last = delivered.get(robot.robot_id)
             if last is not None and last.accepted and \
                     last.revision == self.payload_for(robot.robot_id, robot.tags)['revision']:
                 revision_ok += 1
@@ -421,6 +452,24 @@ class FlagEngine:
             self._publish({'type': 'flag_delivery', 'at': self._now(), 'deliveries': [
                 {'robot_id': d.robot_id, 'revision': d.revision, 'accepted': d.accepted}
                 for d in batch]})
+
+
+class MeasuringDuty:
+    """The `flag-guards` duty: this engine measures guards and plans while it is held."""
+
+    def __init__(self, engine: FlagEngine) -> None:
+        self._engine = engine
+
+    @property
+    def driving(self) -> bool:
+        return self._engine.measuring
+
+    async def start(self) -> None:
+        self._engine.measuring = True
+        self._engine.wake()  # measure at once, not at the next idle listing
+
+    async def stop(self) -> None:
+        self._engine.measuring = False
 
 
 def _report(message: str) -> dict[str, Any]:
