@@ -122,26 +122,54 @@ def _deployment_engine(settings: Settings, store: FleetStore, releases: ReleaseS
 
 async def start_discovery(settings: Settings, store: FleetStore, gateway: RobotGateway,
                           now: Callable[[], float]) -> DiscoveryService:
-    """Start the discovery service and the sources the settings ask for."""
+    """Start the discovery service and its mDNS browser when the settings ask for it."""
     from lekiwi_fleet_server.discovery.sources import start_sources
 
     discovery = DiscoveryService(settings, store, gateway, now)
     await discovery.start()
-    await start_sources(discovery, settings, gateway)
+    await start_sources(discovery, settings)
     return discovery
 
 
-def _start_legacy(settings: Settings, gateway: RobotGateway, store: FleetStore,
-                  now: Callable[[], float]) -> asyncio.Task[None] | None:
-    """Start the legacy SSH poller when its key is configured (see legacy/)."""
-    if settings.legacy_ssh_key_file is None:
-        return None
-    from lekiwi_fleet_server.legacy.wiring import legacy_source
+async def _hold_duties(settings: Settings, store: FleetStore, gateway: RobotGateway,
+                       router: Any, discovery: DiscoveryService, flag_engine: Any,
+                       now: Callable[[], float]) -> list[Any]:
+    """Start the fleet-wide duties this role can run, each while its lease is held.
 
-    source = legacy_source(settings, gateway, store, now)
-    assert source is not None
-    log.info('legacy poller started (hosts: %s)', settings.resolved_legacy_hosts_file)
-    return asyncio.create_task(source.run(), name='legacy-poller')
+    (leadership.py: dialling the rosbridge robots; the legacy poller and the legacy -> agent
+    migration; the flag guards and plans. The rollout engine is held beside its building.)
+    """
+    from lekiwi_fleet_server import leadership
+    from lekiwi_fleet_server.discovery.sources import start_dialling
+    from lekiwi_fleet_server.legacy.wiring import legacy_source, start_migration
+
+    async def dial() -> list[asyncio.Task[None]]:
+        return await start_dialling(discovery, settings, gateway)
+
+    async def legacy() -> list[asyncio.Task[None]]:
+        tasks = []
+        source = legacy_source(settings, gateway, router, store, now)
+        if source is not None:
+            log.info('legacy poller started (hosts: %s)', settings.resolved_legacy_hosts_file)
+            tasks.append(asyncio.create_task(source.run(), name='legacy-poller'))
+        migration = start_migration(settings, gateway, router, store, flag_engine, now)
+        if migration is not None:
+            tasks.append(migration)
+        return tasks
+
+    duties = []
+    if flag_engine is not None:
+        flag_engine.measuring = False  # until its lease is held (at once with one process)
+        duties.append(await leadership.hold(settings, leadership.FLAG_GUARDS,
+                                            flag_engine.measuring_duty()))
+    if gateway.started:  # the API role holds no robots: it neither dials nor polls them
+        if settings.rosbridge_robots:
+            duties.append(await leadership.hold(settings, leadership.DISCOVERY,
+                                                leadership.TaskDuty(dial)))
+        if settings.legacy_ssh_key_file is not None:
+            duties.append(await leadership.hold(settings, leadership.LEGACY,
+                                                leadership.TaskDuty(legacy)))
+    return duties
 
 
 def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
@@ -161,7 +189,7 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
         committers: list[Committer] | None = None
         watcher: ChangeWatcher | None = None
         engine: DeploymentEngine | None = None
-        leader: Any = None  # deployments/leadership.LeaderLoop: starts the engine if it leads
+        duties: list[Any] = []  # leadership.LeaderLoop: the fleet-wide duties held here
         flag_engine: Any = None  # flags/engine.py (issue 20)
         broker: BrokerWiring | None = None
         bus: InProcessBus | NatsBus
@@ -190,8 +218,6 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                                    base_delay_s=settings.login_base_delay_s,
                                    max_delay_s=settings.login_max_delay_s))
         discovery = None
-        legacy_task: asyncio.Task[None] | None = None
-        migration_task: asyncio.Task[None] | None = None
         try:
             if settings.bootstrap_admin_token:
                 created = await run_in_threadpool(
@@ -202,7 +228,6 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                 await gateway.start()
             await router.start()
             discovery = await start_discovery(settings, store, gateway, now)
-            legacy_task = _start_legacy(settings, gateway, store, now)
             # Admin changes made by other processes (the CLI) reach the gateway and writers.
             if store_factory is None:
                 from lekiwi_fleet_server.store.changes import watcher_for  # the SQL stack
@@ -215,20 +240,18 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             engine = _deployment_engine(settings, store, release_store, router, bus, now,
                                         metrics)
             if engine is not None and role != 'api':  # it sends goals through the gateway
-                # One engine drives rollouts across processes (deployments/leadership.py).
-                from lekiwi_fleet_server.deployments.leadership import LeaderLoop, deployment_lease
+                # One engine drives rollouts across processes (leadership.py).
+                from lekiwi_fleet_server import leadership
 
-                leader = LeaderLoop(deployment_lease(settings), engine)
-                await leader.start()
+                duties.append(await leadership.hold(settings, leadership.DEPLOYMENTS, engine))
             from lekiwi_fleet_server.flags.wiring import build_flag_engine
 
             flag_engine = build_flag_engine(settings, store, release_store, gateway, bus, now,
                                             metrics)
             if flag_engine is not None:
                 await flag_engine.start()
-            from lekiwi_fleet_server.legacy.wiring import start_migration  # issue 20
-
-            migration_task = start_migration(settings, gateway, store, flag_engine, now)
+            duties += await _hold_duties(settings, store, gateway, router, discovery,
+                                         flag_engine, now)
             services = FleetServices(settings, store, gateway, bus, metrics, now, discovery,
                                      releases=release_store, deployments=engine, router=router,
                                      broker=broker, flags=flag_engine)
@@ -237,18 +260,14 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
                 on_ready(services)
             yield
         finally:
+            for duty in reversed(duties):
+                await duty.stop()
             if flag_engine is not None:
                 await flag_engine.stop()
-            if leader is not None:
-                await leader.stop()
             if engine is not None:
                 await engine.stop()
             if discovery is not None:
                 await discovery.stop()
-            if legacy_task is not None:
-                legacy_task.cancel()
-            if migration_task is not None:
-                migration_task.cancel()
             if watcher is not None:
                 await run_in_threadpool(watcher.stop)
             bus.close()

@@ -1,7 +1,8 @@
-"""Exactly one process drives rollouts: the Redis lease, across two real processes."""
+"""Exactly one process runs each fleet-wide duty: the Redis lease, across real processes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,14 +14,21 @@ from pathlib import Path
 import pytest
 from redis_server import RedisServer  # test/broker/, on the path by test/conftest.py
 
-from lekiwi_fleet_server.deployments.leadership import LeaderLoop, SoleLease
+from lekiwi_fleet_server.leadership import (
+    FLAG_GUARDS,
+    LEGACY,
+    LeaderLoop,
+    RedisLease,
+    SoleLease,
+    TaskDuty,
+)
 
 pytestmark = pytest.mark.anyio
 
 # One server process's lease loop with a stand-in engine that says when it starts and stops.
 PROCESS = textwrap.dedent('''
     import asyncio, sys
-    from lekiwi_fleet_server.deployments.leadership import LeaderLoop, RedisLease
+    from lekiwi_fleet_server.leadership import LeaderLoop, RedisLease
 
     class Engine:
         driving = False
@@ -97,3 +105,52 @@ async def test_without_redis_the_one_process_always_leads() -> None:
     assert engine.driving and loop.token == 1
     await loop.stop()
     assert not engine.driving and loop.token is None
+
+
+async def test_a_task_duty_runs_in_one_holder_and_moves_when_it_lets_go(
+        redis_server: RedisServer) -> None:
+    # Two processes' loops for the legacy poller (here in one event loop), and a third
+    # process holding another duty: leases are per duty.
+    runs: list[str] = []
+
+    def duty(name: str) -> TaskDuty:
+        async def begin() -> list[asyncio.Task[None]]:
+            async def poll() -> None:
+                while True:
+                    runs.append(name)
+                    await asyncio.sleep(0.02)
+            return [asyncio.create_task(poll())]
+
+        async def end() -> None:
+            runs.append(f'{name} ended')
+        return TaskDuty(begin, end)
+
+    first, second = duty('first'), duty('second')
+    a = LeaderLoop(RedisLease(redis_server.url, 'gw-a', ttl_s=0.6, duty=LEGACY), first,
+                   duty=LEGACY)
+    b = LeaderLoop(RedisLease(redis_server.url, 'gw-b', ttl_s=0.6, duty=LEGACY), second,
+                   duty=LEGACY)
+    other = LeaderLoop(RedisLease(redis_server.url, 'gw-b', ttl_s=0.6, duty=FLAG_GUARDS),
+                       duty('guards'), duty=FLAG_GUARDS)
+    await a.start()
+    await b.start()
+    await other.start()
+    try:
+        await asyncio.sleep(0.5)
+        assert first.driving and not second.driving and a.token == 1 and b.token is None
+        assert 'second' not in runs and 'guards' in runs  # b holds the other duty's lease
+        await a.stop()  # a clean stop releases the lease: b takes it at its next step
+        assert runs[-1] == 'first ended'
+        for _ in range(50):
+            if second.driving:
+                break
+            await asyncio.sleep(0.05)
+        assert second.driving and b.token == 2
+        stopped_at = len([r for r in runs if r == 'first'])
+        await asyncio.sleep(0.2)
+        assert len([r for r in runs if r == 'first']) == stopped_at  # its task was cancelled
+        assert 'second' in runs
+    finally:
+        await other.stop()
+        await b.stop()
+        await a.stop()

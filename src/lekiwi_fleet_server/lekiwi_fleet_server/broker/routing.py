@@ -10,7 +10,7 @@ The deployment engine goes the same way (deployments/engine.py): `connected` is 
 router can reach, and `results` carries the robots' Deploy results back. Over NATS every
 gateway publishes each `action_result` its robots send on `lekiwi.actions.results` and every
 process's router hands them to its `results` relay, so the one engine that drives (the lease
-holder, deployments/leadership.py) hears the robots of every gateway; a result lost with NATS
+holder, leadership.py) hears the robots of every gateway; a result lost with NATS
 is a goal without an answer, failed after the deployment's `robot_timeout_s`.
 
 Wire format (JSON, orjson): a request `{"kind": "command" | "goal" | "cancel", "robot_id",

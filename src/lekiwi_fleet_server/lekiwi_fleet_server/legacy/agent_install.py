@@ -25,7 +25,7 @@ import asyncio
 import logging
 import shlex
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -143,7 +143,8 @@ class LegacyMigration:
     """Install the agent on the legacy robots the migration flag's step reaches, wave by wave."""
 
     def __init__(self, installer: AgentInstaller, flags: Flags, flag_name: str, *,
-                 hosts: Callable[[], Sequence[LegacyHost]], connected: Callable[[str], bool],
+                 hosts: Callable[[], Sequence[LegacyHost]],
+                 connected: Callable[[Collection[str]], Awaitable[set[str]]],
                  new_token: Callable[[str], str], now: Callable[[], float] = time.time) -> None:
         self._installer = installer
         self._flags = flags
@@ -168,8 +169,10 @@ class LegacyMigration:
             flag = self._flags.get(self._flag_name).flag
         except KeyError:
             return  # no such flag (yet): nothing to migrate
-        new = [h for h in self._hosts() if in_cohort(flag, h.robot_id, h.tags)
-               and h.robot_id not in self._tried and not self._connected(h.robot_id)]
+        candidates = [h for h in self._hosts() if in_cohort(flag, h.robot_id, h.tags)
+                      and h.robot_id not in self._tried]
+        live = await self._connected([h.robot_id for h in candidates]) if candidates else set()
+        new = [h for h in candidates if h.robot_id not in live]
         if not new:
             return
         wave = WaveGate(tuple(h.robot_id for h in new), self._now())
@@ -192,8 +195,9 @@ class LegacyMigration:
         await asyncio.gather(*(one(h) for h in new))
 
     async def _follow(self, wave: WaveGate) -> None:
+        live = await self._connected(list(wave.installed)) if wave.installed else set()
         for robot_id in wave.installed:
-            if self._connected(robot_id):
+            if robot_id in live:
                 wave.dialled_in(robot_id)
         cfg = self._installer.config
         verdict = wave.verdict(self._now(), cfg.dial_in_timeout_s, cfg.max_failure_rate)

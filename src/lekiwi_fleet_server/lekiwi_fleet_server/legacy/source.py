@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from lekiwi_fleet_server.domain import protocol
 from lekiwi_fleet_server.domain.protocol import ProtocolError
@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 class Ingest(Protocol):
     """The part of the robot gateway the legacy source feeds."""
 
-    def is_connected(self, robot_id: str) -> bool: ...
+    async def connected(self, robot_ids: Collection[str]) -> set[str]:
+        """Return those of the robots whose agent holds an uplink, on any gateway."""
+        ...
 
     def submit(self, robot_id: str, payload: bytes) -> bool: ...
 
@@ -39,14 +41,19 @@ class Ingest(Protocol):
 
 
 class GatewayIngest:
-    """`Ingest` over a RobotGateway: frames and presence go to the robot's writer shard."""
+    """`Ingest` over a RobotGateway: frames and presence go to the robot's writer shard.
 
-    def __init__(self, gateway: object) -> None:
+    Who is connected comes from the router (broker/routing.py): with several gateways an
+    agent may have dialled in to any of them, and the poller must stop for it all the same.
+    """
+
+    def __init__(self, gateway: object, router: Any) -> None:
         self._gateway = gateway
+        self._router = router
 
-    def is_connected(self, robot_id: str) -> bool:
-        """Tell whether the robot's agent holds an uplink connection."""
-        return bool(self._gateway.is_connected(robot_id))  # type: ignore[attr-defined]
+    async def connected(self, robot_ids: Collection[str]) -> set[str]:
+        """Return those of the robots whose agent holds an uplink, on any gateway."""
+        return set(await self._router.connected(robot_ids)) if robot_ids else set()
 
     def submit(self, robot_id: str, payload: bytes) -> bool:
         """Queue a validated publish frame for commit."""
@@ -92,12 +99,15 @@ class LegacySource:
         """Run one round: reload the hosts, poll those due, hand the outcome to the ingest."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._reload_hosts)
-        due = self._tracker.due(self._hosts, self._ingest.is_connected)
+        live = await self._ingest.connected([h.robot_id for h in self._hosts])
+        due = self._tracker.due(self._hosts, live.__contains__)
         results = await self._poller.poll_all(due) if due else []
         agents = await loop.run_in_executor(None, self._robots_with_agent,
                                             [r.host.robot_id for r in results if r.ok])
+        # Asked again after the round: an agent may have dialled in while it was polled.
+        live = await self._ingest.connected([r.host.robot_id for r in results])
         outcome = self._tracker.on_results(results, agents.__contains__, self._now(),
-                                           self._ingest.is_connected)
+                                           live.__contains__)
         self._hand_over(outcome)
         self.rounds += 1
         self.last_results = results

@@ -22,23 +22,29 @@ def status_commands(settings: Settings) -> StatusCommands:
                           settings.legacy_version_command)
 
 
-def legacy_source(settings: Settings, gateway: object, store: FleetStore,
+def legacy_source(settings: Settings, gateway: object, router: Any, store: FleetStore,
                   now: Callable[[], float]) -> LegacySource | None:
-    """Return the legacy source, or None without an SSH key setting."""
+    """Return the legacy source, or None without an SSH key setting.
+
+    `router` says which robots' agents are connected, on any gateway (broker/routing.py).
+    """
     if settings.legacy_ssh_key_file is None:
         return None
     poller = LegacyPoller(
         SshCredentials(settings.legacy_ssh_key_file, settings.legacy_known_hosts_file),
         status_commands(settings), concurrency=settings.legacy_poll_concurrency,
         timeout_s=settings.legacy_poll_timeout_s)
-    return LegacySource(poller, GatewayIngest(gateway), store,
+    return LegacySource(poller, GatewayIngest(gateway, router), store,
                         settings.resolved_legacy_hosts_file,
                         interval_s=settings.legacy_poll_interval_s, now=now)
 
 
-def start_migration(settings: Settings, gateway: Any, store: FleetStore, flags: Any,
-                    now: Callable[[], float]) -> asyncio.Task[None] | None:
-    """Start the legacy -> agent migration when an install command and a key are set."""
+def start_migration(settings: Settings, gateway: Any, router: Any, store: FleetStore,
+                    flags: Any, now: Callable[[], float]) -> asyncio.Task[None] | None:
+    """Start the legacy -> agent migration when an install command and a key are set.
+
+    An installed agent may dial in to any gateway: `router` says which have (its `connected`).
+    """
     if not settings.legacy_install_command.strip() or settings.legacy_ssh_key_file is None \
             or flags is None or not gateway.started:  # the API role holds no robots
         return None
@@ -72,5 +78,5 @@ def start_migration(settings: Settings, gateway: Any, store: FleetStore, flags: 
         return load_hosts(hosts_file)  # none while the file does not exist
 
     migration = LegacyMigration(installer, flags, settings.legacy_migration_flag, hosts=hosts,
-                                connected=gateway.is_connected, new_token=new_token, now=now)
+                                connected=router.connected, new_token=new_token, now=now)
     return asyncio.create_task(migration.run(MIGRATION_TICK_S), name='legacy-migration')

@@ -11,6 +11,7 @@ standing in for the agent's uplink connection that the gateway reports.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,8 +81,9 @@ def test_each_step_installs_its_new_robots_over_ssh_and_a_failed_wave_rolls_back
         tokens[robot_id] = f'lkw_test_{robot_id}_{len(tokens)}'
         return tokens[robot_id]
 
-    def connected(robot_id: str) -> bool:
-        return (marks / f'installed-{robot_id}').exists() and robot_id not in never_dials
+    async def connected(robot_ids: Collection[str]) -> set[str]:
+        return {r for r in robot_ids
+                if (marks / f'installed-{r}').exists() and r not in never_dials}
 
     config = InstallConfig(install_command=f'{install} {{robot_id}} {{server_url}}',
                            uninstall_command=f'{uninstall} {{robot_id}}',

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,13 @@ from lekiwi_fleet_server.store.sql_store import SqlFleetStore
 
 
 class Gateway:
-    """The two things the migration asks of the robot gateway (nothing dials in here)."""
+    """What the migration asks of the robot gateway, and of the router (nothing dials in)."""
 
     started = True
     port = 9090
 
-    def is_connected(self, robot_id: str) -> bool:
-        return False
+    async def connected(self, robot_ids: Collection[str]) -> set[str]:
+        return set()
 
 
 class Flags:
@@ -59,12 +60,13 @@ def test_the_migration_starts_only_when_configured_and_rotates_real_tokens(
                         legacy_install_max_failure_rate=0.0, **changes)
 
     async def go() -> None:
-        assert start_migration(settings(), Gateway(), store, flags, time.time) is None
-        assert start_migration(settings(legacy_install_command='install'), Gateway(), store,
+        gw = Gateway()  # the gateway and the router
+        assert start_migration(settings(), gw, gw, store, flags, time.time) is None
+        assert start_migration(settings(legacy_install_command='install'), gw, gw, store,
                                flags, time.time) is None  # no SSH key
         task = start_migration(settings(legacy_install_command='install {robot_id}',
                                         legacy_uninstall_command='uninstall',
-                                        legacy_ssh_key_file=key), Gateway(), store, flags,
+                                        legacy_ssh_key_file=key), gw, gw, store, flags,
                                time.time)
         assert task is not None
         try:
