@@ -7,9 +7,10 @@ gateway's WebSocket for the hand-over from polling to the agent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ssh_lab import SshLab
 from websockets.sync.client import connect
 
 from lekiwi_fleet_server.cli import main as cli_main
+from lekiwi_fleet_server.legacy.source import GatewayIngest
 from lekiwi_fleet_server.legacy.status import LEGACY_AGENT_VERSION, heartbeat_msg, parse_status
 from lekiwi_fleet_server.settings import Settings
 
@@ -129,3 +131,19 @@ def test_polled_robots_go_online_hand_over_to_their_agent_and_a_silent_agent_is_
         assert len(flags_of(client, handed)) == 1
         assert robot(handed)['status'] == 'offline'
         assert robot(polled)['status'] == 'online'
+
+
+def test_who_is_connected_comes_from_the_router_not_this_gateway() -> None:
+    # With several gateways an agent may hold its uplink on another one: the poller (and the
+    # migration, which gets the router's `connected` as well) must see it all the same.
+    class Here:
+        def is_connected(self, _robot_id: str) -> bool:
+            return False  # no session on this gateway
+
+    class Router:
+        async def connected(self, robot_ids: Collection[str]) -> set[str]:
+            return {r for r in robot_ids if r == 'kiwi-elsewhere'}
+
+    ingest = GatewayIngest(Here(), Router())
+    assert asyncio.run(ingest.connected(['kiwi-elsewhere', 'kiwi-legacy'])) == {'kiwi-elsewhere'}
+    assert asyncio.run(ingest.connected([])) == set()
