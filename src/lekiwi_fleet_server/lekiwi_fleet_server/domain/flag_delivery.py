@@ -10,6 +10,10 @@ model rows the server holds (the newest heartbeat and the reconstructed telemetr
 - `agent_memory_mb`: the 90th percentile of the robots' `agent_rss_mb` (the RSS of the agent's
   processes in MB of 10^6 bytes, as the agent reports it in its heartbeat's resources), so one
   robot's spike does not roll a whole cohort back;
+- `agent_uss_mb`: the same of `agent_uss_mb`, the memory the agent's processes alone hold (its
+  RSS less the shared library pages every ROS process maps, about 35 MB on a robot; the measure
+  of the agent's 50 MB footprint goal). A rule "agent memory over 75 MB" on RSS trips on a
+  healthy agent, whose RSS is 73-82 MB: USS is the figure that grows when the agent leaks;
 - `uplink_latency_p99_ms`: the 99th percentile of the robots' own `uplink_ack_p99_ms` (each
   agent's ack latency p99 over its window, in its heartbeat's resources).
 A metric no robot of the cohort reports is absent, and an absent metric trips nothing.
@@ -27,8 +31,13 @@ import orjson
 
 from lekiwi_fleet_server.domain.flags import Flag, evaluate
 
-MEMORY_FIELD = 'agent_rss_mb'  # the agent's heartbeat figures (docs/robot-protocol.md)
-LATENCY_FIELD = 'uplink_ack_p99_ms'
+# Each guard metric but error_rate: the agent's heartbeat figure it reads
+# (docs/robot-protocol.md) and the cohort's percentile of it.
+FIGURES: dict[str, tuple[str, float]] = {
+    'agent_memory_mb': ('agent_rss_mb', 0.9),
+    'agent_uss_mb': ('agent_uss_mb', 0.9),
+    'uplink_latency_p99_ms': ('uplink_ack_p99_ms', 0.99),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +89,7 @@ def own_metric(robot: RobotView, metric: str) -> float | None:
     """Return one robot's own figure of a guard metric, or None where it reports none."""
     if metric == 'error_rate':
         return None if robot.state is None else float(robot.state == 'error')
-    name = {'agent_memory_mb': MEMORY_FIELD, 'uplink_latency_p99_ms': LATENCY_FIELD}[metric]
-    found = _numbers([robot], name)
+    found = _numbers([robot], FIGURES[metric][0])
     return found[0] if found else None
 
 
@@ -92,10 +100,8 @@ def cohort_metrics(robots: Sequence[RobotView]) -> dict[str, float]:
     if reporting:
         errors = sum(1 for r in reporting if r.state == 'error')
         metrics['error_rate'] = errors / len(reporting)
-    memory = _numbers(robots, MEMORY_FIELD)
-    if memory:
-        metrics['agent_memory_mb'] = percentile(memory, 0.9)
-    latency = _numbers(robots, LATENCY_FIELD)
-    if latency:
-        metrics['uplink_latency_p99_ms'] = percentile(latency, 0.99)
+    for metric, (name, share) in FIGURES.items():
+        found = _numbers(robots, name)
+        if found:
+            metrics[metric] = percentile(found, share)
     return metrics

@@ -25,7 +25,7 @@ from typing import Literal
 FlagValue = bool | str
 FlagKind = Literal['boolean', 'variant']
 GuardAction = Literal['off', 'step_back', 'set']
-METRICS = ('error_rate', 'agent_memory_mb', 'uplink_latency_p99_ms')
+METRICS = ('error_rate', 'agent_memory_mb', 'agent_uss_mb', 'uplink_latency_p99_ms')
 DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
 NAME = re.compile(r'^[a-z][a-z0-9_.-]{0,63}$')
 # A ROS node name (with an optional namespace) and a parameter name (dots for nesting).

@@ -9,6 +9,7 @@ from lekiwi_fleet_server.domain.flag_delivery import (
     RobotView,
     cohort_metrics,
     configure_payload,
+    own_metric,
     percentile,
 )
 from lekiwi_fleet_server.domain.flags import Flag, FlagError, Guard, Rule, check_guards
@@ -90,12 +91,15 @@ def test_the_plan_advances_only_when_its_gate_held_for_the_soak_time() -> None:
 
 def test_cohort_metrics_follow_the_teams_rules() -> None:
     robots = [RobotView(f'r{i}', state='error' if i < 1 else 'idle',
-                        measures={'agent_rss_mb': 50.0 + i,
+                        measures={'agent_rss_mb': 50.0 + i, 'agent_uss_mb': 30.0 + i,
                                   'uplink_ack_p99_ms': 100.0 + i})
               for i in range(20)]
     metrics = cohort_metrics(robots)
     assert metrics['error_rate'] == pytest.approx(0.05)  # 1 of 20: not over 5 %
     assert metrics['agent_memory_mb'] == pytest.approx(67.0)  # the 90th percentile: r17
+    assert metrics['agent_uss_mb'] == pytest.approx(47.0)  # the same robot's USS
+    assert own_metric(robots[3], 'agent_uss_mb') == 33.0
+    assert own_metric(RobotView('old-agent'), 'agent_uss_mb') is None
     assert metrics['uplink_latency_p99_ms'] == 119.0
     assert cohort_metrics([RobotView('r', measures={'agent_rss_mb': True})]) == {}
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0

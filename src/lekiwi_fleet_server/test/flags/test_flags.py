@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lekiwi_fleet_server.domain.flags import (
+    METRICS,
     Flag,
     FlagError,
     Guard,
@@ -102,3 +103,13 @@ def test_bad_guards_are_refused() -> None:
         Guard('cpu', 1, 'off')
     with pytest.raises(FlagError, match='needs the value'):
         Guard('error_rate', 1, 'set')
+
+
+def test_the_rest_body_takes_every_guard_metric_the_engine_measures() -> None:
+    from typing import get_args
+
+    from lekiwi_fleet_server.api.routes.flags import GuardIn
+    from lekiwi_fleet_server.domain.flag_delivery import FIGURES
+
+    assert set(get_args(GuardIn.model_fields['metric'].annotation)) == set(METRICS)
+    assert set(METRICS) == {'error_rate', *FIGURES}

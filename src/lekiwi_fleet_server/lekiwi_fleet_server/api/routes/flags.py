@@ -50,7 +50,8 @@ class RuleIn(BaseModel):
 class GuardIn(BaseModel):
     model_config = ConfigDict(strict=True)  # no true for 1, no "5" for 5
 
-    metric: Literal['error_rate', 'agent_memory_mb', 'uplink_latency_p99_ms'] = Field(
+    metric: Literal['error_rate', 'agent_memory_mb', 'agent_uss_mb',
+                    'uplink_latency_p99_ms'] = Field(
         description=f'One of {", ".join(METRICS)} (error_rate as a share: 0.05 is 5 %)')
     above: float = Field(ge=0, le=1e9)
     action: Literal['off', 'step_back', 'set']
