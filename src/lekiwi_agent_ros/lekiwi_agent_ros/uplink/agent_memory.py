@@ -5,7 +5,8 @@ the uplink's own and every process of the same session (`ps -o sid`) whose comma
 the agent's package: the nodes a launch file started beside it, not the robot's other ROS
 processes. RSS counts the shared library pages every ROS process maps (about 35 MB here), USS
 only what the agent's processes alone hold, so both go (ENVIRONMENT.md: "report RSS, PSS and
-USS"); the fleet's memory guard reads RSS, what `ps` and `top` show an operator.
+USS"); the fleet's memory guards read either (`agent_memory_mb` RSS, what `ps` and `top`
+show an operator; `agent_uss_mb` USS, what grows when the agent leaks).
 
 Read from `/proc/<pid>/smaps_rollup` (`Rss`, `Private_Clean` + `Private_Dirty`), at most once
 per `period_s`: a sample costs a few hundred microseconds per process. `proc` and `now` come
