@@ -256,10 +256,9 @@ class Server:
                     wait_line=False)
         self._wait_port(nats_port)
         self._wait_port(redis_port)
-        # max_connections: redis-py 8's pool refuses ('Too many connections') beyond 100
-        # connections in use, and a gateway claims every robot of a connect burst at once.
+        # The registry's own pool (broker/presence.py) queues a connect burst's claims.
         env.update(LEKIWI_NATS_URL=f'nats://127.0.0.1:{nats_port}',
-                   LEKIWI_REDIS_URL=f'redis://127.0.0.1:{redis_port}/0?max_connections=4000')
+                   LEKIWI_REDIS_URL=f'redis://127.0.0.1:{redis_port}/0')
         for writer in writer_commands(int(env.get('LEKIWI_WRITER_SHARDS', '2'))):
             self._spawn([sys.executable, '-m', 'lekiwi_fleet_server', 'serve', *writer], env)
         gateway_urls, gateway_apis = [], []

@@ -269,6 +269,9 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_POOL_CONNECTIONS = 64  # Redis connections of one process's registry
+
+
 class RedisRegistry(PresenceRegistry):
     """The registry in Redis, shared by every gateway and API process of a fleet."""
 
@@ -285,12 +288,17 @@ class RedisRegistry(PresenceRegistry):
         from redis.backoff import ExponentialBackoff
 
         # One retry: a pooled connection that Redis closed (it restarted) fails its first
-        # command; a second attempt on a new connection answers.
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        # command; a second attempt on a new connection answers. A blocking pool: a fleet
+        # reconnecting at once claims thousands of robots concurrently, and redis-py's default
+        # pool refuses the command after its 100th connection ("Too many connections"), so
+        # those logins failed; here a command waits up to `timeout_s` for a free connection
+        # (each takes well under a millisecond). `?max_connections=N` in the URL sets the size.
+        self._redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=_POOL_CONNECTIONS, timeout=timeout_s,
+            socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
             health_check_interval=max(1, int(ttl_s)),
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
-            retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError])
+            retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError]))
         self._ttl_ms = int(ttl_s * 1000)
         self._ttl_s = ttl_s
         self._prefix = prefix

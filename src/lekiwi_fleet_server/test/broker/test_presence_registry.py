@@ -194,3 +194,24 @@ def test_live_status_lays_the_registry_over_the_read_model() -> None:
     assert live_status('stale', owner, 101.0, 5.0) == 'stale'  # the read model knows heartbeats
     # Never claimed by any gateway (a robot the legacy poller watches): the read model's.
     assert live_status('online', None, 101.0, 5.0, claimed=False) == 'online'
+
+
+def test_a_claim_storm_waits_for_pooled_connections_instead_of_failing(
+        redis_server: RedisServer) -> None:
+    # A fleet reconnecting at once claims thousands of robots concurrently. redis-py's default
+    # pool refused the 101st concurrent command ("Too many connections") and those robots'
+    # logins failed; the registry's pool makes them wait for a connection instead, and Redis
+    # sees no more clients than the pool holds.
+    async def main() -> None:
+        reg = RedisRegistry(f'{redis_server.url}?max_connections=8', TTL_S)
+        try:
+            now = time.time()
+            claims = await asyncio.gather(*(reg.claim(f'r{i}', 'gw-a', now)
+                                            for i in range(600)))
+            assert len({c.robot_id for c in claims}) == 600
+            assert len(await reg.lookup([f'r{i}' for i in range(600)])) == 600
+            clients = await reg._redis.info('clients')  # noqa: SLF001 (the server's own view)
+            assert clients['connected_clients'] <= 8 + 1
+        finally:
+            await reg.close()
+    asyncio.run(main())
