@@ -13,7 +13,7 @@ from gateway_harness import running_gateway
 from memory_store import MemoryStore
 from ws_client import Robot
 
-from lekiwi_fleet_server.broker.presence import RedisRegistry
+from lekiwi_fleet_server.broker.presence import InProcessRegistry, RedisRegistry
 from lekiwi_fleet_server.broker.routing import NatsRouter, RoutingUnavailable
 from lekiwi_fleet_server.gateway.commands import CommandTimeout, InvalidCommand, RobotNotConnected
 
@@ -108,3 +108,84 @@ async def test_command_from_another_gateway_and_from_an_api_process(
                 await router.close()
             for reg in (reg_a, reg_b, reg_api):
                 await reg.close()
+
+
+async def test_results_presence_and_the_holders_failures_across_processes(
+        memory_store: MemoryStore, redis_url: str, nats: nats_server.NatsServer) -> None:
+    import nats as nats_client
+    import orjson
+
+    from lekiwi_fleet_server.broker.routing import subject_of
+    from lekiwi_fleet_server.broker.subjects import ACTION_RESULTS
+    from lekiwi_fleet_server.gateway.actions import ActionResult
+
+    reg_b, reg_api = RedisRegistry(redis_url, 5.0), RedisRegistry(redis_url, 5.0)
+    async with running_gateway(memory_store, registry=reg_b, gateway_id='gw-b') as b:
+        via_b = NatsRouter(nats.url, reg_b, gateway=b.gateway)
+        api_only = NatsRouter(nats.url, reg_api)
+        for router in (via_b, api_only):
+            await router.start()
+        results: list[ActionResult] = []
+        api_only.results.listener = results.append
+        raw = await nats_client.connect(nats.url)
+        try:
+            robot = await Robot.authenticated(b.url, 'kiwi-001', b.enrol('kiwi-001'))
+            deadline = time.monotonic() + 5
+            while not await api_only.connected(['kiwi-001', 'kiwi-nobody']):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            assert await api_only.connected(['kiwi-001', 'kiwi-nobody']) == {'kiwi-001'}
+            # The holder's own goal goes straight to its robot, not over NATS.
+            assert await via_b.send_action_goal('kiwi-001', 'goal-1', {'release': 'x'})
+            assert (await robot.recv(timeout=5))['op'] == 'send_action_goal'
+            # A garbled result on the subject is dropped; the robot's own result goes on to
+            # the process that drives (here the API process), once.
+            await raw.publish(ACTION_RESULTS, b'not a result')
+            await robot.send({'op': 'action_result', 'id': 'goal-1', 'status': 4,
+                              'values': {'ok': True}})
+            deadline = time.monotonic() + 5
+            while not results:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            assert results == [ActionResult('kiwi-001', 'goal-1', 4, {'ok': True})]
+            # A request the holder cannot read gets an 'invalid' reply, not silence.
+            reply = await raw.request(subject_of('gw-b'), b'{"kind": "command"}', timeout=5)
+            assert orjson.loads(reply.data)['error'] == 'invalid'
+            # A claim whose gateway is gone (until its TTL): nobody answers on its subject.
+            await reg_api.claim('kiwi-ghost', 'gw-ghost', time.time())
+            with pytest.raises(RobotNotConnected, match='does not answer'):
+                await api_only.send_command('kiwi-ghost', 'ping', '{}', timeout_s=1)
+            await robot.close()
+        finally:
+            await raw.close()
+            for router in (via_b, api_only):
+                await router.close()
+            for reg in (reg_b, reg_api):
+                await reg.close()
+
+
+async def test_the_router_says_unavailable_when_redis_or_nats_is_away(
+        nats: nats_server.NatsServer) -> None:
+    import socket
+
+    held = socket.socket()
+    held.bind(('127.0.0.1', 0))  # bound, never listening: Redis "refuses"
+    with held:
+        registry = RedisRegistry(f'redis://127.0.0.1:{held.getsockname()[1]}/0', 5.0,
+                                 timeout_s=0.5)
+        router = NatsRouter(nats.url, registry)
+        try:
+            with pytest.raises(RoutingUnavailable):
+                await router.connected(['kiwi-001'])
+            with pytest.raises(RoutingUnavailable):
+                await router.send_command('kiwi-001', 'ping', '{}')
+        finally:
+            await registry.close()
+    # Not (yet) connected to NATS: the holder is known, the hop is not possible.
+    claims = InProcessRegistry(5.0)
+    await claims.claim('kiwi-001', 'gw-a', time.time())
+    never_started = NatsRouter(nats.url, claims)
+    with pytest.raises(RoutingUnavailable, match='not connected'):
+        await never_started.ping()
+    with pytest.raises(RoutingUnavailable, match='not connected'):
+        await never_started.send_command('kiwi-001', 'ping', '{}')
