@@ -208,6 +208,38 @@ def test_run_nodes_reports_a_refused_configuration() -> None:
     assert node_runner.run_nodes(refuse, [], 'refusing') == 2
 
 
+def test_run_nodes_names_a_missing_dependency() -> None:
+    def missing() -> list:
+        raise ImportError("No module named 'aiortc'", name='aiortc')
+
+    assert node_runner.run_nodes(missing, [], 'missing') == 2
+
+
+def test_sigterm_stops_the_loop_and_the_nodes_go_first_to_last() -> None:
+    import signal
+
+    from rclpy.node import Node
+
+    nodes: list = []
+    destroyed: list[str] = []
+
+    def build() -> list:
+        for name in ('runner_first', 'runner_second'):
+            node = Node(name, namespace='/agentsigterm')
+            original = node.destroy_node
+            node.destroy_node = lambda n=name, d=original: (destroyed.append(n), d())[1]
+            nodes.append(node)
+        # As systemd or `ros2 launch` stops the agent: a SIGTERM to the process.
+        nodes[0].create_timer(0.3, lambda: signal.raise_signal(signal.SIGTERM))
+        return nodes
+
+    before, started = signal.getsignal(signal.SIGTERM), time.monotonic()
+    assert node_runner.run_nodes(build, [], 'sigterm') == 0
+    assert destroyed == ['runner_first', 'runner_second']
+    assert time.monotonic() - started < 5.0  # within a spin timeout, plus the drain
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
+
+
 def test_a_failing_callback_does_not_stop_the_other_nodes() -> None:
     import rclpy
     from rclpy.node import Node
