@@ -102,6 +102,32 @@ def test_the_node_serves_what_the_heartbeat_says(harness: RosHarness) -> None:
     assert doc['status_port'] == node.status_port
 
 
+def test_the_node_announces_each_new_status_and_says_goodbye_at_destroy(
+        harness: RosHarness) -> None:
+    # In the test's own namespace loopback may carry no multicast: an announcement that fails
+    # is logged and the node goes on serving (the netns test below browses a real one).
+    node = DiscoveryNode(**harness.kwargs(discovery_enabled=True, status_port=0,
+                                          mdns_interfaces='127.0.0.1',
+                                          mdns_addresses='127.0.0.1'))
+    harness.add(node)
+    publisher = harness.helper.create_publisher(RobotHeartbeat,
+                                                f'{harness.namespace}/fleet/heartbeat',
+                                                STATUS_QOS)
+    for software in ('rel-1', 'rel-1', 'rel-2'):  # the repeat is not announced again
+        publisher.publish(heartbeat_msg('kiwi-mdns', software))
+        deadline = time.monotonic() + 10
+        while (get(node.status_port)[1] or {}).get('software_version') != software:
+            assert time.monotonic() < deadline, 'the status did not follow the heartbeat'
+            time.sleep(0.05)
+    announcing = [t for t in threading.enumerate() if t.name == 'lekiwi-mdns']
+    assert len(announcing) == 1
+    harness.remove(node)  # destroys it: the goodbye, then the endpoint closes
+    assert not announcing[0].is_alive()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f'http://127.0.0.1:{node.status_port}/lekiwi/status',
+                               timeout=2)
+
+
 def test_the_node_is_off_by_default_and_opens_no_port(harness: RosHarness) -> None:
     node = DiscoveryNode(**harness.kwargs())
     harness.add(node)
