@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from system_harness import FleetServerProcess, ProcessGroup, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -212,6 +213,15 @@ def test_a_deployment_driven_by_one_gateway_reaches_the_robots_of_the_other(
         for robot in (near, far):  # one goal each: one engine drove, and it sent each once
             goals = [f for f in list(robot.frames.queue) if f.get('op') == 'send_action_goal']
             assert len(goals) == 1, goals
+        # The fleet-wide duties' leases (leadership.py): each held by one of the two gateways,
+        # a first to start.
+        leases = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            holders = {duty: leases.get(f'lekiwi:lease:{duty}')
+                       for duty in ('deployment-engine', 'flag-guards')}
+        finally:
+            leases.close()
+        assert all(h is not None and h.startswith('gw-a|') for h in holders.values()), holders
     finally:
         near.close()
         far.close()

@@ -157,19 +157,18 @@ async def _hold_duties(settings: Settings, store: FleetStore, gateway: RobotGate
             tasks.append(migration)
         return tasks
 
-    duties = []
+    wanted: list[tuple[str, Any]] = []
     if flag_engine is not None:
         flag_engine.measuring = False  # until its lease is held (at once with one process)
-        duties.append(await leadership.hold(settings, leadership.FLAG_GUARDS,
-                                            flag_engine.measuring_duty()))
+        wanted.append((leadership.FLAG_GUARDS, flag_engine.measuring_duty()))
     if gateway.started:  # the API role holds no robots: it neither dials nor polls them
         if settings.rosbridge_robots:
-            duties.append(await leadership.hold(settings, leadership.DISCOVERY,
-                                                leadership.TaskDuty(dial)))
+            wanted.append((leadership.DISCOVERY, leadership.TaskDuty(dial)))
         if settings.legacy_ssh_key_file is not None:
-            duties.append(await leadership.hold(settings, leadership.LEGACY,
-                                                leadership.TaskDuty(legacy)))
-    return duties
+            wanted.append((leadership.LEGACY, leadership.TaskDuty(legacy)))
+    # Together: with Redis away each first try waits for its timeout.
+    return list(await asyncio.gather(*(leadership.hold(settings, duty, runner)
+                                       for duty, runner in wanted)))
 
 
 def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
