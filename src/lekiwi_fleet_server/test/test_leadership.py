@@ -111,26 +111,26 @@ async def test_a_task_duty_runs_in_one_holder_and_moves_when_it_lets_go(
         redis_server: RedisServer) -> None:
     # Two processes' loops for the legacy poller (here in one event loop), and a third
     # process holding another duty: leases are per duty.
-    runs: list[str] = []
+    runs: dict[str, list[str]] = {'first': [], 'second': [], 'guards': []}
 
     def duty(name: str) -> TaskDuty:
         async def begin() -> list[asyncio.Task[None]]:
             async def poll() -> None:
                 while True:
-                    runs.append(name)
+                    runs[name].append('poll')
                     await asyncio.sleep(0.02)
             return [asyncio.create_task(poll())]
 
         async def end() -> None:
-            runs.append(f'{name} ended')
+            runs[name].append('ended')
         return TaskDuty(begin, end)
 
     first, second = duty('first'), duty('second')
-    a = LeaderLoop(RedisLease(redis_server.url, 'gw-a', ttl_s=0.6, duty=LEGACY), first,
+    a = LeaderLoop(RedisLease(redis_server.url, 'gw-a', ttl_s=3.0, duty=LEGACY), first,
                    duty=LEGACY)
-    b = LeaderLoop(RedisLease(redis_server.url, 'gw-b', ttl_s=0.6, duty=LEGACY), second,
+    b = LeaderLoop(RedisLease(redis_server.url, 'gw-b', ttl_s=3.0, duty=LEGACY), second,
                    duty=LEGACY)
-    other = LeaderLoop(RedisLease(redis_server.url, 'gw-b', ttl_s=0.6, duty=FLAG_GUARDS),
+    other = LeaderLoop(RedisLease(redis_server.url, 'gw-b', ttl_s=3.0, duty=FLAG_GUARDS),
                        duty('guards'), duty=FLAG_GUARDS)
     await a.start()
     await b.start()
@@ -138,18 +138,18 @@ async def test_a_task_duty_runs_in_one_holder_and_moves_when_it_lets_go(
     try:
         await asyncio.sleep(0.5)
         assert first.driving and not second.driving and a.token == 1 and b.token is None
-        assert 'second' not in runs and 'guards' in runs  # b holds the other duty's lease
+        assert not runs['second'] and runs['guards']  # b holds the other duty's lease
         await a.stop()  # a clean stop releases the lease: b takes it at its next step
-        assert runs[-1] == 'first ended'
-        for _ in range(50):
+        assert runs['first'][-1] == 'ended'
+        for _ in range(100):  # b's next step: a third of the TTL at most
             if second.driving:
                 break
             await asyncio.sleep(0.05)
         assert second.driving and b.token == 2
-        stopped_at = len([r for r in runs if r == 'first'])
+        stopped_at = len(runs['first'])
         await asyncio.sleep(0.2)
-        assert len([r for r in runs if r == 'first']) == stopped_at  # its task was cancelled
-        assert 'second' in runs
+        assert len(runs['first']) == stopped_at  # its task was cancelled
+        assert runs['second'] and 'ended' not in runs['second']
     finally:
         await other.stop()
         await b.stop()
