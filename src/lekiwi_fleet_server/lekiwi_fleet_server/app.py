@@ -159,7 +159,6 @@ async def _hold_duties(settings: Settings, store: FleetStore, gateway: RobotGate
 
     wanted: list[tuple[str, Any]] = []
     if flag_engine is not None:
-        flag_engine.measuring = False  # until its lease is held (at once with one process)
         wanted.append((leadership.FLAG_GUARDS, flag_engine.measuring_duty()))
     if gateway.started:  # the API role holds no robots: it neither dials nor polls them
         if settings.rosbridge_robots:
@@ -248,6 +247,9 @@ def create_app(settings: Settings, *, store_factory: StoreFactory | None = None,
             flag_engine = build_flag_engine(settings, store, release_store, gateway, bus, now,
                                             metrics)
             if flag_engine is not None:
+                # Guards and plans wait for the flag-guards lease (_hold_duties; at once with
+                # one process), so not even a first tick measures them in two processes.
+                flag_engine.measuring = False
                 await flag_engine.start()
             duties += await _hold_duties(settings, store, gateway, router, discovery,
                                          flag_engine, now)
